@@ -1,0 +1,127 @@
+"""Storage for sae-chat: accounts, bans and the message history.
+
+Installed as the package ``sae_db`` (the folder is ``db/`` in the source
+tree). The server talks to storage only through ``Store``; ``open_store``
+picks the backend from a URL:
+
+    sqlite:///sae.db           (the default: sae.db in the working directory)
+    sqlite:////var/lib/sae/sae.db   (an absolute path: four slashes)
+    mysql://user:password@host:3306/name
+
+A Store is used by one thread at a time, the server's storage thread, never
+by the event loop itself: every call may block. Each backend keeps its
+schema, one SQL file per migration, in a folder named after its dialect;
+``schema_version`` records which have been applied.
+
+Timestamps cross this interface as the protocol's text form,
+``2026-11-24T13:05:01.123Z`` (UTC, milliseconds).
+"""
+
+from typing import List, NamedTuple, Optional, Sequence
+from urllib.parse import unquote, urlsplit
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be reached or refused the operation for a reason
+    that may pass (connection lost, server restarting, disk full). Callers
+    answer ERR 503 and try again later; nothing was written."""
+
+
+class Account(NamedTuple):
+    id: int
+    name: str
+    password_hash: str
+    created_at: str
+    ban_reason: Optional[str] = None  # None when not banned
+
+    @property
+    def banned(self) -> bool:
+        return self.ban_reason is not None
+
+
+class NewMessage(NamedTuple):
+    """A message accepted by the server, not yet stored."""
+    sender_id: int
+    sender: str
+    recipient: Optional[str]  # an account name, or None for the room
+    body: str
+    created_at: str
+
+
+class Message(NamedTuple):
+    """A stored message."""
+    id: int
+    created_at: str
+    sender: str
+    recipient: Optional[str]  # the account's name as registered, None for the room
+    body: str
+
+
+def name_key(name: str) -> str:
+    """The form in which account names are compared (they are ASCII)."""
+    return name.lower()
+
+
+class Store:
+    """What the server needs from a database. Every method may raise
+    StorageUnavailable."""
+
+    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
+        """The new account, or None if the name is taken (case-insensitively)."""
+        raise NotImplementedError
+
+    def find_account(self, name: str) -> Optional[Account]:
+        raise NotImplementedError
+
+    def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
+        """Store the batch in one transaction, in order. Returns, for each
+        message, its stored form (ids increasing in batch order), or None for
+        a private message to an account that does not exist (not stored)."""
+        raise NotImplementedError
+
+    def room_history(self, count: int, before: Optional[int] = None,
+                     after: Optional[int] = None) -> List[Message]:
+        """Room messages, oldest first: the last ``count`` (before ``before``
+        if given), or the first ``count`` after ``after``."""
+        raise NotImplementedError
+
+    def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
+        """Ban (reason given) or unban (None) an account; False if no such account."""
+        raise NotImplementedError
+
+    def banned_accounts(self) -> List[Account]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password masked, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_store(url: str) -> Store:
+    """Open (creating or migrating its schema) the store that ``url`` names.
+    Raises ValueError for a URL it does not understand, StorageUnavailable
+    when the database cannot be reached."""
+    if "://" not in url:
+        url = "sqlite:///" + url  # a bare file name is an SQLite file
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        from .sqlite import SQLiteStore
+        # As elsewhere: sqlite:///sae.db is relative to the working
+        # directory, sqlite:////var/lib/sae/sae.db is absolute.
+        path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValueError("an SQLite URL is sqlite:///FILE: %s" % url)
+        return SQLiteStore(path)
+    if parts.scheme in ("mysql", "mariadb"):
+        from .mysql import MySQLStore
+        return MySQLStore(url)
+    raise ValueError("unknown database URL (use sqlite:///FILE or mysql://USER:PASSWORD@HOST:PORT/NAME): %s"
+                     % describe_url(url))

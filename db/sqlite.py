@@ -1,0 +1,137 @@
+"""The SQLite backend: the default, needs nothing beyond the standard library.
+
+WAL mode lets readers (a second tool, a backup) work while the server
+writes; synchronous=NORMAL makes a commit cost no fsync in WAL mode (a power
+cut may lose the last commits, never corrupt the file), which is what lets a
+Raspberry Pi's SD card keep up with one commit per loop iteration.
+"""
+
+import sqlite3
+from typing import List, Optional, Sequence
+
+from . import Account, Message, NewMessage, StorageUnavailable, Store, name_key
+from .migrate import migrations
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str):
+        try:
+            # check_same_thread=False: the store is opened on the main thread
+            # (so start-up errors are reported there), then used only by the
+            # storage thread.
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise StorageUnavailable("cannot open SQLite database %s: %s" % (path, error)) from None
+
+    def _migrate(self) -> None:
+        db = self.db
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, statements in migrations("sqlite"):
+            if version <= current:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _run(self, operation, *args):
+        try:
+            return operation(*args)
+        except sqlite3.OperationalError as error:
+            # Locked, disk full, I/O error: may pass, so the caller retries.
+            raise StorageUnavailable(str(error)) from None
+
+    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
+        def insert():
+            try:
+                cursor = self.db.execute(
+                    "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (name, name_key(name), password_hash, created_at))
+            except sqlite3.IntegrityError:
+                return None
+            return Account(cursor.lastrowid, name, password_hash, created_at)
+        return self._run(insert)
+
+    def find_account(self, name: str) -> Optional[Account]:
+        def select():
+            row = self.db.execute(
+                "SELECT id, name, password_hash, created_at, ban_reason FROM users WHERE name_key = ?",
+                (name_key(name),)).fetchone()
+            return Account(*row) if row else None
+        return self._run(select)
+
+    def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
+        def insert():
+            db = self.db
+            stored: List[Optional[Message]] = []
+            recipients = {}
+            db.execute("BEGIN")
+            try:
+                for message in batch:
+                    recipient_id = recipient = None
+                    if message.recipient is not None:
+                        key = name_key(message.recipient)
+                        if key not in recipients:
+                            recipients[key] = db.execute(
+                                "SELECT id, name FROM users WHERE name_key = ?", (key,)).fetchone()
+                        if recipients[key] is None:
+                            stored.append(None)
+                            continue
+                        recipient_id, recipient = recipients[key]
+                    cursor = db.execute(
+                        "INSERT INTO messages (sender_id, recipient_id, body, created_at) VALUES (?, ?, ?, ?)",
+                        (message.sender_id, recipient_id, message.body, message.created_at))
+                    stored.append(Message(cursor.lastrowid, message.created_at, message.sender,
+                                          recipient, message.body))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return stored
+        return self._run(insert)
+
+    def room_history(self, count: int, before: Optional[int] = None,
+                     after: Optional[int] = None) -> List[Message]:
+        def select():
+            query = ("SELECT m.id, m.created_at, u.name, NULL, m.body FROM messages m"
+                     " JOIN users u ON u.id = m.sender_id WHERE m.recipient_id IS NULL")
+            if after is not None:
+                rows = self.db.execute(query + " AND m.id > ? ORDER BY m.id LIMIT ?", (after, count))
+                return [Message(*row) for row in rows]
+            if before is not None:
+                rows = self.db.execute(query + " AND m.id < ? ORDER BY m.id DESC LIMIT ?", (before, count))
+            else:
+                rows = self.db.execute(query + " ORDER BY m.id DESC LIMIT ?", (count,))
+            return [Message(*row) for row in reversed(rows.fetchall())]
+        return self._run(select)
+
+    def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
+        def update():
+            cursor = self.db.execute(
+                "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?",
+                (reason, at if reason is not None else None, name_key(name)))
+            return cursor.rowcount > 0
+        return self._run(update)
+
+    def banned_accounts(self) -> List[Account]:
+        def select():
+            rows = self.db.execute(
+                "SELECT id, name, password_hash, created_at, ban_reason FROM users"
+                " WHERE ban_reason IS NOT NULL ORDER BY name_key")
+            return [Account(*row) for row in rows]
+        return self._run(select)
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,386 @@
+"""sae-chat protocol v1 as plain data: framing, parsing and formatting.
+
+This module does no I/O. It knows nothing of sockets, clocks or databases:
+bytes go in and come out as frames and commands (``LineFramer``,
+``parse_command``); server events go in and come out as bytes (the
+``format_*`` functions); and, for the client, server lines come out as
+``ServerEvent`` values (``parse_server_line``). The server (sae_server.py)
+and the client (sae_client_curses.py) both build on it, so neither of them
+frames or splits a line on its own. docs/PROTOCOL.md is the contract this
+module implements.
+"""
+
+import re
+import time
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+# A line's content, not counting its "\r\n" or "\n", may be this long.
+MAX_LINE_BYTES = 4096
+# Bytes without any newline after which the peer is not speaking the
+# protocol at all (a flood or a binary stream): the connection is closed.
+MAX_UNTERMINATED_BYTES = 64 * 1024
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 1024
+
+# C0 controls except tab, DEL, and the C1 controls.
+_CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_SPACES_RE = re.compile(" +")
+
+# Error codes on the wire.
+BAD_REQUEST = 400
+UNAUTHORIZED = 401
+BANNED = 403
+NOT_FOUND = 404
+NAME_TAKEN = 409
+TOO_LONG = 413
+UNKNOWN_VERB = 421
+KICKED = 423
+SLOW_DOWN = 429
+UNAVAILABLE = 503
+
+
+# --- framing -------------------------------------------------------------
+
+class LineTooLong(NamedTuple):
+    """A line over MAX_LINE_BYTES; it is discarded up to its newline."""
+
+
+class Unterminated(NamedTuple):
+    """More than MAX_UNTERMINATED_BYTES without a newline: close the peer."""
+
+
+Frame = Union[bytes, LineTooLong, Unterminated]
+
+
+class LineFramer:
+    """Turns a byte stream, in chunks split anywhere, into complete lines.
+
+    ``feed`` returns, in stream order, each complete line (bytes without its
+    "\\n" and without one "\\r" before it), ``LineTooLong()`` once for each
+    line over the limit, and ``Unterminated()`` once when the peer sends far
+    too much without a newline (after which the framer swallows everything).
+    The result does not depend on how the stream was cut into chunks.
+    """
+
+    __slots__ = ("_pending", "_discarding", "_dead", "max_line", "max_unterminated")
+
+    def __init__(self, max_line=MAX_LINE_BYTES, max_unterminated=MAX_UNTERMINATED_BYTES):
+        self.max_line = max_line
+        self.max_unterminated = max_unterminated
+        self._pending = bytearray()
+        # Bytes of an overlong line discarded so far, or -1 when not discarding.
+        self._discarding = -1
+        self._dead = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for a newline."""
+        return len(self._pending)
+
+    def feed(self, data: bytes) -> List[Frame]:
+        if self._dead:
+            return []
+        frames: List[Frame] = []
+        if self._discarding >= 0:
+            end = data.find(b"\n")
+            if end < 0:
+                self._discarding += len(data)
+                if self._discarding > self.max_unterminated:
+                    self._dead = True
+                    frames.append(Unterminated())
+                return frames
+            data = data[end + 1:]
+            self._discarding = -1
+        pending = self._pending
+        pending += data
+        start = 0
+        limit = self.max_line
+        while True:
+            end = pending.find(b"\n", start)
+            if end < 0:
+                break
+            stop = end - 1 if end > start and pending[end - 1] == 13 else end
+            if stop - start > limit:
+                frames.append(LineTooLong())
+            else:
+                frames.append(bytes(pending[start:stop]))
+            start = end + 1
+        if start:
+            del pending[:start]
+        # One "\r" may still be stripped when its "\n" arrives, hence the +1.
+        if len(pending) > limit + 1:
+            frames.append(LineTooLong())
+            self._discarding = len(pending)
+            pending.clear()
+            if self._discarding > self.max_unterminated:
+                self._dead = True
+                frames.append(Unterminated())
+        return frames
+
+
+# --- client commands -----------------------------------------------------
+
+class Command(NamedTuple):
+    """One client line, parsed. ``args`` holds the verb's fields, the last
+    one taking the rest of the line; a missing optional field is ""."""
+    verb: str
+    args: Tuple[str, ...]
+
+
+class ProtocolError(NamedTuple):
+    """A line that cannot be executed: answered with ``ERR code text``."""
+    code: int
+    text: str
+
+
+# verb -> (number of fields, number of them that are required)
+VERBS = {
+    "REGISTER": (2, 2),
+    "LOGIN": (2, 2),
+    "SAY": (1, 1),
+    "TELL": (2, 2),
+    "WHO": (0, 0),
+    "HISTORY": (2, 1),
+    "PING": (1, 0),
+    "QUIT": (1, 0),
+}
+# Verbs a connection may use before it has logged in.
+PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "QUIT"))
+# Verbs that append a message to the history; they are batched.
+MESSAGE_VERBS = frozenset(("SAY", "TELL"))
+
+_MISSING = {
+    "REGISTER": "usage: REGISTER <name> <password>",
+    "LOGIN": "usage: LOGIN <name> <password>",
+    "SAY": "usage: SAY <text>",
+    "TELL": "usage: TELL <name> <text>",
+    "HISTORY": "usage: HISTORY <count> [before=<id>|after=<id>]",
+}
+
+
+def decode_line(raw: bytes) -> Union[str, ProtocolError]:
+    """A framed line as text, or the error that rejects it."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return ProtocolError(BAD_REQUEST, "line is not valid UTF-8")
+    if _CONTROL_RE.search(line):
+        return ProtocolError(BAD_REQUEST, "control characters are not allowed")
+    return line
+
+
+def split_fields(rest: str, count: int) -> List[str]:
+    """Split ``rest`` into at most ``count`` fields separated by runs of
+    spaces, the last field keeping the rest of the line as it is."""
+    fields: List[str] = []
+    while rest and len(fields) < count - 1:
+        head, sep, rest = rest.partition(" ")
+        fields.append(head)
+        rest = rest.lstrip(" ")
+    if rest and count:
+        fields.append(rest)
+    return fields
+
+
+def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
+    """A framed client line as a Command, a ProtocolError, or None for an
+    empty line (which is ignored). Only syntax is checked here; whether the
+    connection may use the verb is the server's business."""
+    line = decode_line(raw)
+    if isinstance(line, ProtocolError):
+        return line
+    line = line.lstrip(" ")
+    if not line.strip(" \t"):
+        return None
+    verb, _, rest = line.partition(" ")
+    verb = verb.upper()
+    shape = VERBS.get(verb)
+    if shape is None:
+        return ProtocolError(UNKNOWN_VERB, "unknown command %s" % verb[:32])
+    nfields, required = shape
+    fields = split_fields(rest.lstrip(" "), nfields)
+    if nfields == 1 and fields and not fields[0].strip(" \t"):
+        fields = []
+    if len(fields) < required or (
+            verb in MESSAGE_VERBS and not fields[-1].strip(" \t")):
+        return ProtocolError(BAD_REQUEST, _MISSING[verb])
+    while len(fields) < nfields:
+        fields.append("")
+    return Command(verb, tuple(fields))
+
+
+def check_name(name: str) -> Optional[str]:
+    """Why ``name`` cannot be an account name, or None if it can."""
+    if NAME_RE.match(name):
+        return None
+    return "names are 1 to 32 characters of A-Z a-z 0-9 _ . -"
+
+
+def check_password(password: str) -> Optional[str]:
+    """Why ``password`` cannot be a password, or None if it can."""
+    size = len(password.encode("utf-8"))
+    if PASSWORD_MIN_BYTES <= size <= PASSWORD_MAX_BYTES:
+        return None
+    return "passwords are %d to %d bytes" % (PASSWORD_MIN_BYTES, PASSWORD_MAX_BYTES)
+
+
+class HistoryQuery(NamedTuple):
+    count: int
+    before: Optional[int] = None
+    after: Optional[int] = None
+
+
+def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, ProtocolError]:
+    """The fields of HISTORY as a query; ``count`` is capped at ``cap``."""
+    usage = ProtocolError(BAD_REQUEST, _MISSING["HISTORY"])
+    if not count.isascii() or not count.isdigit():
+        return usage
+    limit = min(int(count), cap)
+    if not where:
+        return HistoryQuery(limit)
+    key, _, value = where.strip(" ").partition("=")
+    if key not in ("before", "after") or not value.isascii() or not value.isdigit():
+        return usage
+    if key == "before":
+        return HistoryQuery(limit, before=int(value))
+    return HistoryQuery(limit, after=int(value))
+
+
+# --- server lines --------------------------------------------------------
+# Each returns one encoded line. Callers that send the same line to many
+# sessions encode it once and hand the same bytes to all of them.
+
+def _line(*fields) -> bytes:
+    return (" ".join(str(f) for f in fields if f != "") + "\n").encode("utf-8")
+
+
+def format_msg(msg_id: int, ts: str, sender: str, text: str) -> bytes:
+    return ("MSG %d %s %s %s\n" % (msg_id, ts, sender, text)).encode("utf-8")
+
+
+def format_priv(msg_id: int, ts: str, sender: str, recipient: str, text: str) -> bytes:
+    return ("PRIV %d %s %s %s %s\n" % (msg_id, ts, sender, recipient, text)).encode("utf-8")
+
+
+def format_ok(what: str, detail="") -> bytes:
+    return _line("OK", what, detail)
+
+
+def format_err(code: int, text: str) -> bytes:
+    return _line("ERR", code, text)
+
+
+def format_users(names) -> bytes:
+    names = sorted(names, key=str.lower)
+    return _line("USERS", len(names), " ".join(names))
+
+
+def format_join(name: str) -> bytes:
+    return _line("JOIN", name)
+
+
+def format_leave(name: str, reason: str) -> bytes:
+    return _line("LEAVE", name, reason)
+
+
+def format_info(text: str) -> bytes:
+    return _line("INFO", text)
+
+
+def format_bye(reason: str) -> bytes:
+    return _line("BYE", reason)
+
+
+def format_kicked(seconds: int, reason: str) -> bytes:
+    return _line("KICKED", seconds, reason)
+
+
+def format_banned(reason: str) -> bytes:
+    return _line("BANNED", reason)
+
+
+def format_ping(token: str) -> bytes:
+    return _line("PING", token)
+
+
+def format_pong(token: str) -> bytes:
+    return _line("PONG", token)
+
+
+def format_timestamp(epoch_ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC: 2026-11-24T13:05:01.123Z."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % millis
+
+
+# --- what the client hears -----------------------------------------------
+
+class ServerEvent(NamedTuple):
+    """One server line as the client sees it. ``kind`` is the verb
+    (MSG, PRIV, OK, ERR, ...); the other fields are filled as it has them."""
+    kind: str
+    id: int = 0
+    ts: str = ""
+    name: str = ""
+    to: str = ""
+    text: str = ""
+    code: int = 0
+    count: int = 0
+    names: Tuple[str, ...] = ()
+
+
+def _padded(rest: str, count: int) -> List[str]:
+    fields = split_fields(rest, count)
+    return fields + [""] * (count - len(fields))
+
+
+def parse_server_line(raw: bytes) -> Optional[ServerEvent]:
+    """A framed server line as a ServerEvent, or None if it makes no sense
+    (a client ignores what it does not understand)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    kind, _, rest = line.partition(" ")
+    try:
+        if kind == "MSG":
+            msg_id, ts, name, text = _padded(rest, 4)
+            return ServerEvent(kind, id=int(msg_id), ts=ts, name=name, text=text)
+        if kind == "PRIV":
+            msg_id, ts, name, to, text = _padded(rest, 5)
+            return ServerEvent(kind, id=int(msg_id), ts=ts, name=name, to=to, text=text)
+        if kind == "OK":
+            what, _, detail = rest.partition(" ")
+            count = int(detail) if what == "HISTORY" and detail.isdigit() else 0
+            return ServerEvent(kind, name=what, text=detail, count=count)
+        if kind == "ERR":
+            code, _, text = rest.partition(" ")
+            return ServerEvent(kind, code=int(code), text=text)
+        if kind == "USERS":
+            count, _, names = rest.partition(" ")
+            return ServerEvent(kind, count=int(count), names=tuple(names.split()))
+        if kind == "JOIN":
+            return ServerEvent(kind, name=rest)
+        if kind == "LEAVE":
+            name, _, reason = rest.partition(" ")
+            return ServerEvent(kind, name=name, text=reason)
+        if kind == "KICKED":
+            seconds, _, reason = rest.partition(" ")
+            return ServerEvent(kind, count=int(seconds), text=reason)
+        if kind in ("INFO", "BYE", "BANNED", "PING", "PONG"):
+            return ServerEvent(kind, text=rest)
+    except ValueError:
+        return None
+    return None
+
+
+# --- what the client says ------------------------------------------------
+
+def format_command(verb: str, *fields: str) -> bytes:
+    """A client line. The last field may hold spaces; none may hold a newline."""
+    for field in fields:
+        if "\n" in field or "\r" in field:
+            raise ValueError("a field cannot hold a line break")
+    return _line(verb, *fields)

@@ -1,0 +1,821 @@
+"""sae-server: the sae-chat server, one thread, one selectors loop.
+
+How a message travels, top to bottom of this file:
+
+  socket bytes -> Session.framer (sae_protocol.LineFramer) -> parsed commands
+  held in Session.held -> a command function (cmd_say, cmd_login, ...) ->
+  Server.outbox -> one storage job per loop iteration (append_messages, one
+  transaction) -> back on the loop: each line encoded once -> appended to
+  every recipient's sendq -> one send() per socket at the end of the
+  iteration; EVENT_WRITE only while something is left over.
+
+One thread owns every session and the room. What may block (the database,
+password hashing) runs on worker threads; results come back through a
+socketpair registered in the same selector, and only the loop thread looks
+at them. A session's commands are answered in the order it sent them: while
+one of its commands waits for a worker, its later lines wait too, except
+that SAY/TELL lines may join a batch behind earlier SAY/TELL lines (their
+order is kept by the batch).
+
+The room, sessions and accounts know nothing of the wire format beyond the
+format_* functions, so that another listener (IRC) can later share them.
+"""
+
+import argparse
+import base64
+import collections
+import concurrent.futures
+import errno
+import hashlib
+import hmac
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+import sae_protocol as proto
+from sae_db import NewMessage, StorageUnavailable, describe_url, name_key, open_store
+
+log = logging.getLogger("sae-server")
+
+# --- limits and defaults ------------------------------------------------
+# Every limit the server enforces, with its default, its command-line option
+# and environment variable (SAE_<NAME>), and why it is there.
+LIMITS = {
+    "history": (50, "room messages sent after LOGIN"),
+    "history_max": (1000, "most messages one HISTORY returns"),
+    "ping_interval": (60.0, "seconds of silence before the server sends PING"),
+    "ping_timeout": (30.0, "seconds to answer a PING before BYE ping timeout"),
+    "login_timeout": (60.0, "seconds a connection may stay without logging in"),
+    "sendq_max": (256 * 1024, "bytes queued for a client that does not read before it is cut"),
+    "held_lines_max": (64, "lines read ahead for one session before its socket is left unread"),
+    "kick_seconds": (120, "default length of a kick"),
+    "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
+    "hash_threads": (2, "threads hashing passwords"),
+}
+# Bytes read per recv(): large reads let one wake-up take a whole burst.
+RECV_BYTES = 256 * 1024
+# How long a closing connection may take to receive its last lines.
+CLOSE_LINGER = 2.0
+# Longest sleep of the loop: timers (pings, timeouts) are swept this often.
+SWEEP_INTERVAL = 1.0
+ACCEPTS_PER_WAKEUP = 64
+
+
+class Limits:
+    def __init__(self, **values):
+        for name, (default, _) in LIMITS.items():
+            setattr(self, name, type(default)(values.get(name, default)))
+
+
+# --- the clock ----------------------------------------------------------
+# The only places that read time: monotonic() for every timeout and expiry,
+# wall_ms() for message timestamps. Tests move both with freezegun.
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- passwords ----------------------------------------------------------
+
+SCRYPT_R, SCRYPT_P = 8, 1
+
+
+def hash_password(password: str, n: int) -> str:
+    """scrypt with a random salt; the parameters are stored with the hash so
+    that the cost can be raised later without breaking old accounts."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=SCRYPT_R,
+                            p=SCRYPT_P, maxmem=256 * 1024 * 1024, dklen=32)
+    return "scrypt$%d$%d$%d$%s$%s" % (n, SCRYPT_R, SCRYPT_P, base64.b64encode(salt).decode(),
+                                      base64.b64encode(digest).decode())
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt),
+                                n=int(n), r=int(r), p=int(p), maxmem=256 * 1024 * 1024,
+                                dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# --- sessions -----------------------------------------------------------
+
+CONNECTED, ONLINE, CLOSING = "connected", "online", "closing"
+
+
+class Session:
+    """One client connection: its buffers, its account once logged in, and
+    where it stands in the conversation. Only the loop thread touches it."""
+
+    __slots__ = ("sock", "fd", "address", "framer", "held", "sendq", "sendq_bytes",
+                 "account", "state", "inflight", "inflight_messages", "reading", "events",
+                 "connected_at", "last_heard", "ping_sent_at", "close_deadline")
+
+    def __init__(self, sock, address, now):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.framer = proto.LineFramer()
+        self.held = collections.deque()  # parsed lines not yet executed
+        self.sendq = []  # chunks owed to the client, oldest first
+        self.sendq_bytes = 0
+        self.account = None
+        self.state = CONNECTED
+        self.inflight = 0  # commands waiting for a worker
+        self.inflight_messages = 0  # of which SAY/TELL waiting to be stored
+        self.reading = True
+        self.events = selectors.EVENT_READ
+        self.connected_at = now
+        self.last_heard = now
+        self.ping_sent_at = None
+        self.close_deadline = None
+
+    @property
+    def name(self):
+        return self.account.name if self.account else None
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the client; the loop sends at the end of its iteration."""
+        self.sendq.append(data)
+        self.sendq_bytes += len(data)
+
+    def __repr__(self):
+        return "<Session %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
+# --- the server ---------------------------------------------------------
+
+class Server:
+    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, db_label=""):
+        self.store = store
+        self.limits = limits or Limits()
+        self.host, self.port = host, port
+        self.db_label = db_label
+        self.selector = selectors.DefaultSelector()
+        self.sessions = {}  # fd -> Session
+        self.room = set()  # online sessions
+        self.online = {}  # account name_key -> [Session], in login order
+        self.kicks = {}  # account name_key -> monotonic expiry
+        self.outbox = []  # (Session, NewMessage) accepted in this iteration
+        self.dirty = set()  # sessions with output queued in this iteration
+        self.room_dirty = False  # every room member has output queued
+        self.now = monotonic()
+        self._timestamp = None  # this iteration's message timestamp
+        self.next_sweep = self.now + SWEEP_INTERVAL
+        self.listener = None
+        self.stop_reason = None
+        self.stopped = False
+        self.storage_jobs = 0
+        self.storage_down = False
+        self._completed = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._run_completed)
+        self.storage = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage")
+        self.hashing = concurrent.futures.ThreadPoolExecutor(
+            self.limits.hash_threads, thread_name_prefix="sae-hash")
+        # Unknown names are checked against this, so they cost what a real
+        # account costs and the answer does not tell whether a name exists.
+        self._dummy_hash = hash_password("not a password", self.limits.scrypt_n)
+
+    # -- start and stop --
+
+    def listen(self):
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self.listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        log.info("listening on %s:%d, database %s", self.host, self.port, self.db_label)
+
+    def wake(self):
+        """Wake the loop from another thread (or a signal handler)."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the loop is already due to wake up
+
+    def stop(self, reason="server shutting down"):
+        """Ask for a graceful stop: callable from any thread."""
+        self.stop_reason = self.stop_reason or reason
+        self.wake()
+
+    def run(self):
+        """Serve until stop(); then finish what was accepted and say BYE."""
+        while self.stop_reason is None:
+            self.iterate()
+        self._shut_down()
+
+    def iterate(self):
+        timeout = max(0.0, min(self.next_sweep - self.now, SWEEP_INTERVAL))
+        ready = self.selector.select(timeout)
+        self.now = monotonic()
+        self._timestamp = None
+        for key, mask in ready:
+            target = key.data
+            if target.__class__ is Session:
+                if mask & selectors.EVENT_READ:
+                    self._read(target)
+                if mask & selectors.EVENT_WRITE and target.fd in self.sessions:
+                    self._write(target)
+            else:
+                target()
+        if self.now >= self.next_sweep:
+            self._sweep()
+        if self.outbox:
+            self._store_outbox()
+        self._flush()
+
+    def _shut_down(self):
+        reason = self.stop_reason
+        log.info("shutting down: %s", reason)
+        if self.listener is not None:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+            self.listener = None
+        # Lines already read but not executed were never answered: drop them.
+        # What was accepted is stored and delivered before anyone gets BYE.
+        for session in list(self.sessions.values()):
+            session.held.clear()
+            session.reading = False
+            self._update_events(session)
+        deadline = self.now + 10.0
+        while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
+            self.iterate()
+        for session in list(self.sessions.values()):
+            self.close_session(session, proto.format_bye(reason), "server shutting down")
+        deadline = self.now + CLOSE_LINGER
+        while self.sessions and self.now < deadline:
+            self.iterate()
+        for session in list(self.sessions.values()):
+            self._drop(session, None)
+        self.storage.submit(self.store.close).result()
+        self.storage.shutdown()
+        self.hashing.shutdown()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.stopped = True
+        log.info("stopped")
+
+    def _sessions_waiting(self):
+        return any(s.inflight for s in self.sessions.values())
+
+    # -- work off the loop --
+
+    def offload(self, pool, on_done, work, *args):
+        """Run work(*args) on a worker thread; on_done(result, error) runs
+        later on the loop thread."""
+        if pool is self.storage:
+            self.storage_jobs += 1
+        future = pool.submit(work, *args)
+        future.add_done_callback(lambda done: self._completion(pool, on_done, done))
+
+    def _completion(self, pool, on_done, future):
+        # Runs on the worker thread: hand over, touch nothing else.
+        self._completed.append((pool, on_done, future))
+        self.wake()
+
+    def _run_completed(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        completed = self._completed
+        while completed:
+            pool, on_done, future = completed.popleft()
+            if pool is self.storage:
+                self.storage_jobs -= 1
+            error = future.exception()
+            if isinstance(error, StorageUnavailable):
+                if not self.storage_down:
+                    log.error("storage unavailable: %s", error)
+                self.storage_down = True
+            elif error is not None:
+                log.error("worker failed", exc_info=error)
+            elif pool is self.storage and self.storage_down:
+                log.info("storage available again")
+                self.storage_down = False
+            on_done(None if error else future.result(), error)
+
+    def store_call(self, on_done, method, *args):
+        """A storage call, queued behind the messages accepted so far so that
+        reads see every message accepted before them."""
+        if self.outbox:
+            self._store_outbox()
+        self.offload(self.storage, on_done, method, *args)
+
+    def timestamp(self) -> str:
+        if self._timestamp is None:
+            self._timestamp = proto.format_timestamp(wall_ms())
+        return self._timestamp
+
+    # -- connections --
+
+    def _accept(self):
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept: %s", error.strerror)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = Session(sock, "%s:%d" % address[:2], self.now)
+            self.sessions[session.fd] = session
+            self.selector.register(sock, selectors.EVENT_READ, session)
+            log.info("connection from %s", session.address)
+
+    def _read(self, session):
+        try:
+            data = session.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(session, "connection closed")
+            return
+        if session.state is CLOSING:
+            return  # what a closing client still says is read and ignored
+        session.last_heard = self.now
+        session.ping_sent_at = None
+        held = session.held
+        for frame in session.framer.feed(data):
+            if frame.__class__ is bytes:
+                command = proto.parse_command(frame)
+                if command is not None:
+                    held.append(command)
+            elif frame.__class__ is proto.LineTooLong:
+                held.append(proto.ProtocolError(
+                    proto.TOO_LONG, "line too long (max %d bytes)" % proto.MAX_LINE_BYTES))
+            else:
+                self.close_session(session, proto.format_bye("line too long"), "line too long")
+                return
+        self.run_held(session)
+
+    def run_held(self, session):
+        """Execute the session's waiting lines, in order, as far as they may run."""
+        held = session.held
+        while held and session.state is not CLOSING:
+            line = held[0]
+            if session.inflight and not (
+                    line.__class__ is proto.Command and line.verb in proto.MESSAGE_VERBS
+                    and session.inflight == session.inflight_messages):
+                break
+            held.popleft()
+            if line.__class__ is proto.ProtocolError:
+                self.reply(session, proto.format_err(line.code, line.text))
+            elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
+                self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
+            else:
+                COMMANDS[line.verb](self, session, *line.args)
+        # Read ahead only so far: a client that pastes faster than its lines
+        # are executed is slowed down by TCP instead of growing our memory.
+        reading = len(held) < self.limits.held_lines_max and session.state is not CLOSING
+        if reading != session.reading:
+            session.reading = reading
+            self._update_events(session)
+
+    def reply(self, session, data: bytes):
+        if session.state is CLOSING:
+            return
+        session.send(data)
+        self.dirty.add(session)
+
+    def broadcast(self, data: bytes, sessions):
+        """The same bytes to many sessions; ``data`` is encoded once."""
+        size = len(data)
+        for session in sessions:
+            session.sendq.append(data)
+            session.sendq_bytes += size
+        if sessions is self.room:
+            self.room_dirty = True
+        else:
+            self.dirty.update(sessions)
+
+    def _flush(self):
+        """Send what each session is owed, in one send() per socket."""
+        if self.room_dirty:
+            self.room_dirty = False
+            for session in self.room:
+                self._send_now(session)
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            for session in dirty:
+                if session.sendq and session.fd in self.sessions:
+                    self._send_now(session)
+
+    def _send_now(self, session):
+        if session.events & selectors.EVENT_WRITE:
+            # The kernel buffer was full a moment ago: wait for EVENT_WRITE,
+            # but do not let a client that does not read grow without bound.
+            if session.sendq_bytes > self.limits.sendq_max:
+                self._sendq_exceeded(session)
+            return
+        self._write(session)
+
+    def _write(self, session):
+        sendq = session.sendq
+        if not sendq:
+            return
+        data = sendq[0] if len(sendq) == 1 else b"".join(sendq)
+        try:
+            sent = session.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._drop(session, "connection lost")
+            return
+        if sent == len(data):
+            sendq.clear()
+            session.sendq_bytes = 0
+            if session.state is CLOSING:
+                self._finish_close(session)
+                return
+        else:
+            sendq[:] = [data[sent:]]
+            session.sendq_bytes = len(data) - sent
+            if session.sendq_bytes > self.limits.sendq_max and session.state is not CLOSING:
+                self._sendq_exceeded(session)
+                return
+        self._update_events(session)
+
+    def _sendq_exceeded(self, session):
+        log.warning("%s (%s) does not read: sendq exceeded %d bytes, disconnecting",
+                    session.address, session.name or "not logged in", self.limits.sendq_max)
+        session.sendq.clear()
+        session.sendq_bytes = 0
+        self.close_session(session, proto.format_bye("sendq exceeded"), "sendq exceeded")
+
+    def _update_events(self, session):
+        if session.fd not in self.sessions:
+            return
+        events = 0
+        # A closing session is still read, to see the peer's end of stream.
+        if session.reading or session.state is CLOSING:
+            events |= selectors.EVENT_READ
+        if session.sendq:
+            events |= selectors.EVENT_WRITE
+        if events != session.events:
+            if session.events == 0:
+                self.selector.register(session.sock, events, session)
+            elif events == 0:
+                self.selector.unregister(session.sock)
+            else:
+                self.selector.modify(session.sock, events, session)
+            session.events = events
+
+    def close_session(self, session, last_line, leave_reason):
+        """End a session politely: it is off the room at once, its last line
+        (BYE, KICKED, ...) is sent after everything it was owed, and the
+        socket is closed once that is out or CLOSE_LINGER has passed."""
+        if session.state is CLOSING or session.fd not in self.sessions:
+            return
+        self._leave(session, leave_reason)
+        session.state = CLOSING
+        session.held.clear()
+        session.close_deadline = self.now + CLOSE_LINGER
+        if last_line:
+            session.send(last_line)
+        log.info("closing %s (%s): %s", session.address, session.name or "not logged in", leave_reason)
+        if session.sendq:
+            self._write(session)
+        else:
+            self._finish_close(session)
+
+    def _finish_close(self, session):
+        # Half-close, then wait for the peer's end of stream: closing at once
+        # with unread input would send a reset that can destroy the last line.
+        try:
+            session.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._drop(session, None)
+            return
+        self._update_events(session)
+
+    def _drop(self, session, reason):
+        """Forget a connection now (the peer is gone or time is up)."""
+        if session.fd not in self.sessions:
+            return
+        if session.state is not CLOSING:
+            self._leave(session, reason or "connection closed")
+            log.info("%s (%s) disconnected: %s", session.address, session.name or "not logged in",
+                     reason)
+        del self.sessions[session.fd]
+        self.dirty.discard(session)
+        session.state = CLOSING
+        if session.events:
+            self.selector.unregister(session.sock)
+            session.events = 0
+        session.sock.close()
+
+    def _leave(self, session, reason):
+        if session.state is not ONLINE:
+            return
+        self.room.discard(session)
+        key = name_key(session.account.name)
+        sessions = self.online[key]
+        sessions.remove(session)
+        if not sessions:
+            del self.online[key]
+            self.broadcast(proto.format_leave(session.account.name, reason), self.room)
+
+    def _sweep(self):
+        """Once a second: pings, ping and login timeouts, closing sockets."""
+        now = self.now
+        self.next_sweep = now + SWEEP_INTERVAL
+        limits = self.limits
+        for session in list(self.sessions.values()):
+            if session.state is CLOSING:
+                if now >= session.close_deadline:
+                    self._drop(session, None)
+            elif session.state is CONNECTED:
+                if now - session.connected_at >= limits.login_timeout and not session.inflight:
+                    self.close_session(session, proto.format_bye("login timeout"), "login timeout")
+            elif session.ping_sent_at is not None:
+                if now - session.ping_sent_at >= limits.ping_timeout:
+                    self.close_session(session, proto.format_bye("ping timeout"), "ping timeout")
+            elif now - session.last_heard >= limits.ping_interval:
+                session.ping_sent_at = now
+                self.reply(session, proto.format_ping(str(int(now))))
+        # Kicks that have run out are forgotten here rather than at LOGIN.
+        for key in [key for key, until in self.kicks.items() if until <= now]:
+            del self.kicks[key]
+
+    # -- the room --
+
+    def go_online(self, session, account):
+        session.account = account
+        session.state = ONLINE
+        key = name_key(account.name)
+        first = key not in self.online
+        if first:
+            # Everyone else hears of the account's first session only.
+            self.broadcast(proto.format_join(account.name), self.room)
+        self.online.setdefault(key, []).append(session)
+        self.room.add(session)
+        log.info("%s logged in as %s", session.address, account.name)
+
+    def online_names(self):
+        return [sessions[0].account.name for sessions in self.online.values()]
+
+    def kick_left(self, name) -> int:
+        """Seconds left of a kick on the account, 0 if none."""
+        until = self.kicks.get(name_key(name))
+        if until is None or until <= self.now:
+            return 0
+        return max(1, int(until - self.now + 0.999))
+
+    def accept_message(self, session, recipient, text):
+        """Take a SAY or TELL: it is delivered once stored (_deliver)."""
+        account = session.account
+        session.inflight += 1
+        session.inflight_messages += 1
+        self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp())))
+
+    def _store_outbox(self):
+        batch, self.outbox = self.outbox, []
+        self.offload(self.storage, lambda stored, error: self._deliver(batch, stored, error),
+                     self.store.append_messages, [message for _, message in batch])
+
+    def _deliver(self, batch, stored, error):
+        """A batch is stored (or not): tell everyone concerned, in id order."""
+        room_lines = []
+        for (session, message), result in zip(batch, stored or [None] * len(batch)):
+            session.inflight -= 1
+            session.inflight_messages -= 1
+            if result is not None and result.recipient is None:
+                room_lines.append(proto.format_msg(result.id, result.created_at, result.sender,
+                                                   result.body))
+                continue
+            if room_lines:
+                self.broadcast(b"".join(room_lines), self.room)
+                room_lines = []
+            if error is not None:
+                self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
+            elif result is None:
+                self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
+            else:
+                line = proto.format_priv(result.id, result.created_at, result.sender,
+                                         result.recipient, result.body)
+                targets = set(self.online.get(name_key(result.recipient), ()))
+                targets.update(self.online.get(name_key(result.sender), ()))
+                if session.state is not CLOSING:
+                    targets.add(session)
+                self.broadcast(line, [target for target in targets if target.state is ONLINE])
+        if room_lines:
+            self.broadcast(b"".join(room_lines), self.room)
+        for session in {session for session, _ in batch}:
+            if session.fd in self.sessions:
+                self.run_held(session)
+
+
+# --- commands -----------------------------------------------------------
+# One function per verb: (server, session, *fields). Syntax was checked by
+# sae_protocol.parse_command, and whether the session may use the verb by
+# Server.run_held.
+
+def cmd_register(server, session, name, password):
+    problem = proto.check_name(name) or proto.check_password(password)
+    if problem:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
+        return
+    session.inflight += 1
+
+    def hashed(password_hash, error):
+        if error is not None:
+            return registered(None, error)
+        server.store_call(registered, server.store.create_account, name, password_hash,
+                          server.timestamp())
+
+    def registered(account, error):
+        session.inflight -= 1
+        if error is not None:
+            server.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
+        elif account is None:
+            server.reply(session, proto.format_err(proto.NAME_TAKEN, "name %s is taken" % name))
+        else:
+            log.info("%s registered %s", session.address, account.name)
+            server.reply(session, proto.format_ok("REGISTER", account.name))
+        server.run_held(session)
+
+    server.offload(server.hashing, hashed, hash_password, password, server.limits.scrypt_n)
+
+
+def cmd_login(server, session, name, password):
+    if session.account is not None:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
+        return
+    session.inflight += 1
+    bad_credentials = proto.format_err(proto.UNAUTHORIZED, "wrong name or password")
+
+    def found(account, error):
+        if error is not None:
+            return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
+        stored_hash = account.password_hash if account else server._dummy_hash
+        server.offload(server.hashing, lambda ok, error: checked(account, ok), verify_password,
+                       password, stored_hash)
+
+    def checked(account, ok):
+        if not ok or account is None:
+            log.info("%s failed to log in as %s", session.address, name)
+            return done(bad_credentials)
+        if account.banned:
+            return done(proto.format_err(proto.BANNED, account.ban_reason or "banned"), close="banned")
+        left = server.kick_left(account.name)
+        if left:
+            return done(proto.format_err(proto.KICKED, "%d kicked, try again later" % left), close="kicked")
+        server.store_call(lambda history, error: welcome(account, history, error),
+                          server.store.room_history, server.limits.history)
+
+    def welcome(account, history, error):
+        if error is not None:
+            return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
+        if session.state is CLOSING:
+            return done(None)
+        server.go_online(session, account)
+        lines = [proto.format_ok("LOGIN", account.name)]
+        lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
+        lines.append(proto.format_ok("HISTORY", str(len(history))))
+        lines.append(proto.format_users(server.online_names()))
+        done(b"".join(lines))
+
+    def done(line, close=None):
+        session.inflight -= 1
+        if close:
+            server.close_session(session, line, close)
+            return
+        if line:
+            server.reply(session, line)
+        server.run_held(session)
+
+    if proto.check_name(name) or proto.check_password(password):
+        # Cannot be an account; answered as slowly as any other failure.
+        found(None, None)
+    else:
+        server.store_call(found, server.store.find_account, name)
+
+
+def cmd_say(server, session, text):
+    server.accept_message(session, None, text)
+
+
+def cmd_tell(server, session, name, text):
+    server.accept_message(session, name, text)
+
+
+def cmd_who(server, session):
+    server.reply(session, proto.format_users(server.online_names()))
+
+
+def cmd_history(server, session, count, where):
+    query = proto.parse_history(count, where, server.limits.history_max)
+    if isinstance(query, proto.ProtocolError):
+        server.reply(session, proto.format_err(query.code, query.text))
+        return
+    session.inflight += 1
+
+    def found(history, error):
+        session.inflight -= 1
+        if error is not None:
+            server.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
+        else:
+            lines = [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
+            lines.append(proto.format_ok("HISTORY", str(len(history))))
+            server.reply(session, b"".join(lines))
+        server.run_held(session)
+
+    server.store_call(found, server.store.room_history, query.count, query.before, query.after)
+
+
+def cmd_ping(server, session, token):
+    server.reply(session, proto.format_pong(token))
+
+
+def cmd_quit(server, session, reason):
+    server.close_session(session, proto.format_bye(reason or "goodbye"), reason or "quit")
+
+
+COMMANDS = {
+    "REGISTER": cmd_register,
+    "LOGIN": cmd_login,
+    "SAY": cmd_say,
+    "TELL": cmd_tell,
+    "WHO": cmd_who,
+    "HISTORY": cmd_history,
+    "PING": cmd_ping,
+    "QUIT": cmd_quit,
+}
+
+
+# --- command line -------------------------------------------------------
+
+def parse_args(argv):
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="sae-server", description="sae-chat server. Every option can also be set "
+        "with an environment variable SAE_<OPTION> (e.g. SAE_DB, SAE_PORT).")
+    parser.add_argument("--host", default=env.get("SAE_HOST", "0.0.0.0"),
+                        help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(env.get("SAE_PORT", "12345")),
+                        help="TCP port (default 12345; 0 picks a free one)")
+    parser.add_argument("--db", default=env.get("SAE_DB", "sqlite:///sae.db"),
+                        help="sqlite:///FILE (default sqlite:///sae.db) or mysql://USER:PASSWORD@HOST:PORT/NAME")
+    parser.add_argument("--log-level", default=env.get("SAE_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    for name, (default, help_text) in LIMITS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default),
+                            default=type(default)(env.get("SAE_" + name.upper(), default)),
+                            help="%s (default %s)" % (help_text, default))
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    limits = Limits(**{name: getattr(args, name) for name in LIMITS})
+    label = describe_url(args.db)
+    try:
+        store = open_store(args.db)
+    except (ValueError, StorageUnavailable) as error:
+        log.error("cannot open the database: %s", error)
+        return 1
+    server = Server(store, args.host, args.port, limits, label)
+    try:
+        server.listen()
+    except OSError as error:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, error.strerror or error)
+        store.close()
+        return 1
+    # Signals only wake the loop; the loop itself shuts down in order.
+    signal.set_wakeup_fd(server._wake_w.fileno())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: server.stop(
+            "server shutting down (%s)" % signal.Signals(number).name))
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

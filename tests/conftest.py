@@ -1,0 +1,212 @@
+"""Shared fixtures: a real sae-server on a free loopback port with its own
+temporary database, and a line client that waits for what it expects.
+
+Nothing here sleeps to synchronise: a test waits for the line it expects,
+with a timeout, and fails with what it saw instead.
+"""
+
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+TIMEOUT = 10.0
+# scrypt at its real cost makes each REGISTER/LOGIN take tens of
+# milliseconds; the hashes record their own parameters, so a cheaper cost in
+# tests changes nothing else.
+TEST_ENV = {"SAE_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1"}
+
+
+class LineClient:
+    """A protocol v1 client over a real socket, for tests."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.buffer = b""
+        self.seen = []
+
+    def send(self, line):
+        data = line if isinstance(line, bytes) else line.encode("utf-8")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        self.sock.sendall(data)
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def read_line(self, timeout=TIMEOUT):
+        """The next line (str, without its newline), or None at end of stream."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no complete line within %.1fs; lines so far: %r"
+                                     % (timeout, self.seen[-20:]))
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                continue
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                if self.buffer:
+                    line, self.buffer = self.buffer, b""
+                    return line.decode("utf-8", "replace")
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        text = line.decode("utf-8", "replace")
+        self.seen.append(text)
+        return text
+
+    def expect(self, pattern, timeout=TIMEOUT):
+        """Read lines until one matches ``pattern`` (a regex, anchored at the
+        start); returns the match. Lines before it are skipped."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.read_line(max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError("connection closed while waiting for %r; saw %r"
+                                     % (pattern, self.seen[-20:]))
+            match = regex.match(line)
+            if match:
+                return match
+
+    def next(self, timeout=TIMEOUT):
+        """The very next line; fails at end of stream."""
+        line = self.read_line(timeout)
+        if line is None:
+            raise AssertionError("connection closed; saw %r" % (self.seen[-20:],))
+        return line
+
+    def expect_closed(self, timeout=TIMEOUT):
+        """Read until the server closes the connection; returns the lines read."""
+        lines = []
+        while True:
+            line = self.read_line(timeout)
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def register(self, name, password="password1"):
+        self.send("REGISTER %s %s" % (name, password))
+        self.expect(r"OK REGISTER ")
+
+    def login(self, name, password="password1"):
+        """Log in and read through the login burst (history, USERS)."""
+        self.send("LOGIN %s %s" % (name, password))
+        self.expect(r"OK LOGIN ")
+        self.expect(r"OK HISTORY \d+")
+        return self.expect(r"USERS ")
+
+    def close(self):
+        self.sock.close()
+
+
+class ServerProcess:
+    """sae-server in a child process, as a user starts it."""
+
+    def __init__(self, tmp_path, *args, env=None, db_url=None):
+        self.tmp_path = tmp_path
+        self.db_url = db_url or "sqlite:///%s" % (tmp_path / "sae.db")
+        self.args = list(args)
+        self.env = dict(os.environ, **TEST_ENV)
+        self.env.update(env or {})
+        self.proc = None
+        self.port = None
+        self.log = []
+        self.clients = []
+
+    def start(self, port=0):
+        cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
+               "--port", str(port), "--db", self.db_url] + self.args
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, env=self.env,
+                                     cwd=str(self.tmp_path))
+        match = self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)")
+        self.port = int(match.group(1))
+        return self
+
+    def wait_log(self, pattern, timeout=TIMEOUT):
+        """Wait for a log line matching ``pattern``; fails if the server exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stderr], [], [], deadline - time.monotonic())
+            if not ready:
+                continue
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError("server exited (%s); log: %s"
+                                     % (self.proc.wait(), "".join(self.log[-30:])))
+            text = line.decode("utf-8", "replace")
+            self.log.append(text)
+            match = regex.match(text)
+            if match:
+                return match
+        raise AssertionError("no log line %r within %ss; log: %s"
+                             % (pattern, timeout, "".join(self.log[-30:])))
+
+    def client(self):
+        client = LineClient(self.port)
+        self.clients.append(client)
+        return client
+
+    def stop(self):
+        for client in self.clients:
+            client.close()
+        self.clients = []
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.append(self.proc.stderr.read().decode("utf-8", "replace"))
+            self.proc.stderr.close()
+
+    def restart(self):
+        port = self.port
+        self.stop()
+        return self.start(port)
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A running sae-server on SQLite in a temporary folder."""
+    running = ServerProcess(tmp_path).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Start servers with extra arguments: ``make_server("--history", "5")``."""
+    started = []
+
+    def make(*args, **kwargs):
+        running = ServerProcess(tmp_path, *args, **kwargs).start()
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+_names = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def unique_name():
+    """A fresh account name for each call."""
+    return lambda prefix="user": "%s%d" % (prefix, next(_names))
