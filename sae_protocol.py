@@ -91,6 +91,9 @@ class LineFramer:
                     self._dead = True
                     frames.append(Unterminated())
                 return frames
+            if self._discarding + end > self.max_unterminated:
+                self._dead = True
+                return [Unterminated()]
             data = data[end + 1:]
             self._discarding = -1
         pending = self._pending
@@ -102,6 +105,11 @@ class LineFramer:
             if end < 0:
                 break
             stop = end - 1 if end > start and pending[end - 1] == 13 else end
+            if end - start > self.max_unterminated:
+                frames += [LineTooLong(), Unterminated()]
+                self._dead = True
+                pending.clear()
+                return frames
             if stop - start > limit:
                 frames.append(LineTooLong())
             else:
