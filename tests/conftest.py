@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from mysql_fixtures import mysql_admin, mysql_proxy, mysql_url  # noqa: F401
 
 TIMEOUT = 10.0
 # scrypt at its real cost makes each REGISTER/LOGIN take tens of
@@ -170,7 +171,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc:
+        if self.proc and not self.proc.stderr.closed:
             self.log.append(self.proc.stderr.read().decode("utf-8", "replace"))
             self.proc.stderr.close()
 

@@ -1,0 +1,357 @@
+"""The MariaDB/MySQL backend, on mysqlclient (``import MySQLdb``).
+
+Chosen by ``mysql://user:password@host:3306/name`` (user, password and name
+are URL-decoded; ``?unix_socket=/run/mysqld/mysqld.sock`` connects through a
+socket instead of TCP). It behaves as the SQLite backend does; only the
+types differ (see mysql/0001_initial.sql).
+
+A database server can go away and come back. Every failure to reach it
+raises StorageUnavailable and drops the connection; the next call opens a
+new one, but not before a short, growing pause after a failed attempt, so a
+dead server is not hammered. Autocommit is off and every call ends its
+transaction with one COMMIT: a call either stored everything or nothing
+(except when the connection dies during COMMIT itself, when the server may
+have committed it: the caller is told it failed, so at worst a message is
+refused that was in fact stored, never the reverse).
+
+The password is never part of an error text: errors name the database with
+describe_url(), and MySQL's own messages do not contain it.
+"""
+
+import time
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Sequence, Tuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import MySQLdb
+from MySQLdb.constants import CLIENT
+
+from . import Account, Message, NewMessage, StorageUnavailable, Store, describe_url, name_key
+from .migrate import migrations
+
+CONNECT_TIMEOUT = 3  # seconds; a dead host must not hold the storage thread long
+READ_TIMEOUT = 10
+WRITE_TIMEOUT = 10
+BACKOFF_FIRST = 0.25  # seconds before reconnecting after a failed attempt,
+BACKOFF_MAX = 5.0     # doubled after each further failure, up to this
+# One INSERT carries at most this much message text; a bigger batch becomes
+# several INSERTs in the same transaction (max_allowed_packet is 16 MiB by
+# default, 1 MiB on old servers).
+INSERT_CHUNK_BYTES = 512 * 1024
+
+# Client errors that mean the connection is gone: can't connect (2002 socket,
+# 2003 TCP), server has gone away (2006), lost connection during a query
+# (2013), lost connection reading the handshake (2055), server shutting down
+# (1053), connection killed (1927), disconnected for inactivity (4031).
+CONNECTION_LOST = {1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+
+_SESSION_SQL = [
+    # DATETIME is not converted by time_zone, but NOW() and friends are:
+    # everything this session does is UTC.
+    "SET time_zone = '+00:00'",
+    # The same strict rules on every server: refuse bad data instead of
+    # truncating it, and fail instead of silently using another engine.
+    "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+]
+
+
+def _to_datetime(text: str) -> datetime:
+    """'2026-11-24T13:05:01.123Z' -> a naive UTC datetime, to milliseconds."""
+    moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _to_text(moment: Optional[datetime]) -> Optional[str]:
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+def connect_args(url: str) -> Dict[str, object]:
+    """mysqlclient's connect() arguments for a mysql:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ValueError("not a mysql:// URL: %s" % describe_url(url))
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ValueError("a MySQL URL is mysql://USER:PASSWORD@HOST:PORT/NAME: %s" % describe_url(url))
+    args = {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": database,
+        "charset": "utf8mb4",
+        "autocommit": False,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+        "write_timeout": WRITE_TIMEOUT,
+        # UPDATE reports the rows it matched, not only those it changed, as
+        # SQLite does: banning an account twice still finds the account.
+        "client_flag": CLIENT.FOUND_ROWS,
+    }
+    for key, value in parse_qsl(parts.query):
+        if key == "unix_socket":
+            args["unix_socket"] = value
+        elif key in ("connect_timeout", "read_timeout", "write_timeout"):
+            args[key] = int(value)
+        else:
+            raise ValueError("unknown MySQL URL option %r: %s" % (key, describe_url(url)))
+    return args
+
+
+def _connection_lost(error: Exception) -> bool:
+    if isinstance(error, MySQLdb.InterfaceError):
+        return True  # e.g. (0, '') on a connection that is already closed
+    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
+    return code in CONNECTION_LOST
+
+
+class MySQLStore(Store):
+    def __init__(self, url: str):
+        self.url = url
+        self.where = describe_url(url)
+        self._connect_args = connect_args(url)
+        self._db = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        # Whether one multi-row INSERT may store a batch: only if the server
+        # hands it consecutive ids (see _insert_messages).
+        self._multirow = True
+        self._increment = 1
+        self._run(self._migrate)
+
+    # -- connection, transactions, errors ---------------------------------
+
+    def _connection(self):
+        if self._db is not None:
+            return self._db
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StorageUnavailable("database %s unreachable; next attempt in %.1fs"
+                                     % (self.where, self._retry_at - now))
+        try:
+            db = MySQLdb.connect(**self._connect_args)
+            try:
+                cursor = db.cursor()
+                for statement in _SESSION_SQL:
+                    cursor.execute(statement)
+                cursor.execute("SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment")
+                lock_mode, increment = cursor.fetchone()
+                cursor.close()
+            except BaseException:
+                db.close()
+                raise
+        except MySQLdb.Error as error:
+            self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+            self._retry_at = now + self._backoff
+            raise StorageUnavailable("cannot connect to database %s: %s" % (self.where, error)) from None
+        # Modes 0 and 1 give the rows of one multi-row INSERT consecutive ids
+        # (MariaDB's default is 1); mode 2 (MySQL 8's default) may interleave
+        # them with another client's.
+        self._multirow = int(lock_mode) in (0, 1)
+        self._increment = int(increment)
+        self._db = db
+        return db
+
+    def _drop(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except MySQLdb.Error:
+                pass
+
+    def _run(self, operation, *args):
+        """Run ``operation(cursor, *args)`` in one transaction and commit it."""
+        for attempt in (1, 2):
+            reused = self._db is not None
+            db = self._connection()
+            try:
+                cursor = db.cursor()
+                try:
+                    result = operation(cursor, *args)
+                finally:
+                    cursor.close()
+            except (MySQLdb.OperationalError, MySQLdb.InterfaceError) as error:
+                if _connection_lost(error):
+                    self._drop()
+                    # Nothing was committed, so the whole call can be
+                    # replayed once: a connection that sat idle while the
+                    # server restarted is no reason to refuse a message.
+                    if reused and attempt == 1:
+                        continue
+                else:  # a deadlock, a lock wait timeout, a full disk...
+                    self._rollback()
+                raise StorageUnavailable("database %s: %s" % (self.where, error)) from None
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                db.commit()
+            except MySQLdb.Error as error:
+                self._drop()
+                raise StorageUnavailable("database %s: commit failed: %s" % (self.where, error)) from None
+            self._backoff = 0.0
+            return result
+        raise AssertionError("unreachable")
+
+    def _rollback(self) -> None:
+        try:
+            if self._db is not None:
+                self._db.rollback()
+        except MySQLdb.Error:
+            self._drop()
+
+    def _migrate(self, cursor) -> None:
+        # Two servers starting at once must not both migrate. GET_LOCK is
+        # server-wide, so the lock is named after the database.
+        cursor.execute("SELECT GET_LOCK(CONCAT('sae_schema.', DATABASE()), 30)")
+        if cursor.fetchone()[0] != 1:
+            raise StorageUnavailable("database %s: another process holds the schema lock" % self.where)
+        try:
+            cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL)"
+                           " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+            cursor.execute("SELECT MAX(version) FROM schema_version")
+            current = cursor.fetchone()[0] or 0
+            for version, statements in migrations("mysql"):
+                if version <= current:
+                    continue
+                try:
+                    for statement in statements:
+                        cursor.execute(statement)
+                    cursor.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                    cursor.connection.commit()
+                except MySQLdb.Error as error:
+                    if _connection_lost(error):
+                        raise
+                    raise StorageUnavailable("database %s: schema migration %04d failed: %s"
+                                             % (self.where, version, error)) from None
+        finally:
+            cursor.execute("SELECT RELEASE_LOCK(CONCAT('sae_schema.', DATABASE()))")
+            cursor.fetchall()
+
+    # -- the Store interface ----------------------------------------------
+
+    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
+        moment = _to_datetime(created_at)
+
+        def insert(cursor):
+            try:
+                cursor.execute(
+                    "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (%s, %s, %s, %s)",
+                    (name, name_key(name), password_hash, moment))
+            except MySQLdb.IntegrityError:
+                return None
+            return Account(cursor.lastrowid, name, password_hash, _to_text(moment))
+        return self._run(insert)
+
+    def find_account(self, name: str) -> Optional[Account]:
+        def select(cursor):
+            cursor.execute(
+                "SELECT id, name, password_hash, created_at, ban_reason FROM users WHERE name_key = %s",
+                (name_key(name),))
+            row = cursor.fetchone()
+            return self._account(row) if row else None
+        return self._run(select)
+
+    def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
+        keys = {name_key(m.recipient) for m in batch if m.recipient is not None}
+        rows = [(m.sender_id, m.recipient, m.body, _to_datetime(m.created_at)) for m in batch]
+
+        def insert(cursor):
+            recipients: Dict[str, Tuple[int, str]] = {}
+            if keys:
+                cursor.execute("SELECT id, name, name_key FROM users WHERE name_key IN (%s)"
+                               % ", ".join(["%s"] * len(keys)), sorted(keys))
+                recipients = {key: (user_id, name) for user_id, name, key in cursor.fetchall()}
+            stored: List[Optional[Message]] = []
+            values = []  # (sender_id, recipient_id, body, created_at) to insert
+            for message, (sender_id, recipient, body, moment) in zip(batch, rows):
+                recipient_id = None
+                if recipient is not None:
+                    found = recipients.get(name_key(recipient))
+                    if found is None:
+                        stored.append(None)
+                        continue
+                    recipient_id, recipient = found
+                values.append((sender_id, recipient_id, body, moment))
+                stored.append(Message(0, _to_text(moment), message.sender, recipient, body))
+            ids = self._insert_messages(cursor, values)
+            next_id = iter(ids)
+            return [m._replace(id=next(next_id)) if m is not None else None for m in stored]
+        return self._run(insert)
+
+    def _insert_messages(self, cursor, values) -> List[int]:
+        """Insert the rows in order; their ids, in the same order."""
+        sql = "INSERT INTO messages (sender_id, recipient_id, body, created_at) VALUES "
+        ids: List[int] = []
+        if not self._multirow:
+            for row in values:
+                cursor.execute(sql + "(%s, %s, %s, %s)", row)
+                ids.append(cursor.lastrowid)
+            return ids
+        # One INSERT per chunk, not executemany(): mysqlclient splits a long
+        # executemany() into several statements and reports only the last
+        # one's first id. LAST_INSERT_ID() (lastrowid) is the first id of a
+        # multi-row INSERT, and the others follow it.
+        start = 0
+        while start < len(values):
+            end, size = start, 0
+            while end < len(values) and (end == start or size < INSERT_CHUNK_BYTES):
+                size += len(values[end][2]) + 64
+                end += 1
+            chunk = values[start:end]
+            cursor.execute(sql + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)),
+                           [field for row in chunk for field in row])
+            first = cursor.lastrowid
+            ids.extend(first + i * self._increment for i in range(len(chunk)))
+            start = end
+        return ids
+
+    def room_history(self, count: int, before: Optional[int] = None,
+                     after: Optional[int] = None) -> List[Message]:
+        def select(cursor):
+            query = ("SELECT m.id, m.created_at, u.name, NULL, m.body FROM messages m"
+                     " JOIN users u ON u.id = m.sender_id WHERE m.recipient_id IS NULL")
+            if after is not None:
+                cursor.execute(query + " AND m.id > %s ORDER BY m.id LIMIT %s", (after, count))
+                return [self._message(row) for row in cursor.fetchall()]
+            if before is not None:
+                cursor.execute(query + " AND m.id < %s ORDER BY m.id DESC LIMIT %s", (before, count))
+            else:
+                cursor.execute(query + " ORDER BY m.id DESC LIMIT %s", (count,))
+            return [self._message(row) for row in reversed(cursor.fetchall())]
+        return self._run(select)
+
+    def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
+        moment = _to_datetime(at) if reason is not None else None
+
+        def update(cursor):
+            cursor.execute("UPDATE users SET ban_reason = %s, banned_at = %s WHERE name_key = %s",
+                           (reason, moment, name_key(name)))
+            return cursor.rowcount > 0
+        return self._run(update)
+
+    def banned_accounts(self) -> List[Account]:
+        def select(cursor):
+            cursor.execute("SELECT id, name, password_hash, created_at, ban_reason FROM users"
+                           " WHERE ban_reason IS NOT NULL ORDER BY name_key")
+            return [self._account(row) for row in cursor.fetchall()]
+        return self._run(select)
+
+    def close(self) -> None:
+        self._drop()
+
+    @staticmethod
+    def _account(row) -> Account:
+        user_id, name, password_hash, created_at, ban_reason = row
+        return Account(user_id, name, password_hash, _to_text(created_at), ban_reason)
+
+    @staticmethod
+    def _message(row) -> Message:
+        message_id, created_at, sender, recipient, body = row
+        return Message(message_id, _to_text(created_at), sender, recipient, body)
