@@ -1,0 +1,1478 @@
+"""sae-client: the curses terminal client of sae-chat.
+
+The file reads top to bottom in two halves. The first half is the client's
+model, plain Python with no curses and no sockets, which the tests drive
+directly: display widths and wrapping, the scrollback, the input line editor,
+command parsing, the login form and ``Chat``, the connection state machine
+that turns keys and server bytes into protocol lines, scrollback entries and
+timers (sans-I/O, in the manner of sae_protocol.py, whose framing and parsing
+it uses). The second half is thin: ``View`` draws a ``Chat`` with curses, and
+``Loop`` is the one thread, a selectors loop over the server socket, the
+keyboard and a signal wake-up pipe, with the model's timers as its timeout.
+
+    sae-client [--host H] [--port P] [--user NAME]
+
+The password is asked for on the login screen (never echoed), or taken from
+the SAE_PASSWORD environment variable for scripted use.
+"""
+
+import argparse
+import collections
+import curses
+import datetime
+import errno
+import locale
+import os
+import random
+import select
+import selectors
+import signal
+import socket
+import sys
+import time
+import unicodedata
+import zlib
+from typing import List, NamedTuple, Optional, Tuple
+
+from sae_protocol import (
+    MAX_LINE_BYTES, LineFramer, check_name, check_password, format_command,
+    parse_server_line,
+)
+
+# --- limits and defaults -------------------------------------------------
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 12345
+# Older room messages fetched per PgUp past the oldest line.
+HISTORY_PAGE = 50
+# Messages asked for per HISTORY after= while catching up after a reconnect;
+# the server caps a request at 1000, and we repeat until fewer come back.
+RESYNC_PAGE = 500
+# Seconds before each reconnection attempt; the last one repeats. A random
+# quarter is added so that clients of a restarted server do not all return
+# in the same instant.
+RECONNECT_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
+# Silence from the server after which we PING it, and how long it then has
+# to say anything before the connection is taken for dead (a half-open TCP
+# connection, e.g. after a NAT or Wi-Fi change, would otherwise hang forever).
+KEEPALIVE_IDLE = 90.0
+KEEPALIVE_GRACE = 30.0
+# A connection attempt, or a login, that takes longer has failed; it is
+# retried like a lost connection.
+CONNECT_TIMEOUT = 15.0
+# How long /quit may take to get QUIT out to a slow server.
+QUIT_FLUSH_SECONDS = 1.0
+# Below this the chat screen cannot show a line of scrollback, a status line
+# and an input line that is worth typing in.
+MIN_COLS = 20
+MIN_ROWS = 5
+# Room for "SAY " before the text within the protocol's line limit.
+MAX_SAY_BYTES = MAX_LINE_BYTES - len("SAY ")
+PROMPT = "> "
+
+
+def clock() -> float:
+    """The one clock for timers (reconnect backoff, keepalive)."""
+    return time.monotonic()
+
+
+def local_now() -> str:
+    """Wall time for lines the client writes itself, as HH:MM."""
+    return datetime.datetime.now().strftime("%H:%M")
+
+
+def local_time(timestamp: str) -> str:
+    """A protocol timestamp (UTC, 2026-11-24T13:05:01.123Z) as local HH:MM."""
+    try:
+        when = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return "--:--"
+    return when.replace(tzinfo=datetime.timezone.utc).astimezone().strftime("%H:%M")
+
+
+# --- display width -------------------------------------------------------
+# A terminal cell holds one narrow character; CJK ideographs and most emoji
+# take two; combining accents, joiners and variation selectors take none and
+# ride on the character before them. Wrapping and the cursor both count cells.
+
+def char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    if unicodedata.east_asian_width(ch) in ("W", "F"):
+        return 2
+    return 1
+
+
+def text_width(text: str) -> int:
+    return sum(char_width(ch) for ch in text)
+
+
+def printable(text: str) -> str:
+    """Text safe to hand to the terminal: a tab becomes a space (it would
+    jump to a tab stop and break the column count) and any other control
+    character, which a hostile peer could use to drive the terminal, becomes
+    U+FFFD."""
+    if text.isprintable():
+        return text
+    return "".join(" " if ch == "\t" else ch if ch.isprintable() or ch == " "
+                   or unicodedata.category(ch) in ("Mn", "Me", "Cf", "Zs")
+                   else "\ufffd" for ch in text)
+
+
+Span = Tuple[str, str]          # (text, style)
+Row = List[Span]
+
+
+def wrap(spans: List[Span], width: int, indent: int = 0) -> List[Row]:
+    """Lay styled text out in rows of at most ``width`` cells.
+
+    Rows break after the last space that fits, or anywhere in a word longer
+    than a row; a wide character never straddles the edge. Continuation rows
+    start with ``indent`` blank cells so that a message's text lines up
+    under itself rather than under its timestamp.
+    """
+    width = max(1, width)
+    if indent * 2 > width:
+        indent = 0
+    lead = [(" ", "")] * indent
+    rows = []
+    row: List[Span] = []
+    used = 0
+    space_at = -1          # index in ``row`` of the last space, a break point
+    for text, style in spans:
+        for ch in text:
+            cells = char_width(ch)
+            if used + cells > width and len(row) > len(lead):
+                if ch == " ":
+                    rest = []           # the space itself is the break
+                elif space_at > len(lead):
+                    rest = row[space_at + 1:]
+                    del row[space_at:]
+                else:
+                    rest = []
+                rows.append(row)
+                row = lead + rest
+                used = indent + sum(char_width(c) for c, _ in rest)
+                space_at = -1
+                if ch == " ":
+                    continue
+            row.append((ch, style))
+            used += cells
+            if ch == " ":
+                space_at = len(row) - 1
+    rows.append(row)
+    return [_merge(r) for r in rows]
+
+
+def _merge(cells: List[Span]) -> Row:
+    """Join neighbouring cells of the same style back into spans."""
+    spans: Row = []
+    for ch, style in cells:
+        if spans and spans[-1][1] == style:
+            spans[-1] = (spans[-1][0] + ch, style)
+        else:
+            spans.append((ch, style))
+    return spans
+
+
+def row_text(row: Row) -> str:
+    return "".join(text for text, _ in row)
+
+
+# --- scrollback ----------------------------------------------------------
+
+class Entry:
+    """One line of the scrollback: a room message, a private message, a
+    join or a leave, or a notice (info/error) from the server or the client.
+    Messages carry the server's id; the client's own lines have id 0."""
+
+    __slots__ = ("kind", "id", "time", "name", "to", "text", "_width", "_rows")
+
+    def __init__(self, kind, text="", name="", to="", msg_id=0, time=""):
+        self.kind = kind
+        self.id = msg_id
+        self.time = time or local_now()
+        self.name = name
+        self.to = to
+        self.text = printable(text)
+        self._width = None
+        self._rows = []
+
+    def spans(self) -> Tuple[List[Span], int]:
+        """The entry as styled text, and the indent for its continuation rows."""
+        head = [(self.time + " ", "time")]
+        if self.kind == "message":
+            head += [("<", ""), (self.name, "@" + self.name), ("> ", "")]
+            body = [(self.text, "")]
+        elif self.kind == "private":
+            head += [("[", "private"), (self.name, "@" + self.name), (" -> ", "private"),
+                     (self.to, "@" + self.to), ("] ", "private")]
+            body = [(self.text, "private")]
+        elif self.kind == "join":
+            head += [("--> ", "join")]
+            body = [(self.name, "@" + self.name), (" joined", "join")]
+        elif self.kind == "leave":
+            head += [("<-- ", "leave")]
+            body = [(self.name, "@" + self.name),
+                    (" left" + (" (%s)" % self.text if self.text else ""), "leave")]
+        elif self.kind == "error":
+            head += [("!!! ", "error")]
+            body = [(self.text, "error")]
+        else:
+            head += [("-!- ", "info")]
+            body = [(self.text, "info")]
+        return head + body, sum(text_width(text) for text, _ in head)
+
+    def rows(self, width: int) -> List[Row]:
+        if self._width != width:
+            spans, indent = self.spans()
+            self._rows = wrap(spans, width, indent)
+            self._width = width
+        return self._rows
+
+
+class Scrollback:
+    """Every line the user has seen, in order, and where the view is.
+
+    Messages are kept in id order, whatever order they arrive in (live, in
+    the login burst, catching up after a reconnect, paging back), and each id
+    is shown once. ``scroll`` counts the rows hidden below the view, so 0 is
+    the live bottom and prepending older history never moves what is shown.
+    """
+
+    def __init__(self):
+        self.entries: List[Entry] = []
+        self.seen = set()
+        self.scroll = 0
+        self.unseen = 0             # messages that arrived while scrolled up
+        self.width = 80
+        self.height = 20
+        self.oldest_reached = False
+
+    def add(self, entry: Entry, live: bool = True) -> bool:
+        """Add an entry; False (and nothing changes) if its id was seen."""
+        position = len(self.entries)
+        if entry.id:
+            key = (entry.kind, entry.id)
+            if key in self.seen:
+                return False
+            self.seen.add(key)
+            # Just before the first of the trailing messages that are newer;
+            # the client's own lines between them stay where they were said.
+            index = len(self.entries) - 1
+            while index >= 0:
+                other = self.entries[index]
+                if other.id:
+                    if other.id < entry.id:
+                        break
+                    position = index
+                index -= 1
+        if self.scroll:
+            below = sum(len(e.rows(self.width)) for e in self.entries[position:])
+            if below <= self.scroll:
+                # Keep the rows the reader is looking at where they are.
+                self.scroll += len(entry.rows(self.width))
+            if live and entry.kind in ("message", "private"):
+                self.unseen += 1
+        self.entries.insert(position, entry)
+        return True
+
+    def oldest_id(self) -> Optional[int]:
+        ids = [e.id for e in self.entries if e.kind == "message"]
+        return min(ids) if ids else None
+
+    def all_rows(self, width: int) -> List[Row]:
+        rows = []
+        for entry in self.entries:
+            rows.extend(entry.rows(width))
+        return rows
+
+    def view(self, width: int, height: int) -> List[Row]:
+        """The rows to show in a pane of this size, oldest first."""
+        self.width, self.height = width, max(1, height)
+        rows = self.all_rows(width)
+        self.scroll = max(0, min(self.scroll, len(rows) - self.height))
+        end = len(rows) - self.scroll
+        return rows[max(0, end - self.height):end]
+
+    def _page(self) -> int:
+        return max(1, self.height - 1)
+
+    def page_up(self) -> bool:
+        """Scroll one page back; True when the oldest row is now in view."""
+        top = max(0, len(self.all_rows(self.width)) - self.height)
+        self.scroll = min(self.scroll + self._page(), top)
+        return self.scroll >= top
+
+    def page_down(self):
+        self.scroll = max(0, self.scroll - self._page())
+        if not self.scroll:
+            self.unseen = 0
+
+    def to_bottom(self):
+        self.scroll = 0
+        self.unseen = 0
+
+
+# --- input line editor ---------------------------------------------------
+
+def _cleaned_input(text: str) -> str:
+    """Typed or pasted text as it may go into a protocol line: no line
+    breaks or control characters (the server would refuse the line)."""
+    return "".join(" " if ch in "\t\r\n" else ch for ch in text
+                   if ch in "\t\r\n" or unicodedata.category(ch) != "Cc")
+
+
+class InputLine:
+    """A one-line editor with readline/irssi keys and its own history.
+
+    The cursor is an index into ``text`` that always sits on a character
+    boundary as the user sees it: a base character and the combining marks
+    after it move and delete together. ``view`` scrolls the line sideways
+    when it is wider than the pane.
+    """
+
+    def __init__(self, text: str = ""):
+        self.text = text
+        self.cursor = len(text)
+        self.offset = 0             # index of the first character shown
+        self.history: List[str] = []
+        self.history_pos = 0
+        self.draft = ""             # the line being typed while browsing history
+        self.killed = ""            # for Ctrl-Y
+
+    def set(self, text: str):
+        self.text = text
+        self.cursor = len(text)
+        self.offset = 0
+
+    def _next(self, index: int) -> int:
+        index += 1
+        while index < len(self.text) and char_width(self.text[index]) == 0:
+            index += 1
+        return min(index, len(self.text))
+
+    def _prev(self, index: int) -> int:
+        index -= 1
+        while index > 0 and char_width(self.text[index]) == 0:
+            index -= 1
+        return max(index, 0)
+
+    def insert(self, text: str):
+        text = _cleaned_input(text)
+        self.text = self.text[:self.cursor] + text + self.text[self.cursor:]
+        self.cursor += len(text)
+
+    def left(self):
+        self.cursor = self._prev(self.cursor)
+
+    def right(self):
+        self.cursor = self._next(self.cursor)
+
+    def home(self):
+        self.cursor = 0
+
+    def end(self):
+        self.cursor = len(self.text)
+
+    def backspace(self):
+        if self.cursor:
+            start = self._prev(self.cursor)
+            self.text = self.text[:start] + self.text[self.cursor:]
+            self.cursor = start
+
+    def delete(self):
+        if self.cursor < len(self.text):
+            self.text = self.text[:self.cursor] + self.text[self._next(self.cursor):]
+
+    def kill_to_start(self):
+        self.killed = self.text[:self.cursor]
+        self.text = self.text[self.cursor:]
+        self.cursor = 0
+
+    def kill_to_end(self):
+        self.killed = self.text[self.cursor:]
+        self.text = self.text[:self.cursor]
+
+    def kill_word(self):
+        start = self.cursor
+        while start and self.text[start - 1] == " ":
+            start -= 1
+        while start and self.text[start - 1] != " ":
+            start -= 1
+        self.killed = self.text[start:self.cursor]
+        self.text = self.text[:start] + self.text[self.cursor:]
+        self.cursor = start
+
+    def yank(self):
+        self.insert(self.killed)
+
+    def history_prev(self):
+        if self.history_pos == 0:
+            return
+        if self.history_pos == len(self.history):
+            self.draft = self.text
+        self.history_pos -= 1
+        self.set(self.history[self.history_pos])
+
+    def history_next(self):
+        if self.history_pos >= len(self.history):
+            return
+        self.history_pos += 1
+        if self.history_pos == len(self.history):
+            self.set(self.draft)
+        else:
+            self.set(self.history[self.history_pos])
+
+    def remember(self, line: str):
+        """Put a line into the history (what was sent, or given back)."""
+        if line and (not self.history or self.history[-1] != line):
+            self.history.append(line)
+        self.history_pos = len(self.history)
+        self.draft = ""
+
+    def commit(self) -> str:
+        """The line as entered; it goes into the history and the editor empties."""
+        line = self.text
+        self.remember(line)
+        self.set("")
+        return line
+
+    KEYS = {
+        "KEY_LEFT": left, "\x02": left,
+        "KEY_RIGHT": right, "\x06": right,
+        "KEY_HOME": home, "\x01": home,
+        "KEY_END": end, "\x05": end,
+        "KEY_BACKSPACE": backspace, "\x7f": backspace, "\x08": backspace,
+        "KEY_DC": delete, "\x04": delete,
+        "\x15": kill_to_start, "\x0b": kill_to_end, "\x17": kill_word, "\x19": yank,
+        "KEY_UP": history_prev, "\x10": history_prev,
+        "KEY_DOWN": history_next, "\x0e": history_next,
+    }
+
+    def key(self, key: str) -> bool:
+        """Apply one key (a character, a pasted string, a control character,
+        or a curses key name such as KEY_LEFT); False if it is not an
+        editing key."""
+        action = self.KEYS.get(key)
+        if action:
+            action(self)
+            return True
+        if key.startswith("KEY_") or (len(key) == 1 and not key.isprintable() and key != " "):
+            return False
+        self.insert(key)
+        return True
+
+    def view(self, width: int, mask: str = "") -> Tuple[str, int]:
+        """The part of the line that fits in ``width`` cells, and the cursor's
+        column in it. With ``mask``, each character shows as that (passwords)."""
+        text = mask * len(self.text) if mask else self.text
+        width = max(1, width)
+        if text_width(text) < width:
+            self.offset = 0
+        elif self.cursor < self.offset:
+            # Jump back a third of the pane, so that the user sees what is
+            # before the cursor rather than creeping one character at a time.
+            start = self.cursor
+            while start and text_width(text[start:self.cursor]) < width // 3:
+                start = self._prev(start)
+            self.offset = start
+        while text_width(text[self.offset:self.cursor]) > width - 1:
+            self.offset = self._next(self.offset)
+        shown, used = [], 0
+        for ch in text[self.offset:]:
+            cells = char_width(ch)
+            if used + cells > width:
+                break
+            shown.append(ch)
+            used += cells
+        return "".join(shown), text_width(text[self.offset:self.cursor])
+
+
+# --- commands ------------------------------------------------------------
+
+class Action(NamedTuple):
+    """What a line typed in the chat screen asks for."""
+    kind: str                   # say, tell, who, help, quit, local
+    name: str = ""
+    text: str = ""
+
+
+HELP = (
+    "Commands: /msg NAME text (private)  /who (who is online)  /help  /quit [reason]",
+    "Plain text goes to everyone; start a line with // to send one that begins with /.",
+    "Keys: PgUp/PgDn scroll (past the oldest line loads more), End back to the bottom,",
+    "Up/Down sent lines, Ctrl-A/E Home/End, Ctrl-U/K/W cut, Ctrl-Y paste, Ctrl-L redraw, Ctrl-C quit.",
+)
+
+
+def parse_input(line: str) -> Optional[Action]:
+    """A line from the input pane as an Action; None for a blank line."""
+    if not line.strip():
+        return None
+    if line.startswith("//"):
+        return Action("say", text=line[1:])
+    if not line.startswith("/"):
+        return Action("say", text=line)
+    word, _, rest = line[1:].partition(" ")
+    verb, rest = word.lower(), rest.strip()
+    if verb in ("msg", "tell", "m"):
+        name, _, text = rest.partition(" ")
+        if not name or not text.strip():
+            return Action("local", text="usage: /msg NAME text")
+        return Action("tell", name=name, text=text.strip())
+    if verb in ("who", "names"):
+        return Action("who")
+    if verb in ("help", "?"):
+        return Action("help")
+    if verb in ("quit", "exit"):
+        return Action("quit", text=rest)
+    return Action("local", text="unknown command /%s; /help lists the commands" % word[:32])
+
+
+# --- login form ----------------------------------------------------------
+
+class LoginForm:
+    """The login screen: server, name, password, and a line of feedback."""
+
+    LABELS = ("Server", "Name", "Password")
+
+    def __init__(self, server: str, name: str, password: str):
+        self.fields = [InputLine(server), InputLine(name), InputLine(password)]
+        self.focus = next((i for i, f in enumerate(self.fields) if not f.text), 2)
+        self.error = ""
+        self.notice = ""
+
+    @property
+    def server(self) -> str:
+        return self.fields[0].text.strip()
+
+    @property
+    def name(self) -> str:
+        return self.fields[1].text.strip()
+
+    @property
+    def password(self) -> str:
+        return self.fields[2].text
+
+    def missing(self) -> Optional[int]:
+        return next((i for i, f in enumerate(self.fields) if not f.text.strip()), None)
+
+    def move(self, step: int):
+        self.focus = (self.focus + step) % len(self.fields)
+
+
+def split_server(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int]:
+    """"host", "host:port", "[v6]:port" or "v6" as (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError("the port must be a number from 1 to 65535")
+    return host or DEFAULT_HOST, int(port) if port else default_port
+
+
+def join_server(host: str, port: int) -> str:
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+# --- the client's state machine ------------------------------------------
+
+class Pending(NamedTuple):
+    """A line sent to the server that has not been answered yet. The server
+    answers each connection's lines in order, so an ERR belongs to the
+    oldest of these."""
+    verb: str
+    text: str = ""
+    to: str = ""
+
+
+# Server error codes in words, for the user.
+ERROR_WORDS = {
+    400: "the server refused the line",
+    401: "wrong name or password",
+    403: "this account is banned",
+    404: "no such account",
+    409: "that name is taken",
+    413: "too long",
+    423: "kicked",
+    429: "too many messages, slow down",
+    503: "the server cannot store messages right now",
+}
+
+
+def error_in_words(code: int, text: str) -> str:
+    words = ERROR_WORDS.get(code)
+    if code == 423:
+        seconds, _, reason = text.partition(" ")
+        if seconds.isdigit():
+            return "kicked: you can log in again in %s seconds%s" % (
+                seconds, " (%s)" % reason if reason else "")
+    if code in (401, 409) or not words:
+        return words or "error %d: %s" % (code, text)
+    return "%s%s" % (words, ": " + text if text and code != 503 else "")
+
+
+class Chat:
+    """The whole client without a screen or a socket.
+
+    Keys come in through ``key``; bytes from the server through
+    ``receive``; the I/O layer reports ``connection_made`` and
+    ``connection_lost`` and calls ``tick`` when ``next_deadline`` comes.
+    What the client wants done is left in plain attributes: ``outbox`` (bytes
+    to send), ``want_connect`` (open a connection to ``host``:``port``),
+    ``want_close`` (close the socket; the model has already done its own
+    bookkeeping, see ``drop``), ``done`` (exit).
+    """
+
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, name="", password=""):
+        self.host, self.port = host, port
+        self.name, self.password = name, password
+        self.form = LoginForm(join_server(host, port), name, password)
+        self.scrollback = Scrollback()
+        self.input = InputLine()
+        self.screen = "login"               # login, chat
+        self.state = "offline"              # offline, connecting, logging in, online
+        self.register_first = False
+        self.logged_in_once = False
+        self.users: List[str] = []
+        # The newest room message id seen: after a reconnect we ask for
+        # everything after it, so nothing said meanwhile is missed.
+        self.last_id = 0
+        self.awaiting = collections.deque()     # Pending lines, oldest first
+        self.history_newest = 0             # newest id in the HISTORY reply being read
+        self.loading_older = False
+        # SAY/TELL lines not confirmed when the connection dropped.
+        self.unconfirmed: List[Pending] = []
+        self.framer: Optional[LineFramer] = None
+        self.outbox = bytearray()
+        self.want_connect = False
+        self.want_close = ""
+        self.done = False
+        self.redraw_all = False
+        self.attempt = 0
+        self.reconnect_at: Optional[float] = None
+        self.connect_deadline = 0.0
+        self.kicked_for = 0
+        self.banned = False
+        self.last_heard = 0.0
+        self.ping_sent_at: Optional[float] = None
+
+    # -- what the user sees ------------------------------------------------
+
+    def say(self, kind: str, text: str):
+        """A line from the client itself in the scrollback."""
+        self.scrollback.add(Entry(kind, text))
+
+    def status(self) -> str:
+        state = self.state
+        if state == "offline" and self.reconnect_at is not None:
+            state = "reconnecting in %ds" % max(0, round(self.reconnect_at - clock()))
+        elif self.banned:
+            state = "banned"
+        parts = [join_server(self.host, self.port), self.name or "-", state]
+        if self.state == "online":
+            parts.append("%d online" % len(self.users))
+        if self.loading_older:
+            parts.append("loading history")
+        return " | ".join(parts)
+
+    def marker(self) -> str:
+        """Shown at the right of the status line while scrolled up."""
+        if not self.scrollback.scroll:
+            return ""
+        if self.scrollback.unseen:
+            return "[%d new, End]" % self.scrollback.unseen
+        return "[scrolled, End]"
+
+    # -- keys -------------------------------------------------------------
+
+    def key(self, key: str):
+        if key == "\x03":
+            self.quit("quit")
+        elif key == "\x0c":
+            self.redraw_all = True
+        elif self.screen == "login":
+            self.login_key(key)
+        else:
+            self.chat_key(key)
+
+    def login_key(self, key: str):
+        form = self.form
+        if key in ("\t", "KEY_DOWN"):
+            form.move(1)
+        elif key in ("KEY_BTAB", "KEY_UP"):
+            form.move(-1)
+        elif key in ("\r", "\n", "KEY_ENTER"):
+            missing = form.missing()
+            if missing is None:
+                self.submit_login(register=False)
+            else:
+                form.focus = missing
+                form.error = "%s, please" % form.LABELS[missing].lower()
+        elif key == "\x12":                 # Ctrl-R
+            self.submit_login(register=True)
+        else:
+            form.fields[form.focus].key(key)
+
+    def chat_key(self, key: str):
+        if key in ("\r", "\n", "KEY_ENTER"):
+            self.submit()
+        elif key == "KEY_PPAGE":
+            if self.scrollback.page_up():
+                self.load_older()
+        elif key == "KEY_NPAGE":
+            self.scrollback.page_down()
+        elif key == "KEY_END" and self.input.cursor == len(self.input.text):
+            # End moves the cursor first; once it is at the end of the line,
+            # End goes back to the live bottom of the scrollback.
+            self.scrollback.to_bottom()
+        else:
+            self.input.key(key)
+
+    # -- login ------------------------------------------------------------
+
+    def submit_login(self, register: bool):
+        form = self.form
+        form.error = form.notice = ""
+        try:
+            host, port = split_server(form.server, self.port)
+        except ValueError as exc:
+            form.error, form.focus = str(exc), 0
+            return
+        problem = check_name(form.name)
+        if problem:
+            form.error, form.focus = problem, 1
+            return
+        if register and check_password(form.password):
+            form.error, form.focus = check_password(form.password), 2
+            return
+        if not form.password:
+            form.error, form.focus = "password, please", 2
+            return
+        if self.state != "offline":
+            self.drop("logging in again")
+            form.error = ""
+        self.host, self.port = host, port
+        self.name, self.password = form.name, form.password
+        self.register_first = register
+        form.notice = "%s to %s ..." % ("registering" if register else "logging in",
+                                       join_server(host, port))
+        self.open_connection()
+
+    def open_connection(self):
+        self.want_connect = True
+        self.reconnect_at = None
+        self.connect_deadline = clock() + CONNECT_TIMEOUT
+        self.state = "connecting"
+
+    def drop(self, reason: str):
+        """Give up on the connection ourselves: the same bookkeeping as when
+        the server goes away, and the I/O layer closes the socket."""
+        self.want_close = reason
+        self.connection_lost(reason)
+
+    def send(self, pending: Pending, *fields: str):
+        """Queue a line that the server will answer."""
+        self.outbox += format_command(pending.verb, *fields)
+        self.awaiting.append(pending)
+
+    def connection_made(self):
+        self.framer = LineFramer()
+        self.want_connect = False
+        self.state = "logging in"
+        self.last_heard, self.ping_sent_at = clock(), None
+        self.awaiting.clear()
+        if self.register_first:
+            self.send(Pending("REGISTER"), self.name, self.password)
+        else:
+            self.send_login()
+
+    def send_login(self):
+        self.send(Pending("LOGIN"), self.name, self.password)
+
+    def login_failed(self, code: int, text: str):
+        words = error_in_words(code, text)
+        if code == 423 and self.logged_in_once:
+            # Kicked for a while: wait it out, then carry on by ourselves.
+            seconds = text.partition(" ")[0]
+            self.kicked_for = int(seconds) + 1 if seconds.isdigit() else 60
+            self.say("error", words)
+            self.drop("kicked")
+            return
+        self.screen = "login"
+        self.form.error, self.form.notice = words, ""
+        self.form.focus = 1 if code == 409 else 2
+        self.drop("login failed")
+
+    # -- the server speaks ------------------------------------------------
+
+    def receive(self, data: bytes):
+        self.last_heard, self.ping_sent_at = clock(), None
+        if self.framer is None:
+            return
+        for frame in self.framer.feed(data):
+            if not isinstance(frame, bytes):
+                continue            # an overlong line: not the protocol we know
+            event = parse_server_line(frame)
+            handler = event and getattr(self, "on_" + event.kind.lower(), None)
+            if handler:
+                handler(event)
+
+    def _answered(self, verb: str) -> Optional[Pending]:
+        if self.awaiting and self.awaiting[0].verb == verb:
+            return self.awaiting.popleft()
+        return None
+
+    def _in_history_reply(self) -> bool:
+        return bool(self.awaiting) and self.awaiting[0].verb == "HISTORY"
+
+    def _is_me(self, name: str) -> bool:
+        return name.lower() == self.name.lower()
+
+    def on_msg(self, event):
+        history = self._in_history_reply()
+        if history:
+            self.history_newest = max(self.history_newest, event.id)
+        self.last_id = max(self.last_id, event.id)
+        head = self.awaiting[0] if self.awaiting else None
+        if (head and head.verb == "SAY" and self._is_me(event.name)
+                and head.text.strip() == event.text.strip()):
+            self.awaiting.popleft()
+        self._forget_unconfirmed("SAY", event.name, "", event.text)
+        self.scrollback.add(Entry("message", event.text, event.name, msg_id=event.id,
+                                  time=local_time(event.ts)), live=not history)
+
+    def on_priv(self, event):
+        head = self.awaiting[0] if self.awaiting else None
+        if (head and head.verb == "TELL" and self._is_me(event.name)
+                and head.to.lower() == event.to.lower() and head.text.strip() == event.text.strip()):
+            self.awaiting.popleft()
+        self.scrollback.add(Entry("private", event.text, event.name, event.to, msg_id=event.id,
+                                  time=local_time(event.ts)))
+
+    def on_ok(self, event):
+        if event.name == "REGISTER":
+            self._answered("REGISTER")
+            self.form.notice = "registered %s; logging in ..." % event.text
+            self.register_first = False
+            self.send_login()
+        elif event.name == "LOGIN":
+            self._answered("LOGIN")
+            self.logged_in(event.text or self.name)
+        elif event.name == "HISTORY":
+            request = self._answered("HISTORY")
+            if request:
+                self.history_received(request, event.count)
+
+    def logged_in(self, name: str):
+        resuming = self.logged_in_once and self.last_id > 0
+        self.name = name
+        self.state = "online"
+        self.screen = "chat"
+        self.form.notice = self.form.error = ""
+        self.attempt = 0
+        self.kicked_for = 0
+        self.banned = False
+        # The login burst (history, then USERS) answers the LOGIN.
+        self.awaiting.appendleft(Pending("WHO", "login"))
+        self.awaiting.appendleft(Pending("HISTORY", "login"))
+        self.history_newest = 0
+        if resuming:
+            self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
+            self.send(Pending("HISTORY", "after"), str(RESYNC_PAGE), "after=%d" % self.last_id)
+        else:
+            self.logged_in_once = True
+            self.say("info", "logged in as %s; /help lists the commands" % name)
+
+    def history_received(self, request: Pending, count: int):
+        if request.text == "login" and count == 0 and not self.scrollback.oldest_id():
+            self.scrollback.oldest_reached = True
+        elif request.text == "after":
+            if count >= RESYNC_PAGE:
+                self.send(Pending("HISTORY", "after"), str(RESYNC_PAGE),
+                          "after=%d" % self.history_newest)
+            else:
+                self.give_back_unconfirmed()
+        elif request.text == "before":
+            self.loading_older = False
+            if count < HISTORY_PAGE:
+                self.scrollback.oldest_reached = True
+                self.say_at_top("no older messages")
+        self.history_newest = 0
+
+    def say_at_top(self, text: str):
+        entry = Entry("info", text)
+        self.scrollback.entries.insert(0, entry)
+
+    def on_err(self, event):
+        head = self.awaiting.popleft() if self.awaiting else Pending("")
+        if head.verb in ("LOGIN", "REGISTER"):
+            self.login_failed(event.code, event.text)
+        elif head.verb in ("SAY", "TELL"):
+            self.say("error", "not sent: %s" % error_in_words(event.code, event.text))
+            if event.code in (503, 429):        # worth trying again as it is
+                self.give_back(head)
+        elif head.verb == "HISTORY":
+            self.loading_older = False
+            self.say("error", "history unavailable: %s" % error_in_words(event.code, event.text))
+        else:
+            self.say("error", error_in_words(event.code, event.text))
+
+    def give_back(self, pending: Pending):
+        """Keep refused text for resending: back in the input line if it is
+        empty, else in the input history."""
+        line = pending.text
+        if pending.verb == "TELL":
+            line = "/msg %s %s" % (pending.to, line)
+        elif line.startswith("/"):
+            line = "/" + line
+        if not self.input.text:
+            self.input.set(line)
+            self.say("info", "the text is back in the input line: Enter sends it again")
+        else:
+            self.input.remember(line)
+            self.say("info", "the text is in the input history: Up recalls it")
+
+    def _forget_unconfirmed(self, verb, name, to, text):
+        if not self.unconfirmed or not self._is_me(name):
+            return
+        for index, pending in enumerate(self.unconfirmed):
+            if pending.verb == verb and pending.text.strip() == text.strip():
+                del self.unconfirmed[index]
+                return
+
+    def give_back_unconfirmed(self):
+        """After catching up: what we sent before the drop and did not see
+        come back was probably lost."""
+        for pending in self.unconfirmed:
+            self.say("error", "not confirmed before the connection dropped: %s" % pending.text)
+            self.give_back(pending)
+        self.unconfirmed = []
+
+    def on_users(self, event):
+        self.users = list(event.names)
+        self._answered("WHO")
+        self.say("info", "%d online: %s" % (len(self.users), " ".join(self.users)))
+
+    def on_join(self, event):
+        if not any(u.lower() == event.name.lower() for u in self.users):
+            self.users.append(event.name)
+        self.scrollback.add(Entry("join", name=event.name))
+
+    def on_leave(self, event):
+        self.users = [u for u in self.users if u.lower() != event.name.lower()]
+        self.scrollback.add(Entry("leave", event.text, name=event.name))
+
+    def on_info(self, event):
+        self.say("info", event.text)
+
+    def on_bye(self, event):
+        self._answered("QUIT")
+        if not self.done:
+            self.say("info", "the server closes the connection: %s" % event.text)
+
+    def on_kicked(self, event):
+        self.kicked_for = event.count + 1
+        self.say("error", "you were kicked for %d seconds%s" % (
+            event.count, ": %s" % event.text if event.text else ""))
+
+    def on_banned(self, event):
+        self.banned = True
+        self.say("error", "you are banned%s" % (": %s" % event.text if event.text else ""))
+
+    def on_ping(self, event):
+        # Not a Pending: PONG is an answer, nothing answers it.
+        self.outbox += format_command("PONG", *([event.text] if event.text else []))
+
+    def on_pong(self, event):
+        self._answered("PING")
+
+    # -- the user speaks --------------------------------------------------
+
+    def submit(self):
+        action = parse_input(self.input.text)
+        if action is None:
+            return
+        if action.kind == "help":
+            self.input.commit()
+            for line in HELP:
+                self.say("info", line)
+        elif action.kind == "local":
+            self.say("error", action.text)
+        elif action.kind == "quit":
+            self.input.commit()
+            self.quit(action.text or "quit")
+        elif self.state != "online":
+            # The line stays in the input, to be sent once we are back.
+            self.say("error", "not connected; the line stays here until you can send it")
+        elif action.kind == "who":
+            self.input.commit()
+            self.send(Pending("WHO"))
+        elif action.kind in ("say", "tell"):
+            size = len(action.text.encode("utf-8")) + len(action.name) + 1
+            if size > MAX_SAY_BYTES:
+                self.say("error", "too long to send: %d bytes, at most %d" % (size, MAX_SAY_BYTES))
+                return
+            self.input.commit()
+            if action.kind == "say":
+                self.send(Pending("SAY", action.text), action.text)
+            else:
+                self.send(Pending("TELL", action.text, action.name), action.name, action.text)
+
+    def load_older(self):
+        """Ask for the page of room messages before the oldest we hold."""
+        if (self.loading_older or self.scrollback.oldest_reached or self.state != "online"):
+            return
+        oldest = self.scrollback.oldest_id()
+        if oldest is None or oldest <= 1:
+            self.scrollback.oldest_reached = True
+            return
+        self.loading_older = True
+        self.send(Pending("HISTORY", "before"), str(HISTORY_PAGE), "before=%d" % oldest)
+
+    def quit(self, reason: str):
+        if self.framer is not None:
+            self.outbox += format_command("QUIT", reason)
+        self.done = True
+
+    # -- the connection drops, timers fire ---------------------------------
+
+    def connection_lost(self, reason: str):
+        if self.state == "offline":
+            return                  # already dealt with (we dropped it first)
+        was_online = self.state == "online"
+        self.framer = None
+        self.want_connect = False
+        self.outbox.clear()
+        # Whatever we said that the server had not echoed may be lost; the
+        # catch-up after reconnecting tells (see give_back_unconfirmed).
+        self.unconfirmed += [p for p in self.awaiting if p.verb in ("SAY", "TELL")]
+        self.awaiting.clear()
+        self.users = []
+        self.loading_older = False
+        self.ping_sent_at = None
+        if self.done:
+            self.state = "offline"
+            return
+        if self.screen == "login":
+            if not self.form.error:
+                self.form.error = "cannot reach %s: %s" % (join_server(self.host, self.port), reason)
+                self.form.notice = ""
+            self.state = "offline"
+            return
+        self.state = "offline"
+        if self.banned:
+            return
+        delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
+        delay = max(delay * (1 + random.random() / 4), self.kicked_for)
+        self.kicked_for = 0
+        self.attempt += 1
+        self.reconnect_at = clock() + delay
+        if was_online:
+            self.say("error", "connection lost (%s); reconnecting" % reason)
+
+    def next_deadline(self) -> Optional[float]:
+        deadlines = []
+        if self.reconnect_at is not None:
+            # Once a second as well, for the countdown in the status line.
+            deadlines += [self.reconnect_at, clock() + 1.0]
+        if self.state in ("connecting", "logging in"):
+            deadlines.append(self.connect_deadline)
+        if self.state == "online":
+            if self.ping_sent_at is None:
+                deadlines.append(self.last_heard + KEEPALIVE_IDLE)
+            else:
+                deadlines.append(self.ping_sent_at + KEEPALIVE_GRACE)
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float):
+        if self.reconnect_at is not None and now >= self.reconnect_at:
+            self.open_connection()
+        if self.state in ("connecting", "logging in") and now >= self.connect_deadline:
+            self.drop("no answer within %d seconds" % CONNECT_TIMEOUT)
+        if self.state != "online":
+            return
+        # Compared with the very sums next_deadline hands out, so that the
+        # loop never wakes for a deadline that tick then thinks is not due.
+        if self.ping_sent_at is None and now >= self.last_heard + KEEPALIVE_IDLE:
+            self.ping_sent_at = now
+            self.send(Pending("PING"), "keepalive")
+        elif self.ping_sent_at is not None and now >= self.ping_sent_at + KEEPALIVE_GRACE:
+            self.drop("no answer from the server")
+
+
+# --- curses view ---------------------------------------------------------
+
+NAME_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
+                curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
+STYLE_COLOURS = {"time": None, "join": curses.COLOR_GREEN, "leave": curses.COLOR_YELLOW,
+                 "info": curses.COLOR_CYAN, "error": curses.COLOR_RED,
+                 "private": curses.COLOR_MAGENTA}
+
+
+def name_colour(name: str) -> int:
+    """The same colour for a name in every session and on every machine
+    (crc32, unlike hash(), does not change between runs)."""
+    return NAME_COLOURS[zlib.crc32(name.lower().encode("utf-8")) % len(NAME_COLOURS)]
+
+
+class View:
+    """Draws a Chat with curses; knows nothing of sockets."""
+
+    def __init__(self, stdscr, colour: bool):
+        self.stdscr = stdscr
+        self.pairs = {}
+        background = curses.COLOR_BLACK
+        if curses.has_colors():
+            # Even without colours of our own: this tells curses to leave the
+            # terminal's own foreground and background alone (without it,
+            # ncurses paints white on black on some terminals).
+            try:
+                curses.start_color()
+                curses.use_default_colors()
+                background = -1
+            except curses.error:
+                pass
+        if colour:
+            for number, colour_id in enumerate(sorted(set(NAME_COLOURS) | {
+                    c for c in STYLE_COLOURS.values() if c is not None}), start=1):
+                curses.init_pair(number, colour_id, background)
+                self.pairs[colour_id] = curses.color_pair(number)
+
+    def attr(self, style: str) -> int:
+        if style.startswith("@"):
+            return curses.A_BOLD | self.pairs.get(name_colour(style[1:]), 0)
+        if style == "error":
+            return curses.A_BOLD | self.pairs.get(curses.COLOR_RED, 0)
+        if style == "time":
+            return curses.A_DIM if not self.pairs else 0
+        colour = STYLE_COLOURS.get(style)
+        return self.pairs.get(colour, 0) if colour is not None else 0
+
+    def put(self, y: int, x: int, text: str, attr: int = 0, width: int = 0):
+        """Write text clipped to the screen; curses refuses the bottom-right
+        cell (the cursor cannot move past it), which is not an error to us."""
+        rows, cols = self.stdscr.getmaxyx()
+        limit = cols - x if not width else min(width, cols - x)
+        shown, used = [], 0
+        for ch in text:
+            cells = char_width(ch)
+            if used + cells > limit:
+                break
+            shown.append(ch)
+            used += cells
+        try:
+            self.stdscr.addstr(y, x, "".join(shown), attr)
+        except curses.error:
+            pass
+        return used
+
+    def draw(self, chat: Chat):
+        screen = self.stdscr
+        if chat.redraw_all:
+            screen.clear()
+            chat.redraw_all = False
+        screen.erase()
+        rows, cols = screen.getmaxyx()
+        if rows < MIN_ROWS or cols < MIN_COLS:
+            message = "terminal too small: %dx%d, needs %dx%d" % (cols, rows, MIN_COLS, MIN_ROWS)
+            for y, row in enumerate(wrap([(message, "")], cols)[:rows]):
+                self.put(y, 0, row_text(row))
+            screen.noutrefresh()
+            curses.doupdate()
+            return
+        if chat.screen == "login":
+            self.draw_login(chat, rows, cols)
+        else:
+            self.draw_chat(chat, rows, cols)
+        curses.doupdate()
+
+    def draw_chat(self, chat: Chat, rows: int, cols: int):
+        pane = rows - 2
+        shown = chat.scrollback.view(cols, pane)
+        top = pane - len(shown)             # the newest line sits on the status line
+        for y, row in enumerate(shown, start=top):
+            x = 0
+            for text, style in row:
+                x += self.put(y, x, text, self.attr(style))
+        marker = chat.marker()
+        status = " " + chat.status()
+        status_attr = curses.A_REVERSE
+        self.put(pane, 0, " " * cols, status_attr)
+        self.put(pane, 0, status, status_attr, cols - text_width(marker) - 1)
+        if marker:
+            self.put(pane, cols - text_width(marker) - 1, marker, status_attr | curses.A_BOLD)
+        text, cursor = chat.input.view(cols - len(PROMPT))
+        self.put(rows - 1, 0, PROMPT)
+        self.put(rows - 1, len(PROMPT), text)
+        self.stdscr.move(rows - 1, len(PROMPT) + cursor)
+        self.stdscr.noutrefresh()
+
+    def draw_login(self, chat: Chat, rows: int, cols: int):
+        form = chat.form
+        self.put(0, 1, "sae-chat", curses.A_BOLD)
+        label_width = max(len(label) for label in form.LABELS) + 2
+        cursor = (0, 0)
+        for index, (label, field) in enumerate(zip(form.LABELS, form.fields)):
+            y = 2 + index
+            if y >= rows:
+                break
+            attr = curses.A_BOLD if index == form.focus else 0
+            self.put(y, 1, label + ":", attr)
+            text, column = field.view(cols - label_width - 2, mask="*" if index == 2 else "")
+            self.put(y, 1 + label_width, text)
+            if index == form.focus:
+                cursor = (y, 1 + label_width + column)
+        lines = [("Enter: log in   Ctrl-R: register   Tab: next field   Ctrl-C: quit", 0)]
+        if form.notice:
+            lines.append((form.notice, 0))
+        if form.error:
+            lines.append((form.error, self.attr("error")))
+        for y, (text, attr) in enumerate(lines, start=6):
+            if y < rows:
+                self.put(y, 1, text, attr)
+        self.stdscr.move(*cursor)
+        self.stdscr.noutrefresh()
+
+
+# --- the loop ------------------------------------------------------------
+
+class Loop:
+    """One thread: a selectors loop over the server socket, the keyboard and
+    a wake-up pipe for signals, with the model's deadlines as its timeout.
+    Writes go out directly; only what the kernel does not take waits for
+    EVENT_WRITE, registered while (and only while) bytes are pending."""
+
+    def __init__(self, stdscr, chat: Chat, view: View):
+        self.stdscr = stdscr
+        self.chat = chat
+        self.view = view
+        self.selector = selectors.DefaultSelector()
+        self.sock: Optional[socket.socket] = None
+        self.connecting = False
+        self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, self.on_keyboard)
+        # Signals (resize, hang-up, terminate) arrive as bytes on this pipe,
+        # so they are handled by the loop like everything else, between two
+        # steps of the model rather than in the middle of one.
+        self.wakeup_read, self.wakeup_write = socket.socketpair()
+        for end in (self.wakeup_read, self.wakeup_write):
+            end.setblocking(False)
+        self.selector.register(self.wakeup_read, selectors.EVENT_READ, self.on_signal)
+        signal.set_wakeup_fd(self.wakeup_write.fileno())
+        for signum in (signal.SIGWINCH, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda *_: None)
+
+    def run(self):
+        try:
+            while not self.chat.done:
+                self.sync()
+                self.view.draw(self.chat)
+                deadline = self.chat.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - clock())
+                for key, mask in self.selector.select(timeout):
+                    key.data(mask)
+                self.chat.tick(clock())
+            self.sync()
+            self.flush_before_exit()
+        finally:
+            signal.set_wakeup_fd(-1)
+            self.close("quit")
+
+    # -- the connection ----------------------------------------------------
+
+    def sync(self):
+        """Do what the model asked for: close, connect, send."""
+        chat = self.chat
+        if chat.want_close:
+            self.close(chat.want_close)
+            chat.want_close = ""
+        if chat.want_connect and not self.sock and not chat.done:
+            self.connect()
+        self.write()
+
+    def connect(self):
+        chat = self.chat
+        chat.want_connect = False
+        try:
+            # Name resolution blocks; for the few hosts a chat client talks
+            # to it is quick, and it happens only on (re)connecting.
+            family, kind, proto, _, address = socket.getaddrinfo(
+                chat.host, chat.port, type=socket.SOCK_STREAM)[0]
+            self.sock = socket.socket(family, kind, proto)
+            self.sock.setblocking(False)
+            code = self.sock.connect_ex(address)
+        except OSError as exc:
+            self.close("")
+            chat.connection_lost(exc.strerror or str(exc))
+            return
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            self.close("")
+            chat.connection_lost(os.strerror(code))
+            return
+        self.connecting = True
+        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_socket)
+
+    def close(self, reason: str):
+        if self.sock is not None:
+            try:
+                self.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.sock.close()
+            self.sock = None
+        self.connecting = False
+
+    def lost(self, reason: str):
+        self.close(reason)
+        self.chat.connection_lost(reason)
+
+    def on_socket(self, mask: int):
+        if self.connecting:
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self.lost(os.strerror(code))
+                return
+            self.connecting = False
+            self.selector.modify(self.sock, selectors.EVENT_READ, self.on_socket)
+            self.chat.connection_made()
+            return
+        if mask & selectors.EVENT_READ:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.lost(exc.strerror or str(exc))
+                return
+            if not data:
+                self.lost("the server closed the connection")
+                return
+            self.chat.receive(data)
+        # EVENT_WRITE: the pending bytes go out in write(), after this.
+
+    def write(self):
+        if self.sock is None or self.connecting:
+            return
+        outbox = self.chat.outbox
+        if outbox:
+            try:
+                sent = self.sock.send(outbox)
+                del outbox[:sent]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self.lost(exc.strerror or str(exc))
+                return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if outbox else 0)
+        if self.selector.get_key(self.sock).events != events:
+            self.selector.modify(self.sock, events, self.on_socket)
+
+    def flush_before_exit(self):
+        """Give QUIT a moment to leave; the terminal is restored either way."""
+        deadline = clock() + QUIT_FLUSH_SECONDS
+        while self.sock and not self.connecting and self.chat.outbox and clock() < deadline:
+            self.write()
+            if self.chat.outbox and self.sock:
+                _, writable, _ = select.select([], [self.sock], [], max(0.0, deadline - clock()))
+                if not writable:
+                    break
+
+    # -- the terminal -----------------------------------------------------
+
+    def on_keyboard(self, mask: int):
+        while True:
+            try:
+                key = self.stdscr.get_wch()
+            except curses.error:
+                return              # nothing more buffered
+            if key == curses.KEY_RESIZE:
+                self.resize()
+                continue
+            if isinstance(key, int):
+                name = curses.keyname(key).decode("ascii", "replace")
+                if name.startswith("kEND"):     # Ctrl-End and friends
+                    name = "KEY_END"
+                self.chat.key(name)
+            else:
+                self.chat.key(key)
+            if self.chat.done:
+                return
+
+    def on_signal(self, mask: int):
+        try:
+            signums = self.wakeup_read.recv(512)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in signums:
+            if signum == signal.SIGWINCH:
+                self.resize()
+            elif signum in (signal.SIGTERM, signal.SIGHUP):
+                self.chat.quit("terminal closed")
+
+    def resize(self):
+        try:
+            cols, rows = os.get_terminal_size(sys.stdout.fileno())
+        except OSError:
+            return
+        if (rows, cols) != self.stdscr.getmaxyx():
+            curses.resizeterm(rows, cols)
+        # Repaint everything: after a resize the terminal's idea of the
+        # screen and curses' idea of it no longer match.
+        self.chat.redraw_all = True
+
+
+def run(stdscr, chat: Chat):
+    curses.raw()                # Ctrl-C is a key for us: quit cleanly, send QUIT
+    curses.noecho()
+    stdscr.keypad(True)
+    stdscr.nodelay(True)
+    try:
+        curses.curs_set(1)
+    except curses.error:
+        pass
+    # https://no-color.org: a NO_COLOR that is set and not empty means none.
+    colour = curses.has_colors() and not os.environ.get("NO_COLOR")
+    loop = Loop(stdscr, chat, View(stdscr, colour))
+    if chat.form.missing() is None:
+        chat.submit_login(register=False)
+    loop.run()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="sae-client", description="Terminal client for sae-chat.",
+        epilog="The password is asked for, or read from the SAE_PASSWORD environment variable.")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="server address (default %s)" % DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="server port (default %d)" % DEFAULT_PORT)
+    parser.add_argument("--user", default="", help="account name")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("sae-client: needs a terminal", file=sys.stderr)
+        return 2
+    # Taken out of the environment so that nothing started later inherits it.
+    password = os.environ.pop("SAE_PASSWORD", "")
+    chat = Chat(args.host, args.port, args.user, password)
+    locale.setlocale(locale.LC_ALL, "")
+    # A lone Esc would otherwise freeze the keyboard for a second.
+    os.environ.setdefault("ESCDELAY", "25")
+    try:
+        curses.wrapper(run, chat)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,599 @@
+"""The client's model without curses or sockets: display widths and
+wrapping, the input editor, command parsing, the scrollback, and the
+connection state machine fed server lines by hand."""
+
+import time
+
+import pytest
+from freezegun import freeze_time
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sae_client_curses as client
+from sae_client_curses import (
+    Chat, Entry, InputLine, Scrollback, char_width, parse_input, row_text, text_width, wrap,
+)
+
+TS = "2026-11-24T13:05:01.123Z"
+
+
+def rows_text(rows):
+    return [row_text(row) for row in rows]
+
+
+# --- display width and wrapping -------------------------------------------
+
+def test_character_widths():
+    assert char_width("a") == 1
+    assert char_width("é") == 1
+    assert char_width("日") == 2
+    assert char_width("😀") == 2
+    assert char_width("\u0301") == 0            # combining acute accent
+    assert char_width("\u200d") == 0            # zero-width joiner
+    assert char_width("\ufe0f") == 0            # emoji presentation selector
+    assert text_width("e\u0301te\u0301") == 3
+    assert text_width("日本語 ok") == 9
+
+
+def test_wrap_breaks_at_spaces_and_indents_under_the_text():
+    spans = [("12:00 ", "time"), ("<bob> ", ""), ("hello world this is a long line", "")]
+    assert rows_text(wrap(spans, 20, 12 - 6)) == [
+        "12:00 <bob> hello",
+        "      world this is",
+        "      a long line",
+    ]
+
+
+def test_wrap_cuts_a_word_longer_than_a_row():
+    assert rows_text(wrap([("abcdefghij", "")], 4)) == ["abcd", "efgh", "ij"]
+
+
+def test_wrap_never_splits_a_wide_character_across_the_edge():
+    rows = rows_text(wrap([("a日本語", "")], 4))
+    assert rows == ["a日", "本語"]
+    assert [text_width(r) for r in rows] == [3, 4]
+
+
+def test_wrap_keeps_emoji_and_combining_marks_whole():
+    text = "😀😀 cafe\u0301 😀"
+    rows = rows_text(wrap([(text, "")], 5))
+    assert rows == ["😀😀", "cafe\u0301", "😀"]
+
+
+def test_wrap_keeps_styles():
+    rows = wrap([("ab", "x"), ("cd", "y")], 3)
+    assert rows == [[("ab", "x"), ("c", "y")], [("d", "y")]]
+
+
+@given(st.text(alphabet=st.sampled_from("ab 日😀é\u0301-"), max_size=80),
+       st.integers(min_value=2, max_value=30))
+def test_wrap_rows_fit_and_lose_nothing_but_break_spaces(text, width):
+    rows = rows_text(wrap([(text, "")], width))
+    assert all(text_width(row) <= width for row in rows)
+    assert "".join(rows).replace(" ", "") == text.replace(" ", "")
+
+
+def test_entry_shows_local_time(monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        entry = Entry("message", "hi", "bob", msg_id=1, time=client.local_time(TS))
+        assert rows_text(entry.rows(80)) == ["22:05 <bob> hi"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_server_text_cannot_drive_the_terminal():
+    entry = Entry("message", "evil\x1b[2Jtab\there", "bob", msg_id=1, time="12:00")
+    assert rows_text(entry.rows(80)) == ["12:00 <bob> evil\ufffd[2Jtab here"]
+
+
+# --- input editor --------------------------------------------------------
+
+def typed(*keys):
+    line = InputLine()
+    for key in keys:
+        line.key(key)
+    return line
+
+
+def test_editor_moves_and_inserts():
+    line = typed(*"helo", "KEY_LEFT", "l")
+    assert (line.text, line.cursor) == ("hello", 4)
+    line.key("\x01")                                # Ctrl-A
+    line.key(">")
+    line.key("\x05")                                # Ctrl-E
+    line.key("!")
+    assert line.text == ">hello!"
+    line.key("KEY_HOME")
+    line.key("KEY_RIGHT")
+    line.key("KEY_DC")
+    assert line.text == ">ello!"
+    line.key("KEY_END")
+    line.key("KEY_BACKSPACE")
+    assert (line.text, line.cursor) == (">ello", 5)
+
+
+def test_editor_cuts_and_yanks():
+    line = typed(*"say hello world")
+    line.key("\x17")                                # Ctrl-W: the word before the cursor
+    assert line.text == "say hello "
+    line.key("\x19")                                # Ctrl-Y
+    assert line.text == "say hello world"
+    for _ in range(6):
+        line.key("KEY_LEFT")
+    line.key("\x0b")                                # Ctrl-K: to the end
+    assert line.text == "say hello"
+    line.key("KEY_LEFT")
+    line.key("\x15")                                # Ctrl-U: to the start
+    assert (line.text, line.cursor) == ("o", 0)
+
+
+def test_editor_treats_combining_marks_and_wide_characters_as_one():
+    line = typed(*"cafe\u0301", "日")
+    line.key("KEY_LEFT")
+    line.key("KEY_LEFT")
+    assert line.cursor == 3                         # before "e" + accent
+    line.key("KEY_DC")
+    assert line.text == "caf日"
+    line.key("KEY_END")
+    line.key("KEY_BACKSPACE")
+    assert line.text == "caf"
+
+
+def test_editor_pasted_text_loses_line_breaks_and_controls():
+    line = typed("one\ntwo\tthree\x07")
+    assert line.text == "one two three"
+
+
+def test_editor_history_keeps_the_draft():
+    line = InputLine()
+    for sent in ("first", "second"):
+        line.set(sent)
+        line.commit()
+    for key in "dra":
+        line.key(key)
+    line.key("KEY_UP")
+    assert line.text == "second"
+    line.key("KEY_UP")
+    line.key("KEY_UP")
+    assert line.text == "first"
+    line.key("KEY_DOWN")
+    assert line.text == "second"
+    line.key("KEY_DOWN")
+    assert line.text == "dra"
+
+
+def test_editor_scrolls_a_long_line_sideways():
+    line = typed(*"abcdefghijklmnopqrstuvwxyz")
+    shown, column = line.view(10)
+    assert shown.endswith("z") and text_width(shown) <= 10 and column == text_width(shown)
+    assert column < 10                              # room for the cursor after "z"
+    line.key("KEY_HOME")
+    shown, column = line.view(10)
+    assert (shown, column) == ("abcdefghij", 0)
+    for _ in range(12):
+        line.key("KEY_RIGHT")
+    shown, column = line.view(10)
+    assert shown[column] == "m" if column < len(shown) else False
+
+
+def test_editor_scrolls_wide_characters_by_cells():
+    line = typed(*"日本語のテキストです")
+    shown, column = line.view(9)
+    assert text_width(shown) <= 9 and column <= 8
+    assert shown.endswith("す")
+
+
+def test_password_field_shows_stars():
+    line = typed(*"secret12")
+    assert line.view(20, mask="*") == ("********", 8)
+
+
+# --- commands ------------------------------------------------------------
+
+@pytest.mark.parametrize("line, action", [
+    ("hello", ("say", "", "hello")),
+    ("  hello  ", ("say", "", "  hello  ")),
+    ("//etc/passwd is a file", ("say", "", "/etc/passwd is a file")),
+    ("/msg bob hi there", ("tell", "bob", "hi there")),
+    ("/MSG bob  hi", ("tell", "bob", "hi")),
+    ("/msg bob", ("local", "", "usage: /msg NAME text")),
+    ("/who", ("who", "", "")),
+    ("/help", ("help", "", "")),
+    ("/quit gone fishing", ("quit", "", "gone fishing")),
+    ("/dance", ("local", "", "unknown command /dance; /help lists the commands")),
+])
+def test_parse_input(line, action):
+    assert tuple(parse_input(line)) == action
+
+
+def test_blank_line_is_nothing():
+    assert parse_input("   ") is None
+
+
+# --- scrollback ----------------------------------------------------------
+
+def message(msg_id, text=None, name="bob"):
+    return Entry("message", text or "message %d" % msg_id, name, msg_id=msg_id, time="12:00")
+
+
+def test_scrollback_shows_each_id_once_in_id_order():
+    scrollback = Scrollback()
+    for msg_id in (1, 2):
+        assert scrollback.add(message(msg_id))
+    scrollback.add(Entry("info", "reconnected", time="12:01"))
+    # The login burst brings 5 and 6; 3 and 4, said while we were away,
+    # come with HISTORY after=2 and belong before them.
+    assert scrollback.add(message(5), live=False)
+    assert not scrollback.add(message(5))
+    scrollback.add(message(6))
+    scrollback.add(message(3), live=False)
+    scrollback.add(message(4), live=False)
+    assert rows_text(scrollback.view(80, 10)) == [
+        "12:00 <bob> message 1", "12:00 <bob> message 2",
+        "12:01 -!- reconnected",
+        "12:00 <bob> message 3", "12:00 <bob> message 4",
+        "12:00 <bob> message 5", "12:00 <bob> message 6",
+    ]
+
+
+def test_scrollback_pages_up_and_down():
+    scrollback = Scrollback()
+    for msg_id in range(1, 31):
+        scrollback.add(message(msg_id))
+    assert rows_text(scrollback.view(80, 10))[-1].endswith("message 30")
+    assert not scrollback.page_up()
+    view = rows_text(scrollback.view(80, 10))
+    assert view[0].endswith("message 12") and view[-1].endswith("message 21")
+    assert not scrollback.page_up()
+    assert scrollback.page_up()                     # the oldest row is in view
+    assert rows_text(scrollback.view(80, 10))[0].endswith("message 1")
+    scrollback.page_down()
+    assert rows_text(scrollback.view(80, 10))[-1].endswith("message 19")
+    scrollback.to_bottom()
+    assert rows_text(scrollback.view(80, 10))[-1].endswith("message 30")
+
+
+def test_scrolled_up_view_stays_put_and_counts_new_messages():
+    scrollback = Scrollback()
+    for msg_id in range(1, 31):
+        scrollback.add(message(msg_id))
+    scrollback.view(80, 10)
+    scrollback.page_up()
+    before = rows_text(scrollback.view(80, 10))
+    scrollback.add(message(31))
+    scrollback.add(message(32, "a long message " * 10))
+    assert rows_text(scrollback.view(80, 10)) == before
+    assert scrollback.unseen == 2
+    scrollback.page_down()
+    scrollback.page_down()
+    assert scrollback.unseen == 0
+    assert rows_text(scrollback.view(80, 10))[-1].strip().endswith("a long message")
+
+
+def test_older_history_keeps_the_view():
+    scrollback = Scrollback()
+    for msg_id in range(51, 71):
+        scrollback.add(message(msg_id))
+    scrollback.view(80, 10)
+    scrollback.page_up()
+    scrollback.page_up()
+    before = rows_text(scrollback.view(80, 10))
+    for msg_id in range(1, 51):
+        scrollback.add(message(msg_id), live=False)
+    assert rows_text(scrollback.view(80, 10)) == before
+    assert scrollback.oldest_id() == 1
+
+
+# --- the connection state machine ----------------------------------------
+
+def sent(chat):
+    lines = bytes(chat.outbox).decode().splitlines()
+    chat.outbox.clear()
+    return lines
+
+
+def screen_text(chat, width=80, height=50):
+    return "\n".join(rows_text(chat.scrollback.view(width, height)))
+
+
+def hear(chat, *lines):
+    chat.receive("".join(line + "\n" for line in lines).encode())
+
+
+def online(name="alice", history=(), users=("alice", "bob")):
+    chat = Chat("127.0.0.1", 12345, name, "password1")
+    chat.submit_login(register=False)
+    assert chat.want_connect and chat.state == "connecting"
+    chat.connection_made()
+    assert sent(chat) == ["LOGIN %s password1" % name]
+    hear(chat, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
+         "USERS %d %s" % (len(users), " ".join(users)))
+    assert chat.state == "online" and chat.screen == "chat"
+    return chat
+
+
+def msg(msg_id, text=None, name="bob"):
+    return "MSG %d %s %s %s" % (msg_id, TS, name, text or "message %d" % msg_id)
+
+
+def test_login_shows_history_and_who_is_online():
+    chat = online(history=[msg(1), msg(2)])
+    assert chat.users == ["alice", "bob"]
+    assert "message 2" in screen_text(chat)
+    assert not chat.awaiting
+    assert "2 online" in chat.status()
+
+
+def test_register_then_log_in():
+    chat = Chat("127.0.0.1", 12345, "carol", "password1")
+    chat.key("\x12")                                # Ctrl-R
+    chat.connection_made()
+    assert sent(chat) == ["REGISTER carol password1"]
+    hear(chat, "OK REGISTER carol")
+    assert sent(chat) == ["LOGIN carol password1"]
+
+
+@pytest.mark.parametrize("line, words", [
+    ("ERR 401 wrong name or password", "wrong name or password"),
+    ("ERR 403 spamming", "this account is banned: spamming"),
+    ("ERR 423 120 kicked", "kicked: you can log in again in 120 seconds (kicked)"),
+])
+def test_failed_login_says_why_and_lets_the_user_retry(line, words):
+    chat = Chat("127.0.0.1", 12345, "alice", "wrong-password")
+    chat.submit_login(register=False)
+    chat.connection_made()
+    sent(chat)
+    hear(chat, line)
+    assert chat.screen == "login" and chat.form.error == words
+    assert chat.want_close
+    chat.connection_lost("login failed")
+    assert chat.reconnect_at is None                # no retry loop on the login screen
+    assert chat.form.error == words
+    chat.form.fields[2].set("password1")
+    chat.key("\r")
+    assert chat.want_connect and not chat.form.error
+
+
+def test_name_taken_on_register():
+    chat = Chat("127.0.0.1", 12345, "bob", "password1")
+    chat.submit_login(register=True)
+    chat.connection_made()
+    hear(chat, "ERR 409 name taken")
+    assert chat.form.error == "that name is taken"
+
+
+def test_login_form_asks_for_what_is_missing():
+    chat = Chat("127.0.0.1", 12345, "alice", "")
+    assert chat.form.focus == 2
+    chat.key("\r")
+    assert not chat.want_connect and chat.form.error == "password, please"
+    for key in "password1":
+        chat.key(key)
+    chat.key("\r")
+    assert chat.want_connect and chat.password == "password1"
+
+
+def test_plain_text_says_and_commands_tell_and_who():
+    chat = online()
+    for key in "hello all":
+        chat.key(key)
+    chat.key("\r")
+    chat.input.set("/msg bob psst")
+    chat.key("\r")
+    chat.input.set("/who")
+    chat.key("\r")
+    assert sent(chat) == ["SAY hello all", "TELL bob psst", "WHO"]
+    hear(chat, msg(7, "hello all", "alice"),
+         "PRIV 8 %s alice bob psst" % TS, "USERS 1 alice")
+    assert not chat.awaiting
+    assert "[alice -> bob] psst" in screen_text(chat)
+    assert chat.input.text == ""
+
+
+def test_unknown_command_stays_local():
+    chat = online()
+    chat.input.set("/dance")
+    chat.key("\r")
+    assert sent(chat) == []
+    assert "unknown command /dance" in screen_text(chat)
+
+
+def test_say_refused_by_storage_keeps_the_text():
+    chat = online()
+    chat.input.set("important")
+    chat.key("\r")
+    sent(chat)
+    hear(chat, "ERR 503 storage unavailable")
+    assert "not sent: the server cannot store messages right now" in screen_text(chat)
+    assert chat.input.text == "important"
+    chat.key("\r")
+    assert sent(chat) == ["SAY important"]
+
+
+def test_rate_limited_text_goes_to_history_when_the_input_is_busy():
+    chat = online()
+    chat.input.set("first")
+    chat.key("\r")
+    chat.input.set("half typed")
+    hear(chat, "ERR 429 slow down")
+    assert chat.input.text == "half typed"
+    chat.key("KEY_UP")
+    assert chat.input.text == "first"
+
+
+def test_ping_is_answered():
+    chat = online()
+    hear(chat, "PING abc123")
+    assert sent(chat) == ["PONG abc123"]
+
+
+def test_pgup_past_the_oldest_line_loads_older_history():
+    chat = online(history=[msg(i) for i in range(51, 61)])
+    chat.scrollback.view(80, 20)
+    chat.key("KEY_PPAGE")
+    assert sent(chat) == ["HISTORY 50 before=51"]
+    assert "loading history" in chat.status()
+    chat.key("KEY_PPAGE")
+    assert sent(chat) == []                         # one request at a time
+    hear(chat, *[msg(i) for i in range(1, 51)], "OK HISTORY 50")
+    assert not chat.loading_older
+    assert chat.scrollback.oldest_id() == 1
+    chat.key("KEY_PPAGE")
+    assert sent(chat) == []                         # id 1 is the first message
+
+
+def test_end_goes_back_to_the_live_bottom_once_the_cursor_is_at_the_end():
+    chat = online(history=[msg(i) for i in range(1, 40)])
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    chat.input.set("draft")
+    chat.input.home()
+    chat.key("KEY_END")
+    assert chat.scrollback.scroll and chat.input.cursor == 5
+    chat.key("KEY_END")
+    assert chat.scrollback.scroll == 0
+
+
+def test_reconnect_fetches_what_was_missed_without_duplicates():
+    chat = online(history=[msg(1), msg(2)])
+    with freeze_time("2026-11-24 13:06:00") as frozen:
+        chat.connection_lost("the server closed the connection")
+        assert chat.state == "offline" and "connection lost" in screen_text(chat)
+        assert chat.reconnect_at is not None
+        chat.tick(client.clock())
+        assert not chat.want_connect                # backoff: not at once
+        frozen.tick(1.0)
+        chat.tick(client.clock())
+        assert chat.want_connect
+    chat.input.set("typed while away")
+    chat.key("\r")
+    assert chat.input.text == "typed while away"    # kept until we are back
+    chat.connection_made()
+    assert sent(chat) == ["LOGIN alice password1"]
+    # The login burst holds only the newest messages; 3 and 4 fell in the gap.
+    hear(chat, "OK LOGIN alice")
+    assert sent(chat) == ["HISTORY 500 after=2"]
+    hear(chat, msg(5), msg(6), "OK HISTORY 2", "USERS 2 alice bob",
+         msg(3), msg(4), msg(5), msg(6), "OK HISTORY 4")
+    text = screen_text(chat)
+    for msg_id in range(1, 7):
+        assert text.count("message %d\n" % msg_id) + text.endswith("message %d" % msg_id) == 1
+    assert text.index("message 3") < text.index("message 5")
+    assert chat.attempt == 0
+    chat.key("\r")
+    assert sent(chat) == ["SAY typed while away"]
+
+
+def test_catching_up_repeats_until_a_short_page():
+    chat = online(history=[msg(10)])
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    sent(chat)
+    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    assert sent(chat) == ["HISTORY 500 after=10"]
+    hear(chat, *[msg(i) for i in range(11, 511)], "OK HISTORY 500")
+    assert sent(chat) == ["HISTORY 500 after=510"]
+    hear(chat, msg(511), "OK HISTORY 1")
+    assert sent(chat) == []
+    assert chat.last_id == 511
+
+
+def test_backoff_grows_and_kick_waits_it_out():
+    chat = online()
+    delays = []
+    for _ in range(4):
+        now = client.clock()
+        chat.connection_lost("refused")
+        delays.append(chat.reconnect_at - now)
+        chat.tick(chat.reconnect_at)
+        assert chat.want_connect
+    assert delays == sorted(delays) and delays[0] < 1 and delays[-1] >= 4
+    chat.connection_made()
+    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, "KICKED 30 behave")
+    chat.connection_lost("the server closed the connection")
+    assert chat.reconnect_at - client.clock() >= 30
+    assert "you were kicked for 30 seconds: behave" in screen_text(chat)
+
+
+def test_banned_does_not_reconnect():
+    chat = online()
+    hear(chat, "BANNED spam")
+    chat.connection_lost("the server closed the connection")
+    assert chat.reconnect_at is None and chat.status().endswith("banned")
+
+
+def test_unconfirmed_say_is_given_back_after_catching_up():
+    chat = online(history=[msg(1)])
+    chat.input.set("did this arrive?")
+    chat.key("\r")
+    chat.input.set("lost one")
+    chat.key("\r")
+    sent(chat)
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, msg(2, "did this arrive?", "alice"), "OK HISTORY 1")
+    assert "not confirmed before the connection dropped: lost one" in screen_text(chat)
+    assert "did this arrive?" not in chat.input.history[-1:]
+    assert chat.input.text == "lost one"
+
+
+def test_keepalive_pings_a_silent_server_and_gives_up():
+    chat = online()
+    start = chat.last_heard
+    chat.tick(start + client.KEEPALIVE_IDLE)
+    assert sent(chat) == ["PING keepalive"]
+    chat.tick(start + client.KEEPALIVE_IDLE + client.KEEPALIVE_GRACE)
+    assert chat.want_close
+
+
+def test_connection_attempt_that_hangs_is_given_up():
+    chat = Chat("192.0.2.1", 12345, "alice", "password1")
+    chat.submit_login(register=False)
+    chat.want_connect = False                       # the I/O layer started it
+    chat.tick(chat.next_deadline())
+    assert chat.want_close and chat.state == "offline"
+    assert chat.form.error == "cannot reach 192.0.2.1:12345: no answer within 15 seconds"
+
+
+def test_logging_in_again_replaces_the_connection():
+    chat = Chat("127.0.0.1", 12345, "alice", "password1")
+    chat.submit_login(register=False)
+    chat.connection_made()
+    chat.form.fields[1].set("bob")
+    chat.key("\r")
+    assert chat.want_close and chat.want_connect and not chat.form.error
+    chat.connection_made()
+    assert sent(chat)[-1] == "LOGIN bob password1"
+
+
+def test_ctrl_c_sends_quit():
+    chat = online()
+    chat.key("\x03")
+    assert chat.done and sent(chat) == ["QUIT quit"]
+
+
+def test_join_and_leave_update_who_is_online():
+    chat = online(users=("alice",))
+    hear(chat, "JOIN carol")
+    assert chat.users == ["alice", "carol"]
+    hear(chat, "LEAVE carol ping timeout")
+    assert chat.users == ["alice"]
+    text = screen_text(chat)
+    assert "--> carol joined" in text and "<-- carol left (ping timeout)" in text
+
+
+def test_marker_when_new_messages_arrive_while_scrolled_up():
+    chat = online(history=[msg(i) for i in range(1, 40)])
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    hear(chat, msg(40))
+    assert chat.marker() == "[1 new, End]"
+    chat.key("KEY_END")
+    assert chat.marker() == ""

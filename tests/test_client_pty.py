@@ -1,0 +1,425 @@
+"""sae-client end to end, in a real pseudo-terminal against a real server.
+
+The client runs as a user starts it, in a pty of a fixed size; what it
+writes is fed to pyte, a VT100 emulator, and the tests read the emulated
+screen. Keys are typed by writing what a terminal would send to the pty.
+Nothing sleeps: every step waits, with a timeout, for the screen (or a line
+on a test client's socket) to show what it expects.
+"""
+
+import fcntl
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+pyte = pytest.importorskip("pyte")
+
+from conftest import TIMEOUT  # noqa: E402
+
+PASSWORD = "password1"
+# TERM=linux: colours, and no escape sequences pyte does not know (xterm's
+# terminfo uses REP and SD, which pyte 0.8 ignores, garbling the screen).
+TERM = "linux"
+# What the linux console sends for these keys (it has no keypad mode).
+PGUP, PGDN, END = "\x1b[5~", "\x1b[6~", "\x1b[4~"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _take_terminal():
+    """In the child: a new session with the pty as its controlling terminal,
+    so that the kernel sends it SIGWINCH when the window size changes."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """sae-client in a pty, its screen read back through pyte."""
+
+    def __init__(self, port, user=None, password=PASSWORD, cols=80, rows=24, env=None):
+        self.master, self.slave = os.openpty()
+        self.set_size(cols, rows)
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+        self.sane = termios.tcgetattr(self.slave)
+        child_env = dict(os.environ, TERM=TERM, LANG="C.UTF-8", LC_ALL="C.UTF-8",
+                         PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        child_env.pop("SAE_PASSWORD", None)
+        child_env.pop("NO_COLOR", None)
+        if password is not None:
+            child_env["SAE_PASSWORD"] = password
+        child_env.update(env or {})
+        cmd = [sys.executable, "-m", "sae_client_curses", "--host", "127.0.0.1",
+               "--port", str(port)]
+        if user:
+            cmd += ["--user", user]
+        self.proc = subprocess.Popen(cmd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                     env=child_env, cwd=ROOT, preexec_fn=_take_terminal)
+        self.eof = False
+
+    def set_size(self, cols, rows):
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def pump(self, timeout):
+        """Feed pyte whatever the client wrote within ``timeout`` seconds."""
+        if self.eof:
+            return False
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:                 # EIO: the client has gone and closed the pty
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.stream.feed(data)
+        return True
+
+    def text(self):
+        return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def wait_for(self, what, timeout=TIMEOUT):
+        """Wait until the screen shows ``what`` (a string, or a predicate on
+        the screen text); returns the screen text."""
+        check = what if callable(what) else (lambda text: what in text)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if check(text):
+                return text
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.eof and not self.pump(0)):
+                raise AssertionError("screen never showed %r; it shows:\n%s" % (what, text))
+            self.pump(left)
+
+    def type(self, keys):
+        os.write(self.master, keys.encode("utf-8"))
+
+    def resize(self, cols, rows):
+        self.set_size(cols, rows)
+        self.screen.resize(rows, cols)
+        # The kernel already signals the foreground process group of the
+        # pty; say it again in case this sandbox refused us a controlling tty.
+        self.proc.send_signal(signal.SIGWINCH)
+
+    def expect_line(self, client, pattern, timeout=TIMEOUT):
+        """A LineClient's expect that keeps reading the pty meanwhile, so the
+        client never blocks writing to a full terminal."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while b"\n" in client.buffer:
+                match = regex.match(client.read_line())
+                if match:
+                    return match
+            ready, _, _ = select.select([client.sock, self.master], [], [],
+                                        deadline - time.monotonic())
+            if self.master in ready:
+                self.pump(0)
+            if client.sock in ready:
+                line = client.read_line()
+                if line is None:
+                    raise AssertionError("connection closed waiting for %r" % pattern)
+                match = regex.match(line)
+                if match:
+                    return match
+        raise AssertionError("no line %r; saw %r" % (pattern, client.seen[-20:]))
+
+    def wait_exit(self, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.pump(0.05)
+        while self.pump(0):
+            pass
+        return self.proc.wait(max(0.01, deadline - time.monotonic()))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def terminals():
+    started = []
+
+    def start(*args, **kwargs):
+        terminal = Terminal(*args, **kwargs)
+        started.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in started:
+        terminal.close()
+
+
+def account(server, name, register=True):
+    """A logged-in LineClient for ``name``, registering it first."""
+    client = server.client()
+    if register:
+        client.register(name, PASSWORD)
+    client.login(name, PASSWORD)
+    return client
+
+
+def registered(server, name):
+    client = server.client()
+    client.register(name, PASSWORD)
+    client.close()
+    server.clients.remove(client)
+
+
+def shows(*present, absent=(), once=()):
+    """A wait_for predicate for a whole screen state. Tests wait for the
+    full state they assert, since a screen read between two writes of the
+    client can hold half of the old frame and half of the new one."""
+    def check(text):
+        return (all(p in text for p in present) and not any(a in text for a in absent)
+                and all(text.count(o) == 1 for o in once))
+    return check
+
+
+def logged_in(terminal, name):
+    """Wait for the chat screen: the greeting and the status line."""
+    return terminal.wait_for(lambda text: "logged in as %s" % name in text
+                             and "| %s | online |" % name in text)
+
+
+def test_chat_with_another_client(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    status = term.screen.display[-2]
+    assert alice in status and "online" in status and "127.0.0.1:%d" % server.port in status
+    term.expect_line(bob_client, r"JOIN %s" % alice)
+
+    bob_client.send("SAY hello from bob")
+    term.wait_for("<%s> hello from bob" % bob)
+
+    term.type("hi bob, this is alice\r")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s hi bob, this is alice$" % alice)
+    term.wait_for("<%s> hi bob, this is alice" % alice)
+
+    term.type("/msg %s just between us\r" % bob)
+    term.expect_line(bob_client, r"PRIV \d+ \S+ %s %s just between us$" % (alice, bob))
+    term.wait_for("[%s -> %s] just between us" % (alice, bob))
+
+    term.type("/dance\r")
+    term.wait_for("unknown command /dance")
+    bob_client.send("PING sync")
+    term.expect_line(bob_client, r"PONG sync")
+    assert not [line for line in bob_client.seen if "dance" in line]
+
+
+def test_wide_characters_are_typed_and_shown(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    term.type("caf\u00e9 \u65e5\u672c\u8a9e \U0001F600x")
+    term.type("\x7f")                           # Backspace takes the x
+    term.type("\x1b[D\x1b[D\x1b[D")             # Left thrice: past the emoji, the space, 語
+    term.type("!\r")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s caf\u00e9 \u65e5\u672c!\u8a9e \U0001F600$"
+                     % alice)
+    term.wait_for("caf\u00e9 \u65e5\u672c!\u8a9e")
+
+
+def test_login_screen_registers_a_new_account(server, terminals, unique_name):
+    carol = unique_name("carol")
+    term = terminals(server.port, password=None)
+    term.wait_for(shows("Name:", "Password:", "Ctrl-R: register"))
+    term.type(carol + "\tsecret-pass")
+    text = term.wait_for("***********")
+    assert "secret-pass" not in text
+    term.type("\x12")                           # Ctrl-R: register, then log in
+    logged_in(term, carol)
+
+
+def test_wrong_password_is_said_in_words_and_can_be_retried(server, terminals, unique_name):
+    alice = unique_name("alice")
+    registered(server, alice)
+    term = terminals(server.port, user=alice, password="not-the-password")
+    term.wait_for("wrong name or password")
+    term.type("\x15" + PASSWORD + "\r")         # Ctrl-U clears the password field
+    logged_in(term, alice)
+
+
+def test_name_taken_on_register(server, terminals, unique_name):
+    alice = unique_name("alice")
+    registered(server, alice)
+    term = terminals(server.port, user=alice)
+    term.wait_for("logged in as")
+    term.type("/quit\r")
+    assert term.wait_exit() == 0
+    term = terminals(server.port, password=None)
+    term.wait_for("Ctrl-R: register")
+    term.type(alice + "\t" + PASSWORD + "\x12")
+    term.wait_for("that name is taken")
+
+
+def test_scrolling_back_loads_older_history(make_server, terminals, unique_name):
+    server = make_server("--history", "20")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    for number in range(1, 61):
+        bob_client.send("SAY line %02d" % number)
+    bob_client.expect(r"MSG \d+ \S+ %s line 60" % bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    term.wait_for(shows("line 60", absent=["line 01"]))
+    # Each PgUp past the oldest line fetches an older page from the server.
+    for _ in range(12):
+        term.type(PGUP)
+        try:
+            term.wait_for("line 01", timeout=1.5)
+            break
+        except AssertionError:
+            continue
+    term.wait_for(shows("line 01", "[scrolled, End]", absent=["line 60"]))
+
+    bob_client.send("SAY news while alice reads")
+    term.wait_for("[1 new, End]")
+    term.type(END)
+    term.wait_for(shows("<%s> news while alice reads" % bob, absent=["[1 new", "line 01"]))
+    # Every line once: paging back did not duplicate what the login brought.
+    term.type(PGUP)
+    term.wait_for(shows(once=["line 30"]))
+
+
+def test_resize_relays_out_and_too_small_says_so(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    long_text = " ".join("word%02d" % n for n in range(20))
+    bob_client.send("SAY " + long_text)
+    term.wait_for("word19")
+    term.type("half typed")
+
+    term.resize(40, 12)
+    # Everything within 40 columns, the message wrapped over several rows.
+    term.wait_for(lambda t: shows("word00", "word19", "> half typed")(t)
+                  and max(len(line) for line in t.splitlines()) <= 40
+                  and not any("word00" in line and "word19" in line for line in t.splitlines()))
+
+    term.resize(12, 3)
+    term.wait_for("small: 12x3")
+    bob_client.send("SAY said while tiny")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s said while tiny" % bob)
+
+    term.resize(80, 24)
+    term.wait_for(shows("said while tiny", "word00 word01", "> half typed"))
+    term.type(" and finished\r")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s half typed and finished$" % alice)
+
+
+def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_name):
+    # A short login history, so what is said while the client is away can
+    # only reach it through HISTORY after=.
+    server = make_server("--history", "2")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    bob_client.send("SAY before the restart")
+    term.wait_for("before the restart")
+
+    server.stop()
+    term.wait_for("connection lost")
+    term.type("typed while offline")
+    # Let the backoff grow past a few failed attempts, so that what bob says
+    # next is said while the client is certainly away.
+    term.wait_for(lambda t: re.search(r"reconnecting in [4-9]s", t))
+    server.start(server.port)
+    bob_client = account(server, bob, register=False)
+    for number in range(1, 6):
+        bob_client.send("SAY missed %d" % number)
+    bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+
+    # Each message exactly once: those said while away came with HISTORY
+    # after=, and the login burst (the last two) did not repeat them.
+    term.wait_for(shows("reconnected as", "> typed while offline",
+                        once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
+    term.type("\r")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+
+
+def test_quit_restores_the_terminal(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    assert not termios.tcgetattr(term.slave)[3] & termios.ICANON   # curses owns it now
+    term.type("/quit see you\r")
+    assert term.wait_exit() == 0
+    term.expect_line(bob_client, r"LEAVE %s see you" % alice)
+    restored = termios.tcgetattr(term.slave)
+    assert restored[3] & (termios.ECHO | termios.ICANON) == term.sane[3] & (
+        termios.ECHO | termios.ICANON)
+    assert restored[1] == term.sane[1]                              # output processing
+    assert "Traceback" not in term.text()
+
+
+def test_ctrl_c_quits_cleanly(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    term.type("\x03")
+    assert term.wait_exit() == 0
+    term.expect_line(bob_client, r"LEAVE %s quit" % alice)
+    assert termios.tcgetattr(term.slave)[3] & termios.ECHO
+
+
+def name_colours(term, name):
+    """The colour of each cell showing ``<name>`` on the screen."""
+    colours = set()
+    for y, line in enumerate(term.screen.display):
+        x = line.find("<%s>" % name)
+        if x >= 0:
+            colours |= {term.screen.buffer[y][x + 1 + i].fg for i in range(len(name))}
+    return colours
+
+
+def test_names_have_a_stable_colour_unless_no_color(server, terminals, unique_name):
+    from sae_client_curses import name_colour
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    bob_client.send("SAY colourful")
+    bob_client.expect(r"MSG \d+ \S+ %s colourful" % bob)
+    palette = ["black", "red", "green", "brown", "blue", "magenta", "cyan", "white"]
+
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    term.wait_for("<%s> colourful" % bob)
+    bob_client.send("SAY again")
+    term.wait_for("<%s> again" % bob)
+    term.wait_for(lambda _: name_colours(term, bob) == {palette[name_colour(bob)]})
+
+    plain = terminals(server.port, user=alice, env={"NO_COLOR": "1"})
+    logged_in(plain, alice)
+    plain.wait_for(shows("<%s> colourful" % bob, "| %s | online |" % alice))
+    # Only the text matters: how the terminal clears blank cells is its business.
+    assert {cell.fg for row in plain.screen.buffer.values() for cell in row.values()
+            if cell.data.strip()} == {"default"}
