@@ -160,11 +160,11 @@ class Session:
 # --- the server ---------------------------------------------------------
 
 class Server:
-    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, db_label=""):
+    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None):
         self.store = store
+        self.admin_password = admin_password  # None: the operator needs none
         self.limits = limits or Limits()
         self.host, self.port = host, port
-        self.db_label = db_label
         self.selector = selectors.DefaultSelector()
         self.sessions = {}  # fd -> Session
         self.room = set()  # online sessions
@@ -177,6 +177,10 @@ class Server:
         self._timestamp = None  # this iteration's message timestamp
         self.next_sweep = self.now + SWEEP_INTERVAL
         self.listener = None
+        self.console = None  # the AdminLink on stdin, if any
+        self.admin_listener = None
+        self.admin_path = None
+        self.admin_links = set()  # AdminLinks on the admin socket
         self.stop_reason = None
         self.stopped = False
         self.storage_jobs = 0
@@ -201,7 +205,138 @@ class Server:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
-        log.info("listening on %s:%d, database %s", self.host, self.port, self.db_label)
+
+    def listen_admin(self, path):
+        """The admin socket: mode 0600, so only the server's user (and root)
+        can reach it; removed again on exit."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            if os.path.exists(path):
+                os.unlink(path)  # left behind by a server that died
+        else:
+            raise OSError(errno.EADDRINUSE, "another server answers on %s" % path)
+        finally:
+            probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o177)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_mask)
+        os.chmod(path, 0o600)
+        listener.listen(16)
+        listener.setblocking(False)
+        self.admin_listener, self.admin_path = listener, path
+        self.selector.register(listener, selectors.EVENT_READ, self._accept_admin)
+        log.info("admin socket %s", path)
+
+    def open_console(self, fd_in, fd_out):
+        """Commands from the operator's terminal, read by this loop."""
+        def write(text):
+            data = text.encode("utf-8")
+            try:
+                while data:
+                    data = data[os.write(fd_out, data):]
+            except OSError:  # the terminal is gone (hung up)
+                self.console.end()
+
+        self.console = AdminLink(self, fd_in, write, self._close_console, prompt=True)
+        self.selector.register(fd_in, selectors.EVENT_READ, self._console_readable)
+        self.console.start()
+
+    def _console_readable(self):
+        try:
+            data = os.read(self.console.read_fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.console.feed(data)
+        else:
+            log.info("console closed (end of input); still serving")
+            self.console.end()
+
+    def _close_console(self):
+        if self.console is None:
+            return
+        set_terminal_echo(self.console.read_fd, True)
+        self.selector.unregister(self.console.read_fd)
+        self.console = None
+
+    def _accept_admin(self):
+        try:
+            sock, _ = self.admin_listener.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        link = AdminLink(self, sock.fileno(), None, None)
+        link.sock, link.out, link.peer_done, link.events = sock, bytearray(), False, 0
+        link.write = lambda text: self._admin_write(link, text.encode("utf-8"))
+        link.close = lambda: self._admin_close(link)
+        self.admin_links.add(link)
+        self._admin_update(link)
+        link.start()
+
+    def _admin_event(self, link):
+        if link.out:
+            self._admin_write(link, b"")
+        if link.ended or link.peer_done:
+            return
+        try:
+            data = link.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            link.feed(data)
+        else:
+            link.peer_done = True  # answer what was asked, then close
+        self._admin_update(link)
+
+    def _admin_write(self, link, data):
+        if link.ended:
+            return
+        link.out += data
+        try:
+            del link.out[:link.sock.send(link.out)]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            link.out.clear()
+            link.peer_done = True
+        self._admin_update(link)
+
+    def _admin_update(self, link):
+        if link.ended:
+            return
+        if link.peer_done and not link.out and not link.waiting:
+            link.end()
+            return
+        events = (0 if link.peer_done else selectors.EVENT_READ) | (
+            selectors.EVENT_WRITE if link.out else 0)
+        if events != link.events:
+            if link.events == 0:
+                self.selector.register(link.sock, events, lambda: self._admin_event(link))
+            elif events == 0:
+                self.selector.unregister(link.sock)
+            else:
+                self.selector.modify(link.sock, events, lambda: self._admin_event(link))
+            link.events = events
+
+    def _admin_close(self, link):
+        if link.out:
+            try:
+                link.sock.send(link.out)  # the last words, if the kernel takes them
+            except OSError:
+                pass
+        if link.events:
+            self.selector.unregister(link.sock)
+        link.sock.close()
+        self.admin_links.discard(link)
 
     def wake(self):
         """Wake the loop from another thread (or a signal handler)."""
@@ -264,6 +399,17 @@ class Server:
             self.iterate()
         for session in list(self.sessions.values()):
             self._drop(session, None)
+        for link in list(self.admin_links):
+            link.end()
+        if self.admin_listener is not None:
+            self.selector.unregister(self.admin_listener)
+            self.admin_listener.close()
+            try:
+                os.unlink(self.admin_path)
+            except OSError:
+                pass
+        if self.console is not None:
+            self.console.end()
         self.storage.submit(self.store.close).result()
         self.storage.shutdown()
         self.hashing.shutdown()
@@ -562,6 +708,21 @@ class Server:
         for key in [key for key, until in self.kicks.items() if until <= now]:
             del self.kicks[key]
 
+    # -- moderation --
+
+    def kick(self, name, seconds, reason):
+        """Close the account's sessions and refuse its LOGIN for ``seconds``,
+        measured on the monotonic clock. Returns how many sessions ended."""
+        self.kicks[name_key(name)] = self.now + seconds
+        log.info("operator kicked %s for %ds: %s", name, seconds, reason)
+        return self.end_account(name, proto.format_kicked(seconds, reason), "kicked")
+
+    def end_account(self, name, last_line, leave_reason):
+        sessions = list(self.online.get(name_key(name), ()))
+        for session in sessions:
+            self.close_session(session, last_line, leave_reason)
+        return len(sessions)
+
     # -- the room --
 
     def go_online(self, session, account):
@@ -684,7 +845,7 @@ def cmd_login(server, session, name, password):
             return done(proto.format_err(proto.BANNED, account.ban_reason or "banned"), close="banned")
         left = server.kick_left(account.name)
         if left:
-            return done(proto.format_err(proto.KICKED, "%d kicked, try again later" % left), close="kicked")
+            return done(kicked_error(left), close="kicked")
         server.store_call(lambda history, error: welcome(account, history, error),
                           server.store.room_history, server.limits.history)
 
@@ -693,6 +854,9 @@ def cmd_login(server, session, name, password):
             return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
         if session.state is CLOSING:
             return done(None)
+        left = server.kick_left(account.name)
+        if left:  # kicked while the login was under way
+            return done(kicked_error(left), close="kicked")
         server.go_online(session, account)
         lines = [proto.format_ok("LOGIN", account.name)]
         lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
@@ -714,6 +878,10 @@ def cmd_login(server, session, name, password):
         found(None, None)
     else:
         server.store_call(found, server.store.find_account, name)
+
+
+def kicked_error(seconds_left):
+    return proto.format_err(proto.KICKED, "%d kicked, try again in %d seconds" % (seconds_left, seconds_left))
 
 
 def cmd_say(server, session, text):
@@ -768,19 +936,228 @@ COMMANDS = {
 }
 
 
+# --- the operator: console and admin socket -----------------------------
+# The operator types commands on the server's terminal (stdin, read by the
+# same loop) or, for a server run as a service, sends them through a Unix
+# socket with `sae-server admin COMMAND`. Both are an AdminLink: lines in,
+# one answer per command out. Where an admin password is set, a link must
+# give it before any command.
+
+class AdminLink:
+    """One operator's channel: the terminal, or one admin socket connection."""
+
+    def __init__(self, server, read_fd, write, close, prompt=False):
+        self.server = server
+        self.read_fd = read_fd
+        self.write = write  # write(text): queue text for the operator
+        self.close = close
+        self.prompt = prompt  # a terminal gets prompts; a socket only answers
+        self.framer = proto.LineFramer()
+        self.authenticated = server.admin_password is None
+        self.waiting = 0  # commands whose answer needs the database
+        self.ended = False
+
+    def start(self):
+        if not self.authenticated:
+            self._ask_password()
+        elif self.prompt:
+            self.write("console ready, type help for the commands\n")
+
+    def _ask_password(self):
+        if self.prompt:
+            set_terminal_echo(self.read_fd, False)
+            self.write("admin password: ")
+
+    def feed(self, data):
+        for frame in self.framer.feed(data):
+            if self.ended:
+                return
+            if frame.__class__ is not bytes:
+                self.write("line too long\n")
+                continue
+            line = frame.decode("utf-8", "replace").strip()
+            if not self.authenticated:
+                self._check_password(line)
+            elif line:
+                self.run(line)
+
+    def _check_password(self, line):
+        if self.prompt:
+            set_terminal_echo(self.read_fd, True)
+            self.write("\n")
+        if hmac.compare_digest(line.encode("utf-8"), self.server.admin_password.encode("utf-8")):
+            self.authenticated = True
+            log.info("operator authenticated on the %s", "console" if self.prompt else "admin socket")
+            self.write("admin password accepted, type help for the commands\n" if self.prompt else "")
+            return
+        log.warning("wrong admin password on the %s", "console" if self.prompt else "admin socket")
+        self.write("wrong admin password\n")
+        if self.prompt:
+            self._ask_password()
+        else:
+            self.end()
+
+    def run(self, line):
+        verb, _, rest = line.partition(" ")
+        command = ADMIN_COMMANDS.get(verb.lower())
+        if command is None:
+            self.answer("unknown command: %s" % verb)
+            return
+        command(self.server, self, rest.strip())
+
+    def answer(self, text):
+        self.write(text + "\n")
+
+    def end(self):
+        if not self.ended:
+            self.ended = True
+            self.close()
+
+
+def set_terminal_echo(fd, on):
+    """Hide what the operator types while it is a password."""
+    try:
+        import termios
+        attrs = termios.tcgetattr(fd)
+        attrs[3] = attrs[3] | termios.ECHO if on else attrs[3] & ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except (ImportError, OSError):
+        pass  # not a terminal after all: nothing is echoed anyway
+
+
+def split_reason(rest, default):
+    """NAME [reason] -> (name, reason)."""
+    name, _, reason = rest.partition(" ")
+    return name, reason.strip() or default
+
+
+def admin_help(server, link, rest):
+    link.answer("commands: " + ", ".join(
+        "%s %s" % (name, usage) if usage else name for name, usage in ADMIN_USAGE.items()))
+
+
+def admin_kill(server, link, rest):
+    link.answer("shutting down")
+    log.info("kill from the operator")
+    server.stop(rest or "server shutting down")
+
+
+def admin_kick(server, link, rest):
+    name, _, rest = rest.partition(" ")
+    if not name:
+        return link.answer("usage: kick " + ADMIN_USAGE["kick"])
+    seconds, _, reason = rest.partition(" ")
+    if seconds.isdigit() and int(seconds) > 0:
+        seconds = int(seconds)
+    else:
+        seconds, reason = server.limits.kick_seconds, rest
+    reason = reason.strip() or "kicked by the operator"
+    ended = server.kick(name, seconds, reason)
+    link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
+
+
+def admin_ban(server, link, rest):
+    name, reason = split_reason(rest, "banned by the operator")
+    if not name:
+        return link.answer("usage: ban " + ADMIN_USAGE["ban"])
+
+    def done(found, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot ban %s: storage unavailable" % name)
+        elif not found:
+            link.answer("no such account: %s" % name)
+        else:
+            ended = server.end_account(name, proto.format_banned(reason), "banned")
+            log.info("operator banned %s: %s", name, reason)
+            link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
+    link.waiting += 1
+    server.store_call(done, server.store.set_ban, name, reason, server.timestamp())
+
+
+def admin_unban(server, link, rest):
+    name = rest.split(" ", 1)[0]
+    if not name:
+        return link.answer("usage: unban NAME")
+
+    def done(found, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot unban %s: storage unavailable" % name)
+        else:
+            log.info("operator unbanned %s", name)
+            link.answer("unbanned %s" % name if found else "no such account: %s" % name)
+    link.waiting += 1
+    server.store_call(done, server.store.set_ban, name, None, server.timestamp())
+
+
+def admin_bans(server, link, rest):
+    def done(accounts, error):
+        link.waiting -= 1
+        if error is not None:
+            return link.answer("cannot list bans: storage unavailable")
+        lines = ["%s: %s" % (account.name, account.ban_reason) for account in accounts]
+        link.answer("\n".join(lines + ["%d banned" % len(accounts)]))
+    link.waiting += 1
+    server.store_call(done, server.store.banned_accounts)
+
+
+def admin_who(server, link, rest):
+    now = server.now
+    lines = ["%s %s connected %s ago, idle %s" % (
+        session.name or "-", session.address, duration(now - session.connected_at),
+        duration(now - session.last_heard)) for session in server.sessions.values()]
+    link.answer("\n".join(lines + ["%d connection%s, %d online" % (
+        len(lines), "" if len(lines) == 1 else "s", len(server.online))]))
+
+
+def admin_say(server, link, rest):
+    if not rest:
+        return link.answer("usage: say TEXT")
+    server.broadcast(proto.format_info(rest), server.room)
+    link.answer("said to %d session%s" % (len(server.room), "" if len(server.room) == 1 else "s"))
+
+
+def duration(seconds):
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm%02ds" % divmod(seconds, 60)
+    return "%dh%02dm" % divmod(seconds // 60, 60)
+
+
+ADMIN_COMMANDS = {
+    "help": admin_help,
+    "who": admin_who,
+    "say": admin_say,
+    "kick": admin_kick,
+    "ban": admin_ban,
+    "unban": admin_unban,
+    "bans": admin_bans,
+    "kill": admin_kill,
+}
+ADMIN_USAGE = {
+    "help": "", "who": "", "say": "TEXT", "kick": "NAME [seconds] [reason]",
+    "ban": "NAME [reason]", "unban": "NAME", "bans": "", "kill": "[reason]",
+}
+
+
 # --- command line -------------------------------------------------------
 
 def parse_args(argv):
     env = os.environ
     parser = argparse.ArgumentParser(
         prog="sae-server", description="sae-chat server. Every option can also be set "
-        "with an environment variable SAE_<OPTION> (e.g. SAE_DB, SAE_PORT).")
+        "with an environment variable SAE_<OPTION> (e.g. SAE_DB, SAE_PORT). "
+        "`sae-server admin COMMAND` sends one command to a running server's admin socket.")
     parser.add_argument("--host", default=env.get("SAE_HOST", "0.0.0.0"),
                         help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=int(env.get("SAE_PORT", "12345")),
                         help="TCP port (default 12345; 0 picks a free one)")
     parser.add_argument("--db", default=env.get("SAE_DB", "sqlite:///sae.db"),
                         help="sqlite:///FILE (default sqlite:///sae.db) or mysql://USER:PASSWORD@HOST:PORT/NAME")
+    add_admin_options(parser)
     parser.add_argument("--log-level", default=env.get("SAE_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     for name, (default, help_text) in LIMITS.items():
@@ -790,22 +1167,82 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def add_admin_options(parser):
+    env = os.environ
+    parser.add_argument("--admin-socket", default=env.get("SAE_ADMIN_SOCKET", ""),
+                        help="Unix socket for `sae-server admin` (default: none)")
+    parser.add_argument("--admin-password-file", default=env.get("SAE_ADMIN_PASSWORD_FILE", ""),
+                        help="file holding the admin password (or set SAE_ADMIN_PASSWORD)")
+
+
+def admin_password(args):
+    """The admin password from --admin-password-file or SAE_ADMIN_PASSWORD, or None."""
+    if args.admin_password_file:
+        with open(args.admin_password_file, encoding="utf-8") as secret:
+            return secret.readline().rstrip("\r\n") or None
+    return os.environ.get("SAE_ADMIN_PASSWORD") or None
+
+
+def admin_main(argv):
+    """`sae-server admin COMMAND ...`: one command to a running server."""
+    parser = argparse.ArgumentParser(prog="sae-server admin",
+                                     description="Send one command to a running sae-server.")
+    add_admin_options(parser)
+    parser.add_argument("command", nargs="+", help="e.g. who, kick NAME 300 spamming, ban NAME, kill")
+    args = parser.parse_args(argv)
+    if not args.admin_socket:
+        parser.error("give --admin-socket PATH (or set SAE_ADMIN_SOCKET)")
+    try:
+        password = admin_password(args)
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        link.settimeout(30)
+        link.connect(args.admin_socket)
+        request = (password + "\n" if password else "") + " ".join(args.command) + "\n"
+        link.sendall(request.encode("utf-8"))
+        link.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            chunk = link.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    except OSError as error:
+        print("sae-server admin: %s: %s" % (args.admin_socket, error.strerror or error), file=sys.stderr)
+        return 1
+    text = answer.decode("utf-8", "replace")
+    sys.stdout.write(text)
+    refused = text.startswith(("wrong admin password", "unknown command", "usage:"))
+    return 1 if refused or not text else 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["admin"]:
+        return admin_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     limits = Limits(**{name: getattr(args, name) for name in LIMITS})
+    try:
+        password = admin_password(args)
+    except OSError as error:
+        log.error("cannot read the admin password file: %s", error)
+        return 1
     label = describe_url(args.db)
     try:
         store = open_store(args.db)
     except (ValueError, StorageUnavailable) as error:
         log.error("cannot open the database: %s", error)
         return 1
-    server = Server(store, args.host, args.port, limits, label)
+    server = Server(store, args.host, args.port, limits, admin_password=password)
     try:
         server.listen()
+        if args.admin_socket:
+            server.listen_admin(args.admin_socket)
+        # Written once everything is ready: tests and scripts wait for it.
+        log.info("listening on %s:%d, database %s", server.host, server.port, label)
     except OSError as error:
-        log.error("cannot listen on %s:%s: %s", args.host, args.port, error.strerror or error)
+        log.error("cannot listen: %s", error.strerror or error)
         store.close()
         return 1
     # Signals only wake the loop; the loop itself shuts down in order.
@@ -813,7 +1250,14 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: server.stop(
             "server shutting down (%s)" % signal.Signals(number).name))
-    server.run()
+    # Under systemd, nohup or a pipe there is no one to type: no console.
+    if sys.stdin is not None and sys.stdin.isatty():
+        server.open_console(sys.stdin.fileno(), sys.stdout.fileno())
+    try:
+        server.run()
+    finally:
+        if server.console is not None:
+            set_terminal_echo(server.console.read_fd, True)
     return 0
 
 

@@ -1,5 +1,6 @@
 """Shared fixtures: a real sae-server on a free loopback port with its own
-temporary database, and a line client that waits for what it expects.
+empty database (SQLite by default, MariaDB where a module asks for the
+``mysql`` backend), and a line client that waits for what it expects.
 
 Nothing here sleeps to synchronise: a test waits for the line it expects,
 with a timeout, and fails with what it saw instead.
@@ -128,7 +129,7 @@ class ServerProcess:
     def start(self, port=0):
         cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
                "--port", str(port), "--db", self.db_url] + self.args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
                                      stdout=subprocess.DEVNULL, env=self.env,
                                      cwd=str(self.tmp_path))
         match = self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)")
@@ -136,7 +137,9 @@ class ServerProcess:
         return self
 
     def wait_log(self, pattern, timeout=TIMEOUT):
-        """Wait for a log line matching ``pattern``; fails if the server exits first."""
+        """Wait for a log line matching ``pattern``; fails if the server exits first.
+        stderr is unbuffered (bufsize=0): a buffered reader could swallow the
+        awaited line into its buffer, where select() no longer sees it."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -182,19 +185,40 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path):
-    """A running sae-server on SQLite in a temporary folder."""
-    running = ServerProcess(tmp_path).start()
+def backend():
+    """The storage the server fixtures use: SQLite, unless a test module
+    runs on both with ``pytestmark = pytest.mark.parametrize("backend",
+    ["sqlite", "mysql"])``."""
+    return "sqlite"
+
+
+@pytest.fixture
+def db_url(backend, tmp_path, request):
+    """The --db URL of an empty database for ``backend``: an SQLite file in
+    the test's temporary folder, or a fresh database on the test MariaDB
+    (skipped where there is none, a failure under CI=true)."""
+    if backend == "sqlite":
+        return "sqlite:///%s" % (tmp_path / "sae.db")
+    if backend == "mysql":
+        return request.getfixturevalue("mysql_url")
+    raise ValueError("unknown backend %r" % backend)
+
+
+@pytest.fixture
+def server(tmp_path, db_url):
+    """A running sae-server on an empty database, in a temporary folder."""
+    running = ServerProcess(tmp_path, db_url=db_url).start()
     yield running
     running.stop()
 
 
 @pytest.fixture
-def make_server(tmp_path):
+def make_server(tmp_path, db_url):
     """Start servers with extra arguments: ``make_server("--history", "5")``."""
     started = []
 
     def make(*args, **kwargs):
+        kwargs.setdefault("db_url", db_url)
         running = ServerProcess(tmp_path, *args, **kwargs).start()
         started.append(running)
         return running

@@ -9,6 +9,7 @@ clients are real sockets on loopback.
 import re
 import select
 import socket
+import time
 
 import pytest
 from freezegun import freeze_time
@@ -150,3 +151,36 @@ def test_connection_that_never_logs_in_is_closed(harness):
     assert h.expect_closed(idle) == ["BYE login timeout"]
     patient.sendall(b"PING\n")
     h.expect(patient, r"PONG")
+
+
+def test_kick_lasts_its_seconds_on_the_monotonic_clock(harness):
+    make, clock = harness
+    h = make(kick_seconds=120)
+    h.logged_in("bob")
+    h.server.kick("bob", 120, "cool down")
+
+    clock.tick(119)
+    retry = h.connect()
+    retry.sendall(b"LOGIN bob password1\n")
+    assert h.expect(retry, r"ERR") == "ERR 423 1 kicked, try again in 1 seconds"
+    assert h.expect_closed(retry) == []
+
+    clock.tick(1)
+    back = h.connect()
+    back.sendall(b"LOGIN BOB password1\n")
+    assert h.expect(back, r"OK|ERR") == "OK LOGIN bob"
+
+
+def test_wall_clock_jump_does_not_end_a_kick(harness, monkeypatch):
+    make, clock = harness
+    h = make()
+    h.logged_in("bob")
+    h.server.kick("bob", 120, "cool down")
+    # An NTP correction or an operator's `date -s` moves the wall clock a
+    # day ahead; the monotonic clock, which kicks are measured on, does not.
+    wall = time.time()
+    monkeypatch.setattr(time, "time", lambda: wall + 86400)
+    clock.tick(10)
+    retry = h.connect()
+    retry.sendall(b"LOGIN bob password1\n")
+    assert h.expect(retry, r"ERR") == "ERR 423 110 kicked, try again in 110 seconds"

@@ -1,0 +1,266 @@
+"""The operator's side: the console on the server's terminal, the admin
+socket behind `sae-server admin`, and shutdown by command or signal.
+
+The console tests run the server in a real pseudo-terminal and type into it
+as an operator would; what the commands do is checked through the sockets of
+connected clients.
+"""
+
+import os
+import pty
+import re
+import select
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TIMEOUT, ServerProcess
+
+ADMIN_PASSWORD = "op-secret-42"
+
+
+class Console:
+    """The server's terminal: a pty whose output we read and where we type."""
+
+    def __init__(self, master):
+        self.master = master
+        self.screen = ""
+
+    def type(self, text):
+        os.write(self.master, text.encode("utf-8"))
+
+    def expect(self, pattern, timeout=TIMEOUT):
+        """Wait until the terminal shows text matching ``pattern`` after what
+        earlier expects consumed; returns the match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.screen)
+            if match:
+                self.screen = self.screen[match.end():]
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("console never showed %r; it shows %r" % (pattern, self.screen[-500:]))
+            if select.select([self.master], [], [], left)[0]:
+                try:
+                    self.screen += os.read(self.master, 65536).decode("utf-8", "replace")
+                except OSError:
+                    raise AssertionError("console closed waiting for %r; it showed %r"
+                                         % (pattern, self.screen[-500:])) from None
+
+
+class ConsoleServer(ServerProcess):
+    """sae-server with its stdin and stdout on a pty, as when run in a terminal."""
+
+    def start(self, port=0):
+        master, slave = pty.openpty()
+        cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
+               "--port", str(port), "--db", self.db_url] + self.args
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=subprocess.PIPE, bufsize=0,
+                                     env=self.env, cwd=str(self.tmp_path))
+        os.close(slave)
+        self.console = Console(master)
+        self.port = int(self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)").group(1))
+        return self
+
+    def stop(self):
+        super().stop()
+        if self.console.master is not None:
+            os.close(self.console.master)
+            self.console.master = None
+
+
+@pytest.fixture
+def console_server(tmp_path):
+    started = []
+
+    def start(*args, password=ADMIN_PASSWORD):
+        env = {"SAE_ADMIN_PASSWORD": password} if password else {}
+        server = ConsoleServer(tmp_path, *args, env=env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def online(server, name):
+    client = server.client()
+    client.register(name)
+    client.login(name)
+    return client
+
+
+def test_console_wants_the_password_first_and_survives_a_wrong_one(console_server):
+    server = console_server()
+    console = server.console
+    console.expect(r"admin password: ")
+    console.type("kill\n")  # a command typed before the password is only a wrong password
+    console.expect(r"wrong admin password")
+    console.expect(r"admin password: ")
+    client = server.client()
+    client.send("PING alive")
+    assert client.next() == "PONG alive"
+    console.type(ADMIN_PASSWORD + "\n")
+    console.expect(r"admin password accepted")
+    console.type("help\n")
+    assert "kick NAME [seconds] [reason]" in console.expect(r"commands: .*").group(0)
+    console.type("frobnicate now\n")
+    console.expect(r"unknown command: frobnicate")
+
+
+def test_password_is_not_echoed_or_logged(console_server):
+    server = console_server()
+    server.console.expect(r"admin password: ")
+    server.console.type(ADMIN_PASSWORD + "\n")
+    seen = server.console.expect(r"admin password accepted")
+    server.stop()
+    assert ADMIN_PASSWORD not in seen.string
+    assert ADMIN_PASSWORD not in "".join(server.log)
+
+
+def test_console_kick_ban_say_who(console_server):
+    server = console_server()
+    console = server.console
+    console.expect(r"admin password: ")
+    console.type(ADMIN_PASSWORD + "\n")
+    console.expect(r"accepted")
+    alice, bob, carol = online(server, "alice"), online(server, "bob"), online(server, "carol")
+
+    console.type("WHO\n")
+    listing = console.expect(r"(?s)(.*)3 connections, 3 online").group(1)
+    assert all(name in listing for name in ("alice", "bob", "carol"))
+
+    console.type("say maintenance at noon\n")
+    console.expect(r"said to 3 sessions")
+    for client in (alice, bob, carol):
+        client.expect(r"INFO maintenance at noon$")
+
+    console.type("kick bob 300 spamming the room\n")
+    console.expect(r"kicked bob for 300s \(1 session closed\)")
+    assert bob.expect_closed() == ["KICKED 300 spamming the room"]
+    alice.expect(r"LEAVE bob kicked$")
+    again = server.client()
+    again.send("LOGIN bob password1")
+    assert re.match(r"ERR 423 (29\d|300) ", again.next())
+    assert again.expect_closed() == []
+
+    console.type("ban carol flooding\n")
+    console.expect(r"banned carol \(1 session closed\)")
+    assert carol.expect_closed()[-1] == "BANNED flooding"
+    alice.expect(r"LEAVE carol banned$")
+    again = server.client()
+    again.send("LOGIN carol password1")
+    assert again.next() == "ERR 403 flooding"
+    console.type("bans\n")
+    console.expect(r"carol: flooding\s+1 banned")
+    console.type("unban carol\n")
+    console.expect(r"unbanned carol")
+    server.client().login("carol")
+    console.type("ban nobody-here\n")
+    console.expect(r"no such account: nobody-here")
+
+
+def test_console_kill_says_bye_and_keeps_every_message(console_server):
+    server = console_server(password=None)
+    console = server.console
+    console.expect(r"console ready")
+    alice, bob = online(server, "alice"), online(server, "bob")
+    alice.send_raw(b"".join(b"SAY message %d\n" % n for n in range(100)))
+    bob.expect(r"MSG \d+ \S+ alice message 99$")
+    console.type("kill back in five minutes\n")
+    assert alice.expect_closed()[-1] == "BYE back in five minutes"
+    assert bob.expect_closed()[-1] == "BYE back in five minutes"
+    assert server.proc.wait(TIMEOUT) == 0
+    server.stop()
+    restarted = ServerProcess(server.tmp_path).start()
+    try:
+        reader = online(restarted, "carol")
+        reader.send("HISTORY 1000")
+        history = [reader.next() for _ in range(101)]
+        assert history[-1] == "OK HISTORY 100"
+        assert [line.split(" ", 4)[4] for line in history[:-1]] == ["message %d" % n for n in range(100)]
+    finally:
+        restarted.stop()
+
+
+def test_console_end_of_input_leaves_the_server_serving(console_server):
+    server = console_server(password=None)
+    server.console.expect(r"console ready")
+    server.console.type("\x04")  # Ctrl-D on an empty line: end of input
+    server.wait_log(r".*console closed")
+    client = online(server, "alice")
+    client.send("SAY still here")
+    client.expect(r"MSG \d+ \S+ alice still here$")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_shut_down_gracefully(server, signum):
+    alice = online(server, "alice")
+    alice.send_raw(b"".join(b"SAY before the end %d\n" % n for n in range(50)))
+    alice.expect(r"MSG \d+ \S+ alice before the end 49$")
+    server.proc.send_signal(signum)
+    assert alice.expect_closed()[-1].startswith("BYE server shutting down")
+    assert server.proc.wait(TIMEOUT) == 0
+    server.stop()
+    assert "Traceback" not in "".join(server.log)
+    server.start()
+    reader = online(server, "bob")
+    reader.send("HISTORY 50")
+    assert reader.expect(r"OK HISTORY \d+").group(0) == "OK HISTORY 50"
+
+
+def admin(socket_path, *command, password=ADMIN_PASSWORD):
+    env = dict(os.environ)
+    env.pop("SAE_ADMIN_PASSWORD", None)
+    if password:
+        env["SAE_ADMIN_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", socket_path]
+                          + list(command), env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_admin_socket(make_server, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path, env={"SAE_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    alice, bob = online(server, "alice"), online(server, "bob")
+
+    refused = admin(path, "kill", password="guess")
+    assert refused.returncode == 1 and refused.stdout == "wrong admin password\n"
+    refused = admin(path, "who", password=None)
+    assert refused.returncode == 1 and "wrong admin password" in refused.stdout
+
+    who = admin(path, "who")
+    assert who.returncode == 0 and who.stdout.endswith("2 connections, 2 online\n")
+    kicked = admin(path, "kick", "bob", "needs a break")
+    assert kicked.stdout == "kicked bob for 120s (1 session closed)\n"
+    assert bob.expect_closed() == ["KICKED 120 needs a break"]
+    alice.expect(r"LEAVE bob kicked$")
+    assert admin(path, "ban", "bob", "enough").stdout == "banned bob (0 sessions closed)\n"
+    assert admin(path, "bans").stdout == "bob: enough\n1 banned\n"
+    assert admin(path, "nonsense").stdout == "unknown command: nonsense\n"
+
+    assert admin(path, "kill", "upgrade").stdout == "shutting down\n"
+    assert alice.expect_closed()[-1] == "BYE upgrade"
+    assert server.proc.wait(TIMEOUT) == 0
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_ban_survives_a_restart(make_server, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path, env={"SAE_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    online(server, "mallory")
+    assert admin(path, "ban", "MALLORY", "spam").stdout == "banned MALLORY (1 session closed)\n"
+    server.restart()
+    client = server.client()
+    client.send("LOGIN mallory password1")
+    assert client.next() == "ERR 403 spam"
+    assert admin(path, "unban", "mallory").stdout == "unbanned mallory\n"
+    server.client().login("mallory")
