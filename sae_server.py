@@ -28,8 +28,11 @@ import concurrent.futures
 import errno
 import hashlib
 import hmac
+import ipaddress
+import math
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -52,6 +55,14 @@ LIMITS = {
     "login_timeout": (60.0, "seconds a connection may stay without logging in"),
     "sendq_max": (256 * 1024, "bytes queued for a client that does not read before it is cut"),
     "held_lines_max": (64, "lines read ahead for one session before its socket is left unread"),
+    "max_connections": (4096, "connections at once (kept below the open-file limit)"),
+    "max_per_address": (32, "connections at once from one address"),
+    "flood_burst": (10, "SAY, TELL, HISTORY, REGISTER, LOGIN lines a session may send at once"),
+    "flood_rate": (5.0, "such lines per second after the burst; faster ones are held back"),
+    "flood_held_max": (64 * 1024, "bytes of held-back lines before BYE excess flood"),
+    "login_failures": (5, "failed LOGINs per minute per address and per account, then ERR 429"),
+    "registrations": (5, "REGISTERs per minute per address, then ERR 429"),
+    "exempt": ("127.0.0.0/8,::1", "addresses (CIDR, comma-separated) exempt from per-address and rate limits"),
     "kick_seconds": (120, "default length of a kick"),
     "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
     "hash_threads": (2, "threads hashing passwords"),
@@ -63,12 +74,57 @@ CLOSE_LINGER = 2.0
 # Longest sleep of the loop: timers (pings, timeouts) are swept this often.
 SWEEP_INTERVAL = 1.0
 ACCEPTS_PER_WAKEUP = 64
+# Out of file descriptors, the listener stays readable: stop watching it
+# for this long rather than spin on accept() failing.
+ACCEPT_PAUSE = 0.5
+# Descriptors kept for the database, logs, the admin socket and the console.
+FD_RESERVE = 32
+# A held line costs at least this much of flood_held_max, so that a flood
+# of tiny lines is bounded in lines as well as bytes.
+HELD_LINE_COST = 64
+# Lines that cost the server work (storage, hashing), and so are rate-limited.
+COSTLY_VERBS = frozenset(("SAY", "TELL", "HISTORY", "REGISTER", "LOGIN"))
 
 
 class Limits:
     def __init__(self, **values):
         for name, (default, _) in LIMITS.items():
             setattr(self, name, type(default)(values.get(name, default)))
+        self.exempt_networks = [ipaddress.ip_network(net.strip(), strict=False)
+                                for net in self.exempt.split(",") if net.strip()]
+
+    def is_exempt(self, ip: str) -> bool:
+        address = ipaddress.ip_address(ip)
+        if getattr(address, "ipv4_mapped", None):
+            address = address.ipv4_mapped
+        return any(address in network for network in self.exempt_networks)
+
+
+class Strikes:
+    """At most ``allowed`` strikes per key in any ``window`` seconds: failed
+    logins per address or account, registrations per address."""
+
+    def __init__(self, allowed, window=60.0):
+        self.allowed, self.window = allowed, window
+        self.strikes = {}  # key -> deque of monotonic times, oldest first
+
+    def wait(self, key, now) -> float:
+        """Seconds until ``key`` may strike again (0: now)."""
+        times = self.strikes.get(key)
+        if not times:
+            return 0.0
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if len(times) < self.allowed:
+            return 0.0
+        return times[0] + self.window - now
+
+    def add(self, key, now):
+        self.strikes.setdefault(key, collections.deque()).append(now)
+
+    def forget_old(self, now):
+        for key in [key for key, times in self.strikes.items() if not times or times[-1] <= now - self.window]:
+            del self.strikes[key]
 
 
 # --- the clock ----------------------------------------------------------
@@ -121,16 +177,20 @@ class Session:
     """One client connection: its buffers, its account once logged in, and
     where it stands in the conversation. Only the loop thread touches it."""
 
-    __slots__ = ("sock", "fd", "address", "framer", "held", "sendq", "sendq_bytes",
-                 "account", "state", "inflight", "inflight_messages", "reading", "events",
-                 "connected_at", "last_heard", "ping_sent_at", "close_deadline")
+    __slots__ = ("sock", "fd", "ip", "address", "exempt", "framer", "held", "held_bytes", "sendq",
+                 "sendq_bytes", "account", "state", "inflight", "inflight_messages", "reading",
+                 "events", "connected_at", "last_heard", "ping_sent_at", "close_deadline",
+                 "flood_tokens", "flood_stamp")
 
-    def __init__(self, sock, address, now):
+    def __init__(self, sock, ip, port, exempt, now, flood_burst):
         self.sock = sock
         self.fd = sock.fileno()
-        self.address = address
+        self.ip = ip
+        self.address = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+        self.exempt = exempt  # from per-address and rate limits
         self.framer = proto.LineFramer()
-        self.held = collections.deque()  # parsed lines not yet executed
+        self.held = collections.deque()  # (cost, parsed line) not yet executed
+        self.held_bytes = 0  # their cost, against flood_held_max
         self.sendq = []  # chunks owed to the client, oldest first
         self.sendq_bytes = 0
         self.account = None
@@ -143,6 +203,8 @@ class Session:
         self.last_heard = now
         self.ping_sent_at = None
         self.close_deadline = None
+        self.flood_tokens = float(flood_burst)
+        self.flood_stamp = now
 
     @property
     def name(self):
@@ -170,6 +232,13 @@ class Server:
         self.room = set()  # online sessions
         self.online = {}  # account name_key -> [Session], in login order
         self.kicks = {}  # account name_key -> monotonic expiry
+        self.per_address = collections.Counter()  # ip -> connections
+        self.throttled = {}  # Session -> monotonic time its next costly line may run
+        self.login_failures_by_address = Strikes(self.limits.login_failures)
+        self.login_failures_by_account = Strikes(self.limits.login_failures)
+        self.registrations = Strikes(self.limits.registrations)
+        self.max_connections = self.limits.max_connections
+        self.accept_paused_until = None
         self.outbox = []  # (Session, NewMessage) accepted in this iteration
         self.dirty = set()  # sessions with output queued in this iteration
         self.room_dirty = False  # every room member has output queued
@@ -205,6 +274,11 @@ class Server:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and self.max_connections > soft - FD_RESERVE:
+            self.max_connections = max(1, soft - FD_RESERVE)
+            log.warning("open-file limit is %d: at most %d connections (raise it with ulimit -n "
+                        "or LimitNOFILE= in the systemd unit)", soft, self.max_connections)
 
     def listen_admin(self, path):
         """The admin socket: mode 0600, so only the server's user (and root)
@@ -357,10 +431,23 @@ class Server:
         self._shut_down()
 
     def iterate(self):
-        timeout = max(0.0, min(self.next_sweep - self.now, SWEEP_INTERVAL))
-        ready = self.selector.select(timeout)
+        wake_at = self.next_sweep
+        if self.throttled:
+            wake_at = min(wake_at, min(self.throttled.values()))
+        if self.accept_paused_until is not None:
+            wake_at = min(wake_at, self.accept_paused_until)
+        ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL)))
         self.now = monotonic()
         self._timestamp = None
+        if self.throttled:
+            for session in [s for s, ready_at in self.throttled.items() if ready_at <= self.now]:
+                del self.throttled[session]
+                if session.fd in self.sessions:
+                    self.run_held(session)
+        if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
+            self.accept_paused_until = None
+            if self.listener is not None:
+                self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         for key, mask in ready:
             target = key.data
             if target.__class__ is Session:
@@ -482,12 +569,28 @@ class Server:
                 return
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("cannot accept: %s", error.strerror)
+                    # The connection waits in the backlog; the connections we
+                    # have keep being served.
+                    log.error("cannot accept: %s; trying again in %.1fs", error.strerror, ACCEPT_PAUSE)
+                    self.selector.unregister(self.listener)
+                    self.accept_paused_until = self.now + ACCEPT_PAUSE
                 return
+            ip, port = address[:2]
+            exempt = self.limits.is_exempt(ip)
+            if len(self.sessions) >= self.max_connections or (
+                    not exempt and self.per_address[ip] >= self.limits.max_per_address):
+                log.warning("refused connection from %s: too many connections", ip)
+                try:
+                    sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections"))
+                except OSError:
+                    pass
+                sock.close()
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = Session(sock, "%s:%d" % address[:2], self.now)
+            session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
             self.sessions[session.fd] = session
+            self.per_address[ip] += 1
             self.selector.register(sock, selectors.EVENT_READ, session)
             log.info("connection from %s", session.address)
 
@@ -510,10 +613,13 @@ class Server:
             if frame.__class__ is bytes:
                 command = proto.parse_command(frame)
                 if command is not None:
-                    held.append(command)
+                    cost = max(len(frame), HELD_LINE_COST)
+                    held.append((cost, command))
+                    session.held_bytes += cost
             elif frame.__class__ is proto.LineTooLong:
-                held.append(proto.ProtocolError(
-                    proto.TOO_LONG, "line too long (max %d bytes)" % proto.MAX_LINE_BYTES))
+                held.append((HELD_LINE_COST, proto.ProtocolError(
+                    proto.TOO_LONG, "line too long (max %d bytes)" % proto.MAX_LINE_BYTES)))
+                session.held_bytes += HELD_LINE_COST
             else:
                 self.close_session(session, proto.format_bye("line too long"), "line too long")
                 return
@@ -523,24 +629,49 @@ class Server:
         """Execute the session's waiting lines, in order, as far as they may run."""
         held = session.held
         while held and session.state is not CLOSING:
-            line = held[0]
-            if session.inflight and not (
-                    line.__class__ is proto.Command and line.verb in proto.MESSAGE_VERBS
-                    and session.inflight == session.inflight_messages):
+            cost, line = held[0]
+            if line.__class__ is proto.Command:
+                if session.inflight and not (
+                        line.verb in proto.MESSAGE_VERBS and session.inflight == session.inflight_messages):
+                    break
+                if line.verb in COSTLY_VERBS and not session.exempt and not self._take_token(session):
+                    break
+            elif session.inflight:
                 break
             held.popleft()
+            session.held_bytes -= cost
             if line.__class__ is proto.ProtocolError:
                 self.reply(session, proto.format_err(line.code, line.text))
             elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
                 COMMANDS[line.verb](self, session, *line.args)
-        # Read ahead only so far: a client that pastes faster than its lines
-        # are executed is slowed down by TCP instead of growing our memory.
-        reading = len(held) < self.limits.held_lines_max and session.state is not CLOSING
+        throttled = session in self.throttled
+        if throttled and session.held_bytes > self.limits.flood_held_max:
+            log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
+            self.close_session(session, proto.format_bye("excess flood"), "excess flood")
+            return
+        # While it waits for us (storage, hashing), a client is read only so
+        # far ahead and then slowed down by TCP. While it waits for its flood
+        # rate it is read on, so that one that will not stop can be told so.
+        reading = (len(held) < self.limits.held_lines_max or throttled) and session.state is not CLOSING
         if reading != session.reading:
             session.reading = reading
             self._update_events(session)
+
+    def _take_token(self, session) -> bool:
+        """The session's token bucket: flood_burst lines at once, then
+        flood_rate per second. Without a token the line waits (fake lag)."""
+        limits = self.limits
+        tokens = min(float(limits.flood_burst),
+                     session.flood_tokens + (self.now - session.flood_stamp) * limits.flood_rate)
+        session.flood_stamp = self.now
+        if tokens >= 1.0:
+            session.flood_tokens = tokens - 1.0
+            return True
+        session.flood_tokens = tokens
+        self.throttled[session] = self.now + (1.0 - tokens) / limits.flood_rate
+        return False
 
     def reply(self, session, data: bytes):
         if session.state is CLOSING:
@@ -640,6 +771,8 @@ class Server:
         self._leave(session, leave_reason)
         session.state = CLOSING
         session.held.clear()
+        session.held_bytes = 0
+        self.throttled.pop(session, None)
         session.close_deadline = self.now + CLOSE_LINGER
         if last_line:
             session.send(last_line)
@@ -668,6 +801,10 @@ class Server:
             log.info("%s (%s) disconnected: %s", session.address, session.name or "not logged in",
                      reason)
         del self.sessions[session.fd]
+        self.per_address[session.ip] -= 1
+        if not self.per_address[session.ip]:
+            del self.per_address[session.ip]
+        self.throttled.pop(session, None)
         self.dirty.discard(session)
         session.state = CLOSING
         if session.events:
@@ -704,9 +841,11 @@ class Server:
             elif now - session.last_heard >= limits.ping_interval:
                 session.ping_sent_at = now
                 self.reply(session, proto.format_ping(str(int(now))))
-        # Kicks that have run out are forgotten here rather than at LOGIN.
+        # Kicks and strikes that have run out are forgotten here.
         for key in [key for key, until in self.kicks.items() if until <= now]:
             del self.kicks[key]
+        for strikes in (self.login_failures_by_address, self.login_failures_by_account, self.registrations):
+            strikes.forget_old(now)
 
     # -- moderation --
 
@@ -801,6 +940,12 @@ def cmd_register(server, session, name, password):
     if problem:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
         return
+    if not session.exempt:
+        wait = server.registrations.wait(session.ip, server.now)
+        if wait:
+            server.reply(session, too_fast(wait, "too many registrations from your address"))
+            return
+        server.registrations.add(session.ip, server.now)
     session.inflight += 1
 
     def hashed(password_hash, error):
@@ -827,6 +972,13 @@ def cmd_login(server, session, name, password):
     if session.account is not None:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
         return
+    if not session.exempt:
+        # Guessing is slowed per address and per account, whoever asks.
+        wait = max(server.login_failures_by_address.wait(session.ip, server.now),
+                   server.login_failures_by_account.wait(name_key(name), server.now))
+        if wait:
+            server.reply(session, too_fast(wait, "too many failed logins, try again later"))
+            return
     session.inflight += 1
     bad_credentials = proto.format_err(proto.UNAUTHORIZED, "wrong name or password")
 
@@ -840,6 +992,9 @@ def cmd_login(server, session, name, password):
     def checked(account, ok):
         if not ok or account is None:
             log.info("%s failed to log in as %s", session.address, name)
+            if not session.exempt:
+                server.login_failures_by_address.add(session.ip, server.now)
+                server.login_failures_by_account.add(name_key(name), server.now)
             return done(bad_credentials)
         if account.banned:
             return done(proto.format_err(proto.BANNED, account.ban_reason or "banned"), close="banned")
@@ -878,6 +1033,10 @@ def cmd_login(server, session, name, password):
         found(None, None)
     else:
         server.store_call(found, server.store.find_account, name)
+
+
+def too_fast(wait, text):
+    return proto.format_err(proto.SLOW_DOWN, "%d %s" % (math.ceil(wait), text))
 
 
 def kicked_error(seconds_left):
