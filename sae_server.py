@@ -841,6 +841,10 @@ class Server:
             elif now - session.last_heard >= limits.ping_interval:
                 session.ping_sent_at = now
                 self.reply(session, proto.format_ping(str(int(now))))
+        # Storage is probed while it is down, so that it comes back (and the
+        # log says so) without waiting for a client to need it.
+        if self.storage_down and not self.storage_jobs:
+            self.offload(self.storage, lambda result, error: None, self.store.ping)
         # Kicks and strikes that have run out are forgotten here.
         for key in [key for key, until in self.kicks.items() if until <= now]:
             del self.kicks[key]

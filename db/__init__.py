@@ -92,6 +92,10 @@ class Store:
     def banned_accounts(self) -> List[Account]:
         raise NotImplementedError
 
+    def ping(self) -> None:
+        """Check that the database answers (reconnecting if need be)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 

@@ -343,6 +343,9 @@ class MySQLStore(Store):
             return [self._account(row) for row in cursor.fetchall()]
         return self._run(select)
 
+    def ping(self) -> None:
+        self._run(lambda cursor: cursor.execute("SELECT 1"))
+
     def close(self) -> None:
         self._drop()
 

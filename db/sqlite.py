@@ -133,5 +133,8 @@ class SQLiteStore(Store):
             return [Account(*row) for row in rows]
         return self._run(select)
 
+    def ping(self) -> None:
+        self._run(self.db.execute, "SELECT 1")
+
     def close(self) -> None:
         self.db.close()
