@@ -88,6 +88,15 @@ class LineClient:
             raise AssertionError("connection closed; saw %r" % (self.seen[-20:],))
         return line
 
+    def lines_until(self, pattern, timeout=TIMEOUT):
+        """Every line up to and including the first that matches ``pattern``."""
+        regex = re.compile(pattern)
+        lines = []
+        while True:
+            lines.append(self.next(timeout))
+            if regex.match(lines[-1]):
+                return lines
+
     def expect_closed(self, timeout=TIMEOUT):
         """Read until the server closes the connection; returns the lines read."""
         lines = []

@@ -93,17 +93,6 @@ def say_until_delivered(client, name, refused):
     raise AssertionError("still ERR 503 after %d attempts" % RETRY_ATTEMPTS)
 
 
-def lines_until(client, pattern):
-    """Every line up to and including the first that matches ``pattern``."""
-    regex = re.compile(pattern)
-    lines = []
-    while True:
-        line = client.next()
-        lines.append(line)
-        if regex.match(line):
-            return lines
-
-
 def room_texts(lines):
     return [re.match(r"MSG \d+ \S+ \S+ (.*)\Z", line).group(1)
             for line in lines if line.startswith("MSG ")]
@@ -158,7 +147,7 @@ def test_chat_survives_a_database_outage(tmp_path, mysql_url, account_url, mysql
         # The server finds the database again; chat resumes for everyone.
         back = say_until_delivered(speaker, alice, refused)
         seen.append(back)
-        heard = lines_until(listener, say_line(alice, back))
+        heard = listener.lines_until(say_line(alice, back))
         assert not set(room_texts(heard)) & set(refused), heard
         assert not [line for line in heard if line.startswith("PRIV ")], heard
         listener.send("SAY chat goes on")
@@ -170,7 +159,7 @@ def test_chat_survives_a_database_outage(tmp_path, mysql_url, account_url, mysql
         # newcomer's name is still free.
         late.send("LOGIN %s %s" % (carol, PASSWORD))
         late.expect(r"OK LOGIN %s\Z" % carol)
-        history = lines_until(late, r"OK HISTORY ")
+        history = late.lines_until(r"OK HISTORY ")
         assert room_texts(history) == seen
         late.expect(r"USERS ")
         late.send("REGISTER %s %s" % (newcomer, PASSWORD))

@@ -68,17 +68,6 @@ def newcomer(server, name, password=PASSWORD):
     return client
 
 
-def lines_until(client, pattern):
-    """Every line up to and including the first that matches ``pattern``."""
-    regex = re.compile(pattern)
-    lines = []
-    while True:
-        line = client.next()
-        lines.append(line)
-        if regex.match(line):
-            return lines
-
-
 def msg(line):
     """A MSG line as (id, ts, name, text); fails on anything else."""
     match = MSG_RE.match(line)
@@ -104,7 +93,7 @@ def marker(speaker, listeners, text):
     """``speaker`` says ``text``; return, per listener, the lines it got up to it."""
     speaker.send("SAY %s" % text)
     pattern = r"MSG \d+ %s \S+ %s\Z" % (TS, re.escape(text))
-    return [lines_until(listener, pattern) for listener in listeners]
+    return [listener.lines_until(pattern) for listener in listeners]
 
 
 def login_burst(client):
@@ -436,7 +425,7 @@ def test_history_pages_back_and_catches_up(make_server, unique_name):
 
     def history(client, request):
         client.send(request)
-        lines = lines_until(client, r"OK HISTORY ")
+        lines = client.lines_until(r"OK HISTORY ")
         assert all(line.startswith("MSG ") for line in lines[:-1]), lines
         texts = [m[3] for m in room_messages(lines)]
         assert lines[-1] == "OK HISTORY %d" % len(texts)
@@ -479,7 +468,7 @@ def test_history_count_is_capped_at_1000(server, unique_name):
     texts = ["c%d" % i for i in range(1, 1006)]
     say_all(client, alice, texts)
     client.send("HISTORY 5000")
-    lines = lines_until(client, r"OK HISTORY ")
+    lines = client.lines_until(r"OK HISTORY ")
     assert lines[-1] == "OK HISTORY 1000"
     assert [m[3] for m in room_messages(lines)] == texts[-1000:]
 
@@ -489,7 +478,7 @@ def test_a_huge_history_count_is_just_capped(server, unique_name):
     client = newcomer(server, alice)
     say_all(client, alice, ["only", "two"])
     client.send("HISTORY 99999999999999999999999999")
-    lines = lines_until(client, r"OK HISTORY ")
+    lines = client.lines_until(r"OK HISTORY ")
     assert [m[3] for m in room_messages(lines)] == ["only", "two"]
     assert lines[-1] == "OK HISTORY 2"
 
@@ -588,7 +577,7 @@ def test_invalid_utf8_is_400_and_the_connection_stays(server, unique_name, bad):
     assert re.match(r"ERR 400 \S", speaker.next())
     assert msg(speaker.next())[2:] == (alice, "good bytes")
     # The refused line never reached anyone.
-    lines = lines_until(listener, r"MSG .* good bytes\Z")
+    lines = listener.lines_until(r"MSG .* good bytes\Z")
     assert [line for line in lines if "bad" in line] == []
 
 
@@ -609,7 +598,7 @@ def test_control_characters_are_400_and_the_connection_stays(server, unique_name
     speaker.send(("SAY bad%sline\nSAY clean line\n" % char).encode("utf-8"))
     assert re.match(r"ERR 400 \S", speaker.next())
     assert msg(speaker.next())[2:] == (alice, "clean line")
-    lines = lines_until(listener, r"MSG .* clean line\Z")
+    lines = listener.lines_until(r"MSG .* clean line\Z")
     assert [line for line in lines if "bad" in line] == []
 
 
@@ -719,7 +708,7 @@ def test_pipelined_commands_are_answered_in_order(server, unique_name):
     client = server.client()
     client.send_raw(("REGISTER {0} {1}\nLOGIN {0} {1}\nSAY a\nSAY b\nWHO\nPING x\n"
                      .format(bob, PASSWORD)).encode())
-    lines = lines_until(client, r"PONG")
+    lines = client.lines_until(r"PONG")
     assert len(lines) == 8, lines
     assert lines[:4] == ["OK REGISTER %s" % bob, "OK LOGIN %s" % bob, "OK HISTORY 0",
                          "USERS 1 %s" % bob]
@@ -734,7 +723,7 @@ def test_pipelined_login_then_say_in_one_packet(server, unique_name):
     sign_up(server, alice)
     client = server.client()
     client.send_raw(("LOGIN %s %s\nSAY a\nSAY b\nPING x\n" % (alice, PASSWORD)).encode())
-    lines = lines_until(client, r"PONG")
+    lines = client.lines_until(r"PONG")
     assert lines[:3] == ["OK LOGIN %s" % alice, "OK HISTORY 0", "USERS 1 %s" % alice]
     assert [m[2:] for m in room_messages(lines[3:5])] == [(alice, "a"), (alice, "b")]
     assert lines[5:] == ["PONG x"]
