@@ -74,6 +74,7 @@ CLOSE_LINGER = 2.0
 # Longest sleep of the loop: timers (pings, timeouts) are swept this often.
 SWEEP_INTERVAL = 1.0
 ACCEPTS_PER_WAKEUP = 64
+WRITE = selectors.EVENT_WRITE
 # Out of file descriptors, the listener stays readable: stop watching it
 # for this long rather than spin on accept() failing.
 ACCEPT_PAUSE = 0.5
@@ -171,6 +172,8 @@ def verify_password(password: str, stored: str) -> bool:
 # --- sessions -----------------------------------------------------------
 
 CONNECTED, ONLINE, CLOSING = "connected", "online", "closing"
+# What an idle session holds instead of an empty deque (some 600 bytes each).
+NO_LINES = ()
 
 
 class Session:
@@ -189,7 +192,7 @@ class Session:
         self.address = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
         self.exempt = exempt  # from per-address and rate limits
         self.framer = proto.LineFramer()
-        self.held = collections.deque()  # (cost, parsed line) not yet executed
+        self.held = NO_LINES  # (cost, parsed line) not yet executed; a deque while any
         self.held_bytes = 0  # their cost, against flood_held_max
         self.sendq = []  # chunks owed to the client, oldest first
         self.sendq_bytes = 0
@@ -473,7 +476,7 @@ class Server:
         # Lines already read but not executed were never answered: drop them.
         # What was accepted is stored and delivered before anyone gets BYE.
         for session in list(self.sessions.values()):
-            session.held.clear()
+            session.held = NO_LINES
             session.reading = False
             self._update_events(session)
         deadline = self.now + 10.0
@@ -609,6 +612,8 @@ class Server:
         session.last_heard = self.now
         session.ping_sent_at = None
         held = session.held
+        if held is NO_LINES:
+            held = session.held = collections.deque()
         for frame in session.framer.feed(data):
             if frame.__class__ is bytes:
                 command = proto.parse_command(frame)
@@ -646,6 +651,8 @@ class Server:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
                 COMMANDS[line.verb](self, session, *line.args)
+        if not held and held is not NO_LINES:
+            session.held = NO_LINES
         throttled = session in self.throttled
         if throttled and session.held_bytes > self.limits.flood_held_max:
             log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
@@ -691,25 +698,63 @@ class Server:
             self.dirty.update(sessions)
 
     def _flush(self):
-        """Send what each session is owed, in one send() per socket."""
-        if self.room_dirty:
-            self.room_dirty = False
-            for session in self.room:
-                self._send_now(session)
-        if self.dirty:
-            dirty, self.dirty = self.dirty, set()
-            for session in dirty:
-                if session.sendq and session.fd in self.sessions:
-                    self._send_now(session)
+        """Send what each session is owed, in one send() per socket.
 
-    def _send_now(self, session):
-        if session.events & selectors.EVENT_WRITE:
-            # The kernel buffer was full a moment ago: wait for EVENT_WRITE,
-            # but do not let a client that does not read grow without bound.
-            if session.sendq_bytes > self.limits.sendq_max:
-                self._sendq_exceeded(session)
+        The loops only send: a session the kernel did not take everything
+        from is dealt with afterwards (_behind), because that may close it,
+        which changes the room being walked."""
+        while self.room_dirty or self.dirty:
+            behind = []
+            if self.room_dirty:
+                self.room_dirty = False
+                self._send_to(self.room, behind)
+            if self.dirty:
+                dirty, self.dirty = self.dirty, set()
+                self._send_to(dirty, behind)
+            for session in behind:
+                self._behind(session)
+
+    @staticmethod
+    def _send_to(sessions, behind):
+        # The hot path of every broadcast: kept to the bare send.
+        for session in sessions:
+            sendq = session.sendq
+            if not sendq:
+                continue
+            if session.events & WRITE:
+                behind.append(session)  # the kernel is full; EVENT_WRITE will come
+                continue
+            data = sendq[0] if len(sendq) == 1 else b"".join(sendq)
+            try:
+                sent = session.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                behind.append(session)  # _behind -> _write meets the error again and drops it
+                continue
+            if sent == len(data):
+                sendq.clear()
+                session.sendq_bytes = 0
+                if session.state is CLOSING:
+                    behind.append(session)
+            else:
+                sendq[:] = [data[sent:]]
+                session.sendq_bytes = len(data) - sent
+                behind.append(session)
+
+    def _behind(self, session):
+        if session.fd not in self.sessions:
             return
-        self._write(session)
+        if not session.sendq:
+            if session.state is CLOSING:
+                self._finish_close(session)
+            return
+        if not session.events & WRITE:
+            self._write(session)  # a send that failed: find out why
+        elif session.sendq_bytes > self.limits.sendq_max and session.state is not CLOSING:
+            # Waiting for EVENT_WRITE, but a client that does not read must
+            # not grow our memory without bound.
+            self._sendq_exceeded(session)
 
     def _write(self, session):
         sendq = session.sendq
@@ -770,7 +815,7 @@ class Server:
             return
         self._leave(session, leave_reason)
         session.state = CLOSING
-        session.held.clear()
+        session.held = NO_LINES
         session.held_bytes = 0
         self.throttled.pop(session, None)
         session.close_deadline = self.now + CLOSE_LINGER
@@ -869,7 +914,8 @@ class Server:
     # -- the room --
 
     def go_online(self, session, account):
-        session.account = account
+        # The hash is not needed any more; thousands of sessions need not keep it.
+        session.account = account._replace(password_hash="")
         session.state = ONLINE
         key = name_key(account.name)
         first = key not in self.online
