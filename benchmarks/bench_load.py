@@ -1,0 +1,365 @@
+"""Fan-out, latency, memory and login-storm figures for sae-server, side by
+side with miniircd in the same run.
+
+Starts the servers itself (sae-server on a temporary SQLite database, and
+miniircd from PATH: `pip install miniircd`), drives them with loadgen.py and
+prints one table per scenario. Each figure is most meaningful as a ratio to
+miniircd measured minutes apart on the same machine.
+
+    python benchmarks/bench_load.py                    # everything, ~5 minutes
+    python benchmarks/bench_load.py fanout latency     # some scenarios
+    python benchmarks/bench_load.py fanout --clients 200 --senders 10
+
+Accounts u00000... are written straight into the database before the server
+starts (one scrypt hash shared by all, at the cost the server would use), so
+setting up 4000 clients costs 4000 LOGINs rather than 4000 REGISTERs too.
+SAE_SCRYPT_N=1024 everywhere except the login storm, which uses the server's
+default cost, since password hashing during the storm is the point.
+This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE, ROOT]
+
+import loadgen  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_DIR = ROOT  # where sae_server.py is run from (--server-dir)
+
+
+# --- the server processes ---------------------------------------------------------
+
+def cpu_seconds(pid):
+    """utime + stime of a process, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed_accounts(db_path, count, scrypt_n):
+    """Create accounts u00000..u<count-1> with loadgen.PASSWORD."""
+    from sae_db import name_key, open_store
+    from sae_server import hash_password
+    store = open_store("sqlite:///" + db_path)  # creates the schema
+    store.close()
+    password_hash = hash_password(loadgen.PASSWORD, scrypt_n)
+    names = [loadgen.account_name(i) for i in range(count)]
+    with sqlite3.connect(db_path) as db:
+        db.executemany("INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                       [(n, name_key(n), password_hash, "2026-01-01T00:00:00.000Z") for n in names])
+
+
+class Server:
+    """A server process on a free loopback port, stopped with SIGINT."""
+
+    def __init__(self, kind, workdir, scrypt_n=1024, accounts=5000, extra=(), profile=None):
+        self.kind = kind
+        self.log_path = os.path.join(workdir, "%s-%d.log" % (kind, time.monotonic_ns()))
+        self.log = open(self.log_path, "w")
+        env = dict(os.environ)
+        if kind == "sae":
+            db_path = os.path.join(workdir, "sae-%d.db" % time.monotonic_ns())
+            default_n = 2 ** 14
+            seed_accounts(db_path, accounts, scrypt_n or default_n)
+            if scrypt_n:
+                env["SAE_SCRYPT_N"] = str(scrypt_n)
+            else:
+                env.pop("SAE_SCRYPT_N", None)
+            command = [sys.executable]
+            if profile:
+                command += ["-m", "cProfile", "-o", profile]
+            command += ["-m", "sae_server", "--host", "127.0.0.1", "--port", "0",
+                        "--db", "sqlite:///" + db_path] + list(extra)
+            # The server's own folder first, so that --server-dir can point at
+            # another checkout (e.g. `git archive HEAD`) than the one running.
+            env["PYTHONPATH"] = SERVER_DIR  # sae_db still comes from the installed package
+            self.process = subprocess.Popen(command, cwd=SERVER_DIR, env=env, stdout=self.log,
+                                            stderr=subprocess.STDOUT)
+            self.port = self._wait_for_port()
+        else:
+            self.port = free_port()
+            miniircd = shutil.which("miniircd")
+            if not miniircd:
+                sys.exit("miniircd not found: pip install miniircd")
+            command = [sys.executable, miniircd, "--ports", str(self.port), "--listen", "127.0.0.1"]
+            if os.geteuid() == 0:  # miniircd refuses root unless told
+                command += ["--setuid", "root"]
+            self.process = subprocess.Popen(command, cwd=workdir, stdout=self.log,
+                                            stderr=subprocess.STDOUT)
+            self._wait_for_connect()
+        self.pid = self.process.pid
+
+    def _wait_for_port(self):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(self.log_path) as f:
+                for line in f:
+                    if "listening on" in line:
+                        return int(line.split("listening on ")[1].split(",")[0].rsplit(":", 1)[1])
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        sys.exit("sae-server did not start: see %s" % self.log_path)
+
+    def _wait_for_connect(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        sys.exit("miniircd did not start: see %s" % self.log_path)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+# --- scenarios ------------------------------------------------------------------
+
+def fan_out_once(server, clients, senders, seconds, procs):
+    cpu = {}
+
+    def on_window(phase):
+        cpu[phase] = cpu_seconds(server.pid)
+
+    result = loadgen.run(server.kind if server.kind == "sae" else "irc", server.port, clients,
+                         senders, "blast", seconds, procs=procs, on_window=on_window)
+    server_cpu = cpu["end"] - cpu["start"]
+    deliveries = result["window_lines"]
+    recipients = clients if server.kind == "sae" else clients - 1
+    return dict(
+        deliveries_per_s=deliveries / seconds,
+        server_cpu_share=server_cpu / seconds,
+        cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
+        loadgen_cpu=result["loadgen_cpu"], loadgen_user=result["loadgen_user"],
+        sent=result["sent"], expected=result["sent"] * recipients, received=result["lines"],
+        failed=result["failed"], failures=result["failures"], setup=result["setup_seconds"],
+        alive=server.alive())
+
+
+def scenario_fanout(args, workdir):
+    print("\n## fan-out: N clients, %d senders as fast as the server takes, %.0f s measured" % (
+        args.senders, args.seconds))
+    header = ("clients", "server", "deliveries/s", "server CPU", "CPU µs/delivery",
+              "sent", "delivered/expected", "setup s")
+    rows = []
+    for clients in args.clients:
+        figures = {}
+        for kind in ("sae", "irc"):
+            if kind == "irc" and clients > 1000 and not args.irc_over_select:
+                rows.append((clients, "miniircd", "n/a: select() stops at fd 1024",) + ("",) * 5)
+                continue
+            server = Server(kind, workdir)
+            try:
+                f = fan_out_once(server, clients, args.senders, args.seconds, args.procs)
+            except loadgen.LoadError as error:
+                rows.append((clients, label(kind), "failed: %s" % str(error)[:120]) + ("",) * 5)
+                continue
+            finally:
+                server.stop()
+            figures[kind] = f
+            rows.append((clients, label(kind), "%.0f" % f["deliveries_per_s"],
+                         "%.0f %%" % (100 * f["server_cpu_share"]), "%.3f" % f["cpu_us_per_delivery"],
+                         f["sent"], "%d/%d" % (f["received"], f["expected"]), "%.1f" % f["setup"]))
+            print("  %s %d clients: load generator CPU over the whole run %.1f s (user %.1f s), "
+                  "setup %.1f s" % (kind, clients, f["loadgen_cpu"], f["loadgen_user"], f["setup"]))
+            if f["failed"]:
+                print("  %s %d clients: %d failures, e.g. %s" % (kind, clients, f["failed"], f["failures"][:2]))
+        if len(figures) == 2:
+            s, i = figures["sae"], figures["irc"]
+            rows.append((clients, "ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
+                         "", "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]), "", "", ""))
+    table(header, rows)
+
+
+def scenario_latency(args, workdir):
+    print("\n## latency: %d clients, %d senders, %.0f messages/s in total, %.0f s measured, "
+          "every %dth receiver reading" % (args.latency_clients, args.latency_senders, args.rate,
+                                          args.latency_seconds, args.latency_sample))
+    header = ("server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU")
+    rows, figures = [], {}
+    for kind in ("sae", "irc"):
+        server = Server(kind, workdir)
+        cpu = {}
+        try:
+            result = loadgen.run("sae" if kind == "sae" else "irc", server.port, args.latency_clients,
+                                 args.latency_senders, "rate", args.latency_seconds, rate=args.rate,
+                                 procs=args.procs, sample=args.latency_sample,
+                                 on_window=lambda p, cpu=cpu, pid=server.pid: cpu.__setitem__(p, cpu_seconds(pid)))
+        finally:
+            server.stop()
+        p50, p99, top, n = loadgen.latency_ms(result)
+        figures[kind] = (p50, p99, top)
+        rows.append((label(kind), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, n,
+                     "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / args.latency_seconds)))
+        if result["failed"]:
+            print("  %s: %d failures, e.g. %s" % (kind, result["failed"], result["failures"][:2]))
+    s, i = figures["sae"], figures["irc"]
+    rows.append(("ratio sae/miniircd", "%.2fx" % (s[0] / i[0]), "%.2fx" % (s[1] / i[1]),
+                 "%.2fx" % (s[2] / i[2]), "", ""))
+    table(header, rows)
+
+
+def scenario_memory(args, workdir):
+    print("\n## memory: server RSS with idle logged-in connections")
+    header = ("server", "connections", "RSS KiB", "KiB per connection over 0")
+    rows = []
+    for kind in ("sae", "irc"):
+        for clients in args.memory_clients:
+            if kind == "irc" and clients > 1000 and not args.irc_over_select:
+                rows.append((label(kind), clients, "n/a: select() stops at fd 1024", ""))
+                continue
+            server = Server(kind, workdir)
+            try:
+                time.sleep(1.0)
+                base = rss_kib(server.pid)
+                if clients == 0:
+                    rows.append((label(kind), 0, base, ""))
+                    continue
+                seen = {}
+
+                def on_ready(result, seen=seen, pid=server.pid):
+                    time.sleep(2.0)  # let the JOIN lines of the last logins go out
+                    seen["rss"] = rss_kib(pid)
+
+                loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, mode="idle",
+                            procs=args.procs, on_ready=on_ready)
+                rows.append((label(kind), clients, seen["rss"], "%.2f" % ((seen["rss"] - base) / clients)))
+            except loadgen.LoadError as error:
+                rows.append((label(kind), clients, "failed: %s" % str(error)[:100], ""))
+            finally:
+                server.stop()
+    table(header, rows)
+
+
+def scenario_storm(args, workdir):
+    chatters, storm = args.storm_chatters, args.storm_clients
+    print("\n## login storm: %d clients log in at once while %d others chat (%.0f messages/s); "
+          "sae-server at its default scrypt cost" % (storm, chatters, args.storm_rate))
+    server = Server("sae", workdir, scrypt_n=None, accounts=chatters + storm + 10)
+    try:
+        result = loadgen.run("sae", server.port, chatters, chatters, "rate", args.storm_seconds,
+                             rate=args.storm_rate, procs=args.procs, storm=storm, storm_after=3.0,
+                             warmup=0.5, setup_concurrency=16)
+    finally:
+        server.stop()
+    logins = result["storm_logins"]
+    storm_at = result["storm_at"]
+    if logins:
+        all_in = max(at for _, at in logins) - storm_at
+        per_login = sorted(took for took, _ in logins)
+    else:
+        all_in, per_login = float("nan"), [float("nan")]
+    before = loadgen.latency_ms(result, result["t_start"], storm_at)
+    during = loadgen.latency_ms(result, storm_at, storm_at + all_in)
+    header = ("", "value")
+    rows = [("storm clients logged in", "%d of %d" % (len(logins), result["storm_wanted"])),
+             ("time until all are in", "%.2f s" % all_in),
+             ("one login, median / slowest", "%.2f s / %.2f s" % (per_login[len(per_login) // 2], per_login[-1])),
+             ("chat before the storm p50 / p99 / max", "%.2f / %.2f / %.2f ms (%d)" % before),
+             ("chat during the storm p50 / p99 / max", "%.2f / %.2f / %.2f ms (%d)" % during),
+             ("failures", "%d %s" % (result["failed"], result["failures"][:2]))]
+    table(header, rows)
+
+
+def label(kind):
+    return "sae-server" if kind == "sae" else "miniircd"
+
+
+def table(header, rows):
+    rows = [tuple(str(c) for c in row) for row in rows]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row + ("",) * (len(header) - len(row))) + " |")
+    sys.stdout.flush()
+
+
+SCENARIOS = {"fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
+             "storm": scenario_storm}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
+    parser.add_argument("scenarios", nargs="*", help="any of %s (default: all)" % ", ".join(SCENARIOS))
+    parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
+    parser.add_argument("--senders", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--latency-clients", type=int, default=1000)
+    parser.add_argument("--latency-senders", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-sample", type=int, default=1,
+                        help="only every Nth receiver reads during the latency load (1: all)")
+    parser.add_argument("--memory-clients", type=int, nargs="+", default=[0, 1000, 4000])
+    parser.add_argument("--storm-clients", type=int, default=500)
+    parser.add_argument("--storm-chatters", type=int, default=100)
+    parser.add_argument("--storm-rate", type=float, default=100.0)
+    parser.add_argument("--storm-seconds", type=float, default=25.0)
+    parser.add_argument("--irc-over-select", action="store_true",
+                        help="run miniircd beyond 1000 connections too (it cannot: select())")
+    parser.add_argument("--server-dir", default=ROOT,
+                        help="run sae_server.py from this checkout (default: this one)")
+    parser.add_argument("--keep", action="store_true", help="keep the server logs and databases")
+    args = parser.parse_args(argv)
+    global SERVER_DIR
+    SERVER_DIR = os.path.abspath(args.server_dir)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error("unknown scenario: %s" % ", ".join(sorted(unknown)))
+    loadgen.raise_fd_limit()
+    print("# sae-chat load benchmarks, %s, %d CPUs, python %s" % (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.cpu_count(), sys.version.split()[0]))
+    workdir = tempfile.mkdtemp(prefix="sae-bench-")
+    try:
+        for name in args.scenarios or list(SCENARIOS):
+            SCENARIOS[name](args, workdir)
+    finally:
+        if args.keep:
+            print("\nlogs and databases kept in %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
