@@ -254,7 +254,6 @@ class Server:
         self.admin_path = None
         self.admin_links = set()  # AdminLinks on the admin socket
         self.stop_reason = None
-        self.stopped = False
         self.storage_jobs = 0
         self.storage_down = False
         self._completed = collections.deque()
@@ -470,7 +469,8 @@ class Server:
         reason = self.stop_reason
         log.info("shutting down: %s", reason)
         if self.listener is not None:
-            self.selector.unregister(self.listener)
+            if self.accept_paused_until is None:  # else it is not registered
+                self.selector.unregister(self.listener)
             self.listener.close()
             self.listener = None
         # Lines already read but not executed were never answered: drop them.
@@ -506,7 +506,6 @@ class Server:
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        self.stopped = True
         log.info("stopped")
 
     def _sessions_waiting(self):
