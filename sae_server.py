@@ -444,7 +444,7 @@ class Server:
         if self.throttled:
             for session in [s for s, ready_at in self.throttled.items() if ready_at <= self.now]:
                 del self.throttled[session]
-                if session.fd in self.sessions:
+                if self.sessions.get(session.fd) is session:
                     self.run_held(session)
         if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
             self.accept_paused_until = None
@@ -455,7 +455,7 @@ class Server:
             if target.__class__ is Session:
                 if mask & selectors.EVENT_READ:
                     self._read(target)
-                if mask & selectors.EVENT_WRITE and target.fd in self.sessions:
+                if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
                     self._write(target)
             else:
                 target()
@@ -742,7 +742,7 @@ class Server:
                 behind.append(session)
 
     def _behind(self, session):
-        if session.fd not in self.sessions:
+        if self.sessions.get(session.fd) is not session:
             return
         if not session.sendq:
             if session.state is CLOSING:
@@ -784,12 +784,15 @@ class Server:
     def _sendq_exceeded(self, session):
         log.warning("%s (%s) does not read: sendq exceeded %d bytes, disconnecting",
                     session.address, session.name or "not logged in", self.limits.sendq_max)
-        session.sendq.clear()
-        session.sendq_bytes = 0
+        # The kernel may hold the start of a line: finish that line, drop the
+        # rest, so that the client can still read BYE as a line of its own.
+        head = session.sendq[0]
+        session.sendq[:] = [head[:head.find(b"\n") + 1]]
+        session.sendq_bytes = len(session.sendq[0])
         self.close_session(session, proto.format_bye("sendq exceeded"), "sendq exceeded")
 
     def _update_events(self, session):
-        if session.fd not in self.sessions:
+        if self.sessions.get(session.fd) is not session:
             return
         events = 0
         # A closing session is still read, to see the peer's end of stream.
@@ -810,7 +813,7 @@ class Server:
         """End a session politely: it is off the room at once, its last line
         (BYE, KICKED, ...) is sent after everything it was owed, and the
         socket is closed once that is out or CLOSE_LINGER has passed."""
-        if session.state is CLOSING or session.fd not in self.sessions:
+        if session.state is CLOSING or self.sessions.get(session.fd) is not session:
             return
         self._leave(session, leave_reason)
         session.state = CLOSING
@@ -838,7 +841,7 @@ class Server:
 
     def _drop(self, session, reason):
         """Forget a connection now (the peer is gone or time is up)."""
-        if session.fd not in self.sessions:
+        if self.sessions.get(session.fd) is not session:
             return
         if session.state is not CLOSING:
             self._leave(session, reason or "connection closed")
@@ -975,7 +978,7 @@ class Server:
         if room_lines:
             self.broadcast(b"".join(room_lines), self.room)
         for session in {session for session, _ in batch}:
-            if session.fd in self.sessions:
+            if self.sessions.get(session.fd) is session:
                 self.run_held(session)
 
 
