@@ -12,6 +12,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -122,7 +123,9 @@ class LineClient:
 
 
 class ServerProcess:
-    """sae-server in a child process, as a user starts it."""
+    """sae-server in a child process, as a user starts it. Its log (stderr)
+    is read as it comes by a thread, so that a chatty server never blocks on
+    a full pipe; ``log`` holds its lines."""
 
     def __init__(self, tmp_path, *args, env=None, db_url=None):
         self.tmp_path = tmp_path
@@ -133,39 +136,52 @@ class ServerProcess:
         self.proc = None
         self.port = None
         self.log = []
+        self._log_read = 0  # lines of log that wait_log has looked at
+        self._log_changed = threading.Condition()
+        self._log_reader = None
         self.clients = []
 
-    def start(self, port=0):
+    def start(self, port=0, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
         cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
                "--port", str(port), "--db", self.db_url] + self.args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
-                                     stdout=subprocess.DEVNULL, env=self.env,
-                                     cwd=str(self.tmp_path))
+        self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                     env=self.env, cwd=str(self.tmp_path))
+        self._log_reader = threading.Thread(target=self._read_log, args=(self.proc.stderr,), daemon=True)
+        self._log_reader.start()
         match = self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         return self
 
+    def _read_log(self, stderr):
+        for line in iter(stderr.readline, b""):
+            with self._log_changed:
+                self.log.append(line.decode("utf-8", "replace"))
+                self._log_changed.notify_all()
+        with self._log_changed:
+            self.log.append("")  # end of the log: the server has exited
+            self._log_changed.notify_all()
+
     def wait_log(self, pattern, timeout=TIMEOUT):
-        """Wait for a log line matching ``pattern``; fails if the server exits first.
-        stderr is unbuffered (bufsize=0): a buffered reader could swallow the
-        awaited line into its buffer, where select() no longer sees it."""
+        """Wait for a log line matching ``pattern``, after those earlier
+        calls looked at; fails if the server exits first."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], deadline - time.monotonic())
-            if not ready:
-                continue
-            line = self.proc.stderr.readline()
-            if not line:
-                raise AssertionError("server exited (%s); log: %s"
-                                     % (self.proc.wait(), "".join(self.log[-30:])))
-            text = line.decode("utf-8", "replace")
-            self.log.append(text)
-            match = regex.match(text)
-            if match:
-                return match
-        raise AssertionError("no log line %r within %ss; log: %s"
-                             % (pattern, timeout, "".join(self.log[-30:])))
+        with self._log_changed:
+            while True:
+                while self._log_read < len(self.log):
+                    line = self.log[self._log_read]
+                    self._log_read += 1
+                    if line == "":
+                        raise AssertionError("server exited (%s); log: %s"
+                                             % (self.proc.wait(), "".join(self.log[-30:])))
+                    match = regex.match(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("no log line %r within %ss; log: %s"
+                                         % (pattern, timeout, "".join(self.log[-30:])))
+                self._log_changed.wait(left)
 
     def client(self):
         client = LineClient(self.port)
@@ -183,9 +199,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc and not self.proc.stderr.closed:
-            self.log.append(self.proc.stderr.read().decode("utf-8", "replace"))
+        if self._log_reader is not None:
+            self._log_reader.join(TIMEOUT)
+            self._log_reader = None
             self.proc.stderr.close()
+            self._log_read = len(self.log)  # a restart waits on the new log only
 
     def restart(self):
         port = self.port

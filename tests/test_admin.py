@@ -59,14 +59,11 @@ class ConsoleServer(ServerProcess):
 
     def start(self, port=0):
         master, slave = pty.openpty()
-        cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
-               "--port", str(port), "--db", self.db_url] + self.args
-        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=subprocess.PIPE, bufsize=0,
-                                     env=self.env, cwd=str(self.tmp_path))
-        os.close(slave)
         self.console = Console(master)
-        self.port = int(self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)").group(1))
-        return self
+        try:
+            return super().start(port, stdin=slave, stdout=slave)
+        finally:
+            os.close(slave)
 
     def stop(self):
         super().stop()
