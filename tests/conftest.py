@@ -16,7 +16,10 @@ import threading
 import time
 
 import pytest
+from freezegun import freeze_time
 from mysql_fixtures import mysql_admin, mysql_proxy, mysql_url  # noqa: F401
+from sae_db import open_store
+from sae_server import Limits, Server
 
 TIMEOUT = 10.0
 # scrypt at its real cost makes each REGISTER/LOGIN take tens of
@@ -262,3 +265,95 @@ _names = iter(range(1, 1_000_000))
 def unique_name():
     """A fresh account name for each call."""
     return lambda prefix="user": "%s%d" % (prefix, next(_names))
+
+
+# --- a server in this process, for time-driven tests ---------------------
+
+ITERATIONS = 500  # each one waits at most a second; a passing test needs a few
+
+
+class Harness:
+    """A Server in this process whose loop the test turns by hand
+    (``Server.iterate``), so that a frozen clock is the only clock it sees;
+    its clients are real sockets on loopback."""
+
+    def __init__(self, tmp_path, **limits):
+        limits.setdefault("scrypt_n", 1024)
+        self.server = Server(open_store("sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
+                             Limits(**limits))
+        self.server.listen()
+        self.buffers = {}
+
+    def connect(self):
+        sock = socket.create_connection(("127.0.0.1", self.server.port))
+        sock.setblocking(False)
+        self.buffers[sock] = b""
+        return sock
+
+    def lines(self, sock):
+        """Lines that have arrived so far (None marks the end of the stream)."""
+        found = []
+        while select.select([sock], [], [], 0)[0]:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                found.append(None)
+                break
+            self.buffers[sock] += chunk
+        *complete, self.buffers[sock] = self.buffers[sock].split(b"\n")
+        return [line.decode() for line in complete] + found
+
+    def expect(self, sock, pattern):
+        """Turn the loop until ``sock`` receives a line matching ``pattern``."""
+        seen = []
+        for _ in range(ITERATIONS):
+            self.server.iterate()
+            for line in self.lines(sock):
+                seen.append(line)
+                if line is not None and re.match(pattern, line):
+                    return line
+                if line is None:
+                    raise AssertionError("closed while waiting for %r; saw %r" % (pattern, seen))
+        raise AssertionError("no %r; saw %r" % (pattern, seen))
+
+    def expect_closed(self, sock):
+        seen = []
+        for _ in range(ITERATIONS):
+            self.server.iterate()
+            for line in self.lines(sock):
+                if line is None:
+                    return seen
+                seen.append(line)
+        raise AssertionError("still open; saw %r" % seen)
+
+    def logged_in(self, name):
+        sock = self.connect()
+        sock.sendall(("REGISTER %s password1\nLOGIN %s password1\n" % (name, name)).encode())
+        self.expect(sock, r"USERS ")
+        return sock
+
+    def close(self):
+        # The server lingers for its clients' end of stream on a clock that
+        # does not move here, so the clients hang up first.
+        for sock in self.buffers:
+            sock.close()
+        self.server.stop()
+        self.server._shut_down()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    """``make, clock = harness``: ``make(**limits)`` builds a Harness under
+    a clock frozen by freezegun, which ``clock.tick(seconds)`` moves."""
+    with freeze_time("2026-11-28 12:00:00") as clock:
+        made = []
+
+        def make(**limits):
+            made.append(Harness(tmp_path, **limits))
+            return made[-1]
+
+        yield make, clock
+        for each in made:
+            each.close()

@@ -5,7 +5,7 @@ running out of file descriptors.
 Two kinds of test, as elsewhere. Limits that need no clock run against a
 real sae-server process (``make_server``) and check the command-line options
 too. Limits measured in time (the token bucket, strikes per minute, the
-accept pause) run in this process on the ``Harness`` of test_timers, whose
+accept pause) run in this process on the ``Harness`` of conftest.py, whose
 loop the test turns by hand under a frozen clock, so "one second later" is
 ``clock.tick(1)``, not a sleep.
 
@@ -26,11 +26,9 @@ import socket
 import threading
 
 import pytest
-from freezegun import freeze_time
 
 from conftest import TIMEOUT, LineClient
 from sae_server import ACCEPT_PAUSE
-from test_timers import Harness
 
 PASSWORD = "password1"
 # Loop turns to wait for a line. A turn with nothing to do sleeps until the
@@ -95,21 +93,6 @@ def short(lines):
 def texts_from(lines, sender):
     """The texts of the room messages by ``sender`` among ``lines``."""
     return [m.group(4) for m in map(MSG_RE.match, lines) if m and m.group(3) == sender]
-
-
-@pytest.fixture
-def harness(tmp_path):
-    """``make(**limits)`` builds a Harness (test_timers) under a frozen clock."""
-    with freeze_time("2026-11-28 12:00:00") as clock:
-        made = []
-
-        def make(**limits):
-            made.append(Harness(tmp_path, **limits))
-            return made[-1]
-
-        yield make, clock
-        for each in made:
-            each.close()
 
 
 def connect_from(h, source):

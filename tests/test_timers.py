@@ -2,104 +2,11 @@
 moved by freezegun instead of waiting.
 
 The server runs in this process and the test turns its loop by hand
-(``Server.iterate``), so the frozen clock is the only clock it sees; the
-clients are real sockets on loopback.
+(``Harness`` in conftest.py), so the frozen clock is the only clock it sees;
+the clients are real sockets on loopback.
 """
 
-import re
-import select
-import socket
 import time
-
-import pytest
-from freezegun import freeze_time
-
-from sae_db import open_store
-from sae_server import Limits, Server
-
-ITERATIONS = 500  # each one waits at most a second; a passing test needs a few
-
-
-class Harness:
-    def __init__(self, tmp_path, **limits):
-        limits.setdefault("scrypt_n", 1024)
-        self.server = Server(open_store("sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
-                             Limits(**limits))
-        self.server.listen()
-        self.buffers = {}
-
-    def connect(self):
-        sock = socket.create_connection(("127.0.0.1", self.server.port))
-        sock.setblocking(False)
-        self.buffers[sock] = b""
-        return sock
-
-    def lines(self, sock):
-        """Lines that have arrived so far (None marks the end of the stream)."""
-        found = []
-        while select.select([sock], [], [], 0)[0]:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                found.append(None)
-                break
-            self.buffers[sock] += chunk
-        *complete, self.buffers[sock] = self.buffers[sock].split(b"\n")
-        return [line.decode() for line in complete] + found
-
-    def expect(self, sock, pattern):
-        """Turn the loop until ``sock`` receives a line matching ``pattern``."""
-        seen = []
-        for _ in range(ITERATIONS):
-            self.server.iterate()
-            for line in self.lines(sock):
-                seen.append(line)
-                if line is not None and re.match(pattern, line):
-                    return line
-                if line is None:
-                    raise AssertionError("closed while waiting for %r; saw %r" % (pattern, seen))
-        raise AssertionError("no %r; saw %r" % (pattern, seen))
-
-    def expect_closed(self, sock):
-        seen = []
-        for _ in range(ITERATIONS):
-            self.server.iterate()
-            for line in self.lines(sock):
-                if line is None:
-                    return seen
-                seen.append(line)
-        raise AssertionError("still open; saw %r" % seen)
-
-    def logged_in(self, name):
-        sock = self.connect()
-        sock.sendall(("REGISTER %s password1\nLOGIN %s password1\n" % (name, name)).encode())
-        self.expect(sock, r"USERS ")
-        return sock
-
-    def close(self):
-        # The server lingers for its clients' end of stream on a clock that
-        # does not move here, so the clients hang up first.
-        for sock in self.buffers:
-            sock.close()
-        self.server.stop()
-        self.server._shut_down()
-
-
-@pytest.fixture
-def harness(tmp_path):
-    with freeze_time("2026-11-28 12:00:00") as clock:
-        made = []
-
-        def make(**limits):
-            made.append(Harness(tmp_path, **limits))
-            return made[-1]
-
-        yield make, clock
-        for each in made:
-            each.close()
-
 
 def test_silent_client_is_pinged_then_timed_out(harness):
     make, clock = harness
