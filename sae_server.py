@@ -349,7 +349,7 @@ class Server:
             return
         sock.setblocking(False)
         link = AdminLink(self, sock.fileno(), None, None)
-        link.sock, link.out, link.peer_done, link.events = sock, bytearray(), False, 0
+        link.sock = sock
         link.write = lambda text: self._admin_write(link, text.encode("utf-8"))
         link.close = lambda: self._admin_close(link)
         self.admin_links.add(link)
@@ -1167,6 +1167,11 @@ class AdminLink:
         self.authenticated = server.admin_password is None
         self.waiting = 0  # commands whose answer needs the database
         self.ended = False
+        # An admin socket connection's own buffering (the Server drives it).
+        self.sock = None
+        self.out = bytearray()
+        self.peer_done = False  # the peer has sent all it will
+        self.events = 0
 
     def start(self):
         if not self.authenticated:
