@@ -242,6 +242,7 @@ class Server:
         self.registrations = Strikes(self.limits.registrations)
         self.max_connections = self.limits.max_connections
         self.accept_paused_until = None
+        self.accept_failing = False  # out of descriptors since the last accept
         self.outbox = []  # (Session, NewMessage) accepted in this iteration
         self.dirty = set()  # sessions with output queued in this iteration
         self.room_dirty = False  # every room member has output queued
@@ -572,11 +573,16 @@ class Server:
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # The connection waits in the backlog; the connections we
-                    # have keep being served.
-                    log.error("cannot accept: %s; trying again in %.1fs", error.strerror, ACCEPT_PAUSE)
+                    # have keep being served. Said once, not every pause.
+                    if not self.accept_failing:
+                        log.error("cannot accept: %s; trying again every %.1fs", error.strerror, ACCEPT_PAUSE)
+                        self.accept_failing = True
                     self.selector.unregister(self.listener)
                     self.accept_paused_until = self.now + ACCEPT_PAUSE
                 return
+            if self.accept_failing:
+                log.info("accepting connections again")
+                self.accept_failing = False
             ip, port = address[:2]
             exempt = self.limits.is_exempt(ip)
             if len(self.sessions) >= self.max_connections or (

@@ -19,6 +19,7 @@ the server would have sent after it (a marker message, a PONG) and looks at
 what came before.
 """
 
+import logging
 import os
 import re
 import resource
@@ -440,7 +441,8 @@ def listener_watched(server):
     return True
 
 
-def test_running_out_of_descriptors_pauses_accepting_and_recovers(harness):
+def test_running_out_of_descriptors_pauses_accepting_and_recovers(harness, caplog):
+    caplog.set_level(logging.INFO, logger="sae-server")
     make, clock = harness
     h = make()
     alice, bob = h.logged_in("alice"), h.logged_in("bob")
@@ -478,6 +480,11 @@ def test_running_out_of_descriptors_pauses_accepting_and_recovers(harness):
     assert until(h, waiting, r"PONG")[-1] == "PONG let me in"
     assert listener_watched(h.server)
     marked(h, bob, alice, "all well")
+    # Two pauses, one line: a server short of descriptors for hours must not
+    # fill its log.
+    said = [record.getMessage() for record in caplog.records]
+    assert len([line for line in said if line.startswith("cannot accept")]) == 1
+    assert "accepting connections again" in said
 
 
 # --- timers under load ---------------------------------------------------
