@@ -190,6 +190,17 @@ def shows(*present, absent=(), once=()):
     return check
 
 
+def alice_in_the_client(server, terminals, unique_name):
+    """The usual cast: alice chats in sae-client, bob on a LineClient.
+    Returns (alice, bob, alice's terminal, bob's client)."""
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice)
+    logged_in(term, alice)
+    return alice, bob, term, bob_client
+
+
 def logged_in(terminal, name):
     """Wait for the chat screen: the greeting and the status line."""
     return terminal.wait_for(lambda text: "logged in as %s" % name in text
@@ -197,11 +208,7 @@ def logged_in(terminal, name):
 
 
 def test_chat_with_another_client(server, terminals, unique_name):
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     status = term.screen.display[-2]
     assert alice in status and "online" in status and "127.0.0.1:%d" % server.port in status
     term.expect_line(bob_client, r"JOIN %s" % alice)
@@ -225,11 +232,7 @@ def test_chat_with_another_client(server, terminals, unique_name):
 
 
 def test_wide_characters_are_typed_and_shown(server, terminals, unique_name):
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     term.type("caf\u00e9 \u65e5\u672c\u8a9e \U0001F600x")
     term.type("\x7f")                           # Backspace takes the x
     term.type("\x1b[D\x1b[D\x1b[D")             # Left thrice: past the emoji, the space, 語
@@ -303,11 +306,7 @@ def test_scrolling_back_loads_older_history(make_server, terminals, unique_name)
 
 
 def test_resize_relays_out_and_too_small_says_so(server, terminals, unique_name):
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     long_text = " ".join("word%02d" % n for n in range(20))
     bob_client.send("SAY " + long_text)
     term.wait_for("word19")
@@ -334,11 +333,7 @@ def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_n
     # A short login history, so what is said while the client is away can
     # only reach it through HISTORY after=.
     server = make_server("--history", "2")
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     bob_client.send("SAY before the restart")
     term.wait_for("before the restart")
 
@@ -363,11 +358,7 @@ def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_n
 
 
 def test_quit_restores_the_terminal(server, terminals, unique_name):
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     assert not termios.tcgetattr(term.slave)[3] & termios.ICANON   # curses owns it now
     term.type("/quit see you\r")
     assert term.wait_exit() == 0
@@ -380,11 +371,7 @@ def test_quit_restores_the_terminal(server, terminals, unique_name):
 
 
 def test_ctrl_c_quits_cleanly(server, terminals, unique_name):
-    alice, bob = unique_name("alice"), unique_name("bob")
-    registered(server, alice)
-    bob_client = account(server, bob)
-    term = terminals(server.port, user=alice)
-    logged_in(term, alice)
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     term.type("\x03")
     assert term.wait_exit() == 0
     term.expect_line(bob_client, r"LEAVE %s quit" % alice)
