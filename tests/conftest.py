@@ -151,7 +151,11 @@ class ServerProcess:
                                      env=self.env, cwd=str(self.tmp_path))
         self._log_reader = threading.Thread(target=self._read_log, args=(self.proc.stderr,), daemon=True)
         self._log_reader.start()
-        match = self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)")
+        try:
+            match = self.wait_log(r".*listening on 127\.0\.0\.1:(\d+)")
+        except AssertionError:
+            self.stop()  # a server that never got ready must not outlive the test
+            raise
         self.port = int(match.group(1))
         return self
 
