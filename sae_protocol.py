@@ -20,6 +20,11 @@ MAX_LINE_BYTES = 4096
 # protocol at all (a flood or a binary stream): the connection is closed.
 MAX_UNTERMINATED_BYTES = 64 * 1024
 
+# Message ids are 64-bit signed integers in both databases (SQLite INTEGER,
+# MariaDB BIGINT), so no number on the wire is larger: a bigger one would
+# reach the database as an error of ours (ERR 503) instead of the client's.
+MAX_NUMBER = 2 ** 63 - 1
+
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 1024
@@ -240,20 +245,33 @@ class HistoryQuery(NamedTuple):
     after: Optional[int] = None
 
 
+def _whole_number(field: str) -> Optional[int]:
+    """``field`` as a whole number 0..MAX_NUMBER, or None if it is not one."""
+    if not field.isascii() or not field.isdigit():
+        return None
+    digits = field.lstrip("0") or "0"
+    # Checked before int(): thousands of digits are refused, not converted.
+    if len(digits) > len(str(MAX_NUMBER)) or int(digits) > MAX_NUMBER:
+        return None
+    return int(digits)
+
+
 def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, ProtocolError]:
     """The fields of HISTORY as a query; ``count`` is capped at ``cap``."""
     usage = ProtocolError(BAD_REQUEST, _MISSING["HISTORY"])
-    if not count.isascii() or not count.isdigit():
+    limit = _whole_number(count)
+    if limit is None:
         return usage
-    limit = min(int(count), cap)
+    limit = min(limit, cap)
     if not where:
         return HistoryQuery(limit)
     key, _, value = where.strip(" ").partition("=")
-    if key not in ("before", "after") or not value.isascii() or not value.isdigit():
+    bound = _whole_number(value)
+    if key not in ("before", "after") or bound is None:
         return usage
     if key == "before":
-        return HistoryQuery(limit, before=int(value))
-    return HistoryQuery(limit, after=int(value))
+        return HistoryQuery(limit, before=bound)
+    return HistoryQuery(limit, after=bound)
 
 
 # --- server lines --------------------------------------------------------

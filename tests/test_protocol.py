@@ -370,8 +370,11 @@ def test_characters_just_outside_the_control_ranges_are_allowed():
     ("20", "before=7", HistoryQuery(20, before=7)),
     ("20", "after=7", HistoryQuery(20, after=7)),
     ("5000", "", HistoryQuery(1000)),
-    ("99999999999999999999999", "after=3", HistoryQuery(1000, after=3)),
+    ("9223372036854775807", "after=3", HistoryQuery(1000, after=3)),
     ("20", " before=7 ", HistoryQuery(20, before=7)),
+    ("20", "before=9223372036854775807", HistoryQuery(20, before=2**63 - 1)),
+    ("20", "after=0", HistoryQuery(20, after=0)),
+    ("0020", "after=0009", HistoryQuery(20, after=9)),
 ])
 def test_parse_history(count, where, query):
     assert p.parse_history(count, where, cap=1000) == query
@@ -386,6 +389,18 @@ def test_parse_history_rejects_bad_fields(count, where):
     result = p.parse_history(count, where, cap=1000)
     assert isinstance(result, ProtocolError)
     assert result.code == 400
+
+
+# Ids are BIGINT in MariaDB and INTEGER in SQLite: 64 bits, signed. A larger
+# number cannot name a message; passed on, SQLite raised OverflowError and
+# the client got ERR 503 for what is its own mistake.
+@pytest.mark.parametrize("count, where", [
+    ("5", "before=9223372036854775808"), ("5", "after=9223372036854775808"),
+    ("5", "after=" + "9" * 4000), ("9223372036854775808", ""), ("9" * 4000, "before=3"),
+])
+def test_parse_history_rejects_numbers_beyond_64_bits_with_the_usage(count, where):
+    assert p.parse_history(count, where, cap=1000) == ProtocolError(
+        400, "usage: HISTORY <count> [before=<id>|after=<id>]")
 
 
 def test_history_command_fields_go_through_parse_history():

@@ -477,10 +477,22 @@ def test_a_huge_history_count_is_just_capped(server, unique_name):
     alice = unique_name("alice")
     client = newcomer(server, alice)
     say_all(client, alice, ["only", "two"])
-    client.send("HISTORY 99999999999999999999999999")
+    client.send("HISTORY 9223372036854775807")
     lines = client.lines_until(r"OK HISTORY ")
     assert [m[3] for m in room_messages(lines)] == ["only", "two"]
     assert lines[-1] == "OK HISTORY 2"
+
+
+def test_history_numbers_beyond_64_bits_are_400_not_a_storage_error(server, unique_name):
+    client = newcomer(server, unique_name())
+    for line in ["HISTORY 5 before=%d" % 2**63, "HISTORY 5 after=%d" % 2**64, "HISTORY %d" % 2**63]:
+        client.send(line)
+        assert client.next() == "ERR 400 usage: HISTORY <count> [before=<id>|after=<id>]"
+    client.send("HISTORY 5 before=%d" % (2**63 - 1))
+    assert client.next() == "OK HISTORY 0"
+    # Stopped, so that the whole log has been read.
+    server.stop()
+    assert "Traceback" not in "".join(server.log)
 
 
 @pytest.mark.parametrize("request_line", ["HISTORY", "HISTORY ", "HISTORY many", "HISTORY -1",
