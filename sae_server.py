@@ -36,6 +36,7 @@ import resource
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
 
@@ -286,16 +287,24 @@ class Server:
     def listen_admin(self, path):
         """The admin socket: mode 0600, so only the server's user (and root)
         can reach it; removed again on exit."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            probe.connect(path)
-        except OSError:
-            if os.path.exists(path):
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        # Only a socket may be replaced: a mistyped path can name the
+        # database, and unlinking it would lose every account and message.
+        if mode is not None and not stat.S_ISSOCK(mode):
+            raise OSError(errno.EEXIST, "%s exists and is not a socket; not replacing it" % path)
+        if mode is not None:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
                 os.unlink(path)  # left behind by a server that died
-        else:
-            raise OSError(errno.EADDRINUSE, "another server answers on %s" % path)
-        finally:
-            probe.close()
+            else:
+                raise OSError(errno.EADDRINUSE, "another server answers on %s" % path)
+            finally:
+                probe.close()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_mask = os.umask(0o177)
         try:

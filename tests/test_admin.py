@@ -261,3 +261,45 @@ def test_ban_survives_a_restart(make_server, tmp_path):
     assert client.next() == "ERR 403 spam"
     assert admin(path, "unban", "mallory").stdout == "unbanned mallory\n"
     server.client().login("mallory")
+
+
+def failed_start(tmp_path, *args):
+    """Start sae-server where it must refuse to start: its exit status and log."""
+    server = ServerProcess(tmp_path, *args)
+    try:
+        with pytest.raises(AssertionError, match="server exited"):
+            server.start()
+    finally:
+        server.stop()
+    return server.proc.returncode, "".join(server.log)
+
+
+def test_admin_socket_on_a_regular_file_is_refused_and_the_file_kept(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("who said what, and when\n")
+    status, log = failed_start(tmp_path, "--admin-socket", str(notes))
+    assert status == 1
+    assert "cannot listen: %s exists and is not a socket" % notes in log
+    assert notes.read_text() == "who said what, and when\n"
+
+
+def test_admin_socket_on_the_database_keeps_every_account(tmp_path):
+    server = ServerProcess(tmp_path).start()
+    online(server, "alice")
+    server.stop()
+    status, log = failed_start(tmp_path, "--admin-socket", str(tmp_path / "sae.db"))
+    assert status == 1 and "exists and is not a socket" in log
+    server.start()
+    server.client().login("alice")
+    server.stop()
+
+
+def test_a_socket_left_by_a_killed_server_is_replaced(make_server, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path)
+    server.proc.kill()  # no clean-up: the socket file stays behind
+    server.proc.wait(TIMEOUT)
+    server.stop()
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    server.start()
+    assert admin(path, "who", password=None).stdout == "0 connections, 0 online\n"
