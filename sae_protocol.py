@@ -208,7 +208,10 @@ def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
     if not line.strip(" \t"):
         return None
     verb, _, rest = line.partition(" ")
-    verb = verb.upper()
+    # Upper-cased in ASCII only: str.upper() turns look-alikes into ASCII
+    # letters (dotless i into I, long s into S), and "logın" is no LOGIN.
+    if verb.isascii():
+        verb = verb.upper()
     shape = VERBS.get(verb)
     if shape is None:
         return ProtocolError(UNKNOWN_VERB, "unknown command %s" % verb[:32])

@@ -1230,7 +1230,8 @@ class AdminLink:
 
     def run(self, line):
         verb, _, rest = line.partition(" ")
-        command = ADMIN_COMMANDS.get(verb.lower())
+        # In ASCII only, as client verbs: str.lower() makes the Kelvin sign a "k".
+        command = ADMIN_COMMANDS.get(verb.lower()) if verb.isascii() else None
         if command is None:
             self.answer("unknown command: %s" % verb)
             return

@@ -57,9 +57,17 @@ class Message(NamedTuple):
     body: str
 
 
+# A-Z to a-z and nothing else.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def name_key(name: str) -> str:
-    """The form in which account names are compared (they are ASCII)."""
-    return name.lower()
+    """The form in which account names are compared: A-Z folded to a-z,
+    nothing else. str.lower() would fold look-alikes into ASCII (the Kelvin
+    sign U+212A becomes "k"), and a name that is no account's would reach
+    kate's. Both backends then compare name_key byte for byte (SQLite's
+    default collation, MariaDB's utf8mb4_bin), so they fold nothing more."""
+    return name.translate(_ASCII_LOWER)
 
 
 class Store:

@@ -303,3 +303,16 @@ def test_a_socket_left_by_a_killed_server_is_replaced(make_server, tmp_path):
     assert stat.S_ISSOCK(os.stat(path).st_mode)
     server.start()
     assert admin(path, "who", password=None).stdout == "0 connections, 0 online\n"
+
+
+def test_admin_look_alike_names_leave_the_account_alone(make_server, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path)
+    kate = online(server, "kate")
+    lookalike = "\u212aate"  # the Kelvin sign, which str.lower() turns into "k"
+    admin(path, "kick", lookalike, "300", "not you", password=None)
+    admin(path, "ban", lookalike, "not you either", password=None)
+    assert admin(path, "\u212aick", "kate", password=None).stdout == "unknown command: \u212aick\n"
+    kate.send("PING still here")
+    assert kate.next() == "PONG still here"
+    server.client().login("kate")  # neither kicked nor banned

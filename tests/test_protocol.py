@@ -322,6 +322,15 @@ def test_unknown_verbs_are_421(line):
     assert result.code == 421
 
 
+# str.upper() maps some non-ASCII letters onto ASCII ones: dotless i to I,
+# long s to S. A verb is matched in ASCII only, so these stay unknown verbs
+# (and the Kelvin sign K, which lower() makes "k", is no "k" either).
+@pytest.mark.parametrize("line", ["log\u0131n kate password1", "\u017fay hi", "\u017fAY hi", "pıng",
+                                  "\uff33\uff21\uff39 hi"])
+def test_verbs_are_matched_in_ascii_only(line):
+    assert parse_command(line.encode()) == ProtocolError(421, "unknown command %s" % line.split(" ")[0])
+
+
 def test_an_unknown_verb_is_421_even_without_arguments_a_known_verb_would_need():
     assert parse_command(b"FROB").code == 421
     assert parse_command(b"SAY").code == 400

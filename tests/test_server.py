@@ -336,6 +336,27 @@ def test_tell_to_no_such_account_is_404(server, unique_name):
     assert client.next() == "PONG x"
 
 
+def test_a_look_alike_name_never_reaches_the_account(server, unique_name):
+    alice, kate = unique_name("alice"), unique_name("kate")
+    sign_up(server, alice, kate)
+    a, k = gather(server, alice, kate)
+    lookalike = "\u212a" + kate[1:]  # the Kelvin sign, which str.lower() turns into "k"
+    a.send("TELL %s hi" % lookalike)
+    assert a.next() == "ERR 404 no such account %s" % lookalike
+    a.send("TELL %s the real one" % kate)
+    assert PRIV_RE.match(k.next()).group(5) == "the real one"
+
+
+def test_a_look_alike_verb_is_unknown(server, unique_name):
+    kate = unique_name("kate")
+    sign_up(server, kate)
+    client = server.client()
+    client.send("log\u0131n %s %s" % (kate, PASSWORD))  # a dotless i, which upper() makes "I"
+    assert client.next() == "ERR 421 unknown command log\u0131n"
+    client.send("WHO")
+    assert client.next() == "ERR 401 log in first"
+
+
 def test_tell_to_an_offline_account_is_echoed_to_the_sender(server, unique_name):
     alice, bob = unique_name("alice"), unique_name("bob")
     sign_up(server, alice, bob)

@@ -92,6 +92,22 @@ def test_a_new_account_is_found_by_its_name_in_any_case(store):
     assert store.find_account("nobody") is None
 
 
+def test_names_fold_in_ascii_only(store):
+    # The Kelvin sign (U+212A) lower-cases to an ASCII "k": folded that way,
+    # a name that is not kate's would find, ban and message kate.
+    kate = store.create_account("kate", "scrypt$hash-k", T0)
+    bob = store.create_account("bob", "scrypt$hash-b", T0)
+    assert store.find_account("KATE") == kate
+    for lookalike in ("\u212aate", "\u212aATE"):
+        assert store.find_account(lookalike) is None
+        assert store.set_ban(lookalike, "look-alike", T0) is False
+        assert store.append_messages([tell(bob, lookalike, "hi")]) == [None]
+    assert not store.find_account("kate").banned
+    # Non-ASCII names are not the server's to register, but the store keeps
+    # them apart too: no backend folds what name_key does not.
+    assert store.create_account("\u212aate", "scrypt$hash-x", T0) is not None
+
+
 def test_a_name_is_taken_whatever_its_case(store):
     first = store.create_account("Alice", "h1", T0)
     assert store.create_account("ALICE", "h2", T0) is None
