@@ -242,6 +242,13 @@ def check_password(password: str) -> Optional[str]:
     return "passwords are %d to %d bytes" % (PASSWORD_MIN_BYTES, PASSWORD_MAX_BYTES)
 
 
+def check_text(text: str) -> Optional[str]:
+    """Why ``text`` cannot be sent inside a line, or None if it can."""
+    if _CONTROL_RE.search(text):
+        return "control characters are not allowed"
+    return None
+
+
 class HistoryQuery(NamedTuple):
     count: int
     before: Optional[int] = None

@@ -68,6 +68,10 @@ LIMITS = {
     "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
     "hash_threads": (2, "threads hashing passwords"),
 }
+# The longest kick the operator may give (kick NAME SECONDS, --kick-seconds):
+# a kick is a cool-off, a ban is for good; and the deadline, monotonic time
+# plus seconds, must stay a float (a 400-digit kick overflowed it).
+KICK_SECONDS_MAX = 365 * 24 * 3600
 # Bytes read per recv(): large reads let one wake-up take a whole burst.
 RECV_BYTES = 256 * 1024
 # How long a closing connection may take to receive its last lines.
@@ -1257,41 +1261,95 @@ def set_terminal_echo(fd, on):
         pass  # not a terminal after all: nothing is echoed anyway
 
 
-def split_reason(rest, default):
-    """NAME [reason] -> (name, reason)."""
-    name, _, reason = rest.partition(" ")
-    return name, reason.strip() or default
+# Every argument is checked before anything is done; a refusal is a usage
+# answer, on which `sae-server admin` exits with status 1.
+
+def admin_usage(link, command, problem=""):
+    link.answer(" ".join(part for part in ("usage:", command, ADMIN_USAGE[command],
+                                            "(%s)" % problem if problem else "") if part))
+
+
+def admin_fields(rest, count):
+    """``count`` fields of an admin line, the last keeping the rest; "" where missing."""
+    fields = proto.split_fields(rest, count)
+    return fields + [""] * (count - len(fields))
+
+
+def name_problem(name):
+    """Why ``name`` names no account, without asking the store."""
+    return "not a valid name: %s" % name if proto.check_name(name) else None
+
+
+def text_problem(text, line):
+    """Why ``text`` cannot reach clients in ``line``, the longest line that carries it."""
+    if proto.check_text(text):
+        return proto.check_text(text)
+    if len(line) - 1 > proto.MAX_LINE_BYTES:
+        return "too long for one line to clients"
+    return None
+
+
+def seconds_like(field):
+    """Whether ``field`` is meant as a number of seconds, valid or not ("0",
+    "-5", "1.5", "²"), rather than the first word of a reason ("3rd")."""
+    body = field[1:] if field[:1] in ("+", "-") else field
+    return body[:1].isdigit() and all(char.isdigit() or char in ".,_" for char in body)
+
+
+def kick_seconds(field):
+    """``field`` as a kick's length, or None if it is not 1..KICK_SECONDS_MAX."""
+    if not field.isascii() or not field.isdigit():
+        return None
+    digits = field.lstrip("0")
+    # Checked before int(): hundreds of digits are refused, not converted.
+    if not digits or len(digits) > len(str(KICK_SECONDS_MAX)) or int(digits) > KICK_SECONDS_MAX:
+        return None
+    return int(digits)
 
 
 def admin_help(server, link, rest):
+    if rest:
+        return admin_usage(link, "help", "no arguments")
     link.answer("commands: " + ", ".join(
-        "%s %s" % (name, usage) if usage else name for name, usage in ADMIN_USAGE.items()))
+        "%s %s" % (name, args) if args else name for name, args in ADMIN_USAGE.items()))
 
 
 def admin_kill(server, link, rest):
+    problem = text_problem(rest, proto.format_bye(rest))
+    if problem:
+        return admin_usage(link, "kill", problem)
     link.answer("shutting down")
     log.info("kill from the operator")
     server.stop(rest or "server shutting down")
 
 
 def admin_kick(server, link, rest):
-    name, _, rest = rest.partition(" ")
+    name, rest = admin_fields(rest, 2)
     if not name:
-        return link.answer("usage: kick " + ADMIN_USAGE["kick"])
-    seconds, _, reason = rest.partition(" ")
-    if seconds.isdigit() and int(seconds) > 0:
-        seconds = int(seconds)
-    else:
-        seconds, reason = server.limits.kick_seconds, rest
+        return admin_usage(link, "kick")
+    seconds, reason = server.limits.kick_seconds, rest
+    first, after_first = admin_fields(rest, 2)
+    if seconds_like(first):
+        seconds, reason = kick_seconds(first), after_first
+        if seconds is None:
+            return admin_usage(link, "kick", "seconds must be 1 to %d" % KICK_SECONDS_MAX)
     reason = reason.strip() or "kicked by the operator"
+    problem = name_problem(name) or text_problem(reason, proto.format_kicked(seconds, reason))
+    if problem:
+        return admin_usage(link, "kick", problem)
     ended = server.kick(name, seconds, reason)
     link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
 
 
 def admin_ban(server, link, rest):
-    name, reason = split_reason(rest, "banned by the operator")
+    name, reason = admin_fields(rest, 2)
+    reason = reason.strip() or "banned by the operator"
     if not name:
-        return link.answer("usage: ban " + ADMIN_USAGE["ban"])
+        return admin_usage(link, "ban")
+    # The reason is what a banned account's LOGIN is answered: ERR 403 <reason>.
+    problem = name_problem(name) or text_problem(reason, proto.format_err(proto.BANNED, reason))
+    if problem:
+        return admin_usage(link, "ban", problem)
 
     def done(found, error):
         link.waiting -= 1
@@ -1308,9 +1366,11 @@ def admin_ban(server, link, rest):
 
 
 def admin_unban(server, link, rest):
-    name = rest.split(" ", 1)[0]
-    if not name:
-        return link.answer("usage: unban NAME")
+    name, extra = admin_fields(rest, 2)
+    if not name or extra:
+        return admin_usage(link, "unban")
+    if name_problem(name):
+        return admin_usage(link, "unban", name_problem(name))
 
     def done(found, error):
         link.waiting -= 1
@@ -1324,6 +1384,9 @@ def admin_unban(server, link, rest):
 
 
 def admin_bans(server, link, rest):
+    if rest:
+        return admin_usage(link, "bans", "no arguments")
+
     def done(accounts, error):
         link.waiting -= 1
         if error is not None:
@@ -1335,6 +1398,8 @@ def admin_bans(server, link, rest):
 
 
 def admin_who(server, link, rest):
+    if rest:
+        return admin_usage(link, "who", "no arguments")
     now = server.now
     lines = ["%s %s connected %s ago, idle %s" % (
         session.name or "-", session.address, duration(now - session.connected_at),
@@ -1345,7 +1410,10 @@ def admin_who(server, link, rest):
 
 def admin_say(server, link, rest):
     if not rest:
-        return link.answer("usage: say TEXT")
+        return admin_usage(link, "say")
+    problem = text_problem(rest, proto.format_info(rest))
+    if problem:
+        return admin_usage(link, "say", problem)
     server.broadcast(proto.format_info(rest), server.room)
     link.answer("said to %d session%s" % (len(server.room), "" if len(server.room) == 1 else "s"))
 
@@ -1455,6 +1523,9 @@ def main(argv=None):
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     limits = Limits(**{name: getattr(args, name) for name in LIMITS})
+    if not 1 <= limits.kick_seconds <= KICK_SECONDS_MAX:
+        log.error("--kick-seconds must be 1 to %d", KICK_SECONDS_MAX)
+        return 1
     try:
         password = admin_password(args)
     except OSError as error:

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, ServerProcess
+from sae_server import ADMIN_USAGE
 
 ADMIN_PASSWORD = "op-secret-42"
 
@@ -316,3 +317,70 @@ def test_admin_look_alike_names_leave_the_account_alone(make_server, tmp_path):
     kate.send("PING still here")
     assert kate.next() == "PONG still here"
     server.client().login("kate")  # neither kicked nor banned
+
+
+@pytest.fixture
+def admin_socket(make_server, tmp_path):
+    """A server with an admin socket and no admin password: (server, ask),
+    where ask("kick", "bob") sends one command and returns (status, answer)."""
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path)
+
+    def ask(*command):
+        done = admin(path, *command, password=None)
+        return done.returncode, done.stdout
+    return server, ask
+
+
+def test_a_kick_longer_than_a_year_is_refused_and_the_server_serves_on(admin_socket):
+    server, ask = admin_socket
+    bob = online(server, "bob")
+    # 10**400 seconds used to overflow the monotonic deadline and stop the server.
+    for seconds in ["1" + "0" * 400, "1000000000000000000000000", "31536001"]:
+        assert ask("kick", "bob", seconds) == (
+            1, "usage: kick NAME [seconds] [reason] (seconds must be 1 to 31536000)\n")
+    bob.send("PING not kicked")
+    assert bob.next() == "PONG not kicked"
+    assert ask("kick", "bob", "31536000", "see you next year") == (0, "kicked bob for 31536000s (1 session closed)\n")
+    assert bob.expect_closed() == ["KICKED 31536000 see you next year"]
+
+
+@pytest.mark.parametrize("command, problem", [
+    (["kick", "bob", "0", "too short"], "(seconds must be 1 to 31536000)"),
+    (["kick", "bob", "-5"], "(seconds must be 1 to 31536000)"),
+    (["kick", "bob", "1.5", "minutes"], "(seconds must be 1 to 31536000)"),
+    (["kick", "bob", "\u00b2"], "(seconds must be 1 to 31536000)"),
+    (["kick"], ""),
+    (["kick", "bob!"], "(not a valid name: bob!)"),
+    (["kick", "\u212aate", "60"], "(not a valid name: \u212aate)"),
+    (["kick", "bob", "60", "bye\x1b[2J"], "(control characters are not allowed)"),
+    (["ban"], ""),
+    (["ban", "b" * 33, "spam"], "(not a valid name: %s)" % ("b" * 33)),
+    (["ban", "bob", "\x07ring"], "(control characters are not allowed)"),
+    (["ban", "b", "x" * 4090], "(too long for one line to clients)"),  # ERR 403 <reason> would be 4098 bytes
+    (["unban"], ""),
+    (["unban", "bob", "carol"], ""),
+    (["unban", "b\u00f6b"], "(not a valid name: b\u00f6b)"),
+    (["say"], ""),
+    (["say", "clear\x1b[2J"], "(control characters are not allowed)"),
+    (["say", "x" * 4092], "(too long for one line to clients)"),  # INFO <text>: 4097 bytes
+    (["kill", "now\rBYE"], "(control characters are not allowed)"),
+    (["who", "bob"], "(no arguments)"),
+    (["bans", "all"], "(no arguments)"),
+    (["help", "kick"], "(no arguments)"),
+])
+def test_admin_arguments_are_checked_before_anything_is_done(admin_socket, command, problem):
+    server, ask = admin_socket
+    bob = online(server, "bob")
+    status, answer = ask(*command)
+    usage = "usage: %s %s" % (command[0], ADMIN_USAGE[command[0]]) if ADMIN_USAGE[command[0]] else \
+        "usage: " + command[0]
+    assert (status, answer) == (1, (usage + " " + problem).rstrip() + "\n")
+    bob.send("PING untouched")
+    assert bob.next() == "PONG untouched"
+    assert ask("bans") == (0, "0 banned\n")
+
+
+def test_kick_seconds_option_is_checked_at_start(tmp_path):
+    status, log = failed_start(tmp_path, "--kick-seconds", "0")
+    assert status == 1 and "--kick-seconds must be 1 to 31536000" in log
