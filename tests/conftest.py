@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+import freezegun
 import pytest
 from freezegun import freeze_time
 from mysql_fixtures import mysql_admin, mysql_proxy, mysql_url  # noqa: F401
@@ -26,6 +27,12 @@ TIMEOUT = 10.0
 # milliseconds; the hashes record their own parameters, so a cheaper cost in
 # tests changes nothing else.
 TEST_ENV = {"SAE_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1"}
+# pytest times tests with the clock functions _pytest.timing imported; left
+# to freezegun, --durations reports the frozen date as a setup time. Only that
+# module: freezegun also treats any caller within a few frames of an ignored
+# module as wanting real time, and a test function is called from
+# _pytest.python, so ignoring all of "_pytest" would unfreeze the tests.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 
 class LineClient:
