@@ -280,13 +280,19 @@ def unique_name():
 
 # --- a server in this process, for time-driven tests ---------------------
 
-ITERATIONS = 500  # each one waits at most a second; a passing test needs a few
+# A turn of the harness's loop waits for a socket at most TURN_WAIT of real
+# time: the frozen clock never reaches the next timer, so without the cap
+# each idle turn would wait the loop's whole second. A passing test needs a
+# few turns (one per line read, per worker's answer); a broken one gives up
+# after ITERATIONS, about five seconds of turns where nothing happens.
+TURN_WAIT = 0.01
+ITERATIONS = 500
 
 
 class Harness:
     """A Server in this process whose loop the test turns by hand
-    (``Server.iterate``), so that a frozen clock is the only clock it sees;
-    its clients are real sockets on loopback."""
+    (``turn``), so that a frozen clock is the only clock it sees; its
+    clients are real sockets on loopback."""
 
     def __init__(self, tmp_path, **limits):
         limits.setdefault("scrypt_n", 1024)
@@ -294,6 +300,10 @@ class Harness:
                              Limits(**limits))
         self.server.listen()
         self.buffers = {}
+
+    def turn(self):
+        """One turn of the server's loop."""
+        self.server.iterate(max_wait=TURN_WAIT)
 
     def connect(self):
         sock = socket.create_connection(("127.0.0.1", self.server.port))
@@ -320,7 +330,7 @@ class Harness:
         """Turn the loop until ``sock`` receives a line matching ``pattern``."""
         seen = []
         for _ in range(ITERATIONS):
-            self.server.iterate()
+            self.turn()
             for line in self.lines(sock):
                 seen.append(line)
                 if line is not None and re.match(pattern, line):
@@ -332,7 +342,7 @@ class Harness:
     def expect_closed(self, sock):
         seen = []
         for _ in range(ITERATIONS):
-            self.server.iterate()
+            self.turn()
             for line in self.lines(sock):
                 if line is None:
                     return seen
