@@ -109,11 +109,14 @@ class LineClient:
                 return lines
 
     def expect_closed(self, timeout=TIMEOUT):
-        """Read until the server closes the connection; returns the lines read."""
+        """Read until the server closes the connection, then hang up as a
+        client does (the server waits for that, up to a linger time, before
+        it lets go of the socket); returns the lines read."""
         lines = []
         while True:
             line = self.read_line(timeout)
             if line is None:
+                self.sock.close()
                 return lines
             lines.append(line)
 
