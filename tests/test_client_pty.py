@@ -135,12 +135,25 @@ class Terminal:
         raise AssertionError("no line %r; saw %r" % (pattern, client.seen[-20:]))
 
     def wait_exit(self, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self.pump(0.05)
+        """Wait for the client to exit, reading the pty meanwhile so that it
+        never blocks on a full terminal; returns its exit status."""
+        if self.proc.poll() is None:
+            deadline = time.monotonic() + timeout
+            exited = os.pidfd_open(self.proc.pid)  # readable once the process has exited
+            try:
+                while not select.select([exited], [], [], 0)[0]:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError("sae-client still running after %ss; it shows:\n%s"
+                                             % (timeout, self.text()))
+                    ready, _, _ = select.select([exited] + ([] if self.eof else [self.master]), [], [], left)
+                    if self.master in ready:
+                        self.pump(0)
+            finally:
+                os.close(exited)
         while self.pump(0):
             pass
-        return self.proc.wait(max(0.01, deadline - time.monotonic()))
+        return self.proc.wait()
 
     def close(self):
         if self.proc.poll() is None:
