@@ -23,6 +23,7 @@ import pytest
 pyte = pytest.importorskip("pyte")
 
 from conftest import TIMEOUT  # noqa: E402
+from mysql_fixtures import TcpProxy  # noqa: E402
 
 PASSWORD = "password1"
 # TERM=linux: colours, and no escape sequences pyte does not know (xterm's
@@ -347,28 +348,37 @@ def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_n
     # A short login history, so what is said while the client is away can
     # only reach it through HISTORY after=.
     server = make_server("--history", "2")
-    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
-    bob_client.send("SAY before the restart")
-    term.wait_for("before the restart")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    # alice's client reaches the server through a link the test can cut, so
+    # that it is certainly away while bob speaks after the restart.
+    link = TcpProxy("127.0.0.1", server.port)
+    try:
+        term = terminals(link.port, user=alice)
+        logged_in(term, alice)
+        bob_client.send("SAY before the restart")
+        term.wait_for("before the restart")
 
-    server.stop()
-    term.wait_for("connection lost")
-    term.type("typed while offline")
-    # Let the backoff grow past a few failed attempts, so that what bob says
-    # next is said while the client is certainly away.
-    term.wait_for(lambda t: re.search(r"reconnecting in [4-9]s", t))
-    server.start(server.port)
-    bob_client = account(server, bob, register=False)
-    for number in range(1, 6):
-        bob_client.send("SAY missed %d" % number)
-    bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+        server.stop()
+        term.wait_for(lambda t: "connection lost" in t and re.search(r"reconnecting in \d+s", t))
+        term.type("typed while offline")
+        link.cut()
+        server.start(server.port)
+        bob_client = account(server, bob, register=False)
+        for number in range(1, 6):
+            bob_client.send("SAY missed %d" % number)
+        bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+        link.resume()
 
-    # Each message exactly once: those said while away came with HISTORY
-    # after=, and the login burst (the last two) did not repeat them.
-    term.wait_for(shows("reconnected as", "> typed while offline",
-                        once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
-    term.type("\r")
-    term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+        # Each message exactly once: those said while away came with HISTORY
+        # after=, and the login burst (the last two) did not repeat them.
+        term.wait_for(shows("reconnected as", "> typed while offline",
+                            once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
+        term.type("\r")
+        term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+    finally:
+        link.close()
 
 
 def test_quit_restores_the_terminal(server, terminals, unique_name):
