@@ -446,13 +446,15 @@ class Server:
             self.iterate()
         self._shut_down()
 
-    def iterate(self):
+    def iterate(self, max_wait=SWEEP_INTERVAL):
+        """One turn of the loop. A caller turning it by hand under a clock
+        that does not move (the tests) caps the wait with ``max_wait``."""
         wake_at = self.next_sweep
         if self.throttled:
             wake_at = min(wake_at, min(self.throttled.values()))
         if self.accept_paused_until is not None:
             wake_at = min(wake_at, self.accept_paused_until)
-        ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL)))
+        ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL, max_wait)))
         self.now = monotonic()
         self._timestamp = None
         if self.throttled:

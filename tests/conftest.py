@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+import freezegun
 import pytest
 from freezegun import freeze_time
 from mysql_fixtures import mysql_admin, mysql_proxy, mysql_url  # noqa: F401
@@ -26,6 +27,12 @@ TIMEOUT = 10.0
 # milliseconds; the hashes record their own parameters, so a cheaper cost in
 # tests changes nothing else.
 TEST_ENV = {"SAE_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1"}
+# pytest times tests with the clock functions _pytest.timing imported; left
+# to freezegun, --durations reports the frozen date as a setup time. Only that
+# module: freezegun also treats any caller within a few frames of an ignored
+# module as wanting real time, and a test function is called from
+# _pytest.python, so ignoring all of "_pytest" would unfreeze the tests.
+freezegun.configure(extend_ignore_list=["_pytest.timing"])
 
 
 class LineClient:
@@ -102,11 +109,14 @@ class LineClient:
                 return lines
 
     def expect_closed(self, timeout=TIMEOUT):
-        """Read until the server closes the connection; returns the lines read."""
+        """Read until the server closes the connection, then hang up as a
+        client does (the server waits for that, up to a linger time, before
+        it lets go of the socket); returns the lines read."""
         lines = []
         while True:
             line = self.read_line(timeout)
             if line is None:
+                self.sock.close()
                 return lines
             lines.append(line)
 
@@ -273,13 +283,19 @@ def unique_name():
 
 # --- a server in this process, for time-driven tests ---------------------
 
-ITERATIONS = 500  # each one waits at most a second; a passing test needs a few
+# A turn of the harness's loop waits for a socket at most TURN_WAIT of real
+# time: the frozen clock never reaches the next timer, so without the cap
+# each idle turn would wait the loop's whole second. A passing test needs a
+# few turns (one per line read, per worker's answer); a broken one gives up
+# after ITERATIONS, about five seconds of turns where nothing happens.
+TURN_WAIT = 0.01
+ITERATIONS = 500
 
 
 class Harness:
     """A Server in this process whose loop the test turns by hand
-    (``Server.iterate``), so that a frozen clock is the only clock it sees;
-    its clients are real sockets on loopback."""
+    (``turn``), so that a frozen clock is the only clock it sees; its
+    clients are real sockets on loopback."""
 
     def __init__(self, tmp_path, **limits):
         limits.setdefault("scrypt_n", 1024)
@@ -287,6 +303,10 @@ class Harness:
                              Limits(**limits))
         self.server.listen()
         self.buffers = {}
+
+    def turn(self):
+        """One turn of the server's loop."""
+        self.server.iterate(max_wait=TURN_WAIT)
 
     def connect(self):
         sock = socket.create_connection(("127.0.0.1", self.server.port))
@@ -313,7 +333,7 @@ class Harness:
         """Turn the loop until ``sock`` receives a line matching ``pattern``."""
         seen = []
         for _ in range(ITERATIONS):
-            self.server.iterate()
+            self.turn()
             for line in self.lines(sock):
                 seen.append(line)
                 if line is not None and re.match(pattern, line):
@@ -325,7 +345,7 @@ class Harness:
     def expect_closed(self, sock):
         seen = []
         for _ in range(ITERATIONS):
-            self.server.iterate()
+            self.turn()
             for line in self.lines(sock):
                 if line is None:
                     return seen

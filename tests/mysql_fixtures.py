@@ -94,10 +94,10 @@ def mysql_url(mysql_admin):
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a database server until cut: ``cut()``
-    closes every forwarded connection and refuses new ones (they are
-    accepted and closed at once), ``resume()`` forwards again, on the same
-    port. One thread, select() over every socket."""
+    """Forwards 127.0.0.1:<port> to a server (the database, or sae-server
+    for a client) until cut: ``cut()`` closes every forwarded connection and
+    refuses new ones (they are accepted and closed at once), ``resume()``
+    forwards again, on the same port. One thread, select() over every socket."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)

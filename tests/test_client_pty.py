@@ -23,6 +23,7 @@ import pytest
 pyte = pytest.importorskip("pyte")
 
 from conftest import TIMEOUT  # noqa: E402
+from mysql_fixtures import TcpProxy  # noqa: E402
 
 PASSWORD = "password1"
 # TERM=linux: colours, and no escape sequences pyte does not know (xterm's
@@ -135,12 +136,25 @@ class Terminal:
         raise AssertionError("no line %r; saw %r" % (pattern, client.seen[-20:]))
 
     def wait_exit(self, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self.pump(0.05)
+        """Wait for the client to exit, reading the pty meanwhile so that it
+        never blocks on a full terminal; returns its exit status."""
+        if self.proc.poll() is None:
+            deadline = time.monotonic() + timeout
+            exited = os.pidfd_open(self.proc.pid)  # readable once the process has exited
+            try:
+                while not select.select([exited], [], [], 0)[0]:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AssertionError("sae-client still running after %ss; it shows:\n%s"
+                                             % (timeout, self.text()))
+                    ready, _, _ = select.select([exited] + ([] if self.eof else [self.master]), [], [], left)
+                    if self.master in ready:
+                        self.pump(0)
+            finally:
+                os.close(exited)
         while self.pump(0):
             pass
-        return self.proc.wait(max(0.01, deadline - time.monotonic()))
+        return self.proc.wait()
 
     def close(self):
         if self.proc.poll() is None:
@@ -285,16 +299,17 @@ def test_scrolling_back_loads_older_history(make_server, terminals, unique_name)
     bob_client.expect(r"MSG \d+ \S+ %s line 60" % bob)
     term = terminals(server.port, user=alice)
     logged_in(term, alice)
-    term.wait_for(shows("line 60", absent=["line 01"]))
-    # Each PgUp past the oldest line fetches an older page from the server.
-    for _ in range(12):
-        term.type(PGUP)
-        try:
-            term.wait_for("line 01", timeout=1.5)
-            break
-        except AssertionError:
-            continue
-    term.wait_for(shows("line 01", "[scrolled, End]", absent=["line 60"]))
+    term.wait_for(shows("line 60", absent=["line 40"]))
+    # The login's twenty lines fit on the screen, so the first PgUp is past
+    # the oldest: the client asks the server for the page before it, and the
+    # status line says "loading history" until that page is in.
+    term.type(PGUP)
+    term.wait_for(shows("line 40", "line 60", absent=["loading history"]))
+    # That page (forty lines, short of a full one) was the oldest: two pages
+    # up is the top, where nothing more is asked for.
+    term.type(PGUP + PGUP)
+    term.wait_for(shows("no older messages", "line 01", "[scrolled, End]",
+                        absent=["line 60", "loading history"]))
 
     bob_client.send("SAY news while alice reads")
     term.wait_for("[1 new, End]")
@@ -333,28 +348,37 @@ def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_n
     # A short login history, so what is said while the client is away can
     # only reach it through HISTORY after=.
     server = make_server("--history", "2")
-    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
-    bob_client.send("SAY before the restart")
-    term.wait_for("before the restart")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    # alice's client reaches the server through a link the test can cut, so
+    # that it is certainly away while bob speaks after the restart.
+    link = TcpProxy("127.0.0.1", server.port)
+    try:
+        term = terminals(link.port, user=alice)
+        logged_in(term, alice)
+        bob_client.send("SAY before the restart")
+        term.wait_for("before the restart")
 
-    server.stop()
-    term.wait_for("connection lost")
-    term.type("typed while offline")
-    # Let the backoff grow past a few failed attempts, so that what bob says
-    # next is said while the client is certainly away.
-    term.wait_for(lambda t: re.search(r"reconnecting in [4-9]s", t))
-    server.start(server.port)
-    bob_client = account(server, bob, register=False)
-    for number in range(1, 6):
-        bob_client.send("SAY missed %d" % number)
-    bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+        server.stop()
+        term.wait_for(lambda t: "connection lost" in t and re.search(r"reconnecting in \d+s", t))
+        term.type("typed while offline")
+        link.cut()
+        server.start(server.port)
+        bob_client = account(server, bob, register=False)
+        for number in range(1, 6):
+            bob_client.send("SAY missed %d" % number)
+        bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+        link.resume()
 
-    # Each message exactly once: those said while away came with HISTORY
-    # after=, and the login burst (the last two) did not repeat them.
-    term.wait_for(shows("reconnected as", "> typed while offline",
-                        once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
-    term.type("\r")
-    term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+        # Each message exactly once: those said while away came with HISTORY
+        # after=, and the login burst (the last two) did not repeat them.
+        term.wait_for(shows("reconnected as", "> typed while offline",
+                            once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
+        term.type("\r")
+        term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+    finally:
+        link.close()
 
 
 def test_quit_restores_the_terminal(server, terminals, unique_name):

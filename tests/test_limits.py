@@ -28,14 +28,10 @@ import threading
 
 import pytest
 
-from conftest import TIMEOUT, LineClient
+from conftest import ITERATIONS, TIMEOUT, LineClient
 from sae_server import ACCEPT_PAUSE
 
 PASSWORD = "password1"
-# Loop turns to wait for a line. A turn with nothing to do sleeps until the
-# next timer, up to a second of real time, and the frozen clock never gets
-# there: a passing test needs a few turns, a failing one should not take long.
-TURNS = 20
 MSG_RE = re.compile(r"MSG (\d+) (\S+) (\S+) (.*)\Z", re.S)
 
 
@@ -110,8 +106,8 @@ def until(h, sock, pattern):
     """Turn the loop until ``sock`` gets a line matching ``pattern``; return
     every line it got up to and including that one."""
     seen = []
-    for _ in range(TURNS):
-        h.server.iterate()
+    for _ in range(ITERATIONS):
+        h.turn()
         for line in h.lines(sock):
             if line is None:
                 raise AssertionError("closed while waiting for %r; saw %r" % (pattern, short(seen)))
@@ -266,7 +262,7 @@ def test_a_persistent_flooder_is_closed_while_others_chat(harness):
         except BlockingIOError:
             pass
         sent += 100
-        h.server.iterate()
+        h.turn()
         clock.tick(0.1)
         lines = h.lines(alice)
         closed = None in lines
@@ -458,8 +454,8 @@ def test_running_out_of_descriptors_pauses_accepting_and_recovers(harness, caplo
         waiting.connect(("127.0.0.1", h.server.port))  # into the backlog
         waiting.sendall(b"PING let me in\n")
         waiting.setblocking(False)
-        for _ in range(TURNS):
-            h.server.iterate()
+        for _ in range(ITERATIONS):
+            h.turn()
             if not listener_watched(h.server):
                 break
         assert not listener_watched(h.server), "the listener is still watched after EMFILE"
@@ -471,7 +467,7 @@ def test_running_out_of_descriptors_pauses_accepting_and_recovers(harness, caplo
         # The pause ends while descriptors are still short: paused again.
         clock.tick(ACCEPT_PAUSE)
         for _ in range(3):
-            h.server.iterate()
+            h.turn()
         assert not listener_watched(h.server)
         assert h.lines(waiting) == []
     finally:
@@ -534,15 +530,15 @@ def test_a_client_gone_mid_command_does_not_touch_the_one_that_took_its_descript
     getattr(h.server, pool).submit(gate.wait, TIMEOUT)
     try:
         gone.sendall(line.encode() + b"\n")
-        for _ in range(TURNS):
-            h.server.iterate()
+        for _ in range(ITERATIONS):
+            h.turn()
             if any(session.inflight for session in h.server.sessions.values()):
                 break
         old_fd = next(session.fd for session in h.server.sessions.values() if session.inflight)
         gone.close()
         del h.buffers[gone]
-        for _ in range(TURNS):
-            h.server.iterate()
+        for _ in range(ITERATIONS):
+            h.turn()
             if old_fd not in h.server.sessions:
                 break
         assert old_fd not in h.server.sessions
