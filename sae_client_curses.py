@@ -17,7 +17,6 @@ the SAE_PASSWORD environment variable for scripted use.
 """
 
 import argparse
-import collections
 import curses
 import datetime
 import errno
@@ -34,8 +33,9 @@ import unicodedata
 import zlib
 from typing import List, NamedTuple, Optional, Tuple
 
+import sae_protocol as proto
 from sae_protocol import (
-    MAX_LINE_BYTES, LineFramer, check_name, check_password, format_command,
+    MAX_LINE_BYTES, MAX_SERVER_LINE_BYTES, Exchange, LineFramer, Request, check_name, check_password, format_command,
     parse_server_line,
 )
 
@@ -66,8 +66,6 @@ QUIT_FLUSH_SECONDS = 1.0
 # and an input line that is worth typing in.
 MIN_COLS = 20
 MIN_ROWS = 5
-# Room for "SAY " before the text within the protocol's line limit.
-MAX_SAY_BYTES = MAX_LINE_BYTES - len("SAY ")
 PROMPT = "> "
 
 
@@ -583,39 +581,34 @@ def join_server(host: str, port: int) -> str:
 
 # --- the client's state machine ------------------------------------------
 
-class Pending(NamedTuple):
-    """A line sent to the server that has not been answered yet. The server
-    answers each connection's lines in order, so an ERR belongs to the
-    oldest of these."""
-    verb: str
-    text: str = ""
-    to: str = ""
-
-
 # Server error codes in words, for the user.
 ERROR_WORDS = {
-    400: "the server refused the line",
-    401: "wrong name or password",
-    403: "this account is banned",
-    404: "no such account",
-    409: "that name is taken",
-    413: "too long",
-    423: "kicked",
-    429: "too many messages, slow down",
-    503: "the server cannot store messages right now",
+    proto.BAD_REQUEST: "the server refused the line",
+    proto.UNAUTHORIZED: "wrong name or password",
+    proto.BANNED: "this account is banned",
+    proto.NOT_FOUND: "no such account",
+    proto.NAME_TAKEN: "that name is taken",
+    proto.TOO_LONG: "too long",
+    proto.KICKED: "kicked",
+    proto.SLOW_DOWN: "too fast",
+    proto.UNAVAILABLE: "the server cannot store messages right now",
 }
 
 
 def error_in_words(code: int, text: str) -> str:
     words = ERROR_WORDS.get(code)
-    if code == 423:
+    if code == proto.KICKED:
         seconds, _, reason = text.partition(" ")
         if seconds.isdigit():
             return "kicked: you can log in again in %s seconds%s" % (
                 seconds, " (%s)" % reason if reason else "")
-    if code in (401, 409) or not words:
+    if code == proto.SLOW_DOWN:
+        seconds, _, reason = text.partition(" ")
+        if seconds.isdigit():
+            return "too fast: try again in %s seconds%s" % (seconds, " (%s)" % reason if reason else "")
+    if code in (proto.UNAUTHORIZED, proto.NAME_TAKEN) or not words:
         return words or "error %d: %s" % (code, text)
-    return "%s%s" % (words, ": " + text if text and code != 503 else "")
+    return "%s%s" % (words, ": " + text if text and code != proto.UNAVAILABLE else "")
 
 
 class Chat:
@@ -644,11 +637,11 @@ class Chat:
         # The newest room message id seen: after a reconnect we ask for
         # everything after it, so nothing said meanwhile is missed.
         self.last_id = 0
-        self.awaiting = collections.deque()     # Pending lines, oldest first
-        self.history_newest = 0             # newest id in the HISTORY reply being read
+        self.exchange = Exchange()          # requests sent, and what answers them
+        self.history_newest = 0             # the last id of the history answer being read
         self.loading_older = False
         # SAY/TELL lines not confirmed when the connection dropped.
-        self.unconfirmed: List[Pending] = []
+        self.unconfirmed: List[Request] = []
         self.framer: Optional[LineFramer] = None
         self.outbox = bytearray()
         self.want_connect = False
@@ -777,28 +770,27 @@ class Chat:
         self.want_close = reason
         self.connection_lost(reason)
 
-    def send(self, pending: Pending, *fields: str):
-        """Queue a line that the server will answer."""
-        self.outbox += format_command(pending.verb, *fields)
-        self.awaiting.append(pending)
+    def send(self, verb: str, *fields: str, tag: str = ""):
+        """Queue a line; sae_protocol.Exchange remembers what will answer it."""
+        self.outbox += self.exchange.request(verb, *fields, tag=tag)
 
     def connection_made(self):
-        self.framer = LineFramer()
+        self.framer = LineFramer(max_line=MAX_SERVER_LINE_BYTES)
         self.want_connect = False
         self.state = "logging in"
         self.last_heard, self.ping_sent_at = clock(), None
-        self.awaiting.clear()
+        self.exchange.clear()
         if self.register_first:
-            self.send(Pending("REGISTER"), self.name, self.password)
+            self.send("REGISTER", self.name, self.password)
         else:
             self.send_login()
 
     def send_login(self):
-        self.send(Pending("LOGIN"), self.name, self.password)
+        self.send("LOGIN", self.name, self.password)
 
     def login_failed(self, code: int, text: str):
         words = error_in_words(code, text)
-        if code == 423 and self.logged_in_once:
+        if code == proto.KICKED and self.logged_in_once:
             # Kicked for a while: wait it out, then carry on by ourselves.
             seconds = text.partition(" ")[0]
             self.kicked_for = int(seconds) + 1 if seconds.isdigit() else 60
@@ -807,7 +799,7 @@ class Chat:
             return
         self.screen = "login"
         self.form.error, self.form.notice = words, ""
-        self.form.focus = 1 if code == 409 else 2
+        self.form.focus = 1 if code == proto.NAME_TAKEN else 2
         self.drop("login failed")
 
     # -- the server speaks ------------------------------------------------
@@ -820,55 +812,44 @@ class Chat:
             if not isinstance(frame, bytes):
                 continue            # an overlong line: not the protocol we know
             event = parse_server_line(frame)
-            handler = event and getattr(self, "on_" + event.kind.lower(), None)
+            if event is None:
+                continue            # a client ignores what it does not understand
+            handler = getattr(self, "on_" + event.kind.lower(), None)
+            answer = self.exchange.hear(event)
             if handler:
-                handler(event)
-
-    def _answered(self, verb: str) -> Optional[Pending]:
-        if self.awaiting and self.awaiting[0].verb == verb:
-            return self.awaiting.popleft()
-        return None
-
-    def _in_history_reply(self) -> bool:
-        return bool(self.awaiting) and self.awaiting[0].verb == "HISTORY"
+                handler(event, answer)
 
     def _is_me(self, name: str) -> bool:
         return name.lower() == self.name.lower()
 
-    def on_msg(self, event):
-        history = self._in_history_reply()
+    def on_msg(self, event, answer):
+        # A MSG inside an answer that is not complete is a line of history.
+        history = answer.request is not None and not answer.complete
         if history:
-            self.history_newest = max(self.history_newest, event.id)
+            # A history answer's lines come oldest first and uninterrupted:
+            # the last one read is its newest.
+            self.history_newest = event.id
         self.last_id = max(self.last_id, event.id)
-        head = self.awaiting[0] if self.awaiting else None
-        if (head and head.verb == "SAY" and self._is_me(event.name)
-                and head.text.strip() == event.text.strip()):
-            self.awaiting.popleft()
         self._forget_unconfirmed("SAY", event.name, "", event.text)
         self.scrollback.add(Entry("message", event.text, event.name, msg_id=event.id,
                                   time=local_time(event.ts)), live=not history)
 
-    def on_priv(self, event):
-        head = self.awaiting[0] if self.awaiting else None
-        if (head and head.verb == "TELL" and self._is_me(event.name)
-                and head.to.lower() == event.to.lower() and head.text.strip() == event.text.strip()):
-            self.awaiting.popleft()
+    def on_priv(self, event, answer):
         self.scrollback.add(Entry("private", event.text, event.name, event.to, msg_id=event.id,
                                   time=local_time(event.ts)))
 
-    def on_ok(self, event):
+    def on_ok(self, event, answer):
+        request = answer.request
+        if request is None:
+            return
         if event.name == "REGISTER":
-            self._answered("REGISTER")
             self.form.notice = "registered %s; logging in ..." % event.text
             self.register_first = False
             self.send_login()
         elif event.name == "LOGIN":
-            self._answered("LOGIN")
             self.logged_in(event.text or self.name)
         elif event.name == "HISTORY":
-            request = self._answered("HISTORY")
-            if request:
-                self.history_received(request, event.count)
+            self.history_received(request, event.count)
 
     def logged_in(self, name: str):
         resuming = self.logged_in_once and self.last_id > 0
@@ -879,27 +860,25 @@ class Chat:
         self.attempt = 0
         self.kicked_for = 0
         self.banned = False
-        # The login burst (history, then USERS) answers the LOGIN.
-        self.awaiting.appendleft(Pending("WHO", "login"))
-        self.awaiting.appendleft(Pending("HISTORY", "login"))
         self.history_newest = 0
         if resuming:
             self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
-            self.send(Pending("HISTORY", "after"), str(RESYNC_PAGE), "after=%d" % self.last_id)
+            self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.last_id, tag="after")
         else:
             self.logged_in_once = True
             self.say("info", "logged in as %s; /help lists the commands" % name)
 
-    def history_received(self, request: Pending, count: int):
-        if request.text == "login" and count == 0 and not self.scrollback.oldest_id():
-            self.scrollback.oldest_reached = True
-        elif request.text == "after":
+    def history_received(self, request: Request, count: int):
+        """OK HISTORY: the end of LOGIN's history, or of a HISTORY we asked for."""
+        if request.verb == "LOGIN":
+            if count == 0 and not self.scrollback.oldest_id():
+                self.scrollback.oldest_reached = True
+        elif request.tag == "after":
             if count >= RESYNC_PAGE:
-                self.send(Pending("HISTORY", "after"), str(RESYNC_PAGE),
-                          "after=%d" % self.history_newest)
+                self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.history_newest, tag="after")
             else:
                 self.give_back_unconfirmed()
-        elif request.text == "before":
+        elif request.tag == "before":
             self.loading_older = False
             if count < HISTORY_PAGE:
                 self.scrollback.oldest_reached = True
@@ -910,13 +889,13 @@ class Chat:
         entry = Entry("info", text)
         self.scrollback.entries.insert(0, entry)
 
-    def on_err(self, event):
-        head = self.awaiting.popleft() if self.awaiting else Pending("")
+    def on_err(self, event, answer):
+        head = answer.request or Request("")
         if head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
         elif head.verb in ("SAY", "TELL"):
             self.say("error", "not sent: %s" % error_in_words(event.code, event.text))
-            if event.code in (503, 429):        # worth trying again as it is
+            if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
         elif head.verb == "HISTORY":
             self.loading_older = False
@@ -924,12 +903,12 @@ class Chat:
         else:
             self.say("error", error_in_words(event.code, event.text))
 
-    def give_back(self, pending: Pending):
+    def give_back(self, request: Request):
         """Keep refused text for resending: back in the input line if it is
         empty, else in the input history."""
-        line = pending.text
-        if pending.verb == "TELL":
-            line = "/msg %s %s" % (pending.to, line)
+        line = request.text
+        if request.verb == "TELL":
+            line = "/msg %s %s" % (request.to, line)
         elif line.startswith("/"):
             line = "/" + line
         if not self.input.text:
@@ -942,56 +921,50 @@ class Chat:
     def _forget_unconfirmed(self, verb, name, to, text):
         if not self.unconfirmed or not self._is_me(name):
             return
-        for index, pending in enumerate(self.unconfirmed):
-            if pending.verb == verb and pending.text.strip() == text.strip():
+        for index, request in enumerate(self.unconfirmed):
+            if request.verb == verb and request.text.strip() == text.strip():
                 del self.unconfirmed[index]
                 return
 
     def give_back_unconfirmed(self):
         """After catching up: what we sent before the drop and did not see
         come back was probably lost."""
-        for pending in self.unconfirmed:
-            self.say("error", "not confirmed before the connection dropped: %s" % pending.text)
-            self.give_back(pending)
+        for request in self.unconfirmed:
+            self.say("error", "not confirmed before the connection dropped: %s" % request.text)
+            self.give_back(request)
         self.unconfirmed = []
 
-    def on_users(self, event):
+    def on_users(self, event, answer):
         self.users = list(event.names)
-        self._answered("WHO")
         self.say("info", "%d online: %s" % (len(self.users), " ".join(self.users)))
 
-    def on_join(self, event):
+    def on_join(self, event, answer):
         if not any(u.lower() == event.name.lower() for u in self.users):
             self.users.append(event.name)
         self.scrollback.add(Entry("join", name=event.name))
 
-    def on_leave(self, event):
+    def on_leave(self, event, answer):
         self.users = [u for u in self.users if u.lower() != event.name.lower()]
         self.scrollback.add(Entry("leave", event.text, name=event.name))
 
-    def on_info(self, event):
+    def on_info(self, event, answer):
         self.say("info", event.text)
 
-    def on_bye(self, event):
-        self._answered("QUIT")
+    def on_bye(self, event, answer):
         if not self.done:
             self.say("info", "the server closes the connection: %s" % event.text)
 
-    def on_kicked(self, event):
+    def on_kicked(self, event, answer):
         self.kicked_for = event.count + 1
         self.say("error", "you were kicked for %d seconds%s" % (
             event.count, ": %s" % event.text if event.text else ""))
 
-    def on_banned(self, event):
+    def on_banned(self, event, answer):
         self.banned = True
         self.say("error", "you are banned%s" % (": %s" % event.text if event.text else ""))
 
-    def on_ping(self, event):
-        # Not a Pending: PONG is an answer, nothing answers it.
-        self.outbox += format_command("PONG", *([event.text] if event.text else []))
-
-    def on_pong(self, event):
-        self._answered("PING")
+    def on_ping(self, event, answer):
+        self.send("PONG", *([event.text] if event.text else []))
 
     # -- the user speaks --------------------------------------------------
 
@@ -1013,17 +986,18 @@ class Chat:
             self.say("error", "not connected; the line stays here until you can send it")
         elif action.kind == "who":
             self.input.commit()
-            self.send(Pending("WHO"))
+            self.send("WHO")
         elif action.kind in ("say", "tell"):
-            size = len(action.text.encode("utf-8")) + len(action.name) + 1
-            if size > MAX_SAY_BYTES:
-                self.say("error", "too long to send: %d bytes, at most %d" % (size, MAX_SAY_BYTES))
+            fields = (action.text,) if action.kind == "say" else (action.name, action.text)
+            size = len(format_command(action.kind.upper(), *fields)) - 1   # without its newline
+            if size > MAX_LINE_BYTES:
+                self.say("error", "too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
                 return
             self.input.commit()
             if action.kind == "say":
-                self.send(Pending("SAY", action.text), action.text)
+                self.send("SAY", action.text)
             else:
-                self.send(Pending("TELL", action.text, action.name), action.name, action.text)
+                self.send("TELL", action.name, action.text)
 
     def load_older(self):
         """Ask for the page of room messages before the oldest we hold."""
@@ -1034,11 +1008,11 @@ class Chat:
             self.scrollback.oldest_reached = True
             return
         self.loading_older = True
-        self.send(Pending("HISTORY", "before"), str(HISTORY_PAGE), "before=%d" % oldest)
+        self.send("HISTORY", str(HISTORY_PAGE), "before=%d" % oldest, tag="before")
 
     def quit(self, reason: str):
         if self.framer is not None:
-            self.outbox += format_command("QUIT", reason)
+            self.send("QUIT", reason)
         self.done = True
 
     # -- the connection drops, timers fire ---------------------------------
@@ -1052,8 +1026,7 @@ class Chat:
         self.outbox.clear()
         # Whatever we said that the server had not echoed may be lost; the
         # catch-up after reconnecting tells (see give_back_unconfirmed).
-        self.unconfirmed += [p for p in self.awaiting if p.verb in ("SAY", "TELL")]
-        self.awaiting.clear()
+        self.unconfirmed += [r for r in self.exchange.clear() if r.verb in ("SAY", "TELL")]
         self.users = []
         self.loading_older = False
         self.ping_sent_at = None
@@ -1102,7 +1075,7 @@ class Chat:
         # loop never wakes for a deadline that tick then thinks is not due.
         if self.ping_sent_at is None and now >= self.last_heard + KEEPALIVE_IDLE:
             self.ping_sent_at = now
-            self.send(Pending("PING"), "keepalive")
+            self.send("PING", "keepalive")
         elif self.ping_sent_at is not None and now >= self.ping_sent_at + KEEPALIVE_GRACE:
             self.drop("no answer from the server")
 

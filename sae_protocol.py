@@ -4,18 +4,23 @@ This module does no I/O. It knows nothing of sockets, clocks or databases:
 bytes go in and come out as frames and commands (``LineFramer``,
 ``parse_command``); server events go in and come out as bytes (the
 ``format_*`` functions); and, for the client, server lines come out as
-``ServerEvent`` values (``parse_server_line``). The server (sae_server.py)
-and the client (sae_client_curses.py) both build on it, so neither of them
-frames or splits a line on its own. docs/PROTOCOL.md is the contract this
+``ServerEvent`` values (``parse_server_line``), and ``Exchange`` pairs
+them with the requests they answer. The server (sae_server.py) and the
+client (sae_client_curses.py) both build on it, so neither of them frames,
+splits or pairs a line on its own. docs/PROTOCOL.md is the contract this
 module implements.
 """
 
+import collections
 import re
 import time
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import Deque, List, NamedTuple, Optional, Tuple, Union
 
 # A line's content, not counting its "\r\n" or "\n", may be this long.
 MAX_LINE_BYTES = 4096
+# A server line carries a client's text with more in front (MSG, id,
+# timestamp, names): the client reads lines this much longer.
+MAX_SERVER_LINE_BYTES = MAX_LINE_BYTES + 128
 # Bytes without any newline after which the peer is not speaking the
 # protocol at all (a flood or a binary stream): the connection is closed.
 MAX_UNTERMINATED_BYTES = 64 * 1024
@@ -157,10 +162,13 @@ VERBS = {
     "WHO": (0, 0),
     "HISTORY": (2, 1),
     "PING": (1, 0),
+    "PONG": (1, 0),
     "QUIT": (1, 0),
 }
 # Verbs a connection may use before it has logged in.
-PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "QUIT"))
+PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "PONG", "QUIT"))
+# Verbs the server does not answer: PONG answers the server's PING.
+UNANSWERED_VERBS = frozenset(("PONG",))
 # Verbs that append a message to the history; they are batched.
 MESSAGE_VERBS = frozenset(("SAY", "TELL"))
 
@@ -420,3 +428,123 @@ def format_command(verb: str, *fields: str) -> bytes:
         if "\n" in field or "\r" in field:
             raise ValueError("a field cannot hold a line break")
     return _line(verb, *fields)
+
+
+# --- which line answers which request ------------------------------------
+# The server answers each connection's requests in the order they were sent,
+# each with exactly one answer of one or more lines, and never puts another
+# line inside a multi-line answer. The answers, by request:
+#
+#   REGISTER  OK REGISTER, or ERR
+#   LOGIN     OK LOGIN, the login history (MSG ..., OK HISTORY n), USERS; or ERR
+#   SAY       the MSG of the requester's own account with the same text; or ERR
+#   TELL      the PRIV from the requester to that name with the same text; or ERR
+#   WHO       USERS, or ERR
+#   HISTORY   MSG ..., OK HISTORY n; or ERR
+#   PING      PONG
+#   QUIT      BYE
+#   PONG      nothing (it answers the server's PING)
+#
+# Every other line is unsolicited: PING, INFO, JOIN, LEAVE, KICKED, BANNED,
+# BYE when no QUIT waits, other people's MSG and PRIV, and ERR when nothing
+# waits (ERR 503 too many connections, before any request).
+
+class Request(NamedTuple):
+    """A line a client sent that the server will answer. ``tag`` is the
+    client's own note of why it asked; the server never sees it."""
+    verb: str
+    fields: Tuple[str, ...] = ()
+    tag: str = ""
+
+    @property
+    def text(self) -> str:
+        """The message text of a SAY or TELL."""
+        return self.fields[-1] if self.fields else ""
+
+    @property
+    def to(self) -> str:
+        """The recipient of a TELL."""
+        return self.fields[0] if self.verb == "TELL" else ""
+
+
+class Answer(NamedTuple):
+    """What a server line is to the client: part of the answer to
+    ``request`` (None: unsolicited), and whether it ends that answer."""
+    request: Optional[Request]
+    complete: bool = False
+
+
+UNSOLICITED = Answer(None)
+# Where an answer of several lines is: waiting for its first line, in the
+# MSG lines of a history, or (after LOGIN's history) waiting for USERS.
+_FIRST, _HISTORY, _USERS = range(3)
+
+
+class Exchange:
+    """The client's half of the pairing, without I/O: ``request`` makes the
+    line to send and remembers what will answer it; ``hear`` says, for each
+    server line in turn, which request it answers. Requests are answered in
+    order, so only the oldest one can be answered by the next line."""
+
+    def __init__(self):
+        self.waiting: Deque[Request] = collections.deque()
+        self.account = ""  # the name OK LOGIN gave: whose MSG answers our SAY
+        self._stage = _FIRST
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def request(self, verb: str, *fields: str, tag: str = "") -> bytes:
+        """The line for ``verb``; it is expected to be answered unless the
+        protocol says that nothing answers it (PONG)."""
+        line = format_command(verb, *fields)
+        if verb not in UNANSWERED_VERBS:
+            self.waiting.append(Request(verb, tuple(fields), tag))
+        return line
+
+    def clear(self) -> List[Request]:
+        """Forget every request (the connection is gone); returns them."""
+        lost, self.waiting = list(self.waiting), collections.deque()
+        self._stage = _FIRST
+        return lost
+
+    def hear(self, event: "ServerEvent") -> Answer:
+        if not self.waiting:
+            return UNSOLICITED
+        head = self.waiting[0]
+        verb, kind, stage = head.verb, event.kind, self._stage
+        if stage == _FIRST and kind == "ERR":
+            return self._done()
+        if verb == "LOGIN":
+            if stage == _FIRST and kind == "OK" and event.name == "LOGIN":
+                self.account = event.text
+                self._stage = _HISTORY
+                return Answer(head)
+            if stage == _HISTORY and kind == "OK" and event.name == "HISTORY":
+                self._stage = _USERS
+                return Answer(head)
+            if stage == _USERS and kind == "USERS":
+                return self._done()
+        elif verb == "HISTORY":
+            if kind == "OK" and event.name == "HISTORY":
+                return self._done()
+        elif verb == "SAY":
+            if kind == "MSG" and event.name == self.account and event.text.strip(" ") == head.text.strip(" "):
+                return self._done()
+        elif verb == "TELL":
+            if (kind == "PRIV" and event.name == self.account and event.to.lower() == head.to.lower()
+                    and event.text.strip(" ") == head.text.strip(" ")):
+                return self._done()
+        elif (verb, kind) in _ONE_LINE_ANSWERS and (kind != "OK" or event.name == verb):
+            return self._done()
+        # A history's MSG lines come between its request and its OK HISTORY.
+        if kind == "MSG" and (stage == _HISTORY or verb == "HISTORY"):
+            return Answer(head)
+        return UNSOLICITED
+
+    def _done(self) -> Answer:
+        self._stage = _FIRST
+        return Answer(self.waiting.popleft(), True)
+
+
+_ONE_LINE_ANSWERS = frozenset((("REGISTER", "OK"), ("WHO", "USERS"), ("PING", "PONG"), ("QUIT", "BYE")))

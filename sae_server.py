@@ -1152,6 +1152,11 @@ def cmd_ping(server, session, token):
     server.reply(session, proto.format_pong(token))
 
 
+def cmd_pong(server, session, token):
+    """The answer to our PING. Any line proves the client alive (_read), so
+    there is nothing left to do, and nothing answers a PONG."""
+
+
 def cmd_quit(server, session, reason):
     server.close_session(session, proto.format_bye(reason or "goodbye"), reason or "quit")
 
@@ -1164,6 +1169,7 @@ COMMANDS = {
     "WHO": cmd_who,
     "HISTORY": cmd_history,
     "PING": cmd_ping,
+    "PONG": cmd_pong,
     "QUIT": cmd_quit,
 }
 

@@ -297,9 +297,9 @@ class Harness:
     (``turn``), so that a frozen clock is the only clock it sees; its
     clients are real sockets on loopback."""
 
-    def __init__(self, tmp_path, **limits):
+    def __init__(self, tmp_path, db_url=None, **limits):
         limits.setdefault("scrypt_n", 1024)
-        self.server = Server(open_store("sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
+        self.server = Server(open_store(db_url or "sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
                              Limits(**limits))
         self.server.listen()
         self.buffers = {}
@@ -370,12 +370,13 @@ class Harness:
 @pytest.fixture
 def harness(tmp_path):
     """``make, clock = harness``: ``make(**limits)`` builds a Harness under
-    a clock frozen by freezegun, which ``clock.tick(seconds)`` moves."""
+    a clock frozen by freezegun, which ``clock.tick(seconds)`` moves;
+    ``make(db_url=...)`` puts it on another database than a fresh SQLite."""
     with freeze_time("2026-11-28 12:00:00") as clock:
         made = []
 
-        def make(**limits):
-            made.append(Harness(tmp_path, **limits))
+        def make(db_url=None, **limits):
+            made.append(Harness(tmp_path, db_url, **limits))
             return made[-1]
 
         yield make, clock

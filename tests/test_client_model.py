@@ -323,7 +323,7 @@ def test_login_shows_history_and_who_is_online():
     chat = online(history=[msg(1), msg(2)])
     assert chat.users == ["alice", "bob"]
     assert "message 2" in screen_text(chat)
-    assert not chat.awaiting
+    assert not chat.exchange
     assert "2 online" in chat.status()
 
 
@@ -388,7 +388,7 @@ def test_plain_text_says_and_commands_tell_and_who():
     assert sent(chat) == ["SAY hello all", "TELL bob psst", "WHO"]
     hear(chat, msg(7, "hello all", "alice"),
          "PRIV 8 %s alice bob psst" % TS, "USERS 1 alice")
-    assert not chat.awaiting
+    assert not chat.exchange
     assert "[alice -> bob] psst" in screen_text(chat)
     assert chat.input.text == ""
 
@@ -424,10 +424,15 @@ def test_rate_limited_text_goes_to_history_when_the_input_is_busy():
     assert chat.input.text == "first"
 
 
-def test_ping_is_answered():
+def test_ping_is_answered_and_nothing_waits_for_an_answer_to_the_pong():
     chat = online()
+    chat.input.set("in flight")
+    chat.key("\r")
     hear(chat, "PING abc123")
-    assert sent(chat) == ["PONG abc123"]
+    assert sent(chat) == ["SAY in flight", "PONG abc123"]
+    assert [request.verb for request in chat.exchange.waiting] == ["SAY"]
+    hear(chat, msg(9, "in flight", "alice"))
+    assert not chat.exchange
 
 
 def test_pgup_past_the_oldest_line_loads_older_history():

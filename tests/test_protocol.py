@@ -569,3 +569,83 @@ def test_property_timestamps_have_one_shape_and_sort_like_time(epoch_ms):
     assert len(ts) == 24 and ts[10] == "T" and ts[19] == "." and ts.endswith("Z")
     later = p.format_timestamp(min(epoch_ms + 1, 253402300799999))
     assert later >= ts
+
+
+# --- which line answers which request (Exchange) ----------------------------
+
+ME = "alice"
+TS = "2026-11-24T13:05:01.123Z"
+
+
+def _answer_lines(request, ok):
+    """The server lines that answer ``request``, as protocol v1 says."""
+    verb, text = request.verb, request.text
+    if not ok and verb not in ("PING", "QUIT"):
+        return ["ERR 400 refused"]
+    if verb == "SAY":
+        return ["MSG 9 %s %s %s" % (TS, ME, text)]
+    if verb == "TELL":
+        return ["PRIV 9 %s %s %s %s" % (TS, ME, request.to, text)]
+    if verb == "WHO":
+        return ["USERS 2 alice bob"]
+    if verb == "HISTORY":
+        return ["MSG %d %s bob old %d" % (i, TS, i) for i in range(1, 3)] + ["OK HISTORY 2"]
+    if verb == "REGISTER":
+        return ["OK REGISTER carol"]
+    if verb == "PING":
+        return ["PONG " + text]
+    if verb == "QUIT":
+        return ["BYE goodbye"]
+    raise AssertionError(verb)
+
+
+# What others say arrives between answers, never inside one: including
+# lines that look like an answer to what is waiting (bob says the same text).
+UNSOLICITED_LINES = [
+    "PING 123", "INFO the server restarts at noon", "JOIN bob", "LEAVE bob quit",
+    "MSG 10 %s bob same text" % TS, "PRIV 11 %s bob alice same text" % TS,
+    "MSG 12 %s alice from my other session" % TS, "KICKED 30 calm down",
+]
+
+requests = st.lists(st.tuples(
+    st.sampled_from([("SAY", "same text"), ("SAY", "other"), ("TELL", "bob", "same text"), ("WHO",),
+                     ("HISTORY", "2"), ("REGISTER", "carol", "password1"), ("PING", "tok")]),
+    st.booleans(),                                     # answered OK, or ERR
+    st.lists(st.sampled_from(UNSOLICITED_LINES), max_size=2),   # heard before the answer
+    st.integers(min_value=0, max_value=3),             # how many requests are sent ahead
+), max_size=12)
+
+
+@given(requests)
+def test_an_exchange_stays_in_step_whatever_arrives_between_answers(script):
+    exchange = p.Exchange()
+    exchange.request("LOGIN", ME, "password1")
+    for line in ["OK LOGIN alice", "MSG 1 %s bob hi" % TS, "OK HISTORY 1", "USERS 1 alice"]:
+        answer = exchange.hear(p.parse_server_line(line.encode()))
+        assert answer.request.verb == "LOGIN"
+    assert answer.complete and not exchange and exchange.account == ME
+
+    made = [p.Request(fields[0], tuple(fields[1:])) for fields, _, _, _ in script]
+    sent = 0
+    for index, (_, ok, others, ahead) in enumerate(script):
+        # The client pipelines: up to ``ahead`` requests beyond this one are sent already.
+        while sent < min(len(made), index + 1 + ahead):
+            exchange.request(made[sent].verb, *made[sent].fields)
+            sent += 1
+        for line in others:
+            answer = exchange.hear(p.parse_server_line(line.encode()))
+            assert not answer.complete
+            # A live MSG cannot be told from history while a HISTORY waits:
+            # it is taken as part of that answer, which still ends where it should.
+            if not (line.startswith("MSG") and exchange.waiting and exchange.waiting[0].verb == "HISTORY"):
+                assert answer == p.UNSOLICITED
+        lines = _answer_lines(made[index], ok)
+        for position, line in enumerate(lines):
+            answer = exchange.hear(p.parse_server_line(line.encode()))
+            assert answer.request == made[index]
+            assert answer.complete == (position == len(lines) - 1)
+        assert len(exchange) == sent - index - 1
+    assert not exchange
+    # PONG answers the server's PING, so nothing waits for an answer to it.
+    exchange.request("PONG", "123")
+    assert not exchange
