@@ -27,7 +27,9 @@ import collections
 import concurrent.futures
 import errno
 import hashlib
+import heapq
 import hmac
+import itertools
 import ipaddress
 import math
 import logging
@@ -63,6 +65,7 @@ LIMITS = {
     "flood_held_max": (64 * 1024, "bytes of held-back lines before BYE excess flood"),
     "login_failures": (5, "failed LOGINs per minute per address and per account, then ERR 429"),
     "registrations": (5, "REGISTERs per minute per address, then ERR 429"),
+    "login_failure_delay": (1.0, "seconds a failed LOGIN takes at least, so that its timing tells nothing"),
     "exempt": ("127.0.0.0/8,::1", "addresses (CIDR, comma-separated) exempt from per-address and rate limits"),
     "kick_seconds": (120, "default length of a kick"),
     "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
@@ -127,6 +130,13 @@ class Strikes:
 
     def add(self, key, now):
         self.strikes.setdefault(key, collections.deque()).append(now)
+
+    def forgive(self, key, at):
+        """Take back the strike added at ``at`` (an attempt counted while in
+        flight that turned out not to be a failure)."""
+        times = self.strikes.get(key)
+        if times is not None and at in times:
+            times.remove(at)
 
     def forget_old(self, now):
         for key in [key for key, times in self.strikes.items() if not times or times[-1] <= now - self.window]:
@@ -242,6 +252,8 @@ class Server:
         self.kicks = {}  # account name_key -> monotonic expiry
         self.per_address = collections.Counter()  # ip -> connections
         self.throttled = {}  # Session -> monotonic time its next costly line may run
+        self.timers = []  # heap of (monotonic time, sequence, function): work due later
+        self._timer_order = itertools.count()
         self.login_failures_by_address = Strikes(self.limits.login_failures)
         self.login_failures_by_account = Strikes(self.limits.login_failures)
         self.registrations = Strikes(self.limits.registrations)
@@ -272,7 +284,7 @@ class Server:
             self.limits.hash_threads, thread_name_prefix="sae-hash")
         # Unknown names are checked against this, so they cost what a real
         # account costs and the answer does not tell whether a name exists.
-        self._dummy_hash = hash_password("not a password", self.limits.scrypt_n)
+        self.dummy_hash = hash_password("not a password", self.limits.scrypt_n)
 
     # -- start and stop --
 
@@ -454,6 +466,8 @@ class Server:
             wake_at = min(wake_at, min(self.throttled.values()))
         if self.accept_paused_until is not None:
             wake_at = min(wake_at, self.accept_paused_until)
+        if self.timers:
+            wake_at = min(wake_at, self.timers[0][0])
         ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL, max_wait)))
         self.now = monotonic()
         self._timestamp = None
@@ -462,6 +476,8 @@ class Server:
                 del self.throttled[session]
                 if self.sessions.get(session.fd) is session:
                     self.run_held(session)
+        while self.timers and self.timers[0][0] <= self.now:
+            heapq.heappop(self.timers)[2]()
         if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
             self.accept_paused_until = None
             if self.listener is not None:
@@ -571,6 +587,10 @@ class Server:
         if self.outbox:
             self._store_outbox()
         self.offload(self.storage, on_done, method, *args)
+
+    def call_at(self, when, function):
+        """Run function() on the loop at monotonic time ``when``."""
+        heapq.heappush(self.timers, (when, next(self._timer_order), function))
 
     def timestamp(self) -> str:
         if self._timestamp is None:
@@ -1045,43 +1065,58 @@ def cmd_login(server, session, name, password):
     if session.account is not None:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
         return
+    started = server.now
+    key = name_key(name)
     if not session.exempt:
         # Guessing is slowed per address and per account, whoever asks.
-        wait = max(server.login_failures_by_address.wait(session.ip, server.now),
-                   server.login_failures_by_account.wait(name_key(name), server.now))
+        wait = max(server.login_failures_by_address.wait(session.ip, started),
+                   server.login_failures_by_account.wait(key, started))
         if wait:
             server.reply(session, too_fast(wait, "too many failed logins, try again later"))
             return
+        # Counted as a failure until the password proves otherwise, so that
+        # guesses sent in parallel see each other while they are hashed.
+        server.login_failures_by_address.add(session.ip, started)
+        server.login_failures_by_account.add(key, started)
     session.inflight += 1
-    bad_credentials = proto.format_err(proto.UNAUTHORIZED, "wrong name or password")
 
     def found(account, error):
         if error is not None:
-            return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
-        stored_hash = account.password_hash if account else server._dummy_hash
+            return not_a_failure(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
+        stored_hash = account.password_hash if account else server.dummy_hash
         server.offload(server.hashing, lambda ok, error: checked(account, ok), verify_password,
                        password, stored_hash)
 
     def checked(account, ok):
         if not ok or account is None:
             log.info("%s failed to log in as %s", session.address, name)
-            if not session.exempt:
-                server.login_failures_by_address.add(session.ip, server.now)
-                server.login_failures_by_account.add(name_key(name), server.now)
-            return done(bad_credentials)
+            # Answered at the same moment whether or not the name exists and
+            # whatever the cost its hash was made with (--scrypt-n changes).
+            server.call_at(started + server.limits.login_failure_delay,
+                           lambda: done(proto.format_err(proto.UNAUTHORIZED, "wrong name or password")))
+            return
+        if not session.exempt:
+            server.login_failures_by_address.forgive(session.ip, started)
+            server.login_failures_by_account.forgive(key, started)
         if account.banned:
             return done(proto.format_err(proto.BANNED, account.ban_reason or "banned"), close="banned")
         left = server.kick_left(account.name)
         if left:
             return done(kicked_error(left), close="kicked")
-        server.store_call(lambda history, error: welcome(account, history, error),
-                          server.store.room_history, server.limits.history)
+        # The account is read again: an operator's ban may have been stored
+        # while the password was hashed. A ban stored after this read is
+        # answered after it, and closes the session that is online by then.
+        server.store_call(welcome, account_and_history, server.store, account.name, server.limits.history)
 
-    def welcome(account, history, error):
+    def welcome(found, error):
         if error is not None:
             return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
         if session.state is CLOSING:
             return done(None)
+        account, history = found
+        if account is None or account.banned:
+            reason = account.ban_reason if account else ""
+            return done(proto.format_err(proto.BANNED, reason or "banned"), close="banned")
         left = server.kick_left(account.name)
         if left:  # kicked while the login was under way
             return done(kicked_error(left), close="kicked")
@@ -1091,6 +1126,12 @@ def cmd_login(server, session, name, password):
         lines.append(proto.format_ok("HISTORY", str(len(history))))
         lines.append(proto.format_users(server.online_names()))
         done(b"".join(lines))
+
+    def not_a_failure(line):
+        if not session.exempt:
+            server.login_failures_by_address.forgive(session.ip, started)
+            server.login_failures_by_account.forgive(key, started)
+        done(line)
 
     def done(line, close=None):
         session.inflight -= 1
@@ -1106,6 +1147,12 @@ def cmd_login(server, session, name, password):
         found(None, None)
     else:
         server.store_call(found, server.store.find_account, name)
+
+
+def account_and_history(store, name, count):
+    """On the storage thread, for a LOGIN whose password checked out: the
+    account as it is now, and the room's last ``count`` messages."""
+    return store.find_account(name), store.room_history(count)
 
 
 def too_fast(wait, text):

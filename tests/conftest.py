@@ -25,8 +25,9 @@ from sae_server import Limits, Server
 TIMEOUT = 10.0
 # scrypt at its real cost makes each REGISTER/LOGIN take tens of
 # milliseconds; the hashes record their own parameters, so a cheaper cost in
-# tests changes nothing else.
-TEST_ENV = {"SAE_SCRYPT_N": "1024", "PYTHONUNBUFFERED": "1"}
+# tests changes nothing else. Failed logins are answered at once, except in
+# the tests of that delay.
+TEST_ENV = {"SAE_SCRYPT_N": "1024", "SAE_LOGIN_FAILURE_DELAY": "0", "PYTHONUNBUFFERED": "1"}
 # pytest times tests with the clock functions _pytest.timing imported; left
 # to freezegun, --durations reports the frozen date as a setup time. Only that
 # module: freezegun also treats any caller within a few frames of an ignored
@@ -299,6 +300,7 @@ class Harness:
 
     def __init__(self, tmp_path, db_url=None, **limits):
         limits.setdefault("scrypt_n", 1024)
+        limits.setdefault("login_failure_delay", 0.0)
         self.server = Server(open_store(db_url or "sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
                              Limits(**limits))
         self.server.listen()

@@ -1,0 +1,155 @@
+"""What is checked before a hand-off to a worker holds when its result
+comes back.
+
+A LOGIN is checked (ban, kick, failed-login limits), then its password is
+hashed on a worker thread while the loop serves everyone else: a ban can be
+stored, or other guesses can arrive, in between. These tests open that
+window on purpose: the server runs in this process (conftest's Harness) and
+the password check is held at a gate until the test lets it through.
+"""
+
+import logging
+import re
+import socket
+import threading
+
+import pytest
+
+import sae_server
+
+GATE_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """Password checks wait here until ``gate.open()``; ``gate.entered``
+    is set once one of them is waiting."""
+
+    class Gate:
+        def __init__(self):
+            self.entered = threading.Event()
+            self.released = threading.Event()
+
+        def open(self):
+            self.released.set()
+
+    held = Gate()
+    real_verify = sae_server.verify_password
+
+    def verify_at_the_gate(password, stored):
+        held.entered.set()
+        held.released.wait(GATE_TIMEOUT)
+        return real_verify(password, stored)
+
+    monkeypatch.setattr(sae_server, "verify_password", verify_at_the_gate)
+    yield held
+    held.open()
+
+
+def turn_until(h, predicate, what):
+    for _ in range(500):
+        h.turn()
+        if predicate():
+            return
+    raise AssertionError("never " + what)
+
+
+def admin(h, tmp_path, line):
+    """One operator command through the admin socket; returns its answer."""
+    path = str(tmp_path / "admin.sock")
+    if h.server.admin_listener is None:
+        h.server.listen_admin(path)
+    link = socket.socket(socket.AF_UNIX)
+    link.connect(path)
+    link.sendall(line.encode() + b"\n")
+    link.setblocking(False)
+    answer = b""
+
+    def answered():
+        nonlocal answer
+        try:
+            answer += link.recv(4096)
+        except BlockingIOError:
+            pass
+        return answer.endswith(b"\n")
+
+    turn_until(h, answered, "answered %r" % line)
+    link.close()
+    return answer.decode().strip()
+
+
+def test_a_ban_stored_while_the_password_is_checked_keeps_the_account_out(harness, gate, tmp_path):
+    make, clock = harness
+    h = make()
+    alice = h.connect()
+    alice.sendall(b"REGISTER alice password1\n")
+    gate.open()
+    h.expect(alice, r"OK REGISTER")
+    gate.released.clear()
+    gate.entered.clear()
+
+    alice.sendall(b"LOGIN alice password1\n")
+    turn_until(h, gate.entered.is_set, "hashing alice's password")
+    assert admin(h, tmp_path, "ban alice spamming") == "banned alice (0 sessions closed)"
+    gate.open()
+    assert h.expect(alice, r"ERR|OK") == "ERR 403 spamming"
+    assert h.expect_closed(alice) == []
+    watcher = h.logged_in("bob")
+    watcher.sendall(b"WHO\n")
+    assert h.expect(watcher, r"USERS") == "USERS 1 bob"
+
+
+def test_guesses_in_flight_count_against_the_failed_login_limit(harness, gate):
+    make, clock = harness
+    h = make(exempt="", login_failures=5)
+    owner = h.connect()
+    owner.sendall(b"REGISTER alice right-password\n")
+    gate.open()
+    h.expect(owner, r"OK REGISTER")
+    gate.released.clear()
+
+    # 31 guesses from one address at once, the right one last: all of them
+    # are read before the first password check is over.
+    guessers = [h.connect() for _ in range(31)]
+    for number, guesser in enumerate(guessers):
+        password = "right-password" if number == 30 else "guess-%04d" % number
+        guesser.sendall(("LOGIN alice %s\n" % password).encode())
+    answers = {}
+
+    def all_answered():
+        for guesser in guessers:
+            if guesser not in answers:
+                lines = h.lines(guesser)
+                if lines:
+                    answers[guesser] = lines[0]
+        return len(answers) == len(guessers)
+
+    turn_until(h, lambda: all_answered() or len(answers) >= 26, "the guesses beyond the limit refused")
+    assert len(answers) == 26  # the five in flight are still being checked
+    gate.open()
+    turn_until(h, all_answered, "every guess answered")
+    checked = [line for line in answers.values() if not line.startswith("ERR 429")]
+    assert len(checked) == 5
+    assert all(line == "ERR 401 wrong name or password" for line in checked)
+    assert re.match(r"ERR 429 \d+ too many failed logins", answers[guessers[30]])
+
+
+def test_a_failed_login_takes_the_same_time_whether_or_not_the_name_exists(harness, caplog):
+    caplog.set_level(logging.INFO, logger="sae-server")
+    make, clock = harness
+    # The accounts were made at a lower cost than new ones get now, as
+    # after a restart with a higher --scrypt-n: their hashes are quicker.
+    h = make(scrypt_n=1024, login_failure_delay=1.0)
+    h.logged_in("alice")
+    h.server.dummy_hash = sae_server.hash_password("not a password", 4096)
+
+    for name in ("alice", "nobody"):
+        guesser = h.connect()
+        guesser.sendall(("LOGIN %s wrong-password\n" % name).encode())
+        logged = "failed to log in as %s" % name
+        turn_until(h, lambda logged=logged: logged in caplog.text, "checked %s" % name)
+        for _ in range(20):
+            h.turn()
+        assert h.lines(guesser) == []  # checked, but not answered before its time
+        clock.tick(1.0)
+        assert h.expect(guesser, r".") == "ERR 401 wrong name or password"
