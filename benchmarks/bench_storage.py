@@ -63,10 +63,9 @@ def run_backend(label, store, args, row_by_row=False):
     if row_by_row:
         modes.append(("batched, row by row", args.messages, args.batch, False))
     modes.append(("one commit per message", args.single_messages, 1, True))
-    multirow = getattr(store, "_multirow", None)  # MySQL: whether the server allows it
     for mode, count, batch, one_insert in modes:
-        if multirow is not None:
-            store._multirow = multirow and one_insert
+        if hasattr(store, "allow_multirow"):  # MySQL
+            store.allow_multirow = one_insert
         rate, elapsed = measure(store, account, count, batch)
         print("%-8s %-26s %7d messages %7.2fs %9.0f messages/s" % (label, mode, count, elapsed, rate))
         sys.stdout.flush()
@@ -98,9 +97,11 @@ def bench_mysql(args):
     try:
         store = open_store(url)
         try:
-            cursor = store._db.cursor()
+            server = MySQLdb.connect(**connect_args(url))
+            cursor = server.cursor()
             cursor.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@innodb_autoinc_lock_mode")
             version, flush, lock_mode = cursor.fetchone()
+            server.close()
             print("MySQL    %s at %s, innodb_flush_log_at_trx_commit=%s, innodb_autoinc_lock_mode=%s"
                   % (version, describe_url(url), flush, lock_mode))
             run_backend("MySQL", store, args, row_by_row=True)

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import MySQLdb
 from MySQLdb.constants import CLIENT
 
-from . import Account, Message, NewMessage, StorageUnavailable, Store, describe_url, name_key
+from . import Account, Message, NewMessage, StorageUnavailable, Store, describe_url, name_key, sql
 from .migrate import migrations
 
 CONNECT_TIMEOUT = 3  # seconds; a dead host must not hold the storage thread long
@@ -44,6 +44,13 @@ INSERT_CHUNK_BYTES = 512 * 1024
 # (2013), lost connection reading the handshake (2055), server shutting down
 # (1053), connection killed (1927), disconnected for inactivity (4031).
 CONNECTION_LOST = {1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+
+# The statements shared with SQLite (sql.py), with mysqlclient's placeholders.
+INSERT_ACCOUNT = sql.for_mysql(sql.INSERT_ACCOUNT)
+FIND_ACCOUNT = sql.for_mysql(sql.FIND_ACCOUNT)
+INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
+SET_BAN = sql.for_mysql(sql.SET_BAN)
+BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
 
 _SESSION_SQL = [
     # DATETIME is not converted by time_zone, but NOW() and friends are:
@@ -119,7 +126,9 @@ class MySQLStore(Store):
         self._retry_at = 0.0
         self._backoff = 0.0
         # Whether one multi-row INSERT may store a batch: only if the server
-        # hands it consecutive ids (see _insert_messages).
+        # hands it consecutive ids (see _insert_messages), and if whoever
+        # holds this store allows it (a benchmark or a test of the other way).
+        self.allow_multirow = True
         self._multirow = True
         self._increment = 1
         self._run(self._migrate)
@@ -241,9 +250,7 @@ class MySQLStore(Store):
 
         def insert(cursor):
             try:
-                cursor.execute(
-                    "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (%s, %s, %s, %s)",
-                    (name, name_key(name), password_hash, moment))
+                cursor.execute(INSERT_ACCOUNT, (name, name_key(name), password_hash, moment))
             except MySQLdb.IntegrityError:
                 return None
             return Account(cursor.lastrowid, name, password_hash, _to_text(moment))
@@ -251,9 +258,7 @@ class MySQLStore(Store):
 
     def find_account(self, name: str) -> Optional[Account]:
         def select(cursor):
-            cursor.execute(
-                "SELECT id, name, password_hash, created_at, ban_reason FROM users WHERE name_key = %s",
-                (name_key(name),))
+            cursor.execute(FIND_ACCOUNT, (name_key(name),))
             row = cursor.fetchone()
             return self._account(row) if row else None
         return self._run(select)
@@ -287,11 +292,10 @@ class MySQLStore(Store):
 
     def _insert_messages(self, cursor, values) -> List[int]:
         """Insert the rows in order; their ids, in the same order."""
-        sql = "INSERT INTO messages (sender_id, recipient_id, body, created_at) VALUES "
         ids: List[int] = []
-        if not self._multirow:
+        if not (self._multirow and self.allow_multirow):
             for row in values:
-                cursor.execute(sql + "(%s, %s, %s, %s)", row)
+                cursor.execute(INSERT_MESSAGE, row)
                 ids.append(cursor.lastrowid)
             return ids
         # One INSERT per chunk, not executemany(): mysqlclient splits a long
@@ -305,7 +309,7 @@ class MySQLStore(Store):
                 size += len(values[end][2]) + 64
                 end += 1
             chunk = values[start:end]
-            cursor.execute(sql + ", ".join(["(%s, %s, %s, %s)"] * len(chunk)),
+            cursor.execute(INSERT_MESSAGE + ", (%s, %s, %s, %s)" * (len(chunk) - 1),
                            [field for row in chunk for field in row])
             first = cursor.lastrowid
             ids.extend(first + i * self._increment for i in range(len(chunk)))
@@ -314,32 +318,26 @@ class MySQLStore(Store):
 
     def room_history(self, count: int, before: Optional[int] = None,
                      after: Optional[int] = None) -> List[Message]:
+        statement, parameters, newest_first = sql.room_history_query(count, before, after)
+        statement = sql.for_mysql(statement)
+
         def select(cursor):
-            query = ("SELECT m.id, m.created_at, u.name, NULL, m.body FROM messages m"
-                     " JOIN users u ON u.id = m.sender_id WHERE m.recipient_id IS NULL")
-            if after is not None:
-                cursor.execute(query + " AND m.id > %s ORDER BY m.id LIMIT %s", (after, count))
-                return [self._message(row) for row in cursor.fetchall()]
-            if before is not None:
-                cursor.execute(query + " AND m.id < %s ORDER BY m.id DESC LIMIT %s", (before, count))
-            else:
-                cursor.execute(query + " ORDER BY m.id DESC LIMIT %s", (count,))
-            return [self._message(row) for row in reversed(cursor.fetchall())]
+            cursor.execute(statement, parameters)
+            messages = [self._message(row) for row in cursor.fetchall()]
+            return messages[::-1] if newest_first else messages
         return self._run(select)
 
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         moment = _to_datetime(at) if reason is not None else None
 
         def update(cursor):
-            cursor.execute("UPDATE users SET ban_reason = %s, banned_at = %s WHERE name_key = %s",
-                           (reason, moment, name_key(name)))
+            cursor.execute(SET_BAN, (reason, moment, name_key(name)))
             return cursor.rowcount > 0
         return self._run(update)
 
     def banned_accounts(self) -> List[Account]:
         def select(cursor):
-            cursor.execute("SELECT id, name, password_hash, created_at, ban_reason FROM users"
-                           " WHERE ban_reason IS NOT NULL ORDER BY name_key")
+            cursor.execute(BANNED_ACCOUNTS)
             return [self._account(row) for row in cursor.fetchall()]
         return self._run(select)
 

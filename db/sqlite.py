@@ -9,7 +9,7 @@ Raspberry Pi's SD card keep up with one commit per loop iteration.
 import sqlite3
 from typing import List, Optional, Sequence
 
-from . import Account, Message, NewMessage, StorageUnavailable, Store, name_key
+from . import Account, Message, NewMessage, StorageUnavailable, Store, name_key, sql
 from .migrate import migrations
 
 
@@ -56,9 +56,7 @@ class SQLiteStore(Store):
     def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
         def insert():
             try:
-                cursor = self.db.execute(
-                    "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                    (name, name_key(name), password_hash, created_at))
+                cursor = self.db.execute(sql.INSERT_ACCOUNT, (name, name_key(name), password_hash, created_at))
             except sqlite3.IntegrityError:
                 return None
             return Account(cursor.lastrowid, name, password_hash, created_at)
@@ -66,9 +64,7 @@ class SQLiteStore(Store):
 
     def find_account(self, name: str) -> Optional[Account]:
         def select():
-            row = self.db.execute(
-                "SELECT id, name, password_hash, created_at, ban_reason FROM users WHERE name_key = ?",
-                (name_key(name),)).fetchone()
+            row = self.db.execute(sql.FIND_ACCOUNT, (name_key(name),)).fetchone()
             return Account(*row) if row else None
         return self._run(select)
 
@@ -84,15 +80,13 @@ class SQLiteStore(Store):
                     if message.recipient is not None:
                         key = name_key(message.recipient)
                         if key not in recipients:
-                            recipients[key] = db.execute(
-                                "SELECT id, name FROM users WHERE name_key = ?", (key,)).fetchone()
+                            recipients[key] = db.execute(sql.FIND_RECIPIENT, (key,)).fetchone()
                         if recipients[key] is None:
                             stored.append(None)
                             continue
                         recipient_id, recipient = recipients[key]
-                    cursor = db.execute(
-                        "INSERT INTO messages (sender_id, recipient_id, body, created_at) VALUES (?, ?, ?, ?)",
-                        (message.sender_id, recipient_id, message.body, message.created_at))
+                    cursor = db.execute(sql.INSERT_MESSAGE,
+                                        (message.sender_id, recipient_id, message.body, message.created_at))
                     stored.append(Message(cursor.lastrowid, message.created_at, message.sender,
                                           recipient, message.body))
                 db.execute("COMMIT")
@@ -104,33 +98,22 @@ class SQLiteStore(Store):
 
     def room_history(self, count: int, before: Optional[int] = None,
                      after: Optional[int] = None) -> List[Message]:
+        statement, parameters, newest_first = sql.room_history_query(count, before, after)
+
         def select():
-            query = ("SELECT m.id, m.created_at, u.name, NULL, m.body FROM messages m"
-                     " JOIN users u ON u.id = m.sender_id WHERE m.recipient_id IS NULL")
-            if after is not None:
-                rows = self.db.execute(query + " AND m.id > ? ORDER BY m.id LIMIT ?", (after, count))
-                return [Message(*row) for row in rows]
-            if before is not None:
-                rows = self.db.execute(query + " AND m.id < ? ORDER BY m.id DESC LIMIT ?", (before, count))
-            else:
-                rows = self.db.execute(query + " ORDER BY m.id DESC LIMIT ?", (count,))
-            return [Message(*row) for row in reversed(rows.fetchall())]
+            messages = [Message(*row) for row in self.db.execute(statement, parameters)]
+            return messages[::-1] if newest_first else messages
         return self._run(select)
 
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         def update():
-            cursor = self.db.execute(
-                "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?",
-                (reason, at if reason is not None else None, name_key(name)))
+            cursor = self.db.execute(sql.SET_BAN, (reason, at if reason is not None else None, name_key(name)))
             return cursor.rowcount > 0
         return self._run(update)
 
     def banned_accounts(self) -> List[Account]:
         def select():
-            rows = self.db.execute(
-                "SELECT id, name, password_hash, created_at, ban_reason FROM users"
-                " WHERE ban_reason IS NOT NULL ORDER BY name_key")
-            return [Account(*row) for row in rows]
+            return [Account(*row) for row in self.db.execute(sql.BANNED_ACCOUNTS)]
         return self._run(select)
 
     def ping(self) -> None:

@@ -363,7 +363,7 @@ def test_mysql_row_by_row_inserts_give_the_same_result(mysql_url):
     store = open_store(mysql_url)
     try:
         alice = store.create_account("Alice", "h", T0)
-        store._multirow = False
+        store.allow_multirow = False
         stored = store.append_messages([say(alice, "a"), tell(alice, "x", "lost"), say(alice, "b")])
         assert stored[1] is None and stored[0].id < stored[2].id
         assert store.room_history(10) == [stored[0], stored[2]]
@@ -394,8 +394,12 @@ def test_mysql_a_killed_connection_is_replaced_unnoticed(mysql_url, mysql_admin)
     store = open_store(mysql_url)
     try:
         alice = store.create_account("Alice", "h", T0)
+        # The store's one connection, as the database server sees it.
         cursor = mysql_admin.cursor()
-        cursor.execute("KILL %d" % store._db.thread_id())
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                       (urlsplit(mysql_url).path.strip("/"),))
+        [(connection,)] = cursor.fetchall()
+        cursor.execute("KILL %d" % connection)
         [message] = store.append_messages([say(alice, "after the kill")])
         assert store.room_history(10) == [message]
     finally:
