@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, ServerProcess
-from sae_server import ADMIN_USAGE
+from sae_admin import ADMIN_USAGE
 
 ADMIN_PASSWORD = "op-secret-42"
 

@@ -1,0 +1,351 @@
+"""The operator's side of sae-chat: the admin console and the admin socket.
+
+The operator types commands on the server's terminal (stdin, read by the
+server's loop) or, for a server run as a service, sends them through a Unix
+socket with ``sae-server admin COMMAND`` (``admin_main``, the client, is at
+the end of this file). Both are an ``AdminLink``: lines in, one answer per
+command out; where an admin password is set, a link must give it before any
+command. The server (sae_server.py) owns the sockets and the loop; this file
+holds what the operator can say and what is answered, through the server's
+public methods (kick, end_account, store_call, broadcast, stop).
+"""
+
+import argparse
+import hmac
+import logging
+import os
+import socket
+import sys
+
+import sae_protocol as proto
+
+log = logging.getLogger("sae-server")
+
+# The longest kick the operator may give (kick NAME SECONDS, --kick-seconds):
+# a kick is a cool-off, a ban is for good; and the deadline, monotonic time
+# plus seconds, must stay a float (a 400-digit kick overflowed it).
+KICK_SECONDS_MAX = 365 * 24 * 3600
+
+
+# --- one operator's channel ----------------------------------------------
+
+class AdminLink:
+    """One operator's channel: the terminal, or one admin socket connection."""
+
+    def __init__(self, server, read_fd, write, close, prompt=False):
+        self.server = server
+        self.read_fd = read_fd
+        self.write = write  # write(text): queue text for the operator
+        self.close = close
+        self.prompt = prompt  # a terminal gets prompts; a socket only answers
+        self.framer = proto.LineFramer()
+        self.authenticated = server.admin_password is None
+        self.waiting = 0  # commands whose answer needs the database
+        self.ended = False
+        # An admin socket connection's own buffering (the Server drives it).
+        self.sock = None
+        self.out = bytearray()
+        self.peer_done = False  # the peer has sent all it will
+        self.events = 0
+
+    def start(self):
+        if not self.authenticated:
+            self._ask_password()
+        elif self.prompt:
+            self.write("console ready, type help for the commands\n")
+
+    def _ask_password(self):
+        if self.prompt:
+            set_terminal_echo(self.read_fd, False)
+            self.write("admin password: ")
+
+    def feed(self, data):
+        for frame in self.framer.feed(data):
+            if self.ended:
+                return
+            if frame.__class__ is not bytes:
+                self.write("line too long\n")
+                continue
+            line = frame.decode("utf-8", "replace").strip()
+            if not self.authenticated:
+                self._check_password(line)
+            elif line:
+                self.run(line)
+
+    def _check_password(self, line):
+        if self.prompt:
+            set_terminal_echo(self.read_fd, True)
+            self.write("\n")
+        if hmac.compare_digest(line.encode("utf-8"), self.server.admin_password.encode("utf-8")):
+            self.authenticated = True
+            log.info("operator authenticated on the %s", "console" if self.prompt else "admin socket")
+            self.write("admin password accepted, type help for the commands\n" if self.prompt else "")
+            return
+        log.warning("wrong admin password on the %s", "console" if self.prompt else "admin socket")
+        self.write("wrong admin password\n")
+        if self.prompt:
+            self._ask_password()
+        else:
+            self.end()
+
+    def run(self, line):
+        verb, _, rest = line.partition(" ")
+        # In ASCII only, as client verbs: str.lower() makes the Kelvin sign a "k".
+        command = ADMIN_COMMANDS.get(verb.lower()) if verb.isascii() else None
+        if command is None:
+            self.answer("unknown command: %s" % verb)
+            return
+        command(self.server, self, rest.strip())
+
+    def answer(self, text):
+        self.write(text + "\n")
+
+    def end(self):
+        if not self.ended:
+            self.ended = True
+            self.close()
+
+
+def set_terminal_echo(fd, on):
+    """Hide what the operator types while it is a password."""
+    try:
+        import termios
+        attrs = termios.tcgetattr(fd)
+        attrs[3] = attrs[3] | termios.ECHO if on else attrs[3] & ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except (ImportError, OSError):
+        pass  # not a terminal after all: nothing is echoed anyway
+
+
+# Every argument is checked before anything is done; a refusal is a usage
+# answer, on which `sae-server admin` exits with status 1.
+
+def admin_usage(link, command, problem=""):
+    link.answer(" ".join(part for part in ("usage:", command, ADMIN_USAGE[command],
+                                            "(%s)" % problem if problem else "") if part))
+
+
+def admin_fields(rest, count):
+    """``count`` fields of an admin line, the last keeping the rest; "" where missing."""
+    fields = proto.split_fields(rest, count)
+    return fields + [""] * (count - len(fields))
+
+
+def name_problem(name):
+    """Why ``name`` names no account, without asking the store."""
+    return "not a valid name: %s" % name if proto.check_name(name) else None
+
+
+def text_problem(text, line):
+    """Why ``text`` cannot reach clients in ``line``, the longest line that carries it."""
+    if proto.check_text(text):
+        return proto.check_text(text)
+    if len(line) - 1 > proto.MAX_LINE_BYTES:
+        return "too long for one line to clients"
+    return None
+
+
+def seconds_like(field):
+    """Whether ``field`` is meant as a number of seconds, valid or not ("0",
+    "-5", "1.5", "²"), rather than the first word of a reason ("3rd")."""
+    body = field[1:] if field[:1] in ("+", "-") else field
+    return body[:1].isdigit() and all(char.isdigit() or char in ".,_" for char in body)
+
+
+def kick_seconds(field):
+    """``field`` as a kick's length, or None if it is not 1..KICK_SECONDS_MAX."""
+    if not field.isascii() or not field.isdigit():
+        return None
+    digits = field.lstrip("0")
+    # Checked before int(): hundreds of digits are refused, not converted.
+    if not digits or len(digits) > len(str(KICK_SECONDS_MAX)) or int(digits) > KICK_SECONDS_MAX:
+        return None
+    return int(digits)
+
+
+def admin_help(server, link, rest):
+    if rest:
+        return admin_usage(link, "help", "no arguments")
+    link.answer("commands: " + ", ".join(
+        "%s %s" % (name, args) if args else name for name, args in ADMIN_USAGE.items()))
+
+
+def admin_kill(server, link, rest):
+    problem = text_problem(rest, proto.format_bye(rest))
+    if problem:
+        return admin_usage(link, "kill", problem)
+    link.answer("shutting down")
+    log.info("kill from the operator")
+    server.stop(rest or "server shutting down")
+
+
+def admin_kick(server, link, rest):
+    name, rest = admin_fields(rest, 2)
+    if not name:
+        return admin_usage(link, "kick")
+    seconds, reason = server.limits.kick_seconds, rest
+    first, after_first = admin_fields(rest, 2)
+    if seconds_like(first):
+        seconds, reason = kick_seconds(first), after_first
+        if seconds is None:
+            return admin_usage(link, "kick", "seconds must be 1 to %d" % KICK_SECONDS_MAX)
+    reason = reason.strip() or "kicked by the operator"
+    problem = name_problem(name) or text_problem(reason, proto.format_kicked(seconds, reason))
+    if problem:
+        return admin_usage(link, "kick", problem)
+    ended = server.kick(name, seconds, reason)
+    link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
+
+
+def admin_ban(server, link, rest):
+    name, reason = admin_fields(rest, 2)
+    reason = reason.strip() or "banned by the operator"
+    if not name:
+        return admin_usage(link, "ban")
+    # The reason is what a banned account's LOGIN is answered: ERR 403 <reason>.
+    problem = name_problem(name) or text_problem(reason, proto.format_err(proto.BANNED, reason))
+    if problem:
+        return admin_usage(link, "ban", problem)
+
+    def done(found, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot ban %s: storage unavailable" % name)
+        elif not found:
+            link.answer("no such account: %s" % name)
+        else:
+            ended = server.end_account(name, proto.format_banned(reason), "banned")
+            log.info("operator banned %s: %s", name, reason)
+            link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
+    link.waiting += 1
+    server.store_call(done, server.store.set_ban, name, reason, server.timestamp())
+
+
+def admin_unban(server, link, rest):
+    name, extra = admin_fields(rest, 2)
+    if not name or extra:
+        return admin_usage(link, "unban")
+    if name_problem(name):
+        return admin_usage(link, "unban", name_problem(name))
+
+    def done(found, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot unban %s: storage unavailable" % name)
+        else:
+            log.info("operator unbanned %s", name)
+            link.answer("unbanned %s" % name if found else "no such account: %s" % name)
+    link.waiting += 1
+    server.store_call(done, server.store.set_ban, name, None, server.timestamp())
+
+
+def admin_bans(server, link, rest):
+    if rest:
+        return admin_usage(link, "bans", "no arguments")
+
+    def done(accounts, error):
+        link.waiting -= 1
+        if error is not None:
+            return link.answer("cannot list bans: storage unavailable")
+        lines = ["%s: %s" % (account.name, account.ban_reason) for account in accounts]
+        link.answer("\n".join(lines + ["%d banned" % len(accounts)]))
+    link.waiting += 1
+    server.store_call(done, server.store.banned_accounts)
+
+
+def admin_who(server, link, rest):
+    if rest:
+        return admin_usage(link, "who", "no arguments")
+    now = server.now
+    lines = ["%s %s connected %s ago, idle %s" % (
+        session.name or "-", session.address, duration(now - session.connected_at),
+        duration(now - session.last_heard)) for session in server.sessions.values()]
+    link.answer("\n".join(lines + ["%d connection%s, %d online" % (
+        len(lines), "" if len(lines) == 1 else "s", len(server.online))]))
+
+
+def admin_say(server, link, rest):
+    if not rest:
+        return admin_usage(link, "say")
+    problem = text_problem(rest, proto.format_info(rest))
+    if problem:
+        return admin_usage(link, "say", problem)
+    server.broadcast(proto.format_info(rest), server.room)
+    link.answer("said to %d session%s" % (len(server.room), "" if len(server.room) == 1 else "s"))
+
+
+def duration(seconds):
+    seconds = int(seconds)
+    if seconds < 60:
+        return "%ds" % seconds
+    if seconds < 3600:
+        return "%dm%02ds" % divmod(seconds, 60)
+    return "%dh%02dm" % divmod(seconds // 60, 60)
+
+
+ADMIN_COMMANDS = {
+    "help": admin_help,
+    "who": admin_who,
+    "say": admin_say,
+    "kick": admin_kick,
+    "ban": admin_ban,
+    "unban": admin_unban,
+    "bans": admin_bans,
+    "kill": admin_kill,
+}
+ADMIN_USAGE = {
+    "help": "", "who": "", "say": "TEXT", "kick": "NAME [seconds] [reason]",
+    "ban": "NAME [reason]", "unban": "NAME", "bans": "", "kill": "[reason]",
+}
+
+
+# --- sae-server admin: the client ---------------------------------------
+
+def add_admin_options(parser):
+    env = os.environ
+    parser.add_argument("--admin-socket", default=env.get("SAE_ADMIN_SOCKET", ""),
+                        help="Unix socket for `sae-server admin` (default: none)")
+    parser.add_argument("--admin-password-file", default=env.get("SAE_ADMIN_PASSWORD_FILE", ""),
+                        help="file holding the admin password (or set SAE_ADMIN_PASSWORD)")
+
+
+def admin_password(args):
+    """The admin password from --admin-password-file or SAE_ADMIN_PASSWORD, or None."""
+    if args.admin_password_file:
+        with open(args.admin_password_file, encoding="utf-8") as secret:
+            return secret.readline().rstrip("\r\n") or None
+    return os.environ.get("SAE_ADMIN_PASSWORD") or None
+
+
+def admin_main(argv):
+    """`sae-server admin COMMAND ...`: one command to a running server."""
+    parser = argparse.ArgumentParser(prog="sae-server admin",
+                                     description="Send one command to a running sae-server.")
+    add_admin_options(parser)
+    parser.add_argument("command", nargs="+", help="e.g. who, kick NAME 300 spamming, ban NAME, kill")
+    args = parser.parse_args(argv)
+    if not args.admin_socket:
+        parser.error("give --admin-socket PATH (or set SAE_ADMIN_SOCKET)")
+    try:
+        password = admin_password(args)
+        link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        link.settimeout(30)
+        link.connect(args.admin_socket)
+        request = (password + "\n" if password else "") + " ".join(args.command) + "\n"
+        link.sendall(request.encode("utf-8"))
+        link.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            chunk = link.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    except OSError as error:
+        print("sae-server admin: %s: %s" % (args.admin_socket, error.strerror or error), file=sys.stderr)
+        return 1
+    text = answer.decode("utf-8", "replace")
+    sys.stdout.write(text)
+    refused = text.startswith(("wrong admin password", "unknown command", "usage:"))
+    return 1 if refused or not text else 0
+
+
