@@ -90,6 +90,13 @@ FD_RESERVE = 32
 HELD_LINE_COST = 64
 # Lines that cost the server work (storage, hashing), and so are rate-limited.
 COSTLY_VERBS = frozenset(("SAY", "TELL", "HISTORY", "REGISTER", "LOGIN"))
+# An answer longer than this (HISTORY 1000, a large --history at LOGIN) is
+# queued a piece of whole lines at a time, each once the client has taken
+# the one before: it answers the client's own request, so it is paced by the
+# client's reading instead of counting against sendq_max, which is for
+# clients that do not read. Big enough for few send()s to a fast reader,
+# small beside sendq_max (pieces are capped at half of it).
+ANSWER_PIECE_BYTES = 64 * 1024
 
 
 class Limits:
@@ -193,7 +200,7 @@ class Session:
     where it stands in the conversation. Only the loop thread touches it."""
 
     __slots__ = ("sock", "fd", "ip", "address", "exempt", "framer", "held", "held_bytes", "sendq",
-                 "sendq_bytes", "account", "state", "inflight", "inflight_messages", "reading",
+                 "sendq_bytes", "answer", "account", "state", "inflight", "inflight_messages", "reading",
                  "events", "connected_at", "last_heard", "ping_sent_at", "close_deadline",
                  "flood_tokens", "flood_stamp")
 
@@ -206,8 +213,9 @@ class Session:
         self.framer = proto.LineFramer()
         self.held = NO_LINES  # (cost, parsed line) not yet executed; a deque while any
         self.held_bytes = 0  # their cost, against flood_held_max
-        self.sendq = []  # chunks owed to the client, oldest first
-        self.sendq_bytes = 0
+        self.sendq = []  # chunks owed to the client, oldest first: bytes, and at most one LongAnswer
+        self.sendq_bytes = 0  # the bytes in sendq; not what its LongAnswer has yet to produce
+        self.answer = None  # the LongAnswer in sendq, if any
         self.account = None
         self.state = CONNECTED
         self.inflight = 0  # commands waiting for a worker
@@ -232,6 +240,33 @@ class Session:
 
     def __repr__(self):
         return "<Session %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
+class LongAnswer:
+    """The lines of an answer too long to queue at once, standing in a
+    session's sendq where their bytes would be. Server._write takes a piece
+    from it whenever everything queued before it is out, so nothing else
+    goes on the wire inside the answer, and broadcasts queue behind it.
+
+    A deque rather than an iterator: the answer knows it is over as it
+    hands out its last piece (its request is done then, and the next one
+    may run), and the lines already sent are freed as it goes."""
+
+    __slots__ = ("lines", "piece_bytes")
+
+    def __init__(self, lines, piece_bytes):
+        self.lines = collections.deque(lines)  # encoded lines, not yet produced
+        self.piece_bytes = piece_bytes
+
+    def piece(self) -> bytes:
+        """The next whole lines, at most piece_bytes of them (but at least one)."""
+        lines = self.lines
+        taken = [lines.popleft()]
+        size = len(taken[0])
+        while lines and size + len(lines[0]) <= self.piece_bytes:
+            size += len(lines[0])
+            taken.append(lines.popleft())
+        return b"".join(taken)
 
 
 # --- the server ---------------------------------------------------------
@@ -723,6 +758,25 @@ class Server:
         session.send(data)
         self.dirty.add(session)
 
+    def reply_lines(self, session, lines):
+        """An answer of many lines (a history). One longer than a piece is
+        produced as the socket drains (_write), not queued at once: the
+        client asked for it, and sendq_max is for clients that do not read.
+        Until its last piece the session counts it in ``inflight``, so that
+        its next request waits (answers stay in order, and a client that
+        does not read holds at most one), and is registered for EVENT_WRITE,
+        so that _send_to, which leaves such sessions to _write, never meets it."""
+        if session.state is CLOSING:
+            return
+        piece_bytes = min(ANSWER_PIECE_BYTES, self.limits.sendq_max // 2)
+        if sum(map(len, lines)) <= piece_bytes:
+            self.reply(session, b"".join(lines))
+            return
+        session.answer = LongAnswer(lines, piece_bytes)
+        session.sendq.append(session.answer)
+        session.inflight += 1
+        self._update_events(session)
+
     def broadcast(self, data: bytes, sessions):
         """The same bytes to many sessions; ``data`` is encoded once."""
         size = len(data)
@@ -797,36 +851,54 @@ class Server:
         sendq = session.sendq
         if not sendq:
             return
-        data = sendq[0] if len(sendq) == 1 else b"".join(sendq)
-        try:
-            sent = session.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            self._drop(session, "connection lost")
+        answered = False  # a long answer handed out its last piece
+        while sendq:
+            answer = session.answer
+            if answer is not None and sendq[0] is answer:
+                # Everything before the answer is out: its next piece.
+                piece = answer.piece()
+                session.sendq_bytes += len(piece)
+                if answer.lines:
+                    sendq.insert(0, piece)
+                else:  # the last one, bytes like any other from here on
+                    sendq[0] = piece
+                    session.answer = answer = None
+                    session.inflight -= 1
+                    answered = True
+            # The bytes before the answer (all of them if there is none).
+            count = len(sendq) if answer is None else sendq.index(answer)
+            data = sendq[0] if count == 1 else b"".join(sendq[:count])
+            try:
+                sent = session.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._drop(session, "connection lost")
+                return
+            session.sendq_bytes -= sent
+            if sent < len(data):
+                sendq[:count] = [data[sent:]]
+                break
+            del sendq[:count]
+        if not sendq and session.state is CLOSING:
+            self._finish_close(session)
             return
-        if sent == len(data):
-            sendq.clear()
-            session.sendq_bytes = 0
-            if session.state is CLOSING:
-                self._finish_close(session)
-                return
-        else:
-            sendq[:] = [data[sent:]]
-            session.sendq_bytes = len(data) - sent
-            if session.sendq_bytes > self.limits.sendq_max and session.state is not CLOSING:
-                self._sendq_exceeded(session)
-                return
+        if session.sendq_bytes > self.limits.sendq_max and session.state is not CLOSING:
+            self._sendq_exceeded(session)
+            return
         self._update_events(session)
+        if answered:
+            self.run_held(session)
 
     def _sendq_exceeded(self, session):
         log.warning("%s (%s) does not read: sendq exceeded %d bytes, disconnecting",
                     session.address, session.name or "not logged in", self.limits.sendq_max)
         # The kernel may hold the start of a line: finish that line, drop the
         # rest, so that the client can still read BYE as a line of its own.
+        # A long answer at the head left nothing partial: it hands out whole lines.
         head = session.sendq[0]
-        session.sendq[:] = [head[:head.find(b"\n") + 1]]
-        session.sendq_bytes = len(session.sendq[0])
+        session.sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
+        session.sendq_bytes = len(session.sendq[0]) if session.sendq else 0
         self.close_session(session, proto.format_bye("sendq exceeded"), "sendq exceeded")
 
     def _update_events(self, session):
@@ -859,6 +931,12 @@ class Server:
         session.held_bytes = 0
         self.throttled.pop(session, None)
         session.close_deadline = self.now + CLOSE_LINGER
+        if session.answer is not None:
+            # The rest of a long answer is not produced: the last line says
+            # why at once, after whole lines, not after megabytes.
+            session.sendq[:] = [chunk for chunk in session.sendq if chunk is not session.answer]
+            session.answer = None
+            session.inflight -= 1
         if last_line:
             session.send(last_line)
         log.info("closing %s (%s): %s", session.address, session.name or "not logged in", leave_reason)
@@ -1122,7 +1200,8 @@ def cmd_login(server, session, name, password):
         lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
         lines.append(proto.format_ok("HISTORY", str(len(history))))
         lines.append(proto.format_users(server.online_names()))
-        done(b"".join(lines))
+        server.reply_lines(session, lines)
+        done(None)
 
     def not_a_failure(line):
         if not session.exempt:
@@ -1186,7 +1265,7 @@ def cmd_history(server, session, count, where):
         else:
             lines = [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
             lines.append(proto.format_ok("HISTORY", str(len(history))))
-            server.reply(session, b"".join(lines))
+            server.reply_lines(session, lines)
         server.run_held(session)
 
     server.store_call(found, server.store.room_history, query.count, query.before, query.after)
