@@ -41,6 +41,7 @@ import socket
 import stat
 import sys
 import time
+from typing import NamedTuple
 
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
@@ -620,6 +621,43 @@ class Server:
             self._store_outbox()
         self.offload(self.storage, on_done, method, *args)
 
+    def start_command(self, session, steps):
+        """Drive a command that waits (a generator, see Wait) to its end."""
+        try:
+            wait = next(steps)
+        except StopIteration:
+            return  # answered without waiting
+        session.inflight += 1
+        self._wait(session, steps, wait)
+
+    def _resume(self, session, steps, result, error):
+        try:
+            wait = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration:
+            # The one place that decides what runs next for a session whose
+            # command waited: its next lines, in order.
+            session.inflight -= 1
+            self.run_held(session)
+            return
+        except Exception:
+            # A bug in a command (or a worker's unexpected error it did not
+            # expect) costs this session, not the server.
+            log.exception("command failed for %s (%s)", session.address, session.name or "not logged in")
+            session.inflight -= 1
+            self.close_session(session, proto.format_bye("internal error"), "internal error")
+            return
+        self._wait(session, steps, wait)
+
+    def _wait(self, session, steps, wait):
+        if wait.pool == "timer":
+            self.call_at(wait.work, lambda: self._resume(session, steps, None, None))
+            return
+        resume = lambda result, error: self._resume(session, steps, result, error)  # noqa: E731
+        if wait.pool == "storage":
+            self.store_call(resume, wait.work, *wait.args)
+        else:
+            self.offload(self.hashing, resume, wait.work, *wait.args)
+
     def call_at(self, when, function):
         """Run function() on the loop at monotonic time ``when``."""
         heapq.heappush(self.timers, (when, next(self._timer_order), function))
@@ -722,7 +760,9 @@ class Server:
             elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
-                COMMANDS[line.verb](self, session, *line.args)
+                steps = COMMANDS[line.verb](self, session, *line.args)
+                if steps is not None:
+                    self.start_command(session, steps)
         if not held and held is not NO_LINES:
             session.held = NO_LINES
         throttled = session in self.throttled
@@ -1102,6 +1142,36 @@ class Server:
 # One function per verb: (server, session, *fields). Syntax was checked by
 # sae_protocol.parse_command, and whether the session may use the verb by
 # Server.run_held.
+#
+# A command that needs a worker (the database, password hashing) or a
+# moment in the future is a generator: it yields what it waits for
+# (``storage(...)``, ``hashing(...)``, ``until(...)``) and is resumed with
+# the result, or with the StorageUnavailable it raised, so it reads top to
+# bottom. Server.start_command drives it: the session counts as busy until
+# the command returns, and only then do its next lines run.
+
+class Wait(NamedTuple):
+    """What a command waits for: ``work(*args)`` on the storage thread or a
+    hashing thread, or (``pool`` "timer") the monotonic time ``work``."""
+    pool: str
+    work: object
+    args: tuple = ()
+
+
+def storage(work, *args):
+    return Wait("storage", work, args)
+
+
+def hashing(work, *args):
+    return Wait("hashing", work, args)
+
+
+def until(when):
+    return Wait("timer", when)
+
+
+STORAGE_UNAVAILABLE = proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again")
+
 
 def cmd_register(server, session, name, password):
     problem = proto.check_name(name) or proto.check_password(password)
@@ -1114,26 +1184,17 @@ def cmd_register(server, session, name, password):
             server.reply(session, too_fast(wait, "too many registrations from your address"))
             return
         server.registrations.add(session.ip, server.now)
-    session.inflight += 1
-
-    def hashed(password_hash, error):
-        if error is not None:
-            return registered(None, error)
-        server.store_call(registered, server.store.create_account, name, password_hash,
-                          server.timestamp())
-
-    def registered(account, error):
-        session.inflight -= 1
-        if error is not None:
-            server.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
-        elif account is None:
-            server.reply(session, proto.format_err(proto.NAME_TAKEN, "name %s is taken" % name))
-        else:
-            log.info("%s registered %s", session.address, account.name)
-            server.reply(session, proto.format_ok("REGISTER", account.name))
-        server.run_held(session)
-
-    server.offload(server.hashing, hashed, hash_password, password, server.limits.scrypt_n)
+    password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
+    try:
+        account = yield storage(server.store.create_account, name, password_hash, server.timestamp())
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if account is None:
+        server.reply(session, proto.format_err(proto.NAME_TAKEN, "name %s is taken" % name))
+        return
+    log.info("%s registered %s", session.address, account.name)
+    server.reply(session, proto.format_ok("REGISTER", account.name))
 
 
 def cmd_login(server, session, name, password):
@@ -1153,76 +1214,55 @@ def cmd_login(server, session, name, password):
         # guesses sent in parallel see each other while they are hashed.
         server.login_failures_by_address.add(session.ip, started)
         server.login_failures_by_account.add(key, started)
-    session.inflight += 1
 
-    def found(account, error):
-        if error is not None:
-            return not_a_failure(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
-        stored_hash = account.password_hash if account else server.dummy_hash
-        server.offload(server.hashing, lambda ok, error: checked(account, ok), verify_password,
-                       password, stored_hash)
-
-    def checked(account, ok):
-        if not ok or account is None:
-            log.info("%s failed to log in as %s", session.address, name)
-            # Answered at the same moment whether or not the name exists and
-            # whatever the cost its hash was made with (--scrypt-n changes).
-            server.call_at(started + server.limits.login_failure_delay,
-                           lambda: done(proto.format_err(proto.UNAUTHORIZED, "wrong name or password")))
-            return
+    def not_a_failure():
         if not session.exempt:
             server.login_failures_by_address.forgive(session.ip, started)
             server.login_failures_by_account.forgive(key, started)
-        if account.banned:
-            return done(proto.format_err(proto.BANNED, account.ban_reason or "banned"), close="banned")
-        left = server.kick_left(account.name)
-        if left:
-            return done(kicked_error(left), close="kicked")
-        # The account is read again: an operator's ban may have been stored
-        # while the password was hashed. A ban stored after this read is
-        # answered after it, and closes the session that is online by then.
-        server.store_call(welcome, account_and_history, server.store, account.name, server.limits.history)
 
-    def welcome(found, error):
-        if error is not None:
-            return done(proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
-        if session.state is CLOSING:
-            return done(None)
-        account, history = found
-        if account is None or account.banned:
-            reason = account.ban_reason if account else ""
-            return done(proto.format_err(proto.BANNED, reason or "banned"), close="banned")
-        left = server.kick_left(account.name)
-        if left:  # kicked while the login was under way
-            return done(kicked_error(left), close="kicked")
-        server.go_online(session, account)
-        lines = [proto.format_ok("LOGIN", account.name)]
-        lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
-        lines.append(proto.format_ok("HISTORY", str(len(history))))
-        lines.append(proto.format_users(server.online_names()))
-        server.reply_lines(session, lines)
-        done(None)
-
-    def not_a_failure(line):
-        if not session.exempt:
-            server.login_failures_by_address.forgive(session.ip, started)
-            server.login_failures_by_account.forgive(key, started)
-        done(line)
-
-    def done(line, close=None):
-        session.inflight -= 1
-        if close:
-            server.close_session(session, line, close)
+    account = None
+    if not (proto.check_name(name) or proto.check_password(password)):
+        try:
+            account = yield storage(server.store.find_account, name)
+        except StorageUnavailable:
+            not_a_failure()
+            server.reply(session, STORAGE_UNAVAILABLE)
             return
-        if line:
-            server.reply(session, line)
-        server.run_held(session)
-
-    if proto.check_name(name) or proto.check_password(password):
-        # Cannot be an account; answered as slowly as any other failure.
-        found(None, None)
-    else:
-        server.store_call(found, server.store.find_account, name)
+    # A name that is no account's is checked against a dummy hash, so that
+    # it costs what a real one costs.
+    correct = yield hashing(verify_password, password, account.password_hash if account else server.dummy_hash)
+    if not correct or account is None:
+        log.info("%s failed to log in as %s", session.address, name)
+        # Answered at the same moment whether or not the name exists and
+        # whatever the cost its hash was made with (--scrypt-n changes).
+        yield until(started + server.limits.login_failure_delay)
+        server.reply(session, proto.format_err(proto.UNAUTHORIZED, "wrong name or password"))
+        return
+    not_a_failure()
+    # The account is read again with the history: an operator's ban may have
+    # been stored while the password was hashed. A ban stored after this read
+    # is answered after it, and closes the session, which is online by then.
+    try:
+        account, history = yield storage(account_and_history, server.store, account.name, server.limits.history)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if session.state is CLOSING:
+        return
+    if account is None or account.banned:
+        reason = account.ban_reason if account else ""
+        server.close_session(session, proto.format_err(proto.BANNED, reason or "banned"), "banned")
+        return
+    left = server.kick_left(account.name)
+    if left:
+        server.close_session(session, kicked_error(left), "kicked")
+        return
+    server.go_online(session, account)
+    lines = [proto.format_ok("LOGIN", account.name)]
+    lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
+    lines.append(proto.format_ok("HISTORY", str(len(history))))
+    lines.append(proto.format_users(server.online_names()))
+    server.reply_lines(session, lines)
 
 
 def account_and_history(store, name, count):
@@ -1256,19 +1296,14 @@ def cmd_history(server, session, count, where):
     if isinstance(query, proto.ProtocolError):
         server.reply(session, proto.format_err(query.code, query.text))
         return
-    session.inflight += 1
-
-    def found(history, error):
-        session.inflight -= 1
-        if error is not None:
-            server.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again"))
-        else:
-            lines = [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
-            lines.append(proto.format_ok("HISTORY", str(len(history))))
-            server.reply_lines(session, lines)
-        server.run_held(session)
-
-    server.store_call(found, server.store.room_history, query.count, query.before, query.after)
+    try:
+        history = yield storage(server.store.room_history, query.count, query.before, query.after)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    lines = [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
+    lines.append(proto.format_ok("HISTORY", str(len(history))))
+    server.reply_lines(session, lines)
 
 
 def cmd_ping(server, session, token):
