@@ -270,7 +270,7 @@ def admin_say(server, link, rest):
     problem = text_problem(rest, proto.format_info(rest))
     if problem:
         return admin_usage(link, "say", problem)
-    server.broadcast(proto.format_info(rest), server.room)
+    server.room.send(lambda protocol: protocol.format_info(rest))
     link.answer("said to %d session%s" % (len(server.room), "" if len(server.room) == 1 else "s"))
 
 

@@ -200,15 +200,18 @@ class Session:
     """One client connection: its buffers, its account once logged in, and
     where it stands in the conversation. Only the loop thread touches it."""
 
-    __slots__ = ("sock", "fd", "ip", "address", "exempt", "framer", "held", "held_bytes", "sendq",
+    __slots__ = ("sock", "fd", "ip", "address", "exempt", "protocol", "framer", "held", "held_bytes", "sendq",
                  "sendq_bytes", "answer", "account", "state", "inflight", "inflight_messages", "reading",
                  "events", "connected_at", "last_heard", "ping_sent_at", "close_deadline",
                  "flood_tokens", "flood_stamp")
 
-    def __init__(self, sock, ip, port, exempt, now, flood_burst):
+    def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol=proto):
         self.sock = sock
         self.fd = sock.fileno()
         self.ip = ip
+        # Renders the room's events for this client (the format_* functions
+        # of sae_protocol for protocol v1).
+        self.protocol = protocol
         self.address = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
         self.exempt = exempt  # from per-address and rate limits
         self.framer = proto.LineFramer()
@@ -270,6 +273,45 @@ class LongAnswer:
         return b"".join(taken)
 
 
+# --- the room -----------------------------------------------------------
+
+class Room:
+    """The room's members, and the fan-out of what is said and done in it.
+
+    It knows no wire format: each member session speaks a protocol (a
+    module with sae_protocol's format_* functions), an event is rendered once
+    per protocol among the members by ``render(protocol) -> bytes``, and the
+    same bytes are queued for every member who speaks it. The Server sends
+    them at the end of the loop iteration, when ``pending`` says to."""
+
+    __slots__ = ("name", "members", "pending")
+
+    def __init__(self, name):
+        self.name = name
+        self.members = {}  # protocol -> set of member sessions
+        self.pending = False  # members have bytes queued in this iteration
+
+    def __len__(self):
+        return sum(len(sessions) for sessions in self.members.values())
+
+    def add(self, session):
+        self.members.setdefault(session.protocol, set()).add(session)
+
+    def discard(self, session):
+        self.members.get(session.protocol, set()).discard(session)
+
+    def send(self, render):
+        """Render an event once per protocol and queue it for every member."""
+        for protocol, sessions in self.members.items():
+            if sessions:
+                data = render(protocol)
+                size = len(data)
+                for session in sessions:
+                    session.sendq.append(data)
+                    session.sendq_bytes += size
+        self.pending = True
+
+
 # --- the server ---------------------------------------------------------
 
 class Server:
@@ -280,7 +322,7 @@ class Server:
         self.host, self.port = host, port
         self.selector = selectors.DefaultSelector()
         self.sessions = {}  # fd -> Session
-        self.room = set()  # online sessions
+        self.room = Room("#general")  # every online session
         self.online = {}  # account name_key -> [Session], in login order
         self.kicks = {}  # account name_key -> monotonic expiry
         self.per_address = collections.Counter()  # ip -> connections
@@ -295,7 +337,6 @@ class Server:
         self.accept_failing = False  # out of descriptors since the last accept
         self.outbox = []  # (Session, NewMessage) accepted in this iteration
         self.dirty = set()  # sessions with output queued in this iteration
-        self.room_dirty = False  # every room member has output queued
         self.now = monotonic()
         self._timestamp = None  # this iteration's message timestamp
         self.next_sweep = self.now + SWEEP_INTERVAL
@@ -817,16 +858,15 @@ class Server:
         session.inflight += 1
         self._update_events(session)
 
-    def broadcast(self, data: bytes, sessions):
-        """The same bytes to many sessions; ``data`` is encoded once."""
-        size = len(data)
+    def send_each(self, sessions, render):
+        """An event to some sessions, rendered once per protocol among them."""
+        rendered = {}
         for session in sessions:
-            session.sendq.append(data)
-            session.sendq_bytes += size
-        if sessions is self.room:
-            self.room_dirty = True
-        else:
-            self.dirty.update(sessions)
+            data = rendered.get(session.protocol)
+            if data is None:
+                data = rendered[session.protocol] = render(session.protocol)
+            session.send(data)
+        self.dirty.update(sessions)
 
     def _flush(self):
         """Send what each session is owed, in one send() per socket.
@@ -834,11 +874,13 @@ class Server:
         The loops only send: a session the kernel did not take everything
         from is dealt with afterwards (_behind), because that may close it,
         which changes the room being walked."""
-        while self.room_dirty or self.dirty:
+        room = self.room
+        while room.pending or self.dirty:
             behind = []
-            if self.room_dirty:
-                self.room_dirty = False
-                self._send_to(self.room, behind)
+            if room.pending:
+                room.pending = False
+                for members in room.members.values():
+                    self._send_to(members, behind)
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 self._send_to(dirty, behind)
@@ -1024,7 +1066,8 @@ class Server:
         sessions.remove(session)
         if not sessions:
             del self.online[key]
-            self.broadcast(proto.format_leave(session.account.name, reason), self.room)
+            name = session.account.name
+            self.room.send(lambda protocol: protocol.format_leave(name, reason))
 
     def _sweep(self):
         """Once a second: pings, ping and login timeouts, closing sockets."""
@@ -1079,7 +1122,7 @@ class Server:
         first = key not in self.online
         if first:
             # Everyone else hears of the account's first session only.
-            self.broadcast(proto.format_join(account.name), self.room)
+            self.room.send(lambda protocol: protocol.format_join(account.name))
         self.online.setdefault(key, []).append(session)
         self.room.add(session)
         log.info("%s logged in as %s", session.address, account.name)
@@ -1107,32 +1150,38 @@ class Server:
                      self.store.append_messages, [message for _, message in batch])
 
     def _deliver(self, batch, stored, error):
-        """A batch is stored (or not): tell everyone concerned, in id order."""
-        room_lines = []
+        """A batch is stored (or not): tell everyone concerned, in id order.
+        Room messages in a row go out as one rendering per protocol."""
+        said = []  # room messages not yet sent, in id order
+
+        def send_said():
+            messages = list(said)
+            self.room.send(lambda protocol: b"".join(
+                [protocol.format_msg(m.id, m.created_at, m.sender, m.body) for m in messages]))
+            said.clear()
+
         for (session, message), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
             if result is not None and result.recipient is None:
-                room_lines.append(proto.format_msg(result.id, result.created_at, result.sender,
-                                                   result.body))
+                said.append(result)
                 continue
-            if room_lines:
-                self.broadcast(b"".join(room_lines), self.room)
-                room_lines = []
+            if said:
+                send_said()
             if error is not None:
                 self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
             elif result is None:
                 self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
             else:
-                line = proto.format_priv(result.id, result.created_at, result.sender,
-                                         result.recipient, result.body)
                 targets = set(self.online.get(name_key(result.recipient), ()))
                 targets.update(self.online.get(name_key(result.sender), ()))
                 if session.state is not CLOSING:
                     targets.add(session)
-                self.broadcast(line, [target for target in targets if target.state is ONLINE])
-        if room_lines:
-            self.broadcast(b"".join(room_lines), self.room)
+                self.send_each([target for target in targets if target.state is ONLINE],
+                               lambda protocol, m=result: protocol.format_priv(
+                                   m.id, m.created_at, m.sender, m.recipient, m.body))
+        if said:
+            send_said()
         for session in {session for session, _ in batch}:
             if self.sessions.get(session.fd) is session:
                 self.run_held(session)
