@@ -42,11 +42,6 @@ class AdminLink:
         self.authenticated = server.admin_password is None
         self.waiting = 0  # commands whose answer needs the database
         self.ended = False
-        # An admin socket connection's own buffering (the Server drives it).
-        self.sock = None
-        self.out = bytearray()
-        self.peer_done = False  # the peer has sent all it will
-        self.events = 0
 
     def start(self):
         if not self.authenticated:

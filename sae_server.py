@@ -196,18 +196,62 @@ CONNECTED, ONLINE, CLOSING = "connected", "online", "closing"
 NO_LINES = ()
 
 
-class Session:
+class Connection:
+    """A non-blocking socket and what is owed to its peer, in the manner of
+    asyncio's selector transports: bytes are queued, sent in as few send()
+    calls as possible (``flush``), what the kernel does not take is kept,
+    and the socket is watched for EVENT_WRITE only while something is left.
+    Sessions and admin socket links are Connections, and this is the one
+    place where any of them sends."""
+
+    __slots__ = ("sock", "fd", "sendq", "sendq_bytes", "answer", "events")
+
+    def __init__(self, sock, events):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.sendq = []  # chunks owed to the peer, oldest first: bytes, and at most one LongAnswer
+        self.sendq_bytes = 0  # the bytes in sendq; not what its LongAnswer has yet to produce
+        self.answer = None  # the LongAnswer in sendq, if any
+        self.events = events  # what the selector watches for
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the peer; the loop sends at the end of its iteration."""
+        self.sendq.append(data)
+        self.sendq_bytes += len(data)
+
+    def flush(self) -> bool:
+        """Send what is queued (up to a LongAnswer, which Server._write
+        feeds) in one send(), and keep the rest. False if the socket failed."""
+        sendq = self.sendq
+        count = len(sendq) if self.answer is None else sendq.index(self.answer)
+        if not count:
+            return True
+        data = sendq[0] if count == 1 else b"".join(sendq[:count])
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        self.sendq_bytes -= sent
+        if sent == len(data):
+            del sendq[:count]
+        else:
+            sendq[:count] = [data[sent:]]
+        return True
+
+
+class Session(Connection):
     """One client connection: its buffers, its account once logged in, and
     where it stands in the conversation. Only the loop thread touches it."""
 
-    __slots__ = ("sock", "fd", "ip", "address", "exempt", "protocol", "framer", "held", "held_bytes", "sendq",
-                 "sendq_bytes", "answer", "account", "state", "inflight", "inflight_messages", "reading",
-                 "events", "connected_at", "last_heard", "ping_sent_at", "close_deadline",
+    __slots__ = ("ip", "address", "exempt", "protocol", "framer", "held", "held_bytes",
+                 "account", "state", "inflight", "inflight_messages", "reading",
+                 "connected_at", "last_heard", "ping_sent_at", "close_deadline",
                  "flood_tokens", "flood_stamp")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol=proto):
-        self.sock = sock
-        self.fd = sock.fileno()
+        Connection.__init__(self, sock, selectors.EVENT_READ)
         self.ip = ip
         # Renders the room's events for this client (the format_* functions
         # of sae_protocol for protocol v1).
@@ -217,15 +261,11 @@ class Session:
         self.framer = proto.LineFramer()
         self.held = NO_LINES  # (cost, parsed line) not yet executed; a deque while any
         self.held_bytes = 0  # their cost, against flood_held_max
-        self.sendq = []  # chunks owed to the client, oldest first: bytes, and at most one LongAnswer
-        self.sendq_bytes = 0  # the bytes in sendq; not what its LongAnswer has yet to produce
-        self.answer = None  # the LongAnswer in sendq, if any
         self.account = None
         self.state = CONNECTED
         self.inflight = 0  # commands waiting for a worker
         self.inflight_messages = 0  # of which SAY/TELL waiting to be stored
         self.reading = True
-        self.events = selectors.EVENT_READ
         self.connected_at = now
         self.last_heard = now
         self.ping_sent_at = None
@@ -237,13 +277,19 @@ class Session:
     def name(self):
         return self.account.name if self.account else None
 
-    def send(self, data: bytes) -> None:
-        """Queue bytes for the client; the loop sends at the end of its iteration."""
-        self.sendq.append(data)
-        self.sendq_bytes += len(data)
-
     def __repr__(self):
         return "<Session %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
+class AdminConnection(Connection):
+    """An operator on the admin socket (sae_admin.AdminLink is what is said)."""
+
+    __slots__ = ("link", "peer_done")
+
+    def __init__(self, sock):
+        Connection.__init__(self, sock, 0)
+        self.link = None
+        self.peer_done = False  # the peer has sent all it will
 
 
 class LongAnswer:
@@ -448,21 +494,21 @@ class Server:
         except OSError:
             return
         sock.setblocking(False)
-        link = AdminLink(self, sock.fileno(), None, None)
-        link.sock = sock
-        link.write = lambda text: self._admin_write(link, text.encode("utf-8"))
-        link.close = lambda: self._admin_close(link)
-        self.admin_links.add(link)
-        self._admin_update(link)
-        link.start()
+        connection = AdminConnection(sock)
+        connection.link = AdminLink(self, sock.fileno(), lambda text: self._admin_write(connection, text),
+                                    lambda: self._admin_close(connection))
+        self.admin_links.add(connection.link)
+        self._admin_update(connection)
+        connection.link.start()
 
-    def _admin_event(self, link):
-        if link.out:
-            self._admin_write(link, b"")
-        if link.ended or link.peer_done:
+    def _admin_event(self, connection):
+        link = connection.link
+        if connection.sendq:
+            self._admin_write(connection, "")
+        if link.ended or connection.peer_done:
             return
         try:
-            data = link.sock.recv(65536)
+            data = connection.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -470,49 +516,42 @@ class Server:
         if data:
             link.feed(data)
         else:
-            link.peer_done = True  # answer what was asked, then close
-        self._admin_update(link)
+            connection.peer_done = True  # answer what was asked, then close
+        self._admin_update(connection)
 
-    def _admin_write(self, link, data):
+    def _admin_write(self, connection, text):
+        if connection.link.ended:
+            return
+        if text:
+            connection.send(text.encode("utf-8"))
+        if not connection.flush():
+            connection.sendq.clear()
+            connection.peer_done = True
+        self._admin_update(connection)
+
+    def _admin_update(self, connection):
+        link = connection.link
         if link.ended:
             return
-        link.out += data
-        try:
-            del link.out[:link.sock.send(link.out)]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            link.out.clear()
-            link.peer_done = True
-        self._admin_update(link)
-
-    def _admin_update(self, link):
-        if link.ended:
-            return
-        if link.peer_done and not link.out and not link.waiting:
+        if connection.peer_done and not connection.sendq and not link.waiting:
             link.end()
             return
-        events = (0 if link.peer_done else selectors.EVENT_READ) | (
-            selectors.EVENT_WRITE if link.out else 0)
-        if events != link.events:
-            if link.events == 0:
-                self.selector.register(link.sock, events, lambda: self._admin_event(link))
+        events = (0 if connection.peer_done else selectors.EVENT_READ) | (WRITE if connection.sendq else 0)
+        if events != connection.events:
+            if connection.events == 0:
+                self.selector.register(connection.sock, events, lambda: self._admin_event(connection))
             elif events == 0:
-                self.selector.unregister(link.sock)
+                self.selector.unregister(connection.sock)
             else:
-                self.selector.modify(link.sock, events, lambda: self._admin_event(link))
-            link.events = events
+                self.selector.modify(connection.sock, events, lambda: self._admin_event(connection))
+            connection.events = events
 
-    def _admin_close(self, link):
-        if link.out:
-            try:
-                link.sock.send(link.out)  # the last words, if the kernel takes them
-            except OSError:
-                pass
-        if link.events:
-            self.selector.unregister(link.sock)
-        link.sock.close()
-        self.admin_links.discard(link)
+    def _admin_close(self, connection):
+        connection.flush()  # the last words, if the kernel takes them
+        if connection.events:
+            self.selector.unregister(connection.sock)
+        connection.sock.close()
+        self.admin_links.discard(connection.link)
 
     def wake(self):
         """Wake the loop from another thread (or a signal handler)."""
@@ -889,30 +928,16 @@ class Server:
 
     @staticmethod
     def _send_to(sessions, behind):
-        # The hot path of every broadcast: kept to the bare send.
+        # The hot path of every broadcast: one flush per session, nothing
+        # else. What needs more than that (a send the kernel did not take
+        # whole, a failed socket, a closing session) is left to _behind,
+        # because dealing with it may close a session of the room being walked.
         for session in sessions:
-            sendq = session.sendq
-            if not sendq:
+            if not session.sendq:
                 continue
             if session.events & WRITE:
                 behind.append(session)  # the kernel is full; EVENT_WRITE will come
-                continue
-            data = sendq[0] if len(sendq) == 1 else b"".join(sendq)
-            try:
-                sent = session.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                behind.append(session)  # _behind -> _write meets the error again and drops it
-                continue
-            if sent == len(data):
-                sendq.clear()
-                session.sendq_bytes = 0
-                if session.state is CLOSING:
-                    behind.append(session)
-            else:
-                sendq[:] = [data[sent:]]
-                session.sendq_bytes = len(data) - sent
+            elif not session.flush() or session.sendq or session.state is CLOSING:
                 behind.append(session)
 
     def _behind(self, session):
@@ -930,38 +955,27 @@ class Server:
             self._sendq_exceeded(session)
 
     def _write(self, session):
+        """The socket is writable (or a send needs a second look): send on,
+        feeding a long answer a piece at a time once all before it is out."""
         sendq = session.sendq
-        if not sendq:
-            return
         answered = False  # a long answer handed out its last piece
         while sendq:
             answer = session.answer
             if answer is not None and sendq[0] is answer:
-                # Everything before the answer is out: its next piece.
                 piece = answer.piece()
                 session.sendq_bytes += len(piece)
                 if answer.lines:
                     sendq.insert(0, piece)
                 else:  # the last one, bytes like any other from here on
                     sendq[0] = piece
-                    session.answer = answer = None
+                    session.answer = None
                     session.inflight -= 1
                     answered = True
-            # The bytes before the answer (all of them if there is none).
-            count = len(sendq) if answer is None else sendq.index(answer)
-            data = sendq[0] if count == 1 else b"".join(sendq[:count])
-            try:
-                sent = session.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
+            if not session.flush():
                 self._drop(session, "connection lost")
                 return
-            session.sendq_bytes -= sent
-            if sent < len(data):
-                sendq[:count] = [data[sent:]]
-                break
-            del sendq[:count]
+            if sendq and sendq[0] is not session.answer:
+                break  # the kernel is full
         if not sendq and session.state is CLOSING:
             self._finish_close(session)
             return
