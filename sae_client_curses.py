@@ -977,13 +977,12 @@ class Chat:
             for line in HELP:
                 self.say("info", line)
         elif action.kind == "local":
-            self.say("error", action.text)
+            self.refuse(action.text)
         elif action.kind == "quit":
             self.input.commit()
             self.quit(action.text or "quit")
         elif self.state != "online":
-            # The line stays in the input, to be sent once we are back.
-            self.say("error", "not connected; the line stays here until you can send it")
+            self.refuse("not connected; Up recalls the line to send it once we are back")
         elif action.kind == "who":
             self.input.commit()
             self.send("WHO")
@@ -991,13 +990,20 @@ class Chat:
             fields = (action.text,) if action.kind == "say" else (action.name, action.text)
             size = len(format_command(action.kind.upper(), *fields)) - 1   # without its newline
             if size > MAX_LINE_BYTES:
-                self.say("error", "too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
+                self.refuse("too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
                 return
             self.input.commit()
             if action.kind == "say":
                 self.send("SAY", action.text)
             else:
                 self.send("TELL", action.name, action.text)
+
+    def refuse(self, why: str):
+        """A line that cannot go out: say why and empty the input, as irssi
+        does, so that what is typed next is not glued onto it; the line
+        stays in the input history for Up to bring back and correct."""
+        self.input.commit()
+        self.say("error", why)
 
     def load_older(self):
         """Ask for the page of room messages before the oldest we hold."""

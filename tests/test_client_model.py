@@ -401,6 +401,37 @@ def test_unknown_command_stays_local():
     assert "unknown command /dance" in screen_text(chat)
 
 
+@pytest.mark.parametrize("refused, why", [
+    ("/foo", "unknown command /foo"),
+    ("/msg dave", "usage: /msg NAME text"),
+    ("x" * 5000, "too long to send"),
+])
+def test_a_refused_line_leaves_the_input_empty_and_in_the_history(refused, why):
+    chat = online()
+    chat.input.set(refused)
+    chat.key("\r")
+    assert why in screen_text(chat)
+    # What is typed next is a line of its own, not glued onto the refused one.
+    for key in "msg dave hi":
+        chat.key(key)
+    assert chat.input.text == "msg dave hi"
+    chat.input.set("")
+    chat.key("KEY_UP")
+    assert chat.input.text == refused
+    assert sent(chat) == []
+
+
+def test_a_line_entered_while_offline_is_not_lost():
+    chat = online()
+    chat.connection_lost("reset")
+    chat.input.set("said in the dark")
+    chat.key("\r")
+    assert "not connected; Up recalls the line" in screen_text(chat)
+    assert chat.input.text == ""
+    chat.key("KEY_UP")
+    assert chat.input.text == "said in the dark"
+
+
 def test_say_refused_by_storage_keeps_the_text():
     chat = online()
     chat.input.set("important")
@@ -475,7 +506,7 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
         assert chat.want_connect
     chat.input.set("typed while away")
     chat.key("\r")
-    assert chat.input.text == "typed while away"    # kept until we are back
+    assert chat.input.text == ""                    # in the history until we are back
     chat.connection_made()
     assert sent(chat) == ["LOGIN alice password1"]
     # The login burst holds only the newest messages; 3 and 4 fell in the gap.
@@ -488,6 +519,7 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
         assert text.count("message %d\n" % msg_id) + text.endswith("message %d" % msg_id) == 1
     assert text.index("message 3") < text.index("message 5")
     assert chat.attempt == 0
+    chat.key("KEY_UP")
     chat.key("\r")
     assert sent(chat) == ["SAY typed while away"]
 
