@@ -653,6 +653,7 @@ class Chat:
         self.connect_deadline = 0.0
         self.kicked_for = 0
         self.banned = False
+        self.ban_reason = ""
         self.last_heard = 0.0
         self.ping_sent_at: Optional[float] = None
 
@@ -961,7 +962,14 @@ class Chat:
 
     def on_banned(self, event, answer):
         self.banned = True
-        self.say("error", "you are banned%s" % (": %s" % event.text if event.text else ""))
+        self.ban_reason = event.text
+        self.say("error", self.banned_words())
+
+    def banned_words(self) -> str:
+        # A ban is for good: the client will not reconnect, so it says what
+        # is left to do rather than promising to send anything later.
+        return "you are banned from this server%s; /quit to leave" % (
+            " (%s)" % self.ban_reason if self.ban_reason else "")
 
     def on_ping(self, event, answer):
         self.send("PONG", *([event.text] if event.text else []))
@@ -981,6 +989,8 @@ class Chat:
         elif action.kind == "quit":
             self.input.commit()
             self.quit(action.text or "quit")
+        elif self.banned:
+            self.refuse(self.banned_words())
         elif self.state != "online":
             self.refuse("not connected; Up recalls the line to send it once we are back")
         elif action.kind == "who":

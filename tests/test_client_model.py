@@ -564,6 +564,18 @@ def test_banned_does_not_reconnect():
     assert chat.reconnect_at is None and chat.status().endswith("banned")
 
 
+def test_banned_says_what_is_left_to_do_and_promises_nothing():
+    chat = online()
+    hear(chat, "BANNED spam")
+    chat.connection_lost("the server closed the connection")
+    chat.input.set("can I still talk?")
+    chat.key("\r")
+    errors = [e.text for e in chat.scrollback.entries if e.kind == "error"]
+    assert errors == ["you are banned from this server (spam); /quit to leave"] * 2
+    assert "reconnect" not in screen_text(chat) and "until you can send" not in screen_text(chat)
+    assert chat.input.text == "" and sent(chat) == []
+
+
 def test_unconfirmed_say_is_given_back_after_catching_up():
     chat = online(history=[msg(1)])
     chat.input.set("did this arrive?")
