@@ -23,6 +23,7 @@ import errno
 import locale
 import os
 import random
+import re
 import select
 import selectors
 import signal
@@ -581,7 +582,9 @@ def join_server(host: str, port: int) -> str:
 
 # --- the client's state machine ------------------------------------------
 
-# Server error codes in words, for the user.
+# Server error codes in words, for the user. The server's own text follows
+# them only where it adds something (a ban's reason, a usage line): it often
+# repeats the code in words ("ERR 404 no such account nobody").
 ERROR_WORDS = {
     proto.BAD_REQUEST: "the server refused the line",
     proto.UNAUTHORIZED: "wrong name or password",
@@ -589,26 +592,54 @@ ERROR_WORDS = {
     proto.NOT_FOUND: "no such account",
     proto.NAME_TAKEN: "that name is taken",
     proto.TOO_LONG: "too long",
+    proto.UNKNOWN_VERB: "unknown command",
     proto.KICKED: "kicked",
     proto.SLOW_DOWN: "too fast",
     proto.UNAVAILABLE: "the server cannot store messages right now",
 }
+# Words that a server clause may hold and still say nothing new.
+_FILLER = {"a", "an", "the", "try", "later", "please", "again"}
 
 
-def error_in_words(code: int, text: str) -> str:
+def _words(text: str) -> set:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _news(text: str, said: str) -> str:
+    """The comma-separated parts of the server's ``text`` that say something
+    ``said`` does not already say."""
+    known = _words(said) | _FILLER
+    return ", ".join(part.strip() for part in text.split(",")
+                     if part.strip() and not _words(part) <= known)
+
+
+def error_in_words(code: int, text: str, name: str = "") -> str:
+    """An ERR line as one sentence for the user, each thing said once.
+    ``name`` is the account a refused request was about, if any."""
     words = ERROR_WORDS.get(code)
-    if code == proto.KICKED:
+    if code == proto.NOT_FOUND:
+        # The server says "no such account NAME"; the request knows the name.
+        name = name or (text[len(words):].strip() if text.lower().startswith(words) else "")
+        return "%s has no account here" % name if name else words
+    if code in (proto.KICKED, proto.SLOW_DOWN):
         seconds, _, reason = text.partition(" ")
         if seconds.isdigit():
-            return "kicked: you can log in again in %s seconds%s" % (
-                seconds, " (%s)" % reason if reason else "")
-    if code == proto.SLOW_DOWN:
-        seconds, _, reason = text.partition(" ")
-        if seconds.isdigit():
-            return "too fast: try again in %s seconds%s" % (seconds, " (%s)" % reason if reason else "")
-    if code in (proto.UNAUTHORIZED, proto.NAME_TAKEN) or not words:
-        return words or "error %d: %s" % (code, text)
-    return "%s%s" % (words, ": " + text if text and code != proto.UNAVAILABLE else "")
+            said = ("kicked: you can log in again in %s seconds" if code == proto.KICKED
+                    else "too fast: try again in %s seconds") % seconds
+            reason = _news(reason, said)
+            return said + (" (%s)" % reason if reason else "")
+    if code == proto.UNAUTHORIZED and "password" not in text:
+        return "not logged in"
+    if code == proto.UNAVAILABLE:
+        # Storage trouble is all the user needs to know; anything else is
+        # the server turning connections away.
+        return words if not text or "storage" in text else "the server is busy: %s" % text
+    if not words:
+        return "error %d: %s" % (code, text) if text else "error %d" % code
+    if words in text.lower():
+        return text                 # the server's text says it, and more
+    news = _news(text, words)
+    return "%s: %s" % (words, news) if news and code != proto.NAME_TAKEN else words
 
 
 class Chat:
@@ -895,7 +926,7 @@ class Chat:
         if head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
         elif head.verb in ("SAY", "TELL"):
-            self.say("error", "not sent: %s" % error_in_words(event.code, event.text))
+            self.say("error", "not sent: %s" % error_in_words(event.code, event.text, head.to))
             if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
         elif head.verb == "HISTORY":

@@ -327,6 +327,42 @@ def test_login_shows_history_and_who_is_online():
     assert "2 online" in chat.status()
 
 
+# What the server really sends (sae_server.py, sae_protocol.py) for each code.
+@pytest.mark.parametrize("code, text, words", [
+    (400, "usage: SAY <text>", "the server refused the line: usage: SAY <text>"),
+    (401, "wrong name or password", "wrong name or password"),
+    (401, "log in first", "not logged in"),
+    (403, "banned", "this account is banned"),
+    (403, "spamming", "this account is banned: spamming"),
+    (404, "no such account nobody", "nobody has no account here"),
+    (409, "name bob is taken", "that name is taken"),
+    (413, "line too long (max 4096 bytes)", "line too long (max 4096 bytes)"),
+    (421, "unknown command FOO", "unknown command FOO"),
+    (423, "120 kicked, try again in 120 seconds", "kicked: you can log in again in 120 seconds"),
+    (429, "60 too many failed logins, try again later",
+     "too fast: try again in 60 seconds (too many failed logins)"),
+    (429, "60 too many registrations from your address",
+     "too fast: try again in 60 seconds (too many registrations from your address)"),
+    (503, "storage unavailable, message not sent", "the server cannot store messages right now"),
+    (503, "storage unavailable, try again", "the server cannot store messages right now"),
+    (503, "too many connections", "the server is busy: too many connections"),
+])
+def test_errors_are_said_once_in_words(code, text, words):
+    said = client.error_in_words(code, text)
+    assert said == words
+    long_words = [word for word in said.replace(":", " ").replace(",", " ").split() if len(word) > 3]
+    assert len(long_words) == len(set(long_words))
+
+
+def test_a_message_to_nobody_says_so_once():
+    chat = online()
+    chat.input.set("/msg nobody hello")
+    chat.key("\r")
+    hear(chat, "ERR 404 no such account nobody")
+    assert [e.text for e in chat.scrollback.entries if e.kind == "error"] == [
+        "not sent: nobody has no account here"]
+
+
 def test_register_then_log_in():
     chat = Chat("127.0.0.1", 12345, "carol", "password1")
     chat.key("\x12")                                # Ctrl-R
@@ -339,7 +375,7 @@ def test_register_then_log_in():
 @pytest.mark.parametrize("line, words", [
     ("ERR 401 wrong name or password", "wrong name or password"),
     ("ERR 403 spamming", "this account is banned: spamming"),
-    ("ERR 423 120 kicked", "kicked: you can log in again in 120 seconds (kicked)"),
+    ("ERR 423 120 kicked, try again in 120 seconds", "kicked: you can log in again in 120 seconds"),
 ])
 def test_failed_login_says_why_and_lets_the_user_retry(line, words):
     chat = Chat("127.0.0.1", 12345, "alice", "wrong-password")

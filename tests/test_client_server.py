@@ -162,7 +162,7 @@ def test_a_message_to_nobody_says_no_such_account(harness):
     alice.type("/msg nobody hello")
     alice.until("answered", lambda: not alice.chat.exchange)
     [error] = alice.errors()
-    assert error.startswith("not sent: no such account")
+    assert error == "not sent: nobody has no account here"
 
 
 def test_the_longest_lines_the_client_sends_are_delivered(harness):
