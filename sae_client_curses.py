@@ -17,6 +17,7 @@ the SAE_PASSWORD environment variable for scripted use.
 """
 
 import argparse
+import bisect
 import curses
 import datetime
 import errno
@@ -82,11 +83,22 @@ def local_now() -> str:
 
 def local_time(timestamp: str) -> str:
     """A protocol timestamp (UTC, 2026-11-24T13:05:01.123Z) as local HH:MM."""
+    return local_when(timestamp)[0]
+
+
+def local_when(timestamp: str) -> Tuple[str, Optional[datetime.date]]:
+    """A protocol timestamp as local HH:MM and the local day it falls on."""
     try:
         when = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
-        return "--:--"
-    return when.replace(tzinfo=datetime.timezone.utc).astimezone().strftime("%H:%M")
+        return "--:--", None
+    when = when.replace(tzinfo=datetime.timezone.utc).astimezone()
+    return when.strftime("%H:%M"), when.date()
+
+
+def day_words(day: datetime.date) -> str:
+    """A day as the user reads it: Tuesday 1 December 2026."""
+    return "%s %d %s" % (day.strftime("%A"), day.day, day.strftime("%B %Y"))
 
 
 # --- display width -------------------------------------------------------
@@ -183,14 +195,21 @@ def row_text(row: Row) -> str:
 class Entry:
     """One line of the scrollback: a room message, a private message, a
     join or a leave, or a notice (info/error) from the server or the client.
-    Messages carry the server's id; the client's own lines have id 0."""
+    Messages carry the server's id; the client's own lines have id 0.
+    ``day`` is the local day it was said on (None if not known), from which
+    the scrollback derives its "Day changed" lines."""
 
-    __slots__ = ("kind", "id", "time", "name", "to", "text", "_width", "_rows")
+    __slots__ = ("kind", "id", "time", "day", "name", "to", "text", "order", "_width", "_rows")
 
-    def __init__(self, kind, text="", name="", to="", msg_id=0, time=""):
+    def __init__(self, kind, text="", name="", to="", msg_id=0, time="", day=None):
         self.kind = kind
         self.id = msg_id
-        self.time = time or local_now()
+        if not time:
+            now = datetime.datetime.now()
+            time, day = now.strftime("%H:%M"), day or now.date()
+        self.time = time
+        self.day = day
+        self.order = (msg_id, 0, 0)     # set by Scrollback.add
         self.name = name
         self.to = to
         self.text = printable(text)
@@ -231,60 +250,85 @@ class Entry:
 
 
 class Scrollback:
-    """Every line the user has seen, in order, and where the view is.
+    """Every line the user has seen, in time order, and where the view is.
 
     Messages are kept in id order, whatever order they arrive in (live, in
     the login burst, catching up after a reconnect, paging back), and each id
-    is shown once. ``scroll`` counts the rows hidden below the view, so 0 is
-    the live bottom and prepending older history never moves what is shown.
+    is shown once. The client's own lines (notices, errors, joins) have no id:
+    each is ordered after the newest message id known when it was written,
+    and after the lines written before it, so that older pages fetched later
+    go above it and messages said after it below. ``scroll`` counts the rows
+    hidden below the view, so 0 is the live bottom and prepending older
+    history never moves what is shown. "Day changed" lines are not entries:
+    they are derived from the entries' days whenever rows are laid out, so
+    they stay right whatever is inserted where.
     """
 
     def __init__(self):
         self.entries: List[Entry] = []
+        self.orders: List[tuple] = []       # each entry's order, for bisect
         self.seen = set()
+        self.newest = 0                     # the newest message id known
+        self.written = 0                    # the client's own lines so far
         self.scroll = 0
         self.unseen = 0             # messages that arrived while scrolled up
         self.width = 80
         self.height = 20
         self.oldest_reached = False
 
-    def add(self, entry: Entry, live: bool = True) -> bool:
-        """Add an entry; False (and nothing changes) if its id was seen."""
-        position = len(self.entries)
+    def add(self, entry: Entry, live: bool = True, at_top: bool = False) -> bool:
+        """Add an entry; False (and nothing changes) if its id was seen.
+        ``at_top`` puts a line of the client's above every message."""
         if entry.id:
             key = (entry.kind, entry.id)
             if key in self.seen:
                 return False
             self.seen.add(key)
-            # Just before the first of the trailing messages that are newer;
-            # the client's own lines between them stay where they were said.
-            index = len(self.entries) - 1
-            while index >= 0:
-                other = self.entries[index]
-                if other.id:
-                    if other.id < entry.id:
-                        break
-                    position = index
-                index -= 1
+            self.newest = max(self.newest, entry.id)
+            entry.order = (entry.id, 0, 0)
+        else:
+            self.written += 1
+            entry.order = (-1 if at_top else self.newest, 1, self.written)
+        position = bisect.bisect(self.orders, entry.order)
         if self.scroll:
-            below = sum(len(e.rows(self.width)) for e in self.entries[position:])
+            rows, starts = self.layout(self.width)
+            below = len(rows) - (starts[position] if position < len(starts) else len(rows))
+        self.entries.insert(position, entry)
+        self.orders.insert(position, entry.order)
+        if self.scroll:
             if below <= self.scroll:
-                # Keep the rows the reader is looking at where they are.
-                self.scroll += len(entry.rows(self.width))
+                # Keep the rows the reader is looking at where they are (a
+                # day line may have come with the entry).
+                self.scroll += len(self.layout(self.width)[0]) - len(rows)
             if live and entry.kind in ("message", "private"):
                 self.unseen += 1
-        self.entries.insert(position, entry)
         return True
 
     def oldest_id(self) -> Optional[int]:
         ids = [e.id for e in self.entries if e.kind == "message"]
         return min(ids) if ids else None
 
-    def all_rows(self, width: int) -> List[Row]:
-        rows = []
+    def layout(self, width: int) -> Tuple[List[Row], List[int]]:
+        """All rows, with a day line wherever the local day changes (and one
+        at the top when the oldest line is not from today), and the index of
+        each entry's first row."""
+        rows: List[Row] = []
+        starts = []
+        today = datetime.date.today()
+        last_day = None
         for entry in self.entries:
+            if entry.day is not None and entry.day != last_day:
+                if last_day is not None:
+                    rows += wrap([("-!- Day changed to " + day_words(entry.day), "info")], width, 4)
+                elif entry.day != today:
+                    rows += wrap([("-!- " + day_words(entry.day), "info")], width, 4)
+                last_day = entry.day
+            starts.append(len(rows))
             rows.extend(entry.rows(width))
-        return rows
+        return rows, starts
+
+    def all_rows(self, width: int) -> List[Row]:
+        return self.layout(width)[0]
 
     def view(self, width: int, height: int) -> List[Row]:
         """The rows to show in a pane of this size, oldest first."""
@@ -670,6 +714,7 @@ class Chat:
         self.last_id = 0
         self.exchange = Exchange()          # requests sent, and what answers them
         self.history_newest = 0             # the last id of the history answer being read
+        self.greeting = ""                  # said at the end of LOGIN's history
         self.loading_older = False
         # SAY/TELL lines not confirmed when the connection dropped.
         self.unconfirmed: List[Request] = []
@@ -863,12 +908,14 @@ class Chat:
             self.history_newest = event.id
         self.last_id = max(self.last_id, event.id)
         self._forget_unconfirmed("SAY", event.name, "", event.text)
+        time, day = local_when(event.ts)
         self.scrollback.add(Entry("message", event.text, event.name, msg_id=event.id,
-                                  time=local_time(event.ts)), live=not history)
+                                  time=time, day=day), live=not history)
 
     def on_priv(self, event, answer):
+        time, day = local_when(event.ts)
         self.scrollback.add(Entry("private", event.text, event.name, event.to, msg_id=event.id,
-                                  time=local_time(event.ts)))
+                                  time=time, day=day))
 
     def on_ok(self, event, answer):
         request = answer.request
@@ -897,14 +944,19 @@ class Chat:
             self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
             self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.last_id, tag="after")
         else:
+            # Said once LOGIN's history is in, so that it comes after that
+            # history in the scrollback, as it does in time.
             self.logged_in_once = True
-            self.say("info", "logged in as %s; /help lists the commands" % name)
+            self.greeting = "logged in as %s; /help lists the commands" % name
 
     def history_received(self, request: Request, count: int):
         """OK HISTORY: the end of LOGIN's history, or of a HISTORY we asked for."""
         if request.verb == "LOGIN":
             if count == 0 and not self.scrollback.oldest_id():
                 self.scrollback.oldest_reached = True
+            if self.greeting:
+                self.say("info", self.greeting)
+                self.greeting = ""
         elif request.tag == "after":
             if count >= RESYNC_PAGE:
                 self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.history_newest, tag="after")
@@ -915,11 +967,15 @@ class Chat:
             if count < HISTORY_PAGE:
                 self.scrollback.oldest_reached = True
                 self.say_at_top("no older messages")
+            # The PgUp that asked for this page could not move; now it can
+            # (the user's own scrolling meanwhile is kept: this adds to it).
+            self.scrollback.page_up()
         self.history_newest = 0
 
     def say_at_top(self, text: str):
         entry = Entry("info", text)
-        self.scrollback.entries.insert(0, entry)
+        entry.day = None            # above every day line, not a day of its own
+        self.scrollback.add(entry, at_top=True)
 
     def on_err(self, event, answer):
         head = answer.request or Request("")

@@ -517,6 +517,77 @@ def test_pgup_past_the_oldest_line_loads_older_history():
     assert sent(chat) == []                         # id 1 is the first message
 
 
+def test_the_login_notice_follows_the_history_it_brought_and_older_pages_go_above_it():
+    chat = online(history=[msg(i) for i in range(51, 61)])
+    text = screen_text(chat)
+    assert text.index("message 60") < text.index("logged in as alice")
+    chat.scrollback.view(80, 20)
+    chat.key("KEY_PPAGE")
+    assert sent(chat) == ["HISTORY 50 before=51"]
+    hear(chat, *[msg(i) for i in range(1, 51)], "OK HISTORY 50")
+    hear(chat, msg(61))
+    text = screen_text(chat, height=200)
+    assert (text.index("message 1\n") < text.index("message 50") < text.index("message 60")
+            < text.index("logged in as alice") < text.index("message 61"))
+
+
+def dated(msg_id, ts):
+    return "MSG %d %s bob message %d" % (msg_id, ts, msg_id)
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def test_day_changed_lines_between_days_also_when_older_pages_come(utc):
+    with freeze_time("2026-12-01 10:00:00"):
+        chat = online(history=[dated(11, "2026-11-30T23:00:00.000Z"), dated(12, "2026-11-30T23:30:00.000Z"),
+                               dated(13, "2026-12-01T09:00:00.000Z")])
+        assert screen_text(chat).splitlines()[:5] == [
+            "-!- Monday 30 November 2026",
+            "23:00 <bob> message 11",
+            "23:30 <bob> message 12",
+            "-!- Day changed to Tuesday 1 December 2026",
+            "09:00 <bob> message 13",
+        ]
+        chat.scrollback.view(80, 50)
+        chat.key("KEY_PPAGE")
+        assert sent(chat) == ["HISTORY 50 before=11"]
+        hear(chat, dated(9, "2026-11-29T12:00:00.000Z"), dated(10, "2026-11-30T08:00:00.000Z"), "OK HISTORY 2")
+        lines = screen_text(chat).splitlines()
+        assert lines[:9] == [
+            "10:00 -!- no older messages",
+            "-!- Sunday 29 November 2026",
+            "12:00 <bob> message 9",
+            "-!- Day changed to Monday 30 November 2026",
+            "08:00 <bob> message 10",
+            "23:00 <bob> message 11",
+            "23:30 <bob> message 12",
+            "-!- Day changed to Tuesday 1 December 2026",
+            "09:00 <bob> message 13",
+        ]
+        assert sum("Tuesday 1 December" in line for line in lines) == 1
+
+
+def test_a_day_line_arriving_below_a_scrolled_up_view_does_not_move_it(utc):
+    with freeze_time("2026-11-30 23:00:00") as frozen:
+        chat = online(history=[dated(i, "2026-11-30T22:00:00.000Z") for i in range(1, 40)])
+        chat.scrollback.view(80, 10)
+        chat.key("KEY_PPAGE")
+        before = rows_text(chat.scrollback.view(80, 10))
+        frozen.move_to("2026-12-01 00:30:00")
+        hear(chat, dated(40, "2026-12-01T00:30:00.000Z"))
+        assert rows_text(chat.scrollback.view(80, 10)) == before
+        chat.key("KEY_END")
+        assert rows_text(chat.scrollback.view(80, 10))[-2:] == [
+            "-!- Day changed to Tuesday 1 December 2026", "00:30 <bob> message 40"]
+
+
 def test_end_goes_back_to_the_live_bottom_once_the_cursor_is_at_the_end():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)

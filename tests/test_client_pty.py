@@ -301,12 +301,13 @@ def test_scrolling_back_loads_older_history(make_server, terminals, unique_name)
     logged_in(term, alice)
     term.wait_for(shows("line 60", absent=["line 40"]))
     # The login's twenty lines fit on the screen, so the first PgUp is past
-    # the oldest: the client asks the server for the page before it, and the
-    # status line says "loading history" until that page is in.
+    # the oldest: the client asks the server for the page before it, the
+    # status line says "loading history" until that page is in, and then
+    # the PgUp is done: a page up from the newest lines.
     term.type(PGUP)
-    term.wait_for(shows("line 40", "line 60", absent=["loading history"]))
-    # That page (forty lines, short of a full one) was the oldest: two pages
-    # up is the top, where nothing more is asked for.
+    term.wait_for(shows("line 40", absent=["line 60", "loading history"]))
+    # That page (forty lines, short of a full one) was the oldest: one more
+    # page up is the top, where nothing more is asked for.
     term.type(PGUP + PGUP)
     term.wait_for(shows("no older messages", "line 01", "[scrolled, End]",
                         absent=["line 60", "loading history"]))
