@@ -218,7 +218,8 @@ class Entry:
 
     def spans(self) -> Tuple[List[Span], int]:
         """The entry as styled text, and the indent for its continuation rows."""
-        head = [(self.time + " ", "time")]
+        # /help is reference text, not something said at a time.
+        head = [(self.time + " ", "time")] if self.kind != "help" else []
         if self.kind == "message":
             head += [("<", ""), (self.name, "@" + self.name), ("> ", "")]
             body = [(self.text, "")]
@@ -233,6 +234,9 @@ class Entry:
             head += [("<-- ", "leave")]
             body = [(self.name, "@" + self.name),
                     (" left" + (" (%s)" % self.text if self.text else ""), "leave")]
+        elif self.kind == "help":
+            head += [("-!- ", "info"), (self.name.ljust(HELP_COLUMN), "info")]
+            body = [(self.text, "")]
         elif self.kind == "error":
             head += [("!!! ", "error")]
             body = [(self.text, "error")]
@@ -541,12 +545,25 @@ class Action(NamedTuple):
     text: str = ""
 
 
+# /help: one short line per command or key, so that it reads at any width
+# (the description wraps at spaces, indented under itself).
 HELP = (
-    "Commands: /msg NAME text (private)  /who (who is online)  /help  /quit [reason]",
-    "Plain text goes to everyone; start a line with // to send one that begins with /.",
-    "Keys: PgUp/PgDn scroll (past the oldest line loads more), End back to the bottom,",
-    "Up/Down sent lines, Ctrl-A/E Home/End, Ctrl-U/K/W cut, Ctrl-Y paste, Ctrl-L redraw, Ctrl-C quit.",
+    ("text", "say it to everyone"),
+    ("//text", "say a line that begins with /"),
+    ("/msg NAME text", "a private message"),
+    ("/who", "who is online"),
+    ("/help", "this list"),
+    ("/quit [reason]", "leave"),
+    ("PgUp / PgDn", "scroll; past the oldest line loads older messages"),
+    ("End", "end of the input; again: back to the newest messages"),
+    ("Up / Down", "lines sent before"),
+    ("Ctrl-A / E", "start / end of the input"),
+    ("Ctrl-U / K / W", "cut to the start / to the end / the word before"),
+    ("Ctrl-Y", "paste what was cut"),
+    ("Ctrl-L", "redraw the screen"),
+    ("Ctrl-C", "quit"),
 )
+HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
 def parse_input(line: str) -> Optional[Action]:
@@ -739,18 +756,41 @@ class Chat:
         """A line from the client itself in the scrollback."""
         self.scrollback.add(Entry(kind, text))
 
-    def status(self) -> str:
+    # Status fields in the order they are left out as the terminal narrows:
+    # the server's address first (long, and the user chose it), then the
+    # user's own name, then how many are online. The connection state,
+    # "loading history" and the scroll marker stay: they are what changes.
+    STATUS_DROP_ORDER = ("server", "name", "count")
+
+    def status_fields(self) -> List[Tuple[str, str]]:
         state = self.state
         if state == "offline" and self.reconnect_at is not None:
             state = "reconnecting in %ds" % max(0, round(self.reconnect_at - clock()))
         elif self.banned:
             state = "banned"
-        parts = [join_server(self.host, self.port), self.name or "-", state]
+        fields = [("server", join_server(self.host, self.port)), ("name", self.name or "-"),
+                  ("state", state)]
         if self.state == "online":
-            parts.append("%d online" % len(self.users))
+            fields.append(("count", "%d online" % len(self.users)))
         if self.loading_older:
-            parts.append("loading history")
-        return " | ".join(parts)
+            fields.append(("loading", "loading history"))
+        return fields
+
+    def status(self) -> str:
+        return " | ".join(text for _, text in self.status_fields())
+
+    def status_line(self, width: int) -> Tuple[str, str]:
+        """The status line for a terminal ``width`` cells wide: its text
+        (with a leading space) and the marker for its right end, whole
+        fields only, the least useful left out first."""
+        marker = self.marker()
+        room = width - 1 - (text_width(marker) + 1 if marker else 0)
+        fields = self.status_fields()
+        for drop in self.STATUS_DROP_ORDER:
+            if text_width(" | ".join(text for _, text in fields)) <= room:
+                break
+            fields = [field for field in fields if field[0] != drop]
+        return " " + " | ".join(text for _, text in fields), marker
 
     def marker(self) -> str:
         """Shown at the right of the status line while scrolled up."""
@@ -1069,8 +1109,8 @@ class Chat:
             return
         if action.kind == "help":
             self.input.commit()
-            for line in HELP:
-                self.say("info", line)
+            for command, words in HELP:
+                self.scrollback.add(Entry("help", words, command))
         elif action.kind == "local":
             self.refuse(action.text)
         elif action.kind == "quit":
@@ -1277,8 +1317,7 @@ class View:
             x = 0
             for text, style in row:
                 x += self.put(y, x, text, self.attr(style))
-        marker = chat.marker()
-        status = " " + chat.status()
+        status, marker = chat.status_line(cols)
         status_attr = curses.A_REVERSE
         self.put(pane, 0, " " * cols, status_attr)
         self.put(pane, 0, status, status_attr, cols - text_width(marker) - 1)

@@ -745,6 +745,45 @@ def test_join_and_leave_update_who_is_online():
     assert "--> carol joined" in text and "<-- carol left (ping timeout)" in text
 
 
+def help_rows(chat, width):
+    chat.input.set("/help")
+    chat.key("\r")
+    rows = rows_text(chat.scrollback.all_rows(width))
+    first = next(i for i, row in enumerate(rows) if row.startswith("-!- text "))
+    return rows[first:]
+
+
+@pytest.mark.parametrize("width", [80, 40])
+def test_help_is_a_line_per_command_wrapped_at_spaces_with_an_indent(width):
+    rows = help_rows(online(), width)
+    known = {word for command, words in client.HELP for word in (command + " " + words).split()}
+    for row in rows:
+        assert text_width(row) <= width
+        assert set(row.split()) - {"-!-"} <= known          # no word cut in two
+        assert row.startswith("-!- ") or row.startswith(" " * (4 + client.HELP_COLUMN))
+    commands = [row[4:4 + client.HELP_COLUMN].strip() for row in rows if row.startswith("-!- ")]
+    assert commands == [command for command, _ in client.HELP]
+    if width == 80:
+        assert len(rows) == len(client.HELP)
+
+
+def test_status_line_leaves_out_whole_fields_as_the_terminal_narrows():
+    chat = online()
+    chat.host = "chat.example.org"
+    assert chat.status_line(80) == (" chat.example.org:12345 | alice | online | 2 online", "")
+    assert chat.status_line(40) == (" alice | online | 2 online", "")
+    assert chat.status_line(24) == (" online | 2 online", "")
+    assert chat.status_line(16) == (" online", "")
+    chat.scrollback.add(Entry("info", "x\n" * 100))
+    for i in range(1, 60):
+        chat.scrollback.add(message(i))
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    hear(chat, msg(60))
+    assert chat.status_line(40) == (" alice | online | 2 online", "[1 new, End]")
+    assert chat.status_line(36) == (" online | 2 online", "[1 new, End]")
+
+
 def test_marker_when_new_messages_arrive_while_scrolled_up():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)

@@ -345,6 +345,22 @@ def test_resize_relays_out_and_too_small_says_so(server, terminals, unique_name)
     term.expect_line(bob_client, r"MSG \d+ \S+ %s half typed and finished$" % alice)
 
 
+def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, unique_name):
+    from sae_client_curses import HELP
+    alice = unique_name("alice")
+    registered(server, alice)
+    term = terminals(server.port, user=alice, cols=40, rows=30)
+    term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
+    term.type("/help\r")
+    text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
+    lines = text.splitlines()
+    known = {word for command, words in HELP for word in (command + " " + words).split()} | {"-!-"}
+    first = next(i for i, line in enumerate(lines) if line.startswith("-!- text "))
+    for line in lines[first:-2]:
+        assert set(line.split()) <= known, line         # no word cut at the edge
+        assert line.startswith("-!- ") or line.startswith(" " * 20), line
+
+
 def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_name):
     # A short login history, so what is said while the client is away can
     # only reach it through HISTORY after=.
