@@ -557,12 +557,16 @@ HELP = (
     ("PgUp / PgDn", "scroll; past the oldest line loads older messages"),
     ("End", "end of the input; again: back to the newest messages"),
     ("Up / Down", "lines sent before"),
+    ("Tab", "complete a name or /command; again: the next one"),
     ("Ctrl-A / E", "start / end of the input"),
     ("Ctrl-U / K / W", "cut to the start / to the end / the word before"),
     ("Ctrl-Y", "paste what was cut"),
     ("Ctrl-L", "redraw the screen"),
     ("Ctrl-C", "quit"),
 )
+# What Tab completes at the start of a line (aliases such as /tell are left
+# out: one candidate per command).
+COMMANDS = ("/help", "/msg", "/quit", "/who")
 HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
@@ -732,6 +736,10 @@ class Chat:
         self.exchange = Exchange()          # requests sent, and what answers them
         self.history_newest = 0             # the last id of the history answer being read
         self.greeting = ""                  # said at the end of LOGIN's history
+        # While Tab cycles: the start of the word, the candidates, which one
+        # is in, where it ends, and the line and cursor Tab left; any other
+        # key ends it.
+        self.completion: Optional[tuple] = None
         self.loading_older = False
         # SAY/TELL lines not confirmed when the connection dropped.
         self.unconfirmed: List[Request] = []
@@ -831,6 +839,10 @@ class Chat:
             form.fields[form.focus].key(key)
 
     def chat_key(self, key: str):
+        if key == "\t":
+            self.complete()
+            return
+        self.completion = None
         if key in ("\r", "\n", "KEY_ENTER"):
             self.submit()
         elif key == "KEY_PPAGE":
@@ -844,6 +856,47 @@ class Chat:
             self.scrollback.to_bottom()
         else:
             self.input.key(key)
+
+    def completion_names(self) -> List[str]:
+        """Names Tab offers, as irssi does: those who spoke most recently
+        first, then the rest of who is online; never the user's own."""
+        names, seen = [], {self.name.lower()}
+        for entry in reversed(self.scrollback.entries):
+            for name in (entry.name, entry.to) if entry.kind != "help" else ():
+                if name and name.lower() not in seen:
+                    seen.add(name.lower())
+                    names.append(name)
+        for name in sorted(self.users, key=str.lower):
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                names.append(name)
+        return names
+
+    def complete(self):
+        """Tab: complete the word before the cursor as a /command at the
+        start of the line, else as a name (``name: `` at the start of the
+        line, to address someone, ``name `` elsewhere); Tab again puts the
+        next candidate in its place."""
+        line = self.input
+        if self.completion is not None and (line.text, line.cursor) != self.completion[4:]:
+            self.completion = None          # the line changed since the last Tab
+        if self.completion is None:
+            start = line.text.rfind(" ", 0, line.cursor) + 1
+            word = line.text[start:line.cursor].lower()
+            if start == 0 and word.startswith("/"):
+                candidates = [command + " " for command in COMMANDS if command.startswith(word)]
+            else:
+                suffix = ": " if start == 0 else " "
+                candidates = [name + suffix for name in self.completion_names()
+                              if name.lower().startswith(word)]
+            if not candidates:
+                return
+            self.completion = (start, candidates, -1, line.cursor, line.text, line.cursor)
+        start, candidates, index, end = self.completion[:4]
+        index = (index + 1) % len(candidates)
+        line.text = line.text[:start] + candidates[index] + line.text[end:]
+        line.cursor = start + len(candidates[index])
+        self.completion = (start, candidates, index, line.cursor, line.text, line.cursor)
 
     # -- login ------------------------------------------------------------
 

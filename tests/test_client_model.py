@@ -784,6 +784,44 @@ def test_status_line_leaves_out_whole_fields_as_the_terminal_narrows():
     assert chat.status_line(36) == (" online | 2 online", "[1 new, End]")
 
 
+def test_tab_completes_names_and_commands_and_cycles():
+    chat = online(history=[msg(1, "hi", "bobby"), msg(2, "hey", "Bea")],
+                  users=("alice", "bob", "bobby", "Bea", "carol"))
+    for key in "b\t":
+        chat.key(key)
+    assert chat.input.text == "Bea: "               # at the start: addressed; latest speaker first
+    chat.key("\t")
+    assert chat.input.text == "bobby: "
+    chat.key("\t")
+    assert chat.input.text == "bob: "
+    chat.key("\t")
+    assert chat.input.text == "Bea: "               # round again
+    for key in "ask c\t":
+        chat.key(key)
+    assert chat.input.text == "Bea: ask carol "     # elsewhere: just the name
+    chat.input.set("hello al")
+    chat.key("\t")
+    assert chat.input.text == "hello al"            # never your own name
+    chat.input.set("/m")
+    chat.key("\t")
+    assert chat.input.text == "/msg "
+    for key in "car\tthere":
+        chat.key(key)
+    assert chat.input.text == "/msg carol there"
+    chat.input.set("/q")
+    chat.key("\t")
+    assert chat.input.text == "/quit "
+
+
+def test_tab_completes_in_the_middle_of_a_line():
+    chat = online(users=("alice", "dave"))
+    chat.input.set("tell d about it")
+    for _ in range(len(" about it")):
+        chat.key("KEY_LEFT")
+    chat.key("\t")
+    assert (chat.input.text, chat.input.cursor) == ("tell dave  about it", len("tell dave "))
+
+
 def test_marker_when_new_messages_arrive_while_scrolled_up():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)
