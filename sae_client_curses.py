@@ -199,7 +199,8 @@ class Entry:
     ``day`` is the local day it was said on (None if not known), from which
     the scrollback derives its "Day changed" lines."""
 
-    __slots__ = ("kind", "id", "time", "day", "name", "to", "text", "order", "_width", "_rows")
+    __slots__ = ("kind", "id", "time", "day", "name", "to", "text", "order", "highlight",
+                 "_width", "_rows")
 
     def __init__(self, kind, text="", name="", to="", msg_id=0, time="", day=None):
         self.kind = kind
@@ -210,6 +211,7 @@ class Entry:
         self.time = time
         self.day = day
         self.order = (msg_id, 0, 0)     # set by Scrollback.add
+        self.highlight = False          # someone else's message that names the user
         self.name = name
         self.to = to
         self.text = printable(text)
@@ -222,11 +224,11 @@ class Entry:
         head = [(self.time + " ", "time")] if self.kind != "help" else []
         if self.kind == "message":
             head += [("<", ""), (self.name, "@" + self.name), ("> ", "")]
-            body = [(self.text, "")]
+            body = [(self.text, "highlight" if self.highlight else "")]
         elif self.kind == "private":
             head += [("[", "private"), (self.name, "@" + self.name), (" -> ", "private"),
                      (self.to, "@" + self.to), ("] ", "private")]
-            body = [(self.text, "private")]
+            body = [(self.text, "highlight" if self.highlight else "private")]
         elif self.kind == "join":
             head += [("--> ", "join")]
             body = [(self.name, "@" + self.name), (" joined", "join")]
@@ -276,6 +278,7 @@ class Scrollback:
         self.written = 0                    # the client's own lines so far
         self.scroll = 0
         self.unseen = 0             # messages that arrived while scrolled up
+        self.mentions = 0           # of which name the user
         self.width = 80
         self.height = 20
         self.oldest_reached = False
@@ -306,6 +309,7 @@ class Scrollback:
                 self.scroll += len(self.layout(self.width)[0]) - len(rows)
             if live and entry.kind in ("message", "private"):
                 self.unseen += 1
+                self.mentions += entry.highlight
         return True
 
     def oldest_id(self) -> Optional[int]:
@@ -354,11 +358,11 @@ class Scrollback:
     def page_down(self):
         self.scroll = max(0, self.scroll - self._page())
         if not self.scroll:
-            self.unseen = 0
+            self.unseen = self.mentions = 0
 
     def to_bottom(self):
         self.scroll = 0
-        self.unseen = 0
+        self.unseen = self.mentions = 0
 
 
 # --- input line editor ---------------------------------------------------
@@ -749,6 +753,7 @@ class Chat:
         self.want_close = ""
         self.done = False
         self.redraw_all = False
+        self.bells = 0                      # terminal bells to ring: mentions of the user
         self.attempt = 0
         self.reconnect_at: Optional[float] = None
         self.connect_deadline = 0.0
@@ -804,6 +809,8 @@ class Chat:
         """Shown at the right of the status line while scrolled up."""
         if not self.scrollback.scroll:
             return ""
+        if self.scrollback.mentions:
+            return "[%d new, %d for you, End]" % (self.scrollback.unseen, self.scrollback.mentions)
         if self.scrollback.unseen:
             return "[%d new, End]" % self.scrollback.unseen
         return "[scrolled, End]"
@@ -992,6 +999,22 @@ class Chat:
     def _is_me(self, name: str) -> bool:
         return name.lower() == self.name.lower()
 
+    def mentions_me(self, event) -> bool:
+        """Someone else's message naming the user as a word of its own:
+        "alice:", "thanks alice." and "@alice" do; "malice" and "alice_2"
+        do not."""
+        if self._is_me(event.name) or not self.name:
+            return False
+        pattern = r"(?<![A-Za-z0-9_.-])%s(?![A-Za-z0-9_-])(?!\.[A-Za-z0-9_-])" % re.escape(self.name)
+        return re.search(pattern, event.text, re.IGNORECASE) is not None
+
+    def add_message(self, entry: Entry, event, live: bool):
+        entry.highlight = self.mentions_me(event)
+        if self.scrollback.add(entry, live=live) and entry.highlight and live:
+            # One bell per message, not for history: what was said while
+            # away is seen at once.
+            self.bells += 1
+
     def on_msg(self, event, answer):
         # A MSG inside an answer that is not complete is a line of history.
         history = answer.request is not None and not answer.complete
@@ -1002,13 +1025,13 @@ class Chat:
         self.last_id = max(self.last_id, event.id)
         self._forget_unconfirmed("SAY", event.name, "", event.text)
         time, day = local_when(event.ts)
-        self.scrollback.add(Entry("message", event.text, event.name, msg_id=event.id,
-                                  time=time, day=day), live=not history)
+        self.add_message(Entry("message", event.text, event.name, msg_id=event.id, time=time, day=day),
+                         event, live=not history)
 
     def on_priv(self, event, answer):
         time, day = local_when(event.ts)
-        self.scrollback.add(Entry("private", event.text, event.name, event.to, msg_id=event.id,
-                                  time=time, day=day))
+        self.add_message(Entry("private", event.text, event.name, event.to, msg_id=event.id,
+                               time=time, day=day), event, live=True)
 
     def on_ok(self, event, answer):
         request = answer.request
@@ -1319,6 +1342,8 @@ class View:
             return curses.A_BOLD | self.pairs.get(name_colour(style[1:]), 0)
         if style == "error":
             return curses.A_BOLD | self.pairs.get(curses.COLOR_RED, 0)
+        if style == "highlight":
+            return curses.A_BOLD | self.pairs.get(curses.COLOR_YELLOW, curses.A_UNDERLINE)
         if style == "time":
             return curses.A_DIM if not self.pairs else 0
         colour = STYLE_COLOURS.get(style)
@@ -1348,6 +1373,9 @@ class View:
             screen.clear()
             chat.redraw_all = False
         screen.erase()
+        for _ in range(chat.bells):
+            curses.beep()
+        chat.bells = 0
         rows, cols = screen.getmaxyx()
         if rows < MIN_ROWS or cols < MIN_COLS:
             message = "terminal too small: %dx%d, needs %dx%d" % (cols, rows, MIN_COLS, MIN_ROWS)

@@ -822,6 +822,40 @@ def test_tab_completes_in_the_middle_of_a_line():
     assert (chat.input.text, chat.input.cursor) == ("tell dave  about it", len("tell dave "))
 
 
+@pytest.mark.parametrize("text, mentioned", [
+    ("alice: lunch?", True),
+    ("thanks Alice.", True),
+    ("ping @alice", True),
+    ("malice aforethought", False),
+    ("alice_2 is someone else", False),
+    ("alice.smith too", False),
+])
+def test_a_mention_of_your_name_is_highlighted_and_rings_once(text, mentioned):
+    chat = online()
+    hear(chat, msg(7, text))
+    [entry] = [e for e in chat.scrollback.entries if e.id == 7]
+    assert entry.highlight is mentioned
+    assert ("highlight" in [style for _, style in entry.spans()[0]]) is mentioned
+    assert chat.bells == mentioned
+
+
+def test_your_own_words_and_history_do_not_ring():
+    chat = online(history=[msg(1, "alice said this yesterday")])
+    assert chat.scrollback.entries[0].highlight and chat.bells == 0
+    hear(chat, msg(2, "I am alice", "alice"))
+    assert chat.bells == 0 and not chat.scrollback.entries[-1].highlight
+
+
+def test_marker_counts_mentions_while_scrolled_up():
+    chat = online(history=[msg(i) for i in range(1, 40)])
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    hear(chat, msg(40, "alice, are you there?"), msg(41), msg(42, "ALICE!"))
+    assert chat.marker() == "[3 new, 2 for you, End]" and chat.bells == 2
+    chat.key("KEY_END")
+    assert chat.marker() == ""
+
+
 def test_marker_when_new_messages_arrive_while_scrolled_up():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)

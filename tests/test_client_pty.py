@@ -41,13 +41,22 @@ def _take_terminal():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+class RingingScreen(pyte.Screen):
+    """A pyte screen that counts the terminal bells it hears."""
+
+    bells = 0
+
+    def bell(self, *args):
+        self.bells += 1
+
+
 class Terminal:
     """sae-client in a pty, its screen read back through pyte."""
 
     def __init__(self, port, user=None, password=PASSWORD, cols=80, rows=24, env=None):
         self.master, self.slave = os.openpty()
         self.set_size(cols, rows)
-        self.screen = pyte.Screen(cols, rows)
+        self.screen = RingingScreen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
         self.sane = termios.tcgetattr(self.slave)
         child_env = dict(os.environ, TERM=TERM, LANG="C.UTF-8", LC_ALL="C.UTF-8",
@@ -359,6 +368,24 @@ def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, uniqu
     for line in lines[first:-2]:
         assert set(line.split()) <= known, line         # no word cut at the edge
         assert line.startswith("-!- ") or line.startswith(" " * 20), line
+
+
+def test_a_mention_is_highlighted_and_rings_the_bell_once(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    bob_client.send("SAY %s: have a look" % alice)
+    text = term.wait_for(shows("have a look"))
+    term.wait_for(lambda _: term.screen.bells)
+    [row] = [y for y, line in enumerate(text.splitlines()) if "have a look" in line]
+    x = term.screen.display[row].index("have a look")
+    assert all(term.screen.buffer[row][x + i].bold for i in range(len("have a look")))
+    bob_client.send("SAY nothing for anyone")
+    text = term.wait_for("nothing for anyone")
+    [row] = [y for y, line in enumerate(text.splitlines()) if "nothing for anyone" in line]
+    x = term.screen.display[row].index("nothing")
+    assert not term.screen.buffer[row][x].bold
+    term.type("%s talks to herself\r" % alice)
+    term.wait_for("> %s talks to herself" % alice)
+    assert term.screen.bells == 1
 
 
 def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_name):
