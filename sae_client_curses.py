@@ -68,6 +68,10 @@ QUIT_FLUSH_SECONDS = 1.0
 # and an input line that is worth typing in.
 MIN_COLS = 20
 MIN_ROWS = 5
+# The list of who is online, at the right of the scrollback, is shown (when
+# toggled on, as it is at first) only where the scrollback keeps 80 columns.
+NAMES_MIN_COLS = 100
+NAMES_PANE = 18             # a separator, a space and 16 cells of name
 PROMPT = "> "
 
 
@@ -544,7 +548,7 @@ class InputLine:
 
 class Action(NamedTuple):
     """What a line typed in the chat screen asks for."""
-    kind: str                   # say, tell, who, help, quit, local
+    kind: str                   # say, tell, who, names, help, quit, local
     name: str = ""
     text: str = ""
 
@@ -556,6 +560,7 @@ HELP = (
     ("//text", "say a line that begins with /"),
     ("/msg NAME text", "a private message"),
     ("/who", "who is online"),
+    ("/names, F2", "show or hide the list of who is online (100+ columns)"),
     ("/help", "this list"),
     ("/quit [reason]", "leave"),
     ("PgUp / PgDn", "scroll; past the oldest line loads older messages"),
@@ -570,7 +575,7 @@ HELP = (
 )
 # What Tab completes at the start of a line (aliases such as /tell are left
 # out: one candidate per command).
-COMMANDS = ("/help", "/msg", "/quit", "/who")
+COMMANDS = ("/help", "/msg", "/names", "/quit", "/who")
 HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
@@ -589,8 +594,10 @@ def parse_input(line: str) -> Optional[Action]:
         if not name or not text.strip():
             return Action("local", text="usage: /msg NAME text")
         return Action("tell", name=name, text=text.strip())
-    if verb in ("who", "names"):
+    if verb == "who":
         return Action("who")
+    if verb == "names":
+        return Action("names")
     if verb in ("help", "?"):
         return Action("help")
     if verb in ("quit", "exit"):
@@ -754,6 +761,7 @@ class Chat:
         self.done = False
         self.redraw_all = False
         self.bells = 0                      # terminal bells to ring: mentions of the user
+        self.show_names = True              # the list of who is online, where it fits
         self.attempt = 0
         self.reconnect_at: Optional[float] = None
         self.connect_deadline = 0.0
@@ -852,6 +860,8 @@ class Chat:
         self.completion = None
         if key in ("\r", "\n", "KEY_ENTER"):
             self.submit()
+        elif key == "KEY_F(2)":
+            self.toggle_names()
         elif key == "KEY_PPAGE":
             if self.scrollback.page_up():
                 self.load_older()
@@ -1189,6 +1199,9 @@ class Chat:
                 self.scrollback.add(Entry("help", words, command))
         elif action.kind == "local":
             self.refuse(action.text)
+        elif action.kind == "names":
+            self.input.commit()
+            self.toggle_names()
         elif action.kind == "quit":
             self.input.commit()
             self.quit(action.text or "quit")
@@ -1217,6 +1230,39 @@ class Chat:
         stays in the input history for Up to bring back and correct."""
         self.input.commit()
         self.say("error", why)
+
+    def toggle_names(self):
+        self.show_names = not self.show_names
+        # Hidden until now, the scrollback was as wide as the terminal.
+        if self.show_names and self.scrollback.width < NAMES_MIN_COLS:
+            self.say("info", "the list of who is online shows on terminals %d columns wide or more; "
+                     "/who lists them here" % NAMES_MIN_COLS)
+
+    def names_width(self, cols: int) -> int:
+        """Columns the list of who is online takes at the right (0: none)."""
+        return NAMES_PANE if self.show_names and cols >= NAMES_MIN_COLS else 0
+
+    def names_pane(self, height: int) -> List[Tuple[str, str]]:
+        """The list of who is online, a (text, style) per row: how many,
+        then the names sorted, the last row saying how many more there
+        are when they do not all fit."""
+        if self.state != "online":
+            return [("offline", "")]
+        width = NAMES_PANE - 2
+        rows = [("%d online" % len(self.users), "")]
+        names = sorted(self.users, key=str.lower)
+        if len(names) > height - 1:
+            shown = max(0, height - 2)
+            names, more = names[:shown], len(names) - shown
+        else:
+            more = 0
+        for name in names:
+            if text_width(name) > width:
+                name = name[:width - 1] + "\u2026"
+            rows.append((name, "@" + name))
+        if more:
+            rows.append(("+%d more" % more, ""))
+        return rows[:max(0, height)]
 
     def load_older(self):
         """Ask for the page of room messages before the oldest we hold."""
@@ -1392,12 +1438,20 @@ class View:
 
     def draw_chat(self, chat: Chat, rows: int, cols: int):
         pane = rows - 2
-        shown = chat.scrollback.view(cols, pane)
+        names = chat.names_width(cols)
+        shown = chat.scrollback.view(cols - names, pane)
         top = pane - len(shown)             # the newest line sits on the status line
         for y, row in enumerate(shown, start=top):
             x = 0
             for text, style in row:
                 x += self.put(y, x, text, self.attr(style))
+        if names:
+            lines = chat.names_pane(pane)
+            for y in range(pane):
+                self.put(y, cols - names, "\u2502")
+                if y < len(lines):
+                    text, style = lines[y]
+                    self.put(y, cols - names + 2, text, self.attr(style) if style else curses.A_BOLD)
         status, marker = chat.status_line(cols)
         status_attr = curses.A_REVERSE
         self.put(pane, 0, " " * cols, status_attr)

@@ -856,6 +856,28 @@ def test_marker_counts_mentions_while_scrolled_up():
     assert chat.marker() == ""
 
 
+def test_the_list_of_who_is_online_shows_where_wide_enough_and_toggles():
+    chat = online(users=("alice", "bob", "a-very-long-name-for-a-list"))
+    chat.scrollback.view(120 - client.NAMES_PANE, 20)    # a 120-column terminal
+    assert chat.names_width(client.NAMES_MIN_COLS) == client.NAMES_PANE
+    assert chat.names_width(client.NAMES_MIN_COLS - 1) == 0
+    assert [text for text, _ in chat.names_pane(10)] == ["3 online", "a-very-long-nam\u2026", "alice", "bob"]
+    assert [text for text, _ in chat.names_pane(3)] == ["3 online", "a-very-long-nam\u2026", "+2 more"]
+    hear(chat, "JOIN carol")
+    assert "carol" in [text for text, _ in chat.names_pane(10)]
+    chat.key("KEY_F(2)")
+    assert chat.names_width(120) == 0
+    chat.input.set("/names")
+    chat.key("\r")
+    assert chat.names_width(120) == client.NAMES_PANE and sent(chat) == []
+    assert "columns wide" not in screen_text(chat, width=120)
+    chat.key("KEY_F(2)")
+    chat.scrollback.view(80, 20)                    # an 80-column terminal
+    chat.key("KEY_F(2)")
+    assert chat.scrollback.entries[-1].text == (
+        "the list of who is online shows on terminals 100 columns wide or more; /who lists them here")
+
+
 def test_marker_when_new_messages_arrive_while_scrolled_up():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)

@@ -358,7 +358,7 @@ def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, uniqu
     from sae_client_curses import HELP
     alice = unique_name("alice")
     registered(server, alice)
-    term = terminals(server.port, user=alice, cols=40, rows=30)
+    term = terminals(server.port, user=alice, cols=40, rows=40)
     term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
     term.type("/help\r")
     text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
@@ -386,6 +386,35 @@ def test_a_mention_is_highlighted_and_rings_the_bell_once(server, terminals, uni
     term.type("%s talks to herself\r" % alice)
     term.wait_for("> %s talks to herself" % alice)
     assert term.screen.bells == 1
+
+
+F2 = "\x1b[[B"                                   # on the linux console
+
+
+def names_column(term, x):
+    return [line[x:].strip() for line in term.screen.display[:-2]]
+
+
+def test_the_list_of_who_is_online_on_a_wide_terminal(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    account(server, bob)
+    term = terminals(server.port, user=alice, cols=100)
+    logged_in(term, alice)
+    x = 100 - 18
+    term.wait_for(lambda _: names_column(term, x)[:3] == ["\u2502 2 online", "\u2502 " + alice, "\u2502 " + bob])
+    carol = unique_name("carol")
+    account(server, carol)
+    term.wait_for(lambda _: "\u2502 " + carol in names_column(term, x))
+    term.type(F2)
+    term.wait_for(lambda t: "\u2502" not in t)
+    term.type("/names\r")
+    term.wait_for(lambda _: names_column(term, x)[0] == "\u2502 3 online")
+    # Narrower than 100 columns: the scrollback keeps the whole width.
+    term.resize(99, 24)
+    term.wait_for(lambda t: "\u2502" not in t and "> " in t)
+    term.resize(100, 24)
+    term.wait_for(lambda _: names_column(term, x)[0] == "\u2502 3 online")
 
 
 def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_name):
