@@ -17,12 +17,14 @@ the SAE_PASSWORD environment variable for scripted use.
 """
 
 import argparse
+import bisect
 import curses
 import datetime
 import errno
 import locale
 import os
 import random
+import re
 import select
 import selectors
 import signal
@@ -66,6 +68,10 @@ QUIT_FLUSH_SECONDS = 1.0
 # and an input line that is worth typing in.
 MIN_COLS = 20
 MIN_ROWS = 5
+# The list of who is online, at the right of the scrollback, is shown (when
+# toggled on, as it is at first) only where the scrollback keeps 80 columns.
+NAMES_MIN_COLS = 100
+NAMES_PANE = 18             # a separator, a space and 16 cells of name
 PROMPT = "> "
 
 
@@ -81,11 +87,22 @@ def local_now() -> str:
 
 def local_time(timestamp: str) -> str:
     """A protocol timestamp (UTC, 2026-11-24T13:05:01.123Z) as local HH:MM."""
+    return local_when(timestamp)[0]
+
+
+def local_when(timestamp: str) -> Tuple[str, Optional[datetime.date]]:
+    """A protocol timestamp as local HH:MM and the local day it falls on."""
     try:
         when = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError:
-        return "--:--"
-    return when.replace(tzinfo=datetime.timezone.utc).astimezone().strftime("%H:%M")
+        return "--:--", None
+    when = when.replace(tzinfo=datetime.timezone.utc).astimezone()
+    return when.strftime("%H:%M"), when.date()
+
+
+def day_words(day: datetime.date) -> str:
+    """A day as the user reads it: Tuesday 1 December 2026."""
+    return "%s %d %s" % (day.strftime("%A"), day.day, day.strftime("%B %Y"))
 
 
 # --- display width -------------------------------------------------------
@@ -182,14 +199,23 @@ def row_text(row: Row) -> str:
 class Entry:
     """One line of the scrollback: a room message, a private message, a
     join or a leave, or a notice (info/error) from the server or the client.
-    Messages carry the server's id; the client's own lines have id 0."""
+    Messages carry the server's id; the client's own lines have id 0.
+    ``day`` is the local day it was said on (None if not known), from which
+    the scrollback derives its "Day changed" lines."""
 
-    __slots__ = ("kind", "id", "time", "name", "to", "text", "_width", "_rows")
+    __slots__ = ("kind", "id", "time", "day", "name", "to", "text", "order", "highlight",
+                 "_width", "_rows")
 
-    def __init__(self, kind, text="", name="", to="", msg_id=0, time=""):
+    def __init__(self, kind, text="", name="", to="", msg_id=0, time="", day=None):
         self.kind = kind
         self.id = msg_id
-        self.time = time or local_now()
+        if not time:
+            now = datetime.datetime.now()
+            time, day = now.strftime("%H:%M"), day or now.date()
+        self.time = time
+        self.day = day
+        self.order = (msg_id, 0, 0)     # set by Scrollback.add
+        self.highlight = False          # someone else's message that names the user
         self.name = name
         self.to = to
         self.text = printable(text)
@@ -198,14 +224,15 @@ class Entry:
 
     def spans(self) -> Tuple[List[Span], int]:
         """The entry as styled text, and the indent for its continuation rows."""
-        head = [(self.time + " ", "time")]
+        # /help is reference text, not something said at a time.
+        head = [(self.time + " ", "time")] if self.kind != "help" else []
         if self.kind == "message":
             head += [("<", ""), (self.name, "@" + self.name), ("> ", "")]
-            body = [(self.text, "")]
+            body = [(self.text, "highlight" if self.highlight else "")]
         elif self.kind == "private":
             head += [("[", "private"), (self.name, "@" + self.name), (" -> ", "private"),
                      (self.to, "@" + self.to), ("] ", "private")]
-            body = [(self.text, "private")]
+            body = [(self.text, "highlight" if self.highlight else "private")]
         elif self.kind == "join":
             head += [("--> ", "join")]
             body = [(self.name, "@" + self.name), (" joined", "join")]
@@ -213,6 +240,9 @@ class Entry:
             head += [("<-- ", "leave")]
             body = [(self.name, "@" + self.name),
                     (" left" + (" (%s)" % self.text if self.text else ""), "leave")]
+        elif self.kind == "help":
+            head += [("-!- ", "info"), (self.name.ljust(HELP_COLUMN), "info")]
+            body = [(self.text, "")]
         elif self.kind == "error":
             head += [("!!! ", "error")]
             body = [(self.text, "error")]
@@ -230,60 +260,87 @@ class Entry:
 
 
 class Scrollback:
-    """Every line the user has seen, in order, and where the view is.
+    """Every line the user has seen, in time order, and where the view is.
 
     Messages are kept in id order, whatever order they arrive in (live, in
     the login burst, catching up after a reconnect, paging back), and each id
-    is shown once. ``scroll`` counts the rows hidden below the view, so 0 is
-    the live bottom and prepending older history never moves what is shown.
+    is shown once. The client's own lines (notices, errors, joins) have no id:
+    each is ordered after the newest message id known when it was written,
+    and after the lines written before it, so that older pages fetched later
+    go above it and messages said after it below. ``scroll`` counts the rows
+    hidden below the view, so 0 is the live bottom and prepending older
+    history never moves what is shown. "Day changed" lines are not entries:
+    they are derived from the entries' days whenever rows are laid out, so
+    they stay right whatever is inserted where.
     """
 
     def __init__(self):
         self.entries: List[Entry] = []
+        self.orders: List[tuple] = []       # each entry's order, for bisect
         self.seen = set()
+        self.newest = 0                     # the newest message id known
+        self.written = 0                    # the client's own lines so far
         self.scroll = 0
         self.unseen = 0             # messages that arrived while scrolled up
+        self.mentions = 0           # of which name the user
         self.width = 80
         self.height = 20
         self.oldest_reached = False
 
-    def add(self, entry: Entry, live: bool = True) -> bool:
-        """Add an entry; False (and nothing changes) if its id was seen."""
-        position = len(self.entries)
+    def add(self, entry: Entry, live: bool = True, at_top: bool = False) -> bool:
+        """Add an entry; False (and nothing changes) if its id was seen.
+        ``at_top`` puts a line of the client's above every message."""
         if entry.id:
             key = (entry.kind, entry.id)
             if key in self.seen:
                 return False
             self.seen.add(key)
-            # Just before the first of the trailing messages that are newer;
-            # the client's own lines between them stay where they were said.
-            index = len(self.entries) - 1
-            while index >= 0:
-                other = self.entries[index]
-                if other.id:
-                    if other.id < entry.id:
-                        break
-                    position = index
-                index -= 1
+            self.newest = max(self.newest, entry.id)
+            entry.order = (entry.id, 0, 0)
+        else:
+            self.written += 1
+            entry.order = (-1 if at_top else self.newest, 1, self.written)
+        position = bisect.bisect(self.orders, entry.order)
         if self.scroll:
-            below = sum(len(e.rows(self.width)) for e in self.entries[position:])
+            rows, starts = self.layout(self.width)
+            below = len(rows) - (starts[position] if position < len(starts) else len(rows))
+        self.entries.insert(position, entry)
+        self.orders.insert(position, entry.order)
+        if self.scroll:
             if below <= self.scroll:
-                # Keep the rows the reader is looking at where they are.
-                self.scroll += len(entry.rows(self.width))
+                # Keep the rows the reader is looking at where they are (a
+                # day line may have come with the entry).
+                self.scroll += len(self.layout(self.width)[0]) - len(rows)
             if live and entry.kind in ("message", "private"):
                 self.unseen += 1
-        self.entries.insert(position, entry)
+                self.mentions += entry.highlight
         return True
 
     def oldest_id(self) -> Optional[int]:
         ids = [e.id for e in self.entries if e.kind == "message"]
         return min(ids) if ids else None
 
-    def all_rows(self, width: int) -> List[Row]:
-        rows = []
+    def layout(self, width: int) -> Tuple[List[Row], List[int]]:
+        """All rows, with a day line wherever the local day changes (and one
+        at the top when the oldest line is not from today), and the index of
+        each entry's first row."""
+        rows: List[Row] = []
+        starts = []
+        today = datetime.date.today()
+        last_day = None
         for entry in self.entries:
+            if entry.day is not None and entry.day != last_day:
+                if last_day is not None:
+                    rows += wrap([("-!- Day changed to " + day_words(entry.day), "info")], width, 4)
+                elif entry.day != today:
+                    rows += wrap([("-!- " + day_words(entry.day), "info")], width, 4)
+                last_day = entry.day
+            starts.append(len(rows))
             rows.extend(entry.rows(width))
-        return rows
+        return rows, starts
+
+    def all_rows(self, width: int) -> List[Row]:
+        return self.layout(width)[0]
 
     def view(self, width: int, height: int) -> List[Row]:
         """The rows to show in a pane of this size, oldest first."""
@@ -305,11 +362,11 @@ class Scrollback:
     def page_down(self):
         self.scroll = max(0, self.scroll - self._page())
         if not self.scroll:
-            self.unseen = 0
+            self.unseen = self.mentions = 0
 
     def to_bottom(self):
         self.scroll = 0
-        self.unseen = 0
+        self.unseen = self.mentions = 0
 
 
 # --- input line editor ---------------------------------------------------
@@ -491,17 +548,35 @@ class InputLine:
 
 class Action(NamedTuple):
     """What a line typed in the chat screen asks for."""
-    kind: str                   # say, tell, who, help, quit, local
+    kind: str                   # say, tell, who, names, help, quit, local
     name: str = ""
     text: str = ""
 
 
+# /help: one short line per command or key, so that it reads at any width
+# (the description wraps at spaces, indented under itself).
 HELP = (
-    "Commands: /msg NAME text (private)  /who (who is online)  /help  /quit [reason]",
-    "Plain text goes to everyone; start a line with // to send one that begins with /.",
-    "Keys: PgUp/PgDn scroll (past the oldest line loads more), End back to the bottom,",
-    "Up/Down sent lines, Ctrl-A/E Home/End, Ctrl-U/K/W cut, Ctrl-Y paste, Ctrl-L redraw, Ctrl-C quit.",
+    ("text", "say it to everyone"),
+    ("//text", "say a line that begins with /"),
+    ("/msg NAME text", "a private message"),
+    ("/who", "who is online"),
+    ("/names, F2", "show or hide the list of who is online (100+ columns)"),
+    ("/help", "this list"),
+    ("/quit [reason]", "leave"),
+    ("PgUp / PgDn", "scroll; past the oldest line loads older messages"),
+    ("End", "end of the input; again: back to the newest messages"),
+    ("Up / Down", "lines sent before"),
+    ("Tab", "complete a name or /command; again: the next one"),
+    ("Ctrl-A / E", "start / end of the input"),
+    ("Ctrl-U / K / W", "cut to the start / to the end / the word before"),
+    ("Ctrl-Y", "paste what was cut"),
+    ("Ctrl-L", "redraw the screen"),
+    ("Ctrl-C", "quit"),
 )
+# What Tab completes at the start of a line (aliases such as /tell are left
+# out: one candidate per command).
+COMMANDS = ("/help", "/msg", "/names", "/quit", "/who")
+HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
 def parse_input(line: str) -> Optional[Action]:
@@ -519,8 +594,10 @@ def parse_input(line: str) -> Optional[Action]:
         if not name or not text.strip():
             return Action("local", text="usage: /msg NAME text")
         return Action("tell", name=name, text=text.strip())
-    if verb in ("who", "names"):
+    if verb == "who":
         return Action("who")
+    if verb == "names":
+        return Action("names")
     if verb in ("help", "?"):
         return Action("help")
     if verb in ("quit", "exit"):
@@ -581,7 +658,9 @@ def join_server(host: str, port: int) -> str:
 
 # --- the client's state machine ------------------------------------------
 
-# Server error codes in words, for the user.
+# Server error codes in words, for the user. The server's own text follows
+# them only where it adds something (a ban's reason, a usage line): it often
+# repeats the code in words ("ERR 404 no such account nobody").
 ERROR_WORDS = {
     proto.BAD_REQUEST: "the server refused the line",
     proto.UNAUTHORIZED: "wrong name or password",
@@ -589,26 +668,54 @@ ERROR_WORDS = {
     proto.NOT_FOUND: "no such account",
     proto.NAME_TAKEN: "that name is taken",
     proto.TOO_LONG: "too long",
+    proto.UNKNOWN_VERB: "unknown command",
     proto.KICKED: "kicked",
     proto.SLOW_DOWN: "too fast",
     proto.UNAVAILABLE: "the server cannot store messages right now",
 }
+# Words that a server clause may hold and still say nothing new.
+_FILLER = {"a", "an", "the", "try", "later", "please", "again"}
 
 
-def error_in_words(code: int, text: str) -> str:
+def _words(text: str) -> set:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _news(text: str, said: str) -> str:
+    """The comma-separated parts of the server's ``text`` that say something
+    ``said`` does not already say."""
+    known = _words(said) | _FILLER
+    return ", ".join(part.strip() for part in text.split(",")
+                     if part.strip() and not _words(part) <= known)
+
+
+def error_in_words(code: int, text: str, name: str = "") -> str:
+    """An ERR line as one sentence for the user, each thing said once.
+    ``name`` is the account a refused request was about, if any."""
     words = ERROR_WORDS.get(code)
-    if code == proto.KICKED:
+    if code == proto.NOT_FOUND:
+        # The server says "no such account NAME"; the request knows the name.
+        name = name or (text[len(words):].strip() if text.lower().startswith(words) else "")
+        return "%s has no account here" % name if name else words
+    if code in (proto.KICKED, proto.SLOW_DOWN):
         seconds, _, reason = text.partition(" ")
         if seconds.isdigit():
-            return "kicked: you can log in again in %s seconds%s" % (
-                seconds, " (%s)" % reason if reason else "")
-    if code == proto.SLOW_DOWN:
-        seconds, _, reason = text.partition(" ")
-        if seconds.isdigit():
-            return "too fast: try again in %s seconds%s" % (seconds, " (%s)" % reason if reason else "")
-    if code in (proto.UNAUTHORIZED, proto.NAME_TAKEN) or not words:
-        return words or "error %d: %s" % (code, text)
-    return "%s%s" % (words, ": " + text if text and code != proto.UNAVAILABLE else "")
+            said = ("kicked: you can log in again in %s seconds" if code == proto.KICKED
+                    else "too fast: try again in %s seconds") % seconds
+            reason = _news(reason, said)
+            return said + (" (%s)" % reason if reason else "")
+    if code == proto.UNAUTHORIZED and "password" not in text:
+        return "not logged in"
+    if code == proto.UNAVAILABLE:
+        # Storage trouble is all the user needs to know; anything else is
+        # the server turning connections away.
+        return words if not text or "storage" in text else "the server is busy: %s" % text
+    if not words:
+        return "error %d: %s" % (code, text) if text else "error %d" % code
+    if words in text.lower():
+        return text                 # the server's text says it, and more
+    news = _news(text, words)
+    return "%s: %s" % (words, news) if news and code != proto.NAME_TAKEN else words
 
 
 class Chat:
@@ -639,6 +746,11 @@ class Chat:
         self.last_id = 0
         self.exchange = Exchange()          # requests sent, and what answers them
         self.history_newest = 0             # the last id of the history answer being read
+        self.greeting = ""                  # said at the end of LOGIN's history
+        # While Tab cycles: the start of the word, the candidates, which one
+        # is in, where it ends, and the line and cursor Tab left; any other
+        # key ends it.
+        self.completion: Optional[tuple] = None
         self.loading_older = False
         # SAY/TELL lines not confirmed when the connection dropped.
         self.unconfirmed: List[Request] = []
@@ -648,11 +760,14 @@ class Chat:
         self.want_close = ""
         self.done = False
         self.redraw_all = False
+        self.bells = 0                      # terminal bells to ring: mentions of the user
+        self.show_names = True              # the list of who is online, where it fits
         self.attempt = 0
         self.reconnect_at: Optional[float] = None
         self.connect_deadline = 0.0
         self.kicked_for = 0
         self.banned = False
+        self.ban_reason = ""
         self.last_heard = 0.0
         self.ping_sent_at: Optional[float] = None
 
@@ -662,23 +777,48 @@ class Chat:
         """A line from the client itself in the scrollback."""
         self.scrollback.add(Entry(kind, text))
 
-    def status(self) -> str:
+    # Status fields in the order they are left out as the terminal narrows:
+    # the server's address first (long, and the user chose it), then the
+    # user's own name, then how many are online. The connection state,
+    # "loading history" and the scroll marker stay: they are what changes.
+    STATUS_DROP_ORDER = ("server", "name", "count")
+
+    def status_fields(self) -> List[Tuple[str, str]]:
         state = self.state
         if state == "offline" and self.reconnect_at is not None:
             state = "reconnecting in %ds" % max(0, round(self.reconnect_at - clock()))
         elif self.banned:
             state = "banned"
-        parts = [join_server(self.host, self.port), self.name or "-", state]
+        fields = [("server", join_server(self.host, self.port)), ("name", self.name or "-"),
+                  ("state", state)]
         if self.state == "online":
-            parts.append("%d online" % len(self.users))
+            fields.append(("count", "%d online" % len(self.users)))
         if self.loading_older:
-            parts.append("loading history")
-        return " | ".join(parts)
+            fields.append(("loading", "loading history"))
+        return fields
+
+    def status(self) -> str:
+        return " | ".join(text for _, text in self.status_fields())
+
+    def status_line(self, width: int) -> Tuple[str, str]:
+        """The status line for a terminal ``width`` cells wide: its text
+        (with a leading space) and the marker for its right end, whole
+        fields only, the least useful left out first."""
+        marker = self.marker()
+        room = width - 1 - (text_width(marker) + 1 if marker else 0)
+        fields = self.status_fields()
+        for drop in self.STATUS_DROP_ORDER:
+            if text_width(" | ".join(text for _, text in fields)) <= room:
+                break
+            fields = [field for field in fields if field[0] != drop]
+        return " " + " | ".join(text for _, text in fields), marker
 
     def marker(self) -> str:
         """Shown at the right of the status line while scrolled up."""
         if not self.scrollback.scroll:
             return ""
+        if self.scrollback.mentions:
+            return "[%d new, %d for you, End]" % (self.scrollback.unseen, self.scrollback.mentions)
         if self.scrollback.unseen:
             return "[%d new, End]" % self.scrollback.unseen
         return "[scrolled, End]"
@@ -714,8 +854,14 @@ class Chat:
             form.fields[form.focus].key(key)
 
     def chat_key(self, key: str):
+        if key == "\t":
+            self.complete()
+            return
+        self.completion = None
         if key in ("\r", "\n", "KEY_ENTER"):
             self.submit()
+        elif key == "KEY_F(2)":
+            self.toggle_names()
         elif key == "KEY_PPAGE":
             if self.scrollback.page_up():
                 self.load_older()
@@ -727,6 +873,47 @@ class Chat:
             self.scrollback.to_bottom()
         else:
             self.input.key(key)
+
+    def completion_names(self) -> List[str]:
+        """Names Tab offers, as irssi does: those who spoke most recently
+        first, then the rest of who is online; never the user's own."""
+        names, seen = [], {self.name.lower()}
+        for entry in reversed(self.scrollback.entries):
+            for name in (entry.name, entry.to) if entry.kind != "help" else ():
+                if name and name.lower() not in seen:
+                    seen.add(name.lower())
+                    names.append(name)
+        for name in sorted(self.users, key=str.lower):
+            if name.lower() not in seen:
+                seen.add(name.lower())
+                names.append(name)
+        return names
+
+    def complete(self):
+        """Tab: complete the word before the cursor as a /command at the
+        start of the line, else as a name (``name: `` at the start of the
+        line, to address someone, ``name `` elsewhere); Tab again puts the
+        next candidate in its place."""
+        line = self.input
+        if self.completion is not None and (line.text, line.cursor) != self.completion[4:]:
+            self.completion = None          # the line changed since the last Tab
+        if self.completion is None:
+            start = line.text.rfind(" ", 0, line.cursor) + 1
+            word = line.text[start:line.cursor].lower()
+            if start == 0 and word.startswith("/"):
+                candidates = [command + " " for command in COMMANDS if command.startswith(word)]
+            else:
+                suffix = ": " if start == 0 else " "
+                candidates = [name + suffix for name in self.completion_names()
+                              if name.lower().startswith(word)]
+            if not candidates:
+                return
+            self.completion = (start, candidates, -1, line.cursor, line.text, line.cursor)
+        start, candidates, index, end = self.completion[:4]
+        index = (index + 1) % len(candidates)
+        line.text = line.text[:start] + candidates[index] + line.text[end:]
+        line.cursor = start + len(candidates[index])
+        self.completion = (start, candidates, index, line.cursor, line.text, line.cursor)
 
     # -- login ------------------------------------------------------------
 
@@ -822,6 +1009,22 @@ class Chat:
     def _is_me(self, name: str) -> bool:
         return name.lower() == self.name.lower()
 
+    def mentions_me(self, event) -> bool:
+        """Someone else's message naming the user as a word of its own:
+        "alice:", "thanks alice." and "@alice" do; "malice" and "alice_2"
+        do not."""
+        if self._is_me(event.name) or not self.name:
+            return False
+        pattern = r"(?<![A-Za-z0-9_.-])%s(?![A-Za-z0-9_-])(?!\.[A-Za-z0-9_-])" % re.escape(self.name)
+        return re.search(pattern, event.text, re.IGNORECASE) is not None
+
+    def add_message(self, entry: Entry, event, live: bool):
+        entry.highlight = self.mentions_me(event)
+        if self.scrollback.add(entry, live=live) and entry.highlight and live:
+            # One bell per message, not for history: what was said while
+            # away is seen at once.
+            self.bells += 1
+
     def on_msg(self, event, answer):
         # A MSG inside an answer that is not complete is a line of history.
         history = answer.request is not None and not answer.complete
@@ -831,12 +1034,14 @@ class Chat:
             self.history_newest = event.id
         self.last_id = max(self.last_id, event.id)
         self._forget_unconfirmed("SAY", event.name, "", event.text)
-        self.scrollback.add(Entry("message", event.text, event.name, msg_id=event.id,
-                                  time=local_time(event.ts)), live=not history)
+        time, day = local_when(event.ts)
+        self.add_message(Entry("message", event.text, event.name, msg_id=event.id, time=time, day=day),
+                         event, live=not history)
 
     def on_priv(self, event, answer):
-        self.scrollback.add(Entry("private", event.text, event.name, event.to, msg_id=event.id,
-                                  time=local_time(event.ts)))
+        time, day = local_when(event.ts)
+        self.add_message(Entry("private", event.text, event.name, event.to, msg_id=event.id,
+                               time=time, day=day), event, live=True)
 
     def on_ok(self, event, answer):
         request = answer.request
@@ -865,14 +1070,19 @@ class Chat:
             self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
             self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.last_id, tag="after")
         else:
+            # Said once LOGIN's history is in, so that it comes after that
+            # history in the scrollback, as it does in time.
             self.logged_in_once = True
-            self.say("info", "logged in as %s; /help lists the commands" % name)
+            self.greeting = "logged in as %s; /help lists the commands" % name
 
     def history_received(self, request: Request, count: int):
         """OK HISTORY: the end of LOGIN's history, or of a HISTORY we asked for."""
         if request.verb == "LOGIN":
             if count == 0 and not self.scrollback.oldest_id():
                 self.scrollback.oldest_reached = True
+            if self.greeting:
+                self.say("info", self.greeting)
+                self.greeting = ""
         elif request.tag == "after":
             if count >= RESYNC_PAGE:
                 self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.history_newest, tag="after")
@@ -883,18 +1093,22 @@ class Chat:
             if count < HISTORY_PAGE:
                 self.scrollback.oldest_reached = True
                 self.say_at_top("no older messages")
+            # The PgUp that asked for this page could not move; now it can
+            # (the user's own scrolling meanwhile is kept: this adds to it).
+            self.scrollback.page_up()
         self.history_newest = 0
 
     def say_at_top(self, text: str):
         entry = Entry("info", text)
-        self.scrollback.entries.insert(0, entry)
+        entry.day = None            # above every day line, not a day of its own
+        self.scrollback.add(entry, at_top=True)
 
     def on_err(self, event, answer):
         head = answer.request or Request("")
         if head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
         elif head.verb in ("SAY", "TELL"):
-            self.say("error", "not sent: %s" % error_in_words(event.code, event.text))
+            self.say("error", "not sent: %s" % error_in_words(event.code, event.text, head.to))
             if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
         elif head.verb == "HISTORY":
@@ -961,7 +1175,14 @@ class Chat:
 
     def on_banned(self, event, answer):
         self.banned = True
-        self.say("error", "you are banned%s" % (": %s" % event.text if event.text else ""))
+        self.ban_reason = event.text
+        self.say("error", self.banned_words())
+
+    def banned_words(self) -> str:
+        # A ban is for good: the client will not reconnect, so it says what
+        # is left to do rather than promising to send anything later.
+        return "you are banned from this server%s; /quit to leave" % (
+            " (%s)" % self.ban_reason if self.ban_reason else "")
 
     def on_ping(self, event, answer):
         self.send("PONG", *([event.text] if event.text else []))
@@ -974,16 +1195,20 @@ class Chat:
             return
         if action.kind == "help":
             self.input.commit()
-            for line in HELP:
-                self.say("info", line)
+            for command, words in HELP:
+                self.scrollback.add(Entry("help", words, command))
         elif action.kind == "local":
-            self.say("error", action.text)
+            self.refuse(action.text)
+        elif action.kind == "names":
+            self.input.commit()
+            self.toggle_names()
         elif action.kind == "quit":
             self.input.commit()
             self.quit(action.text or "quit")
+        elif self.banned:
+            self.refuse(self.banned_words())
         elif self.state != "online":
-            # The line stays in the input, to be sent once we are back.
-            self.say("error", "not connected; the line stays here until you can send it")
+            self.refuse("not connected; Up recalls the line to send it once we are back")
         elif action.kind == "who":
             self.input.commit()
             self.send("WHO")
@@ -991,13 +1216,53 @@ class Chat:
             fields = (action.text,) if action.kind == "say" else (action.name, action.text)
             size = len(format_command(action.kind.upper(), *fields)) - 1   # without its newline
             if size > MAX_LINE_BYTES:
-                self.say("error", "too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
+                self.refuse("too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
                 return
             self.input.commit()
             if action.kind == "say":
                 self.send("SAY", action.text)
             else:
                 self.send("TELL", action.name, action.text)
+
+    def refuse(self, why: str):
+        """A line that cannot go out: say why and empty the input, as irssi
+        does, so that what is typed next is not glued onto it; the line
+        stays in the input history for Up to bring back and correct."""
+        self.input.commit()
+        self.say("error", why)
+
+    def toggle_names(self):
+        self.show_names = not self.show_names
+        # Hidden until now, the scrollback was as wide as the terminal.
+        if self.show_names and self.scrollback.width < NAMES_MIN_COLS:
+            self.say("info", "the list of who is online shows on terminals %d columns wide or more; "
+                     "/who lists them here" % NAMES_MIN_COLS)
+
+    def names_width(self, cols: int) -> int:
+        """Columns the list of who is online takes at the right (0: none)."""
+        return NAMES_PANE if self.show_names and cols >= NAMES_MIN_COLS else 0
+
+    def names_pane(self, height: int) -> List[Tuple[str, str]]:
+        """The list of who is online, a (text, style) per row: how many,
+        then the names sorted, the last row saying how many more there
+        are when they do not all fit."""
+        if self.state != "online":
+            return [("offline", "")]
+        width = NAMES_PANE - 2
+        rows = [("%d online" % len(self.users), "")]
+        names = sorted(self.users, key=str.lower)
+        if len(names) > height - 1:
+            shown = max(0, height - 2)
+            names, more = names[:shown], len(names) - shown
+        else:
+            more = 0
+        for name in names:
+            if text_width(name) > width:
+                name = name[:width - 1] + "\u2026"
+            rows.append((name, "@" + name))
+        if more:
+            rows.append(("+%d more" % more, ""))
+        return rows[:max(0, height)]
 
     def load_older(self):
         """Ask for the page of room messages before the oldest we hold."""
@@ -1123,6 +1388,8 @@ class View:
             return curses.A_BOLD | self.pairs.get(name_colour(style[1:]), 0)
         if style == "error":
             return curses.A_BOLD | self.pairs.get(curses.COLOR_RED, 0)
+        if style == "highlight":
+            return curses.A_BOLD | self.pairs.get(curses.COLOR_YELLOW, curses.A_UNDERLINE)
         if style == "time":
             return curses.A_DIM if not self.pairs else 0
         colour = STYLE_COLOURS.get(style)
@@ -1152,6 +1419,9 @@ class View:
             screen.clear()
             chat.redraw_all = False
         screen.erase()
+        for _ in range(chat.bells):
+            curses.beep()
+        chat.bells = 0
         rows, cols = screen.getmaxyx()
         if rows < MIN_ROWS or cols < MIN_COLS:
             message = "terminal too small: %dx%d, needs %dx%d" % (cols, rows, MIN_COLS, MIN_ROWS)
@@ -1168,14 +1438,21 @@ class View:
 
     def draw_chat(self, chat: Chat, rows: int, cols: int):
         pane = rows - 2
-        shown = chat.scrollback.view(cols, pane)
+        names = chat.names_width(cols)
+        shown = chat.scrollback.view(cols - names, pane)
         top = pane - len(shown)             # the newest line sits on the status line
         for y, row in enumerate(shown, start=top):
             x = 0
             for text, style in row:
                 x += self.put(y, x, text, self.attr(style))
-        marker = chat.marker()
-        status = " " + chat.status()
+        if names:
+            lines = chat.names_pane(pane)
+            for y in range(pane):
+                self.put(y, cols - names, "\u2502")
+                if y < len(lines):
+                    text, style = lines[y]
+                    self.put(y, cols - names + 2, text, self.attr(style) if style else curses.A_BOLD)
+        status, marker = chat.status_line(cols)
         status_attr = curses.A_REVERSE
         self.put(pane, 0, " " * cols, status_attr)
         self.put(pane, 0, status, status_attr, cols - text_width(marker) - 1)

@@ -327,6 +327,42 @@ def test_login_shows_history_and_who_is_online():
     assert "2 online" in chat.status()
 
 
+# What the server really sends (sae_server.py, sae_protocol.py) for each code.
+@pytest.mark.parametrize("code, text, words", [
+    (400, "usage: SAY <text>", "the server refused the line: usage: SAY <text>"),
+    (401, "wrong name or password", "wrong name or password"),
+    (401, "log in first", "not logged in"),
+    (403, "banned", "this account is banned"),
+    (403, "spamming", "this account is banned: spamming"),
+    (404, "no such account nobody", "nobody has no account here"),
+    (409, "name bob is taken", "that name is taken"),
+    (413, "line too long (max 4096 bytes)", "line too long (max 4096 bytes)"),
+    (421, "unknown command FOO", "unknown command FOO"),
+    (423, "120 kicked, try again in 120 seconds", "kicked: you can log in again in 120 seconds"),
+    (429, "60 too many failed logins, try again later",
+     "too fast: try again in 60 seconds (too many failed logins)"),
+    (429, "60 too many registrations from your address",
+     "too fast: try again in 60 seconds (too many registrations from your address)"),
+    (503, "storage unavailable, message not sent", "the server cannot store messages right now"),
+    (503, "storage unavailable, try again", "the server cannot store messages right now"),
+    (503, "too many connections", "the server is busy: too many connections"),
+])
+def test_errors_are_said_once_in_words(code, text, words):
+    said = client.error_in_words(code, text)
+    assert said == words
+    long_words = [word for word in said.replace(":", " ").replace(",", " ").split() if len(word) > 3]
+    assert len(long_words) == len(set(long_words))
+
+
+def test_a_message_to_nobody_says_so_once():
+    chat = online()
+    chat.input.set("/msg nobody hello")
+    chat.key("\r")
+    hear(chat, "ERR 404 no such account nobody")
+    assert [e.text for e in chat.scrollback.entries if e.kind == "error"] == [
+        "not sent: nobody has no account here"]
+
+
 def test_register_then_log_in():
     chat = Chat("127.0.0.1", 12345, "carol", "password1")
     chat.key("\x12")                                # Ctrl-R
@@ -339,7 +375,7 @@ def test_register_then_log_in():
 @pytest.mark.parametrize("line, words", [
     ("ERR 401 wrong name or password", "wrong name or password"),
     ("ERR 403 spamming", "this account is banned: spamming"),
-    ("ERR 423 120 kicked", "kicked: you can log in again in 120 seconds (kicked)"),
+    ("ERR 423 120 kicked, try again in 120 seconds", "kicked: you can log in again in 120 seconds"),
 ])
 def test_failed_login_says_why_and_lets_the_user_retry(line, words):
     chat = Chat("127.0.0.1", 12345, "alice", "wrong-password")
@@ -401,6 +437,37 @@ def test_unknown_command_stays_local():
     assert "unknown command /dance" in screen_text(chat)
 
 
+@pytest.mark.parametrize("refused, why", [
+    ("/foo", "unknown command /foo"),
+    ("/msg dave", "usage: /msg NAME text"),
+    ("x" * 5000, "too long to send"),
+])
+def test_a_refused_line_leaves_the_input_empty_and_in_the_history(refused, why):
+    chat = online()
+    chat.input.set(refused)
+    chat.key("\r")
+    assert why in screen_text(chat)
+    # What is typed next is a line of its own, not glued onto the refused one.
+    for key in "msg dave hi":
+        chat.key(key)
+    assert chat.input.text == "msg dave hi"
+    chat.input.set("")
+    chat.key("KEY_UP")
+    assert chat.input.text == refused
+    assert sent(chat) == []
+
+
+def test_a_line_entered_while_offline_is_not_lost():
+    chat = online()
+    chat.connection_lost("reset")
+    chat.input.set("said in the dark")
+    chat.key("\r")
+    assert "not connected; Up recalls the line" in screen_text(chat)
+    assert chat.input.text == ""
+    chat.key("KEY_UP")
+    assert chat.input.text == "said in the dark"
+
+
 def test_say_refused_by_storage_keeps_the_text():
     chat = online()
     chat.input.set("important")
@@ -450,6 +517,77 @@ def test_pgup_past_the_oldest_line_loads_older_history():
     assert sent(chat) == []                         # id 1 is the first message
 
 
+def test_the_login_notice_follows_the_history_it_brought_and_older_pages_go_above_it():
+    chat = online(history=[msg(i) for i in range(51, 61)])
+    text = screen_text(chat)
+    assert text.index("message 60") < text.index("logged in as alice")
+    chat.scrollback.view(80, 20)
+    chat.key("KEY_PPAGE")
+    assert sent(chat) == ["HISTORY 50 before=51"]
+    hear(chat, *[msg(i) for i in range(1, 51)], "OK HISTORY 50")
+    hear(chat, msg(61))
+    text = screen_text(chat, height=200)
+    assert (text.index("message 1\n") < text.index("message 50") < text.index("message 60")
+            < text.index("logged in as alice") < text.index("message 61"))
+
+
+def dated(msg_id, ts):
+    return "MSG %d %s bob message %d" % (msg_id, ts, msg_id)
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def test_day_changed_lines_between_days_also_when_older_pages_come(utc):
+    with freeze_time("2026-12-01 10:00:00"):
+        chat = online(history=[dated(11, "2026-11-30T23:00:00.000Z"), dated(12, "2026-11-30T23:30:00.000Z"),
+                               dated(13, "2026-12-01T09:00:00.000Z")])
+        assert screen_text(chat).splitlines()[:5] == [
+            "-!- Monday 30 November 2026",
+            "23:00 <bob> message 11",
+            "23:30 <bob> message 12",
+            "-!- Day changed to Tuesday 1 December 2026",
+            "09:00 <bob> message 13",
+        ]
+        chat.scrollback.view(80, 50)
+        chat.key("KEY_PPAGE")
+        assert sent(chat) == ["HISTORY 50 before=11"]
+        hear(chat, dated(9, "2026-11-29T12:00:00.000Z"), dated(10, "2026-11-30T08:00:00.000Z"), "OK HISTORY 2")
+        lines = screen_text(chat).splitlines()
+        assert lines[:9] == [
+            "10:00 -!- no older messages",
+            "-!- Sunday 29 November 2026",
+            "12:00 <bob> message 9",
+            "-!- Day changed to Monday 30 November 2026",
+            "08:00 <bob> message 10",
+            "23:00 <bob> message 11",
+            "23:30 <bob> message 12",
+            "-!- Day changed to Tuesday 1 December 2026",
+            "09:00 <bob> message 13",
+        ]
+        assert sum("Tuesday 1 December" in line for line in lines) == 1
+
+
+def test_a_day_line_arriving_below_a_scrolled_up_view_does_not_move_it(utc):
+    with freeze_time("2026-11-30 23:00:00") as frozen:
+        chat = online(history=[dated(i, "2026-11-30T22:00:00.000Z") for i in range(1, 40)])
+        chat.scrollback.view(80, 10)
+        chat.key("KEY_PPAGE")
+        before = rows_text(chat.scrollback.view(80, 10))
+        frozen.move_to("2026-12-01 00:30:00")
+        hear(chat, dated(40, "2026-12-01T00:30:00.000Z"))
+        assert rows_text(chat.scrollback.view(80, 10)) == before
+        chat.key("KEY_END")
+        assert rows_text(chat.scrollback.view(80, 10))[-2:] == [
+            "-!- Day changed to Tuesday 1 December 2026", "00:30 <bob> message 40"]
+
+
 def test_end_goes_back_to_the_live_bottom_once_the_cursor_is_at_the_end():
     chat = online(history=[msg(i) for i in range(1, 40)])
     chat.scrollback.view(80, 10)
@@ -475,7 +613,7 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
         assert chat.want_connect
     chat.input.set("typed while away")
     chat.key("\r")
-    assert chat.input.text == "typed while away"    # kept until we are back
+    assert chat.input.text == ""                    # in the history until we are back
     chat.connection_made()
     assert sent(chat) == ["LOGIN alice password1"]
     # The login burst holds only the newest messages; 3 and 4 fell in the gap.
@@ -488,6 +626,7 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
         assert text.count("message %d\n" % msg_id) + text.endswith("message %d" % msg_id) == 1
     assert text.index("message 3") < text.index("message 5")
     assert chat.attempt == 0
+    chat.key("KEY_UP")
     chat.key("\r")
     assert sent(chat) == ["SAY typed while away"]
 
@@ -530,6 +669,18 @@ def test_banned_does_not_reconnect():
     hear(chat, "BANNED spam")
     chat.connection_lost("the server closed the connection")
     assert chat.reconnect_at is None and chat.status().endswith("banned")
+
+
+def test_banned_says_what_is_left_to_do_and_promises_nothing():
+    chat = online()
+    hear(chat, "BANNED spam")
+    chat.connection_lost("the server closed the connection")
+    chat.input.set("can I still talk?")
+    chat.key("\r")
+    errors = [e.text for e in chat.scrollback.entries if e.kind == "error"]
+    assert errors == ["you are banned from this server (spam); /quit to leave"] * 2
+    assert "reconnect" not in screen_text(chat) and "until you can send" not in screen_text(chat)
+    assert chat.input.text == "" and sent(chat) == []
 
 
 def test_unconfirmed_say_is_given_back_after_catching_up():
@@ -592,6 +743,139 @@ def test_join_and_leave_update_who_is_online():
     assert chat.users == ["alice"]
     text = screen_text(chat)
     assert "--> carol joined" in text and "<-- carol left (ping timeout)" in text
+
+
+def help_rows(chat, width):
+    chat.input.set("/help")
+    chat.key("\r")
+    rows = rows_text(chat.scrollback.all_rows(width))
+    first = next(i for i, row in enumerate(rows) if row.startswith("-!- text "))
+    return rows[first:]
+
+
+@pytest.mark.parametrize("width", [80, 40])
+def test_help_is_a_line_per_command_wrapped_at_spaces_with_an_indent(width):
+    rows = help_rows(online(), width)
+    known = {word for command, words in client.HELP for word in (command + " " + words).split()}
+    for row in rows:
+        assert text_width(row) <= width
+        assert set(row.split()) - {"-!-"} <= known          # no word cut in two
+        assert row.startswith("-!- ") or row.startswith(" " * (4 + client.HELP_COLUMN))
+    commands = [row[4:4 + client.HELP_COLUMN].strip() for row in rows if row.startswith("-!- ")]
+    assert commands == [command for command, _ in client.HELP]
+    if width == 80:
+        assert len(rows) == len(client.HELP)
+
+
+def test_status_line_leaves_out_whole_fields_as_the_terminal_narrows():
+    chat = online()
+    chat.host = "chat.example.org"
+    assert chat.status_line(80) == (" chat.example.org:12345 | alice | online | 2 online", "")
+    assert chat.status_line(40) == (" alice | online | 2 online", "")
+    assert chat.status_line(24) == (" online | 2 online", "")
+    assert chat.status_line(16) == (" online", "")
+    chat.scrollback.add(Entry("info", "x\n" * 100))
+    for i in range(1, 60):
+        chat.scrollback.add(message(i))
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    hear(chat, msg(60))
+    assert chat.status_line(40) == (" alice | online | 2 online", "[1 new, End]")
+    assert chat.status_line(36) == (" online | 2 online", "[1 new, End]")
+
+
+def test_tab_completes_names_and_commands_and_cycles():
+    chat = online(history=[msg(1, "hi", "bobby"), msg(2, "hey", "Bea")],
+                  users=("alice", "bob", "bobby", "Bea", "carol"))
+    for key in "b\t":
+        chat.key(key)
+    assert chat.input.text == "Bea: "               # at the start: addressed; latest speaker first
+    chat.key("\t")
+    assert chat.input.text == "bobby: "
+    chat.key("\t")
+    assert chat.input.text == "bob: "
+    chat.key("\t")
+    assert chat.input.text == "Bea: "               # round again
+    for key in "ask c\t":
+        chat.key(key)
+    assert chat.input.text == "Bea: ask carol "     # elsewhere: just the name
+    chat.input.set("hello al")
+    chat.key("\t")
+    assert chat.input.text == "hello al"            # never your own name
+    chat.input.set("/m")
+    chat.key("\t")
+    assert chat.input.text == "/msg "
+    for key in "car\tthere":
+        chat.key(key)
+    assert chat.input.text == "/msg carol there"
+    chat.input.set("/q")
+    chat.key("\t")
+    assert chat.input.text == "/quit "
+
+
+def test_tab_completes_in_the_middle_of_a_line():
+    chat = online(users=("alice", "dave"))
+    chat.input.set("tell d about it")
+    for _ in range(len(" about it")):
+        chat.key("KEY_LEFT")
+    chat.key("\t")
+    assert (chat.input.text, chat.input.cursor) == ("tell dave  about it", len("tell dave "))
+
+
+@pytest.mark.parametrize("text, mentioned", [
+    ("alice: lunch?", True),
+    ("thanks Alice.", True),
+    ("ping @alice", True),
+    ("malice aforethought", False),
+    ("alice_2 is someone else", False),
+    ("alice.smith too", False),
+])
+def test_a_mention_of_your_name_is_highlighted_and_rings_once(text, mentioned):
+    chat = online()
+    hear(chat, msg(7, text))
+    [entry] = [e for e in chat.scrollback.entries if e.id == 7]
+    assert entry.highlight is mentioned
+    assert ("highlight" in [style for _, style in entry.spans()[0]]) is mentioned
+    assert chat.bells == mentioned
+
+
+def test_your_own_words_and_history_do_not_ring():
+    chat = online(history=[msg(1, "alice said this yesterday")])
+    assert chat.scrollback.entries[0].highlight and chat.bells == 0
+    hear(chat, msg(2, "I am alice", "alice"))
+    assert chat.bells == 0 and not chat.scrollback.entries[-1].highlight
+
+
+def test_marker_counts_mentions_while_scrolled_up():
+    chat = online(history=[msg(i) for i in range(1, 40)])
+    chat.scrollback.view(80, 10)
+    chat.key("KEY_PPAGE")
+    hear(chat, msg(40, "alice, are you there?"), msg(41), msg(42, "ALICE!"))
+    assert chat.marker() == "[3 new, 2 for you, End]" and chat.bells == 2
+    chat.key("KEY_END")
+    assert chat.marker() == ""
+
+
+def test_the_list_of_who_is_online_shows_where_wide_enough_and_toggles():
+    chat = online(users=("alice", "bob", "a-very-long-name-for-a-list"))
+    chat.scrollback.view(120 - client.NAMES_PANE, 20)    # a 120-column terminal
+    assert chat.names_width(client.NAMES_MIN_COLS) == client.NAMES_PANE
+    assert chat.names_width(client.NAMES_MIN_COLS - 1) == 0
+    assert [text for text, _ in chat.names_pane(10)] == ["3 online", "a-very-long-nam\u2026", "alice", "bob"]
+    assert [text for text, _ in chat.names_pane(3)] == ["3 online", "a-very-long-nam\u2026", "+2 more"]
+    hear(chat, "JOIN carol")
+    assert "carol" in [text for text, _ in chat.names_pane(10)]
+    chat.key("KEY_F(2)")
+    assert chat.names_width(120) == 0
+    chat.input.set("/names")
+    chat.key("\r")
+    assert chat.names_width(120) == client.NAMES_PANE and sent(chat) == []
+    assert "columns wide" not in screen_text(chat, width=120)
+    chat.key("KEY_F(2)")
+    chat.scrollback.view(80, 20)                    # an 80-column terminal
+    chat.key("KEY_F(2)")
+    assert chat.scrollback.entries[-1].text == (
+        "the list of who is online shows on terminals 100 columns wide or more; /who lists them here")
 
 
 def test_marker_when_new_messages_arrive_while_scrolled_up():

@@ -41,13 +41,22 @@ def _take_terminal():
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+class RingingScreen(pyte.Screen):
+    """A pyte screen that counts the terminal bells it hears."""
+
+    bells = 0
+
+    def bell(self, *args):
+        self.bells += 1
+
+
 class Terminal:
     """sae-client in a pty, its screen read back through pyte."""
 
     def __init__(self, port, user=None, password=PASSWORD, cols=80, rows=24, env=None):
         self.master, self.slave = os.openpty()
         self.set_size(cols, rows)
-        self.screen = pyte.Screen(cols, rows)
+        self.screen = RingingScreen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
         self.sane = termios.tcgetattr(self.slave)
         child_env = dict(os.environ, TERM=TERM, LANG="C.UTF-8", LC_ALL="C.UTF-8",
@@ -301,12 +310,13 @@ def test_scrolling_back_loads_older_history(make_server, terminals, unique_name)
     logged_in(term, alice)
     term.wait_for(shows("line 60", absent=["line 40"]))
     # The login's twenty lines fit on the screen, so the first PgUp is past
-    # the oldest: the client asks the server for the page before it, and the
-    # status line says "loading history" until that page is in.
+    # the oldest: the client asks the server for the page before it, the
+    # status line says "loading history" until that page is in, and then
+    # the PgUp is done: a page up from the newest lines.
     term.type(PGUP)
-    term.wait_for(shows("line 40", "line 60", absent=["loading history"]))
-    # That page (forty lines, short of a full one) was the oldest: two pages
-    # up is the top, where nothing more is asked for.
+    term.wait_for(shows("line 40", absent=["line 60", "loading history"]))
+    # That page (forty lines, short of a full one) was the oldest: one more
+    # page up is the top, where nothing more is asked for.
     term.type(PGUP + PGUP)
     term.wait_for(shows("no older messages", "line 01", "[scrolled, End]",
                         absent=["line 60", "loading history"]))
@@ -342,6 +352,69 @@ def test_resize_relays_out_and_too_small_says_so(server, terminals, unique_name)
     term.wait_for(shows("said while tiny", "word00 word01", "> half typed"))
     term.type(" and finished\r")
     term.expect_line(bob_client, r"MSG \d+ \S+ %s half typed and finished$" % alice)
+
+
+def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, unique_name):
+    from sae_client_curses import HELP
+    alice = unique_name("alice")
+    registered(server, alice)
+    term = terminals(server.port, user=alice, cols=40, rows=40)
+    term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
+    term.type("/help\r")
+    text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
+    lines = text.splitlines()
+    known = {word for command, words in HELP for word in (command + " " + words).split()} | {"-!-"}
+    first = next(i for i, line in enumerate(lines) if line.startswith("-!- text "))
+    for line in lines[first:-2]:
+        assert set(line.split()) <= known, line         # no word cut at the edge
+        assert line.startswith("-!- ") or line.startswith(" " * 20), line
+
+
+def test_a_mention_is_highlighted_and_rings_the_bell_once(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    bob_client.send("SAY %s: have a look" % alice)
+    text = term.wait_for(shows("have a look"))
+    term.wait_for(lambda _: term.screen.bells)
+    [row] = [y for y, line in enumerate(text.splitlines()) if "have a look" in line]
+    x = term.screen.display[row].index("have a look")
+    assert all(term.screen.buffer[row][x + i].bold for i in range(len("have a look")))
+    bob_client.send("SAY nothing for anyone")
+    text = term.wait_for("nothing for anyone")
+    [row] = [y for y, line in enumerate(text.splitlines()) if "nothing for anyone" in line]
+    x = term.screen.display[row].index("nothing")
+    assert not term.screen.buffer[row][x].bold
+    term.type("%s talks to herself\r" % alice)
+    term.wait_for("> %s talks to herself" % alice)
+    assert term.screen.bells == 1
+
+
+F2 = "\x1b[[B"                                   # on the linux console
+
+
+def names_column(term, x):
+    return [line[x:].strip() for line in term.screen.display[:-2]]
+
+
+def test_the_list_of_who_is_online_on_a_wide_terminal(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    account(server, bob)
+    term = terminals(server.port, user=alice, cols=100)
+    logged_in(term, alice)
+    x = 100 - 18
+    term.wait_for(lambda _: names_column(term, x)[:3] == ["\u2502 2 online", "\u2502 " + alice, "\u2502 " + bob])
+    carol = unique_name("carol")
+    account(server, carol)
+    term.wait_for(lambda _: "\u2502 " + carol in names_column(term, x))
+    term.type(F2)
+    term.wait_for(lambda t: "\u2502" not in t)
+    term.type("/names\r")
+    term.wait_for(lambda _: names_column(term, x)[0] == "\u2502 3 online")
+    # Narrower than 100 columns: the scrollback keeps the whole width.
+    term.resize(99, 24)
+    term.wait_for(lambda t: "\u2502" not in t and "> " in t)
+    term.resize(100, 24)
+    term.wait_for(lambda _: names_column(term, x)[0] == "\u2502 3 online")
 
 
 def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_name):
