@@ -303,6 +303,7 @@ class Harness:
                              Limits(**limits))
         self.server.listen()
         self.buffers = {}
+        self.stopped = False
 
     def turn(self):
         """One turn of the server's loop."""
@@ -358,13 +359,28 @@ class Harness:
         self.expect(sock, r"USERS ")
         return sock
 
-    def close(self):
-        # The server lingers for its clients' end of stream on a clock that
-        # does not move here, so the clients hang up first.
+    def shut_down(self, clock):
+        """Stop the server as ``kill`` does; what its shutdown returns. The
+        shutdown's deadlines (answers still owed, the linger) must pass on a
+        frozen clock too, or a session that waits forever (a bug) hangs the
+        test instead of failing it: each turn moves the clock a second."""
+        turn = self.server.iterate
+
+        def ticking_turn(max_wait=TURN_WAIT):
+            clock.tick(1)
+            turn(max_wait=TURN_WAIT)
+        self.server.iterate = ticking_turn
+        self.server.stop()
+        self.stopped = True
+        return self.server._shut_down()
+
+    def close(self, clock):
+        # The server lingers for its clients' end of stream, so the clients
+        # hang up first.
         for sock in self.buffers:
             sock.close()
-        self.server.stop()
-        self.server._shut_down()
+        if not self.stopped:
+            self.shut_down(clock)
 
 
 @pytest.fixture
@@ -381,4 +397,4 @@ def harness(tmp_path):
 
         yield make, clock
         for each in made:
-            each.close()
+            each.close(clock)
