@@ -19,6 +19,10 @@ order is kept by the batch).
 
 The room, sessions and accounts know nothing of the wire format beyond the
 format_* functions, so that another listener (IRC) can later share them.
+
+As in asyncio's loop, a bug met while serving one session (its command, a
+worker's completion for it, its part of a delivery) is logged with its
+traceback and costs that session (BYE internal error), never the server.
 """
 
 import argparse
@@ -227,6 +231,13 @@ class Session:
         return "<Session %s %s %s>" % (self.fd, self.address, self.name or "-")
 
 
+def describe_owner(owner):
+    """Whom the log says a fault or a failed job was for."""
+    if owner.__class__ is Session:
+        return "%s (%s)" % (owner.address, owner.name or "not logged in")
+    return "the operator on the %s" % ("console" if owner.prompt else "admin socket")
+
+
 # --- the server ---------------------------------------------------------
 
 class Server:
@@ -262,6 +273,10 @@ class Server:
         self.stop_reason = None
         self.storage_jobs = 0
         self.storage_down = False
+        # The session (or operator's AdminLink) whose command or completion
+        # runs now, as asyncio keeps a callback's context: work it offloads
+        # is charged to it, so that a failing completion costs that session.
+        self.running_for = None
         self._completed = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -337,6 +352,17 @@ class Server:
         self.console.start()
 
     def _console_readable(self):
+        console = self.running_for = self.console
+        try:
+            self._console_read()
+        except Exception:
+            # The console is closed rather than fail on every key; the admin
+            # socket and signals still reach the server.
+            self._fault(console, "an operator's command")
+        finally:
+            self.running_for = None
+
+    def _console_read(self):
         try:
             data = os.read(self.console.read_fd, 4096)
         except (BlockingIOError, InterruptedError):
@@ -371,6 +397,15 @@ class Server:
         link.start()
 
     def _admin_event(self, link):
+        self.running_for = link
+        try:
+            self._admin_io(link)
+        except Exception:
+            self._fault(link, "an operator's command")
+        finally:
+            self.running_for = None
+
+    def _admin_io(self, link):
         if link.out:
             self._admin_write(link, b"")
         if link.ended or link.peer_done:
@@ -461,20 +496,31 @@ class Server:
             for session in [s for s, ready_at in self.throttled.items() if ready_at <= self.now]:
                 del self.throttled[session]
                 if self.sessions.get(session.fd) is session:
-                    self.run_held(session)
+                    try:
+                        self.run_held(session)
+                    except Exception:
+                        self._fault(session, "its held lines")
         if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
             self.accept_paused_until = None
             if self.listener is not None:
                 self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         for key, mask in ready:
             target = key.data
-            if target.__class__ is Session:
-                if mask & selectors.EVENT_READ:
-                    self._read(target)
-                if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
-                    self._write(target)
-            else:
-                target()
+            # Almost free while nothing is raised; a bug costs this one event's connection.
+            try:
+                if target.__class__ is Session:
+                    if mask & selectors.EVENT_READ:
+                        self._read(target)
+                    if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
+                        self._write(target)
+                else:
+                    target()
+            except Exception:
+                self.running_for = None  # in case the fault left it set
+                if target.__class__ is Session:
+                    self._fault(target, "its socket")
+                else:
+                    self._fault(None, getattr(target, "__name__", "a callback"))
         if self.now >= self.next_sweep:
             self._sweep()
         if self.outbox:
@@ -525,21 +571,24 @@ class Server:
         log.info("stopped")
 
     def _sessions_waiting(self):
-        return any(s.inflight for s in self.sessions.values())
+        # A closed session's answers are of no use to it: one whose
+        # completion failed keeps its inflight count and is not waited for.
+        return any(s.inflight and s.state is not CLOSING for s in self.sessions.values())
 
     # -- work off the loop --
 
     def offload(self, pool, on_done, work, *args):
         """Run work(*args) on a worker thread; on_done(result, error) runs
-        later on the loop thread."""
+        later on the loop thread, for the session this was started for."""
         if pool is self.storage:
             self.storage_jobs += 1
+        owner = self.running_for
         future = pool.submit(work, *args)
-        future.add_done_callback(lambda done: self._completion(pool, on_done, done))
+        future.add_done_callback(lambda done: self._completion(pool, on_done, done, owner))
 
-    def _completion(self, pool, on_done, future):
+    def _completion(self, pool, on_done, future, owner):
         # Runs on the worker thread: hand over, touch nothing else.
-        self._completed.append((pool, on_done, future))
+        self._completed.append((pool, on_done, future, owner))
         self.wake()
 
     def _run_completed(self):
@@ -550,7 +599,7 @@ class Server:
             pass
         completed = self._completed
         while completed:
-            pool, on_done, future = completed.popleft()
+            pool, on_done, future, owner = completed.popleft()
             if pool is self.storage:
                 self.storage_jobs -= 1
             error = future.exception()
@@ -559,11 +608,32 @@ class Server:
                     log.error("storage unavailable: %s", error)
                 self.storage_down = True
             elif error is not None:
-                log.error("worker failed", exc_info=error)
+                # on_done answers for it (ERR 503); the log says whose it was.
+                log.error("worker failed%s", " for %s" % describe_owner(owner) if owner else "", exc_info=error)
             elif pool is self.storage and self.storage_down:
                 log.info("storage available again")
                 self.storage_down = False
-            on_done(None if error else future.result(), error)
+            self.running_for = owner
+            try:
+                on_done(None if error else future.result(), error)
+            except Exception:
+                self._fault(owner, "a worker's completion")
+        self.running_for = None
+
+    def _fault(self, owner, where):
+        """Called in an except block: a bug met while serving ``owner`` (a
+        Session, an AdminLink, or None for no one) is logged with its
+        traceback and costs that connection; everyone else is served on.
+        Never the line or its fields: a LOGIN line holds a password."""
+        if owner is None:
+            log.exception("internal error in %s: dropped", where)
+            return
+        log.exception("internal error in %s for %s: closing it", where, describe_owner(owner))
+        if owner.__class__ is Session:
+            self.close_session(owner, proto.format_bye("internal error"), "internal error")
+        elif not owner.ended:
+            owner.answer("internal error")
+            owner.end()
 
     def store_call(self, on_done, method, *args):
         """A storage call, queued behind the messages accepted so far so that
@@ -670,7 +740,14 @@ class Server:
             elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
-                COMMANDS[line.verb](self, session, *line.args)
+                outer, self.running_for = self.running_for, session
+                try:
+                    COMMANDS[line.verb](self, session, *line.args)
+                except Exception:
+                    self._fault(session, "the %s command" % line.verb)
+                    return
+                finally:
+                    self.running_for = outer
         if not held and held is not NO_LINES:
             session.held = NO_LINES
         throttled = session in self.throttled
@@ -968,8 +1045,12 @@ class Server:
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
+        # Many sessions' messages: _deliver answers for each session itself,
+        # so the batch is no one session's (even when a command stores it).
+        outer, self.running_for = self.running_for, None
         self.offload(self.storage, lambda stored, error: self._deliver(batch, stored, error),
                      self.store.append_messages, [message for _, message in batch])
+        self.running_for = outer
 
     def _deliver(self, batch, stored, error):
         """A batch is stored (or not): tell everyone concerned, in id order."""
@@ -977,30 +1058,41 @@ class Server:
         for (session, message), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
-            if result is not None and result.recipient is None:
-                room_lines.append(proto.format_msg(result.id, result.created_at, result.sender,
-                                                   result.body))
-                continue
-            if room_lines:
-                self.broadcast(b"".join(room_lines), self.room)
-                room_lines = []
-            if error is not None:
-                self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
-            elif result is None:
-                self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
-            else:
-                line = proto.format_priv(result.id, result.created_at, result.sender,
-                                         result.recipient, result.body)
-                targets = set(self.online.get(name_key(result.recipient), ()))
-                targets.update(self.online.get(name_key(result.sender), ()))
-                if session.state is not CLOSING:
-                    targets.add(session)
-                self.broadcast(line, [target for target in targets if target.state is ONLINE])
+            try:
+                if result is not None and result.recipient is None:
+                    room_lines.append(proto.format_msg(result.id, result.created_at, result.sender,
+                                                       result.body))
+                    continue
+                if room_lines:
+                    self.broadcast(b"".join(room_lines), self.room)
+                    room_lines = []
+                if error is not None:
+                    self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
+                elif result is None:
+                    self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
+                else:
+                    line = proto.format_priv(result.id, result.created_at, result.sender,
+                                             result.recipient, result.body)
+                    targets = set(self.online.get(name_key(result.recipient), ()))
+                    targets.update(self.online.get(name_key(result.sender), ()))
+                    if session.state is not CLOSING:
+                        targets.add(session)
+                    self.broadcast(line, [target for target in targets if target.state is ONLINE])
+            except Exception:
+                # The batch is stored: the others' messages still go out,
+                # after those before this one, and this session is closed.
+                if room_lines:
+                    self.broadcast(b"".join(room_lines), self.room)
+                    room_lines = []
+                self._fault(session, "delivering its message")
         if room_lines:
             self.broadcast(b"".join(room_lines), self.room)
         for session in {session for session, _ in batch}:
             if self.sessions.get(session.fd) is session:
-                self.run_held(session)
+                try:
+                    self.run_held(session)
+                except Exception:
+                    self._fault(session, "its held lines")
 
 
 # --- commands -----------------------------------------------------------
@@ -1519,7 +1611,7 @@ def admin_main(argv):
         return 1
     text = answer.decode("utf-8", "replace")
     sys.stdout.write(text)
-    refused = text.startswith(("wrong admin password", "unknown command", "usage:"))
+    refused = text.startswith(("wrong admin password", "unknown command", "usage:", "internal error"))
     return 1 if refused or not text else 0
 
 
