@@ -22,7 +22,9 @@ format_* functions, so that another listener (IRC) can later share them.
 
 As in asyncio's loop, a bug met while serving one session (its command, a
 worker's completion for it, its part of a delivery) is logged with its
-traceback and costs that session (BYE internal error), never the server.
+traceback and costs that session (BYE internal error), never the server. A
+bug outside any session stops the server with the same orderly shutdown as
+kill, and main() returns 1.
 """
 
 import argparse
@@ -475,11 +477,19 @@ class Server:
         self.stop_reason = self.stop_reason or reason
         self.wake()
 
-    def run(self):
-        """Serve until stop(); then finish what was accepted and say BYE."""
-        while self.stop_reason is None:
-            self.iterate()
-        self._shut_down()
+    def run(self) -> bool:
+        """Serve until stop(); then finish what was accepted and say BYE.
+        False if a fault outside any session stopped it: the shutdown is the
+        same orderly one, so that nothing accepted is lost."""
+        in_order = True
+        try:
+            while self.stop_reason is None:
+                self.iterate()
+        except Exception:
+            log.exception("internal error in the loop: shutting down")
+            self.stop_reason = self.stop_reason or "server shutting down (internal error)"
+            in_order = False
+        return self._shut_down() and in_order
 
     def iterate(self, max_wait=SWEEP_INTERVAL):
         """One turn of the loop. A caller turning it by hand under a clock
@@ -527,28 +537,38 @@ class Server:
             self._store_outbox()
         self._flush()
 
-    def _shut_down(self):
+    def _shut_down(self) -> bool:
+        """False if a fault cut the goodbyes short; the admin socket and the
+        database are closed all the same."""
         reason = self.stop_reason
         log.info("shutting down: %s", reason)
-        if self.listener is not None:
-            if self.accept_paused_until is None:  # else it is not registered
-                self.selector.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
-        # Lines already read but not executed were never answered: drop them.
-        # What was accepted is stored and delivered before anyone gets BYE.
-        for session in list(self.sessions.values()):
-            session.held = NO_LINES
-            session.reading = False
-            self._update_events(session)
-        deadline = self.now + 10.0
-        while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
-            self.iterate()
-        for session in list(self.sessions.values()):
-            self.close_session(session, proto.format_bye(reason), "server shutting down")
-        deadline = self.now + CLOSE_LINGER
-        while self.sessions and self.now < deadline:
-            self.iterate()
+        # Nothing the sweep does matters any more (the linger below has its
+        # own deadline), and a sweep that failed must not fail again now.
+        self.next_sweep = math.inf
+        in_order = True
+        try:
+            if self.listener is not None:
+                if self.accept_paused_until is None:  # else it is not registered
+                    self.selector.unregister(self.listener)
+                self.listener.close()
+                self.listener = None
+            # Lines already read but not executed were never answered: drop them.
+            # What was accepted is stored and delivered before anyone gets BYE.
+            for session in list(self.sessions.values()):
+                session.held = NO_LINES
+                session.reading = False
+                self._update_events(session)
+            deadline = self.now + 10.0
+            while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
+                self.iterate()
+            for session in list(self.sessions.values()):
+                self.close_session(session, proto.format_bye(reason), "server shutting down")
+            deadline = self.now + CLOSE_LINGER
+            while self.sessions and self.now < deadline:
+                self.iterate()
+        except Exception:
+            log.exception("internal error while shutting down: closing what is left")
+            in_order = False
         for session in list(self.sessions.values()):
             self._drop(session, None)
         for link in list(self.admin_links):
@@ -569,6 +589,7 @@ class Server:
         self._wake_r.close()
         self._wake_w.close()
         log.info("stopped")
+        return in_order
 
     def _sessions_waiting(self):
         # A closed session's answers are of no use to it: one whose
@@ -1657,11 +1678,13 @@ def main(argv=None):
     if sys.stdin is not None and sys.stdin.isatty():
         server.open_console(sys.stdin.fileno(), sys.stdout.fileno())
     try:
-        server.run()
+        in_order = server.run()
     finally:
         if server.console is not None:
             set_terminal_echo(server.console.read_fd, True)
-    return 0
+    # A fault stopped it (logged by run()): systemd's Restart=on-failure
+    # brings it back.
+    return 0 if in_order else 1
 
 
 if __name__ == "__main__":

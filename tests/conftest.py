@@ -138,10 +138,14 @@ class LineClient:
 class ServerProcess:
     """sae-server in a child process, as a user starts it. Its log (stderr)
     is read as it comes by a thread, so that a chatty server never blocks on
-    a full pipe; ``log`` holds its lines."""
+    a full pipe; ``log`` holds its lines. ``program`` is what follows the
+    interpreter on the command line: a test that must break the server from
+    inside passes ``("-c", script)``, a script that patches sae_server and
+    calls its main()."""
 
-    def __init__(self, tmp_path, *args, env=None, db_url=None):
+    def __init__(self, tmp_path, *args, env=None, db_url=None, program=("-m", "sae_server")):
         self.tmp_path = tmp_path
+        self.program = list(program)
         self.db_url = db_url or "sqlite:///%s" % (tmp_path / "sae.db")
         self.args = list(args)
         self.env = dict(os.environ, **TEST_ENV)
@@ -155,8 +159,8 @@ class ServerProcess:
         self.clients = []
 
     def start(self, port=0, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
-        cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
-               "--port", str(port), "--db", self.db_url] + self.args
+        cmd = [sys.executable] + self.program + [
+            "--host", "127.0.0.1", "--port", str(port), "--db", self.db_url] + self.args
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                      env=self.env, cwd=str(self.tmp_path))
         self._log_reader = threading.Thread(target=self._read_log, args=(self.proc.stderr,), daemon=True)

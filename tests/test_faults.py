@@ -1,19 +1,24 @@
 """Fault isolation: a bug in one command, completion or delivery costs that
-one connection (``BYE internal error``), never the server.
+one connection (``BYE internal error``), never the server; a bug outside any
+session stops the server in order, losing nothing it accepted.
 
-The bugs are injected from the test into a Harness (conftest.py) in this
-process.
+The bugs are injected from the test: into a Harness (conftest.py) in this
+process, or into a real server process started through a small script that
+patches sae_server before calling its main().
 """
 
 import logging
+import os
 import re
 import socket
+import textwrap
 import time
 
 import pytest
 import sae_protocol
 import sae_server
-from conftest import ITERATIONS
+from conftest import ITERATIONS, TIMEOUT, ServerProcess
+from sae_db import open_store
 
 
 def address(sock):
@@ -98,7 +103,7 @@ def test_a_failing_completion_costs_its_session_and_shutdown_does_not_wait_for_i
     # says BYE to bob at once rather than wait out its 10 s for them (a
     # second passes per turn of the shutdown, none otherwise).
     started = time.monotonic()
-    h.shut_down(clock)
+    assert h.shut_down(clock)
     assert time.monotonic() - started <= sae_server.CLOSE_LINGER + 1
     assert h.lines(bob) == ["BYE server shutting down", None]
 
@@ -177,3 +182,58 @@ def test_a_failing_operator_command_costs_that_admin_link(harness, monkeypatch, 
     say_round_trip(h, alice, "alice", "still here")
     [fault] = faults(caplog)
     assert "for the operator on the admin socket" in fault.getMessage()
+
+
+# A server whose sweep fails once, in the very turn that accepted the SAY
+# "the last word", before that message is stored: a bug outside any session.
+SWEEP_FAILS_AFTER_THE_LAST_WORD = textwrap.dedent('''
+    import sys
+    import sae_server
+
+    armed = []
+    say, sweep = sae_server.COMMANDS["SAY"], sae_server.Server._sweep
+
+    def say_and_arm(server, session, text):
+        say(server, session, text)
+        if text == "the last word":
+            armed.append(True)
+            server.next_sweep = server.now
+
+    def failing_sweep(server):
+        if armed:
+            armed.clear()
+            raise RuntimeError("the sweep is broken")
+        sweep(server)
+
+    sae_server.COMMANDS["SAY"] = say_and_arm
+    sae_server.Server._sweep = failing_sweep
+    sys.exit(sae_server.main(sys.argv[1:]))
+''')
+
+
+def test_a_fault_outside_any_session_shuts_down_in_order(tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = ServerProcess(tmp_path, "--admin-socket", path,
+                           program=("-c", SWEEP_FAILS_AFTER_THE_LAST_WORD)).start()
+    try:
+        alice, bob = server.client(), server.client()
+        for client, name in ((alice, "alice"), (bob, "bob")):
+            client.register(name)
+            client.login(name)
+        alice.send("SAY the last word")
+        for client in (alice, bob):
+            lines = client.expect_closed()
+            assert lines[-1] == "BYE server shutting down (internal error)"
+            assert [line for line in lines if re.match(r"MSG \d+ \S+ alice the last word$", line)]
+        assert server.proc.wait(TIMEOUT) == 1
+    finally:
+        server.stop()
+    assert not os.path.exists(path)
+    errors = [line for line in server.log if " ERROR " in line]
+    assert len(errors) == 1 and "internal error in the loop" in errors[0]
+    assert "RuntimeError: the sweep is broken" in "".join(server.log)
+    store = open_store(server.db_url)
+    try:
+        assert [message.body for message in store.room_history(10)] == ["the last word"]
+    finally:
+        store.close()
