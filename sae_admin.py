@@ -340,7 +340,7 @@ def admin_main(argv):
         return 1
     text = answer.decode("utf-8", "replace")
     sys.stdout.write(text)
-    refused = text.startswith(("wrong admin password", "unknown command", "usage:"))
+    refused = text.startswith(("wrong admin password", "unknown command", "usage:", "internal error"))
     return 1 if refused or not text else 0
 
 

@@ -19,6 +19,12 @@ order is kept by the batch).
 
 The room, sessions and accounts know nothing of the wire format beyond the
 format_* functions, so that another listener (IRC) can later share them.
+
+As in asyncio's loop, a bug met while serving one session (its command, a
+worker's completion for it, its part of a delivery) is logged with its
+traceback and costs that session (BYE internal error), never the server. A
+bug outside any session stops the server with the same orderly shutdown as
+kill, and main() returns 1.
 """
 
 import argparse
@@ -348,14 +354,30 @@ class Room:
 
     def send(self, render):
         """Render an event once per protocol and queue it for every member."""
+        self.queue(self.render(render))
+
+    def render(self, render):
+        """An event as each protocol among the members says it: {protocol: bytes}."""
+        return {protocol: render(protocol) for protocol, sessions in self.members.items() if sessions}
+
+    def queue(self, rendered):
+        """Queue rendered bytes for every member, the same bytes for all who
+        speak one protocol."""
         for protocol, sessions in self.members.items():
-            if sessions:
-                data = render(protocol)
+            data = rendered.get(protocol)
+            if data is not None:
                 size = len(data)
                 for session in sessions:
                     session.sendq.append(data)
                     session.sendq_bytes += size
         self.pending = True
+
+
+def describe_owner(owner):
+    """Whom the log says a fault or a failed job was for."""
+    if owner.__class__ is Session:
+        return "%s (%s)" % (owner.address, owner.name or "not logged in")
+    return "the operator on the %s" % ("console" if owner.prompt else "admin socket")
 
 
 # --- the server ---------------------------------------------------------
@@ -373,7 +395,7 @@ class Server:
         self.kicks = {}  # account name_key -> monotonic expiry
         self.per_address = collections.Counter()  # ip -> connections
         self.throttled = {}  # Session -> monotonic time its next costly line may run
-        self.timers = []  # heap of (monotonic time, sequence, function): work due later
+        self.timers = []  # heap of (monotonic time, sequence, owner, function): work due later
         self._timer_order = itertools.count()
         self.login_failures_by_address = Strikes(self.limits.login_failures)
         self.login_failures_by_account = Strikes(self.limits.login_failures)
@@ -394,6 +416,10 @@ class Server:
         self.stop_reason = None
         self.storage_jobs = 0
         self.storage_down = False
+        # The session (or operator's AdminLink) whose command or completion
+        # runs now, as asyncio keeps a callback's context: work it offloads
+        # is charged to it, so that a failing completion costs that session.
+        self.running_for = None
         self._completed = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -469,6 +495,17 @@ class Server:
         self.console.start()
 
     def _console_readable(self):
+        console = self.running_for = self.console
+        try:
+            self._console_read()
+        except Exception:
+            # The console is closed rather than fail on every key; the admin
+            # socket and signals still reach the server.
+            self._fault(console, "an operator's command")
+        finally:
+            self.running_for = None
+
+    def _console_read(self):
         try:
             data = os.read(self.console.read_fd, 4096)
         except (BlockingIOError, InterruptedError):
@@ -502,6 +539,15 @@ class Server:
         connection.link.start()
 
     def _admin_event(self, connection):
+        self.running_for = connection.link
+        try:
+            self._admin_io(connection)
+        except Exception:
+            self._fault(connection.link, "an operator's command")
+        finally:
+            self.running_for = None
+
+    def _admin_io(self, connection):
         link = connection.link
         if connection.sendq:
             self._admin_write(connection, "")
@@ -565,11 +611,19 @@ class Server:
         self.stop_reason = self.stop_reason or reason
         self.wake()
 
-    def run(self):
-        """Serve until stop(); then finish what was accepted and say BYE."""
-        while self.stop_reason is None:
-            self.iterate()
-        self._shut_down()
+    def run(self) -> bool:
+        """Serve until stop(); then finish what was accepted and say BYE.
+        False if a fault outside any session stopped it: the shutdown is the
+        same orderly one, so that nothing accepted is lost."""
+        in_order = True
+        try:
+            while self.stop_reason is None:
+                self.iterate()
+        except Exception:
+            log.exception("internal error in the loop: shutting down")
+            self.stop_reason = self.stop_reason or "server shutting down (internal error)"
+            in_order = False
+        return self._shut_down() and in_order
 
     def iterate(self, max_wait=SWEEP_INTERVAL):
         """One turn of the loop. A caller turning it by hand under a clock
@@ -588,50 +642,77 @@ class Server:
             for session in [s for s, ready_at in self.throttled.items() if ready_at <= self.now]:
                 del self.throttled[session]
                 if self.sessions.get(session.fd) is session:
-                    self.run_held(session)
+                    try:
+                        self.run_held(session)
+                    except Exception:
+                        self._fault(session, "its held lines")
         while self.timers and self.timers[0][0] <= self.now:
-            heapq.heappop(self.timers)[2]()
+            _, _, owner, function = heapq.heappop(self.timers)
+            self.running_for = owner
+            try:
+                function()
+            except Exception:
+                self._fault(owner, "a timer")
+            self.running_for = None
         if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
             self.accept_paused_until = None
             if self.listener is not None:
                 self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         for key, mask in ready:
             target = key.data
-            if target.__class__ is Session:
-                if mask & selectors.EVENT_READ:
-                    self._read(target)
-                if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
-                    self._write(target)
-            else:
-                target()
+            # Almost free while nothing is raised; a bug costs this one event's connection.
+            try:
+                if target.__class__ is Session:
+                    if mask & selectors.EVENT_READ:
+                        self._read(target)
+                    if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
+                        self._write(target)
+                else:
+                    target()
+            except Exception:
+                self.running_for = None  # in case the fault left it set
+                if target.__class__ is Session:
+                    self._fault(target, "its socket")
+                else:
+                    self._fault(None, getattr(target, "__name__", "a callback"))
         if self.now >= self.next_sweep:
             self._sweep()
         if self.outbox:
             self._store_outbox()
         self._flush()
 
-    def _shut_down(self):
+    def _shut_down(self) -> bool:
+        """False if a fault cut the goodbyes short; the admin socket and the
+        database are closed all the same."""
         reason = self.stop_reason
         log.info("shutting down: %s", reason)
-        if self.listener is not None:
-            if self.accept_paused_until is None:  # else it is not registered
-                self.selector.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
-        # Lines already read but not executed were never answered: drop them.
-        # What was accepted is stored and delivered before anyone gets BYE.
-        for session in list(self.sessions.values()):
-            session.held = NO_LINES
-            session.reading = False
-            self._update_events(session)
-        deadline = self.now + 10.0
-        while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
-            self.iterate()
-        for session in list(self.sessions.values()):
-            self.close_session(session, proto.format_bye(reason), "server shutting down")
-        deadline = self.now + CLOSE_LINGER
-        while self.sessions and self.now < deadline:
-            self.iterate()
+        # Nothing the sweep does matters any more (the linger below has its
+        # own deadline), and a sweep that failed must not fail again now.
+        self.next_sweep = math.inf
+        in_order = True
+        try:
+            if self.listener is not None:
+                if self.accept_paused_until is None:  # else it is not registered
+                    self.selector.unregister(self.listener)
+                self.listener.close()
+                self.listener = None
+            # Lines already read but not executed were never answered: drop them.
+            # What was accepted is stored and delivered before anyone gets BYE.
+            for session in list(self.sessions.values()):
+                session.held = NO_LINES
+                session.reading = False
+                self._update_events(session)
+            deadline = self.now + 10.0
+            while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
+                self.iterate()
+            for session in list(self.sessions.values()):
+                self.close_session(session, proto.format_bye(reason), "server shutting down")
+            deadline = self.now + CLOSE_LINGER
+            while self.sessions and self.now < deadline:
+                self.iterate()
+        except Exception:
+            log.exception("internal error while shutting down: closing what is left")
+            in_order = False
         for session in list(self.sessions.values()):
             self._drop(session, None)
         for link in list(self.admin_links):
@@ -652,23 +733,27 @@ class Server:
         self._wake_r.close()
         self._wake_w.close()
         log.info("stopped")
+        return in_order
 
     def _sessions_waiting(self):
-        return any(s.inflight for s in self.sessions.values())
+        # A closed session's answers are of no use to it: one whose
+        # completion failed keeps its inflight count and is not waited for.
+        return any(s.inflight and s.state is not CLOSING for s in self.sessions.values())
 
     # -- work off the loop --
 
     def offload(self, pool, on_done, work, *args):
         """Run work(*args) on a worker thread; on_done(result, error) runs
-        later on the loop thread."""
+        later on the loop thread, for the session this was started for."""
         if pool is self.storage:
             self.storage_jobs += 1
+        owner = self.running_for
         future = pool.submit(work, *args)
-        future.add_done_callback(lambda done: self._completion(pool, on_done, done))
+        future.add_done_callback(lambda done: self._completion(pool, on_done, done, owner))
 
-    def _completion(self, pool, on_done, future):
+    def _completion(self, pool, on_done, future, owner):
         # Runs on the worker thread: hand over, touch nothing else.
-        self._completed.append((pool, on_done, future))
+        self._completed.append((pool, on_done, future, owner))
         self.wake()
 
     def _run_completed(self):
@@ -679,7 +764,7 @@ class Server:
             pass
         completed = self._completed
         while completed:
-            pool, on_done, future = completed.popleft()
+            pool, on_done, future, owner = completed.popleft()
             if pool is self.storage:
                 self.storage_jobs -= 1
             error = future.exception()
@@ -688,11 +773,32 @@ class Server:
                     log.error("storage unavailable: %s", error)
                 self.storage_down = True
             elif error is not None:
-                log.error("worker failed", exc_info=error)
+                # on_done answers for it (ERR 503); the log says whose it was.
+                log.error("worker failed%s", " for %s" % describe_owner(owner) if owner else "", exc_info=error)
             elif pool is self.storage and self.storage_down:
                 log.info("storage available again")
                 self.storage_down = False
-            on_done(None if error else future.result(), error)
+            self.running_for = owner
+            try:
+                on_done(None if error else future.result(), error)
+            except Exception:
+                self._fault(owner, "a worker's completion")
+        self.running_for = None
+
+    def _fault(self, owner, where):
+        """Called in an except block: a bug met while serving ``owner`` (a
+        Session, an AdminLink, or None for no one) is logged with its
+        traceback and costs that connection; everyone else is served on.
+        Never the line or its fields: a LOGIN line holds a password."""
+        if owner is None:
+            log.exception("internal error in %s: dropped", where)
+            return
+        log.exception("internal error in %s for %s: closing it", where, describe_owner(owner))
+        if owner.__class__ is Session:
+            self.close_session(owner, proto.format_bye("internal error"), "internal error")
+        elif not owner.ended:
+            owner.answer("internal error")
+            owner.end()
 
     def store_call(self, on_done, method, *args):
         """A storage call, queued behind the messages accepted so far so that
@@ -719,13 +825,8 @@ class Server:
             session.inflight -= 1
             self.run_held(session)
             return
-        except Exception:
-            # A bug in a command (or a worker's unexpected error it did not
-            # expect) costs this session, not the server.
-            log.exception("command failed for %s (%s)", session.address, session.name or "not logged in")
-            session.inflight -= 1
-            self.close_session(session, proto.format_bye("internal error"), "internal error")
-            return
+        # An exception out of the command (a bug, or a worker's error it does
+        # not expect) reaches the loop's handler, which closes this session.
         self._wait(session, steps, wait)
 
     def _wait(self, session, steps, wait):
@@ -740,7 +841,8 @@ class Server:
 
     def call_at(self, when, function):
         """Run function() on the loop at monotonic time ``when``."""
-        heapq.heappush(self.timers, (when, next(self._timer_order), function))
+        # Charged, like offloaded work, to whom it is done for.
+        heapq.heappush(self.timers, (when, next(self._timer_order), self.running_for, function))
 
     def timestamp(self) -> str:
         if self._timestamp is None:
@@ -840,9 +942,16 @@ class Server:
             elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
-                steps = COMMANDS[line.verb](self, session, *line.args)
-                if steps is not None:
-                    self.start_command(session, steps)
+                outer, self.running_for = self.running_for, session
+                try:
+                    steps = COMMANDS[line.verb](self, session, *line.args)
+                    if steps is not None:
+                        self.start_command(session, steps)
+                except Exception:
+                    self._fault(session, "the %s command" % line.verb)
+                    return
+                finally:
+                    self.running_for = outer
         if not held and held is not NO_LINES:
             session.held = NO_LINES
         throttled = session in self.throttled
@@ -1160,45 +1269,60 @@ class Server:
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
+        # Many sessions' messages: _deliver answers for each session itself,
+        # so the batch is no one session's (even when a command stores it).
+        outer, self.running_for = self.running_for, None
         self.offload(self.storage, lambda stored, error: self._deliver(batch, stored, error),
                      self.store.append_messages, [message for _, message in batch])
+        self.running_for = outer
 
     def _deliver(self, batch, stored, error):
         """A batch is stored (or not): tell everyone concerned, in id order.
         Room messages in a row go out as one rendering per protocol."""
-        said = []  # room messages not yet sent, in id order
+        said = []  # room messages not yet sent, in id order, each {protocol: bytes}
 
         def send_said():
-            messages = list(said)
-            self.room.send(lambda protocol: b"".join(
-                [protocol.format_msg(m.id, m.created_at, m.sender, m.body) for m in messages]))
+            # A run of room messages: one chunk per protocol, the same bytes for all its members.
+            self.room.queue({protocol: b"".join(each[protocol] for each in said) for protocol in said[0]})
             said.clear()
 
         for (session, message), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
-            if result is not None and result.recipient is None:
-                said.append(result)
-                continue
-            if said:
-                send_said()
-            if error is not None:
-                self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
-            elif result is None:
-                self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
-            else:
-                targets = set(self.online.get(name_key(result.recipient), ()))
-                targets.update(self.online.get(name_key(result.sender), ()))
-                if session.state is not CLOSING:
-                    targets.add(session)
-                self.send_each([target for target in targets if target.state is ONLINE],
-                               lambda protocol, m=result: protocol.format_priv(
-                                   m.id, m.created_at, m.sender, m.recipient, m.body))
+            try:
+                if result is not None and result.recipient is None:
+                    # Rendered here, so that a fault in it is this sender's alone.
+                    said.append(self.room.render(lambda protocol, m=result: protocol.format_msg(
+                        m.id, m.created_at, m.sender, m.body)))
+                    continue
+                if said:
+                    send_said()
+                if error is not None:
+                    self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
+                elif result is None:
+                    self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
+                else:
+                    targets = set(self.online.get(name_key(result.recipient), ()))
+                    targets.update(self.online.get(name_key(result.sender), ()))
+                    if session.state is not CLOSING:
+                        targets.add(session)
+                    self.send_each([target for target in targets if target.state is ONLINE],
+                                   lambda protocol, m=result: protocol.format_priv(
+                                       m.id, m.created_at, m.sender, m.recipient, m.body))
+            except Exception:
+                # The batch is stored: the others' messages still go out,
+                # after those before this one, and this session is closed.
+                if said:
+                    send_said()
+                self._fault(session, "delivering its message")
         if said:
             send_said()
         for session in {session for session, _ in batch}:
             if self.sessions.get(session.fd) is session:
-                self.run_held(session)
+                try:
+                    self.run_held(session)
+                except Exception:
+                    self._fault(session, "its held lines")
 
 
 # --- commands -----------------------------------------------------------
@@ -1461,11 +1585,13 @@ def main(argv=None):
     if sys.stdin is not None and sys.stdin.isatty():
         server.open_console(sys.stdin.fileno(), sys.stdout.fileno())
     try:
-        server.run()
+        in_order = server.run()
     finally:
         if server.console is not None:
             set_terminal_echo(server.console.read_fd, True)
-    return 0
+    # A fault stopped it (logged by run()): systemd's Restart=on-failure
+    # brings it back.
+    return 0 if in_order else 1
 
 
 if __name__ == "__main__":

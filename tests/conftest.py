@@ -139,10 +139,14 @@ class LineClient:
 class ServerProcess:
     """sae-server in a child process, as a user starts it. Its log (stderr)
     is read as it comes by a thread, so that a chatty server never blocks on
-    a full pipe; ``log`` holds its lines."""
+    a full pipe; ``log`` holds its lines. ``program`` is what follows the
+    interpreter on the command line: a test that must break the server from
+    inside passes ``("-c", script)``, a script that patches sae_server and
+    calls its main()."""
 
-    def __init__(self, tmp_path, *args, env=None, db_url=None):
+    def __init__(self, tmp_path, *args, env=None, db_url=None, program=("-m", "sae_server")):
         self.tmp_path = tmp_path
+        self.program = list(program)
         self.db_url = db_url or "sqlite:///%s" % (tmp_path / "sae.db")
         self.args = list(args)
         self.env = dict(os.environ, **TEST_ENV)
@@ -156,8 +160,8 @@ class ServerProcess:
         self.clients = []
 
     def start(self, port=0, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
-        cmd = [sys.executable, "-m", "sae_server", "--host", "127.0.0.1",
-               "--port", str(port), "--db", self.db_url] + self.args
+        cmd = [sys.executable] + self.program + [
+            "--host", "127.0.0.1", "--port", str(port), "--db", self.db_url] + self.args
         self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                      env=self.env, cwd=str(self.tmp_path))
         self._log_reader = threading.Thread(target=self._read_log, args=(self.proc.stderr,), daemon=True)
@@ -305,6 +309,7 @@ class Harness:
                              Limits(**limits))
         self.server.listen()
         self.buffers = {}
+        self.stopped = False
 
     def turn(self):
         """One turn of the server's loop."""
@@ -360,13 +365,28 @@ class Harness:
         self.expect(sock, r"USERS ")
         return sock
 
-    def close(self):
-        # The server lingers for its clients' end of stream on a clock that
-        # does not move here, so the clients hang up first.
+    def shut_down(self, clock):
+        """Stop the server as ``kill`` does; what its shutdown returns. The
+        shutdown's deadlines (answers still owed, the linger) must pass on a
+        frozen clock too, or a session that waits forever (a bug) hangs the
+        test instead of failing it: each turn moves the clock a second."""
+        turn = self.server.iterate
+
+        def ticking_turn(max_wait=TURN_WAIT):
+            clock.tick(1)
+            turn(max_wait=TURN_WAIT)
+        self.server.iterate = ticking_turn
+        self.server.stop()
+        self.stopped = True
+        return self.server._shut_down()
+
+    def close(self, clock):
+        # The server lingers for its clients' end of stream, so the clients
+        # hang up first.
         for sock in self.buffers:
             sock.close()
-        self.server.stop()
-        self.server._shut_down()
+        if not self.stopped:
+            self.shut_down(clock)
 
 
 @pytest.fixture
@@ -383,4 +403,4 @@ def harness(tmp_path):
 
         yield make, clock
         for each in made:
-            each.close()
+            each.close(clock)
