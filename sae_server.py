@@ -325,6 +325,67 @@ class LongAnswer:
         return b"".join(taken)
 
 
+# --- work off the loop --------------------------------------------------
+
+class Workers:
+    """The threads for what may block, and the way back from them.
+
+    One storage thread (so that storage calls run in the order they were
+    made: a read sees every write queued before it) and a few hashing
+    threads. A finished job is put on ``_done`` and the loop is woken
+    through a socketpair it watches (``wakeup``); only the loop thread
+    calls anything here but ``wake``, which signal handlers use too."""
+
+    def __init__(self, hash_threads):
+        self.pools = {
+            "storage": concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage"),
+            "hashing": concurrent.futures.ThreadPoolExecutor(hash_threads, thread_name_prefix="sae-hash"),
+        }
+        self.storage_jobs = 0  # submitted to storage and not yet back on the loop
+        self._done = collections.deque()  # (pool, context, future), appended by worker threads
+        self.wakeup, self.waker = socket.socketpair()
+        self.wakeup.setblocking(False)
+        self.waker.setblocking(False)
+
+    def submit(self, pool, context, work, *args):
+        """Run work(*args) in ``pool``; ``completed`` hands back ``context``
+        with the future once it is done."""
+        if pool == "storage":
+            self.storage_jobs += 1
+        future = self.pools[pool].submit(work, *args)
+        # On the worker thread: hand over, touch nothing else.
+        future.add_done_callback(lambda done: (self._done.append((pool, context, done)), self.wake()))
+
+    def wake(self):
+        """Wake the loop (from any thread, or a signal handler)."""
+        try:
+            self.waker.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the loop is already due to wake up
+
+    def completed(self):
+        """The jobs done since the last call, as (pool, context, future)."""
+        try:
+            while self.wakeup.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        done = self._done
+        while done:
+            pool, context, future = done.popleft()
+            if pool == "storage":
+                self.storage_jobs -= 1
+            yield pool, context, future
+
+    def close(self, store):
+        """Close the store on its own thread, then stop every thread."""
+        self.pools["storage"].submit(store.close).result()
+        for pool in self.pools.values():
+            pool.shutdown()
+        self.wakeup.close()
+        self.waker.close()
+
+
 # --- the room -----------------------------------------------------------
 
 class Room:
@@ -414,20 +475,13 @@ class Server:
         self.admin_path = None
         self.admin_links = set()  # AdminLinks on the admin socket
         self.stop_reason = None
-        self.storage_jobs = 0
         self.storage_down = False
         # The session (or operator's AdminLink) whose command or completion
         # runs now, as asyncio keeps a callback's context: work it offloads
         # is charged to it, so that a failing completion costs that session.
         self.running_for = None
-        self._completed = collections.deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self._run_completed)
-        self.storage = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage")
-        self.hashing = concurrent.futures.ThreadPoolExecutor(
-            self.limits.hash_threads, thread_name_prefix="sae-hash")
+        self.workers = Workers(self.limits.hash_threads)
+        self.selector.register(self.workers.wakeup, selectors.EVENT_READ, self._run_completed)
         # Unknown names are checked against this, so they cost what a real
         # account costs and the answer does not tell whether a name exists.
         self.dummy_hash = hash_password("not a password", self.limits.scrypt_n)
@@ -599,17 +653,14 @@ class Server:
         connection.sock.close()
         self.admin_links.discard(connection.link)
 
-    def wake(self):
-        """Wake the loop from another thread (or a signal handler)."""
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the loop is already due to wake up
-
     def stop(self, reason="server shutting down"):
         """Ask for a graceful stop: callable from any thread."""
         self.stop_reason = self.stop_reason or reason
-        self.wake()
+        self.workers.wake()
+
+    def wakeup_fd(self) -> int:
+        """A descriptor whose write wakes the loop (for signal.set_wakeup_fd)."""
+        return self.workers.waker.fileno()
 
     def run(self) -> bool:
         """Serve until stop(); then finish what was accepted and say BYE.
@@ -703,7 +754,7 @@ class Server:
                 session.reading = False
                 self._update_events(session)
             deadline = self.now + 10.0
-            while (self.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
+            while (self.workers.storage_jobs or self.outbox or self._sessions_waiting()) and self.now < deadline:
                 self.iterate()
             for session in list(self.sessions.values()):
                 self.close_session(session, proto.format_bye(reason), "server shutting down")
@@ -726,12 +777,8 @@ class Server:
                 pass
         if self.console is not None:
             self.console.end()
-        self.storage.submit(self.store.close).result()
-        self.storage.shutdown()
-        self.hashing.shutdown()
+        self.workers.close(self.store)
         self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
         log.info("stopped")
         return in_order
 
@@ -743,39 +790,22 @@ class Server:
     # -- work off the loop --
 
     def offload(self, pool, on_done, work, *args):
-        """Run work(*args) on a worker thread; on_done(result, error) runs
-        later on the loop thread, for the session this was started for."""
-        if pool is self.storage:
-            self.storage_jobs += 1
-        owner = self.running_for
-        future = pool.submit(work, *args)
-        future.add_done_callback(lambda done: self._completion(pool, on_done, done, owner))
-
-    def _completion(self, pool, on_done, future, owner):
-        # Runs on the worker thread: hand over, touch nothing else.
-        self._completed.append((pool, on_done, future, owner))
-        self.wake()
+        """Run work(*args) on the workers' ``pool`` ("storage" or "hashing");
+        on_done(result, error) runs later on the loop thread, charged to the
+        session (or operator) this was started for."""
+        self.workers.submit(pool, (on_done, self.running_for), work, *args)
 
     def _run_completed(self):
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        completed = self._completed
-        while completed:
-            pool, on_done, future, owner = completed.popleft()
-            if pool is self.storage:
-                self.storage_jobs -= 1
+        for pool, (on_done, owner), future in self.workers.completed():
             error = future.exception()
             if isinstance(error, StorageUnavailable):
                 if not self.storage_down:
                     log.error("storage unavailable: %s", error)
                 self.storage_down = True
             elif error is not None:
-                # on_done answers for it (ERR 503); the log says whose it was.
+                # on_done answers for it; the log says whose it was.
                 log.error("worker failed%s", " for %s" % describe_owner(owner) if owner else "", exc_info=error)
-            elif pool is self.storage and self.storage_down:
+            elif pool == "storage" and self.storage_down:
                 log.info("storage available again")
                 self.storage_down = False
             self.running_for = owner
@@ -805,7 +835,7 @@ class Server:
         reads see every message accepted before them."""
         if self.outbox:
             self._store_outbox()
-        self.offload(self.storage, on_done, method, *args)
+        self.offload("storage", on_done, method, *args)
 
     def start_command(self, session, steps):
         """Drive a command that waits (a generator, see Wait) to its end."""
@@ -837,7 +867,7 @@ class Server:
         if wait.pool == "storage":
             self.store_call(resume, wait.work, *wait.args)
         else:
-            self.offload(self.hashing, resume, wait.work, *wait.args)
+            self.offload(wait.pool, resume, wait.work, *wait.args)
 
     def call_at(self, when, function):
         """Run function() on the loop at monotonic time ``when``."""
@@ -1212,8 +1242,8 @@ class Server:
                 self.reply(session, proto.format_ping(str(int(now))))
         # Storage is probed while it is down, so that it comes back (and the
         # log says so) without waiting for a client to need it.
-        if self.storage_down and not self.storage_jobs:
-            self.offload(self.storage, lambda result, error: None, self.store.ping)
+        if self.storage_down and not self.workers.storage_jobs:
+            self.offload("storage", lambda result, error: None, self.store.ping)
         # Kicks and strikes that have run out are forgotten here.
         for key in [key for key, until in self.kicks.items() if until <= now]:
             del self.kicks[key]
@@ -1272,7 +1302,7 @@ class Server:
         # Many sessions' messages: _deliver answers for each session itself,
         # so the batch is no one session's (even when a command stores it).
         outer, self.running_for = self.running_for, None
-        self.offload(self.storage, lambda stored, error: self._deliver(batch, stored, error),
+        self.offload("storage", lambda stored, error: self._deliver(batch, stored, error),
                      self.store.append_messages, [message for _, message in batch])
         self.running_for = outer
 
@@ -1577,7 +1607,7 @@ def main(argv=None):
         store.close()
         return 1
     # Signals only wake the loop; the loop itself shuts down in order.
-    signal.set_wakeup_fd(server._wake_w.fileno())
+    signal.set_wakeup_fd(server.wakeup_fd())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: server.stop(
             "server shutting down (%s)" % signal.Signals(number).name))

@@ -378,7 +378,7 @@ class Harness:
         self.server.iterate = ticking_turn
         self.server.stop()
         self.stopped = True
-        return self.server._shut_down()
+        return self.server.run()  # stopped already: it only shuts down
 
     def close(self, clock):
         # The server lingers for its clients' end of stream, so the clients

@@ -527,7 +527,7 @@ def test_a_client_gone_mid_command_does_not_touch_the_one_that_took_its_descript
     assert ask(h, gone, "PING ready", r"PONG") == "PONG ready"
     # Hold the worker back until the client is gone and replaced.
     gate = threading.Event()
-    getattr(h.server, pool).submit(gate.wait, TIMEOUT)
+    h.server.workers.pools[pool].submit(gate.wait, TIMEOUT)
     try:
         gone.sendall(line.encode() + b"\n")
         for _ in range(ITERATIONS):
