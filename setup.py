@@ -25,7 +25,7 @@ setup(
     },
     extras_require={
         "mysql": ["mysqlclient>=2.1"],
-        "test": ["pytest>=7", "freezegun>=1.2", "hypothesis>=6", "pyte>=0.8"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "freezegun>=1.2", "hypothesis>=6", "pyte>=0.8"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

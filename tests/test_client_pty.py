@@ -62,6 +62,10 @@ class Terminal:
         child_env = dict(os.environ, TERM=TERM, LANG="C.UTF-8", LC_ALL="C.UTF-8",
                          PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         child_env.pop("SAE_PASSWORD", None)
+        # curses takes LINES and COLUMNS over the pty's size, and pytest-xdist's
+        # workers have them set: the pty's size is what is being tested.
+        child_env.pop("LINES", None)
+        child_env.pop("COLUMNS", None)
         child_env.pop("NO_COLOR", None)
         if password is not None:
             child_env["SAE_PASSWORD"] = password
