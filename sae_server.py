@@ -154,6 +154,106 @@ class Strikes:
             del self.strikes[key]
 
 
+class Guards:
+    """Who may do what, and when: connections per address, failed logins
+    and registrations, kicks, and each session's flood bucket. Bookkeeping
+    only, on the loop's clock (``now`` is handed in): the Server asks before
+    it acts, and does what the answer says."""
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.per_address = collections.Counter()  # ip -> connections
+        self.login_failures_by_address = Strikes(limits.login_failures)
+        self.login_failures_by_account = Strikes(limits.login_failures)
+        self.registrations = Strikes(limits.registrations)
+        self.kicks = {}  # account name_key -> monotonic expiry
+        self.throttled = {}  # Session -> monotonic time its next costly line may run
+
+    # -- connections --
+
+    def admits(self, ip, exempt) -> bool:
+        return exempt or self.per_address[ip] < self.limits.max_per_address
+
+    def connected(self, ip):
+        self.per_address[ip] += 1
+
+    def disconnected(self, session):
+        self.per_address[session.ip] -= 1
+        if not self.per_address[session.ip]:
+            del self.per_address[session.ip]
+        self.throttled.pop(session, None)
+
+    # -- logins and registrations --
+
+    def login_wait(self, ip, key, now) -> float:
+        """Seconds before this address may try this account again (0: now)."""
+        return max(self.login_failures_by_address.wait(ip, now), self.login_failures_by_account.wait(key, now))
+
+    def login_started(self, ip, key, now):
+        """A LOGIN counts as failed until its password proves right, so that
+        guesses sent in parallel see each other while they are hashed."""
+        self.login_failures_by_address.add(ip, now)
+        self.login_failures_by_account.add(key, now)
+
+    def login_forgiven(self, ip, key, started):
+        """The LOGIN started at ``started`` did not fail after all."""
+        self.login_failures_by_address.forgive(ip, started)
+        self.login_failures_by_account.forgive(key, started)
+
+    def registration_wait(self, ip, now) -> float:
+        return self.registrations.wait(ip, now)
+
+    def registered(self, ip, now):
+        self.registrations.add(ip, now)
+
+    # -- kicks --
+
+    def kick(self, name, until):
+        self.kicks[name_key(name)] = until
+
+    def kick_left(self, name, now) -> int:
+        """Seconds left of a kick on the account, 0 if none."""
+        until = self.kicks.get(name_key(name))
+        if until is None or until <= now:
+            return 0
+        return max(1, int(until - now + 0.999))
+
+    # -- flood --
+
+    def take_token(self, session, now) -> bool:
+        """The session's token bucket: flood_burst lines at once, then
+        flood_rate per second. Without a token the line waits (fake lag)
+        until ``due`` hands the session back."""
+        limits = self.limits
+        tokens = min(float(limits.flood_burst),
+                     session.flood_tokens + (now - session.flood_stamp) * limits.flood_rate)
+        session.flood_stamp = now
+        if tokens >= 1.0:
+            session.flood_tokens = tokens - 1.0
+            return True
+        session.flood_tokens = tokens
+        self.throttled[session] = now + (1.0 - tokens) / limits.flood_rate
+        return False
+
+    def next_due(self):
+        """When the first held-back session may go on, or None."""
+        return min(self.throttled.values()) if self.throttled else None
+
+    def due(self, now):
+        """The held-back sessions that may go on now (no longer held)."""
+        ready = [session for session, ready_at in self.throttled.items() if ready_at <= now]
+        for session in ready:
+            del self.throttled[session]
+        return ready
+
+    def forget_old(self, now):
+        """Kicks and strikes that have run out."""
+        for key in [key for key, until in self.kicks.items() if until <= now]:
+            del self.kicks[key]
+        for strikes in (self.login_failures_by_address, self.login_failures_by_account, self.registrations):
+            strikes.forget_old(now)
+
+
 # --- the clock ----------------------------------------------------------
 # The only places that read time: monotonic() for every timeout and expiry,
 # wall_ms() for message timestamps. Tests move both with freezegun.
@@ -453,14 +553,9 @@ class Server:
         self.sessions = {}  # fd -> Session
         self.room = Room("#general")  # every online session
         self.online = {}  # account name_key -> [Session], in login order
-        self.kicks = {}  # account name_key -> monotonic expiry
-        self.per_address = collections.Counter()  # ip -> connections
-        self.throttled = {}  # Session -> monotonic time its next costly line may run
+        self.guards = Guards(self.limits)
         self.timers = []  # heap of (monotonic time, sequence, owner, function): work due later
         self._timer_order = itertools.count()
-        self.login_failures_by_address = Strikes(self.limits.login_failures)
-        self.login_failures_by_account = Strikes(self.limits.login_failures)
-        self.registrations = Strikes(self.limits.registrations)
         self.max_connections = self.limits.max_connections
         self.accept_paused_until = None
         self.accept_failing = False  # out of descriptors since the last accept
@@ -680,8 +775,9 @@ class Server:
         """One turn of the loop. A caller turning it by hand under a clock
         that does not move (the tests) caps the wait with ``max_wait``."""
         wake_at = self.next_sweep
-        if self.throttled:
-            wake_at = min(wake_at, min(self.throttled.values()))
+        throttled_until = self.guards.next_due()
+        if throttled_until is not None:
+            wake_at = min(wake_at, throttled_until)
         if self.accept_paused_until is not None:
             wake_at = min(wake_at, self.accept_paused_until)
         if self.timers:
@@ -689,9 +785,8 @@ class Server:
         ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL, max_wait)))
         self.now = monotonic()
         self._timestamp = None
-        if self.throttled:
-            for session in [s for s, ready_at in self.throttled.items() if ready_at <= self.now]:
-                del self.throttled[session]
+        if self.guards.throttled:
+            for session in self.guards.due(self.now):
                 if self.sessions.get(session.fd) is session:
                     try:
                         self.run_held(session)
@@ -902,8 +997,7 @@ class Server:
                 self.accept_failing = False
             ip, port = address[:2]
             exempt = self.limits.is_exempt(ip)
-            if len(self.sessions) >= self.max_connections or (
-                    not exempt and self.per_address[ip] >= self.limits.max_per_address):
+            if len(self.sessions) >= self.max_connections or not self.guards.admits(ip, exempt):
                 log.warning("refused connection from %s: too many connections", ip)
                 try:
                     sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections"))
@@ -915,7 +1009,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
             self.sessions[session.fd] = session
-            self.per_address[ip] += 1
+            self.guards.connected(ip)
             self.selector.register(sock, selectors.EVENT_READ, session)
             log.info("connection from %s", session.address)
 
@@ -961,7 +1055,7 @@ class Server:
                 if session.inflight and not (
                         line.verb in proto.MESSAGE_VERBS and session.inflight == session.inflight_messages):
                     break
-                if line.verb in COSTLY_VERBS and not session.exempt and not self._take_token(session):
+                if line.verb in COSTLY_VERBS and not session.exempt and not self.guards.take_token(session, self.now):
                     break
             elif session.inflight:
                 break
@@ -984,7 +1078,7 @@ class Server:
                     self.running_for = outer
         if not held and held is not NO_LINES:
             session.held = NO_LINES
-        throttled = session in self.throttled
+        throttled = session in self.guards.throttled
         if throttled and session.held_bytes > self.limits.flood_held_max:
             log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
             self.close_session(session, proto.format_bye("excess flood"), "excess flood")
@@ -996,20 +1090,6 @@ class Server:
         if reading != session.reading:
             session.reading = reading
             self._update_events(session)
-
-    def _take_token(self, session) -> bool:
-        """The session's token bucket: flood_burst lines at once, then
-        flood_rate per second. Without a token the line waits (fake lag)."""
-        limits = self.limits
-        tokens = min(float(limits.flood_burst),
-                     session.flood_tokens + (self.now - session.flood_stamp) * limits.flood_rate)
-        session.flood_stamp = self.now
-        if tokens >= 1.0:
-            session.flood_tokens = tokens - 1.0
-            return True
-        session.flood_tokens = tokens
-        self.throttled[session] = self.now + (1.0 - tokens) / limits.flood_rate
-        return False
 
     def reply(self, session, data: bytes):
         if session.state is CLOSING:
@@ -1164,7 +1244,7 @@ class Server:
         session.state = CLOSING
         session.held = NO_LINES
         session.held_bytes = 0
-        self.throttled.pop(session, None)
+        self.guards.throttled.pop(session, None)
         session.close_deadline = self.now + CLOSE_LINGER
         if session.answer is not None:
             # The rest of a long answer is not produced: the last line says
@@ -1199,10 +1279,7 @@ class Server:
             log.info("%s (%s) disconnected: %s", session.address, session.name or "not logged in",
                      reason)
         del self.sessions[session.fd]
-        self.per_address[session.ip] -= 1
-        if not self.per_address[session.ip]:
-            del self.per_address[session.ip]
-        self.throttled.pop(session, None)
+        self.guards.disconnected(session)
         self.dirty.discard(session)
         session.state = CLOSING
         if session.events:
@@ -1245,17 +1322,14 @@ class Server:
         if self.storage_down and not self.workers.storage_jobs:
             self.offload("storage", lambda result, error: None, self.store.ping)
         # Kicks and strikes that have run out are forgotten here.
-        for key in [key for key, until in self.kicks.items() if until <= now]:
-            del self.kicks[key]
-        for strikes in (self.login_failures_by_address, self.login_failures_by_account, self.registrations):
-            strikes.forget_old(now)
+        self.guards.forget_old(now)
 
     # -- moderation --
 
     def kick(self, name, seconds, reason):
         """Close the account's sessions and refuse its LOGIN for ``seconds``,
         measured on the monotonic clock. Returns how many sessions ended."""
-        self.kicks[name_key(name)] = self.now + seconds
+        self.guards.kick(name, self.now + seconds)
         log.info("operator kicked %s for %ds: %s", name, seconds, reason)
         return self.end_account(name, proto.format_kicked(seconds, reason), "kicked")
 
@@ -1285,10 +1359,7 @@ class Server:
 
     def kick_left(self, name) -> int:
         """Seconds left of a kick on the account, 0 if none."""
-        until = self.kicks.get(name_key(name))
-        if until is None or until <= self.now:
-            return 0
-        return max(1, int(until - self.now + 0.999))
+        return self.guards.kick_left(name, self.now)
 
     def accept_message(self, session, recipient, text):
         """Take a SAY or TELL: it is delivered once stored (_deliver)."""
@@ -1396,11 +1467,11 @@ def cmd_register(server, session, name, password):
         server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
         return
     if not session.exempt:
-        wait = server.registrations.wait(session.ip, server.now)
+        wait = server.guards.registration_wait(session.ip, server.now)
         if wait:
             server.reply(session, too_fast(wait, "too many registrations from your address"))
             return
-        server.registrations.add(session.ip, server.now)
+        server.guards.registered(session.ip, server.now)
     password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
     try:
         account = yield storage(server.store.create_account, name, password_hash, server.timestamp())
@@ -1422,20 +1493,15 @@ def cmd_login(server, session, name, password):
     key = name_key(name)
     if not session.exempt:
         # Guessing is slowed per address and per account, whoever asks.
-        wait = max(server.login_failures_by_address.wait(session.ip, started),
-                   server.login_failures_by_account.wait(key, started))
+        wait = server.guards.login_wait(session.ip, key, started)
         if wait:
             server.reply(session, too_fast(wait, "too many failed logins, try again later"))
             return
-        # Counted as a failure until the password proves otherwise, so that
-        # guesses sent in parallel see each other while they are hashed.
-        server.login_failures_by_address.add(session.ip, started)
-        server.login_failures_by_account.add(key, started)
+        server.guards.login_started(session.ip, key, started)
 
     def not_a_failure():
         if not session.exempt:
-            server.login_failures_by_address.forgive(session.ip, started)
-            server.login_failures_by_account.forgive(key, started)
+            server.guards.login_forgiven(session.ip, key, started)
 
     account = None
     if not (proto.check_name(name) or proto.check_password(password)):
