@@ -5,20 +5,31 @@ How a message travels, top to bottom of this file:
   socket bytes -> Session.framer (sae_protocol.LineFramer) -> parsed commands
   held in Session.held -> a command function (cmd_say, cmd_login, ...) ->
   Server.outbox -> one storage job per loop iteration (append_messages, one
-  transaction) -> back on the loop: each line encoded once -> appended to
-  every recipient's sendq -> one send() per socket at the end of the
-  iteration; EVENT_WRITE only while something is left over.
+  transaction) -> back on the loop: the Room renders it once per protocol ->
+  the same bytes appended to every member's sendq -> one send() per socket
+  at the end of the iteration (Connection.flush); EVENT_WRITE only while
+  something is left over.
+
+The parts, in the order the file gives them: limits; Strikes and Guards
+(who may do what, and when); the clock; passwords; Connection (a socket
+and its send queue), Session and AdminConnection; Workers (the threads for
+what may block, and the way back to the loop); Room (members, and fan-out
+by protocol); Server (the loop, accepting, reading, the sweep, delivery,
+shutdown, and the wiring of the rest); the commands; main().
 
 One thread owns every session and the room. What may block (the database,
-password hashing) runs on worker threads; results come back through a
+password hashing) runs on Workers' threads; results come back through a
 socketpair registered in the same selector, and only the loop thread looks
-at them. A session's commands are answered in the order it sent them: while
-one of its commands waits for a worker, its later lines wait too, except
-that SAY/TELL lines may join a batch behind earlier SAY/TELL lines (their
-order is kept by the batch).
+at them. A command that waits for them is a generator that yields what it
+waits for (storage, hashing, a moment) and is resumed with the result. A
+session's commands are answered in the order it sent them: while one of its
+commands waits, its later lines wait too, except that SAY/TELL lines may
+join a batch behind earlier SAY/TELL lines (their order is kept by the
+batch).
 
-The room, sessions and accounts know nothing of the wire format beyond the
-format_* functions, so that another listener (IRC) can later share them.
+The room and sessions know nothing of the wire format: each session speaks a
+protocol whose format_* functions the room renders events with, so that
+another listener (IRC) adds a formatter, not a second room.
 
 As in asyncio's loop, a bug met while serving one session (its command, a
 worker's completion for it, its part of a delivery) is logged with its
@@ -26,7 +37,6 @@ traceback and costs that session (BYE internal error), never the server. A
 bug outside any session stops the server with the same orderly shutdown as
 kill, and main() returns 1.
 """
-
 import argparse
 import base64
 import collections
