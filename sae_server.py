@@ -832,7 +832,7 @@ class Server:
                 else:
                     self._fault(None, getattr(target, "__name__", "a callback"))
         if self.now >= self.next_sweep:
-            self._sweep()
+            self.sweep()
         if self.outbox:
             self._store_outbox()
         self._flush()
@@ -1309,7 +1309,7 @@ class Server:
             name = session.account.name
             self.room.send(lambda protocol: protocol.format_leave(name, reason))
 
-    def _sweep(self):
+    def sweep(self):
         """Once a second: pings, ping and login timeouts, closing sockets."""
         now = self.now
         self.next_sweep = now + SWEEP_INTERVAL

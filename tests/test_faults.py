@@ -192,7 +192,7 @@ SWEEP_FAILS_AFTER_THE_LAST_WORD = textwrap.dedent('''
     import sae_server
 
     armed = []
-    say, sweep = sae_server.COMMANDS["SAY"], sae_server.Server._sweep
+    say, sweep = sae_server.COMMANDS["SAY"], sae_server.Server.sweep
 
     def say_and_arm(server, session, text):
         say(server, session, text)
@@ -207,7 +207,7 @@ SWEEP_FAILS_AFTER_THE_LAST_WORD = textwrap.dedent('''
         sweep(server)
 
     sae_server.COMMANDS["SAY"] = say_and_arm
-    sae_server.Server._sweep = failing_sweep
+    sae_server.Server.sweep = failing_sweep
     sys.exit(sae_server.main(sys.argv[1:]))
 ''')
 
