@@ -136,6 +136,28 @@ class LineClient:
         self.sock.close()
 
 
+def chat_until_cut(server, alice, bob, victim, most, padding="x" * 3000):
+    """alice says numbered messages (``"<n> <padding>"``), ten at a time,
+    until bob has seen ``LEAVE <victim> sendq exceeded`` and twenty more of
+    them; at most ``most`` messages. Returns (messages said, how many were
+    said when the cut was seen, every line bob read)."""
+    said, bob_lines, cut_after = 0, [], None
+    while cut_after is None or said < cut_after + 20:
+        assert said < most, "%s was never cut; server log: %s" % (victim, "".join(server.log[-20:]))
+        for _ in range(10):
+            alice.send("SAY %d %s" % (said, padding))
+            said += 1
+        alice.expect(r"MSG \S+ \S+ alice %d " % (said - 1))
+        while True:
+            line = bob.next()
+            bob_lines.append(line)
+            if line == "LEAVE %s sendq exceeded" % victim:
+                cut_after = said
+            if line.startswith("MSG ") and " alice %d " % (said - 1) in line:
+                break
+    return said, cut_after, bob_lines
+
+
 class ServerProcess:
     """sae-server in a child process, as a user starts it. Its log (stderr)
     is read as it comes by a thread, so that a chatty server never blocks on
@@ -303,6 +325,7 @@ class Harness:
     clients are real sockets on loopback."""
 
     def __init__(self, tmp_path, db_url=None, **limits):
+        self.folder = tmp_path
         limits.setdefault("scrypt_n", 1024)
         limits.setdefault("login_failure_delay", 0.0)
         self.server = Server(open_store(db_url or "sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
@@ -358,6 +381,28 @@ class Harness:
                     return seen
                 seen.append(line)
         raise AssertionError("still open; saw %r" % seen)
+
+    def operator(self, line):
+        """One command on the server's admin socket (opened on first use,
+        in the harness's folder); returns its answer."""
+        path = str(self.folder / "admin.sock")
+        if self.server.admin_listener is None:
+            self.server.listen_admin(path)
+        link = socket.socket(socket.AF_UNIX)
+        link.connect(path)
+        link.sendall(line.encode() + b"\n")
+        link.setblocking(False)
+        answer = b""
+        for _ in range(ITERATIONS):
+            self.turn()
+            try:
+                answer += link.recv(4096)
+            except BlockingIOError:
+                pass
+            if answer.endswith(b"\n"):
+                link.close()
+                return answer.decode().strip()
+        raise AssertionError("no answer to %r; got %r" % (line, answer))
 
     def logged_in(self, name):
         sock = self.connect()

@@ -187,29 +187,22 @@ def test_the_longest_lines_the_client_sends_are_delivered(harness):
     assert not alice.chat.exchange
 
 
-def test_kicked_waits_it_out_then_logs_back_in(harness, tmp_path):
+def test_kicked_waits_it_out_then_logs_back_in(harness):
     make, clock = harness
     h = make()
-    h.server.listen_admin(str(tmp_path / "admin.sock"))
     alice = Wire(h, "alice", register=True).online()
-    admin = socket.socket(socket.AF_UNIX)
-    admin.connect(str(tmp_path / "admin.sock"))
-    admin.sendall(b"kick alice 30 calm down\n")
+    assert h.operator("kick alice 30 calm down") == "kicked alice for 30s (1 session closed)"
     alice.until("kicked", lambda: alice.chat.state == "offline")
     assert "you were kicked for 30 seconds: calm down" in alice.errors()
     clock.tick(31)
     alice.until("back", lambda: alice.chat.state == "online" and not alice.chat.exchange)
-    admin.close()
 
 
-def test_banned_says_so_and_does_not_come_back(harness, tmp_path):
+def test_banned_says_so_and_does_not_come_back(harness):
     make, clock = harness
     h = make()
-    h.server.listen_admin(str(tmp_path / "admin.sock"))
     alice = Wire(h, "alice", register=True).online()
-    admin = socket.socket(socket.AF_UNIX)
-    admin.connect(str(tmp_path / "admin.sock"))
-    admin.sendall(b"ban alice spamming\n")
+    assert h.operator("ban alice spamming") == "banned alice (1 session closed)"
     alice.until("banned", lambda: alice.chat.state == "offline")
     assert "you are banned from this server (spamming); /quit to leave" in alice.errors()
     clock.tick(3600)
@@ -219,7 +212,6 @@ def test_banned_says_so_and_does_not_come_back(harness, tmp_path):
     again = Wire(h, "alice")
     again.until("refused", lambda: again.chat.form.error)
     assert again.chat.form.error == "this account is banned: spamming"
-    admin.close()
 
 
 def test_storage_down_gives_the_text_back_and_chat_resumes(harness, mysql_url, mysql_proxy):

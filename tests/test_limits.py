@@ -28,7 +28,7 @@ import threading
 
 import pytest
 
-from conftest import ITERATIONS, TIMEOUT, LineClient
+from conftest import ITERATIONS, TIMEOUT, LineClient, chat_until_cut
 from sae_server import ACCEPT_PAUSE
 
 PASSWORD = "password1"
@@ -144,20 +144,7 @@ def test_a_client_that_stops_reading_is_cut_at_its_sendq_and_the_others_get_ever
     # carol reads no more from here on.
 
     padding = "x" * 3000
-    sent, bob_lines, cut_at = 0, [], None
-    while cut_at is None or sent < cut_at + 20:
-        assert sent < 4000, "carol was never cut; server log: %s" % "".join(server.log[-20:])
-        for _ in range(10):
-            alice.send("SAY %d %s" % (sent, padding))
-            sent += 1
-        alice.expect(r"MSG \S+ \S+ alice %d " % (sent - 1))
-        while True:
-            line = bob.next()
-            bob_lines.append(line)
-            if line == "LEAVE carol sendq exceeded":
-                cut_at = sent
-            if line.startswith("MSG ") and texts_from([line], "alice")[0].startswith("%d " % (sent - 1)):
-                break
+    sent, cut_at, bob_lines = chat_until_cut(server, alice, bob, "carol", most=4000, padding=padding)
 
     got = texts_from(bob_lines, "alice")
     assert [t.split(" ")[0] for t in got] == [str(n) for n in range(sent)], short(bob_lines)

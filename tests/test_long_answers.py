@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import TIMEOUT, LineClient
+from conftest import TIMEOUT, LineClient, chat_until_cut
 from sae_db import NewMessage, open_store
 from sae_server import hash_password
 
@@ -163,20 +163,7 @@ def test_a_client_that_asks_and_never_reads_is_cut_once_what_queues_behind_the_a
     # about 3000 bytes a message, not before 64 of them (the unsent rest of
     # one piece of the answer, at most 64 KiB, counts too).
     padding = "y" * 3000
-    said, bob_lines, cut_after = 0, [], None
-    while cut_after is None or said < cut_after + 20:
-        assert said < 1000, "reader was never cut; server log: %s" % "".join(server.log[-20:])
-        for _ in range(10):
-            alice.send("SAY %d %s" % (said, padding))
-            said += 1
-        alice.expect(r"MSG \S+ \S+ alice %d " % (said - 1))
-        while True:
-            line = bob.next()
-            bob_lines.append(line)
-            if line == "LEAVE reader sendq exceeded":
-                cut_after = said
-            if line.startswith("MSG ") and " alice %d " % (said - 1) in line:
-                break
+    said, cut_after, bob_lines = chat_until_cut(server, alice, bob, "reader", most=1000, padding=padding)
     assert cut_after > 60, "cut after only %d messages of 3000 bytes" % cut_after
     server.wait_log(r".*reader.*sendq exceeded")
 

@@ -10,7 +10,6 @@ the password check is held at a gate until the test lets it through.
 
 import logging
 import re
-import socket
 import threading
 
 import pytest
@@ -54,31 +53,7 @@ def turn_until(h, predicate, what):
     raise AssertionError("never " + what)
 
 
-def admin(h, tmp_path, line):
-    """One operator command through the admin socket; returns its answer."""
-    path = str(tmp_path / "admin.sock")
-    if h.server.admin_listener is None:
-        h.server.listen_admin(path)
-    link = socket.socket(socket.AF_UNIX)
-    link.connect(path)
-    link.sendall(line.encode() + b"\n")
-    link.setblocking(False)
-    answer = b""
-
-    def answered():
-        nonlocal answer
-        try:
-            answer += link.recv(4096)
-        except BlockingIOError:
-            pass
-        return answer.endswith(b"\n")
-
-    turn_until(h, answered, "answered %r" % line)
-    link.close()
-    return answer.decode().strip()
-
-
-def test_a_ban_stored_while_the_password_is_checked_keeps_the_account_out(harness, gate, tmp_path):
+def test_a_ban_stored_while_the_password_is_checked_keeps_the_account_out(harness, gate):
     make, clock = harness
     h = make()
     alice = h.connect()
@@ -90,7 +65,7 @@ def test_a_ban_stored_while_the_password_is_checked_keeps_the_account_out(harnes
 
     alice.sendall(b"LOGIN alice password1\n")
     turn_until(h, gate.entered.is_set, "hashing alice's password")
-    assert admin(h, tmp_path, "ban alice spamming") == "banned alice (0 sessions closed)"
+    assert h.operator("ban alice spamming") == "banned alice (0 sessions closed)"
     gate.open()
     assert h.expect(alice, r"ERR|OK") == "ERR 403 spamming"
     assert h.expect_closed(alice) == []
