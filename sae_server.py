@@ -1627,24 +1627,90 @@ COMMANDS = {
 
 # --- command line -------------------------------------------------------
 
+class FromEnvironment(str):
+    """An option's value taken from its SAE_* variable: argparse converts a
+    string default with the option's type, as it does a flag's value, and
+    the type's error names the variable so the user knows where to look."""
+    variable = ""
+
+
+def environment_default(variable, default):
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    from_environment = FromEnvironment(value)
+    from_environment.variable = variable
+    return from_environment
+
+
+def option_type(convert, expected):
+    """An argparse type: ``convert(text)``, or an error saying what was
+    expected and, for a value from the environment, which variable held it."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError:
+            where = " (from %s)" % text.variable if isinstance(text, FromEnvironment) else ""
+            raise argparse.ArgumentTypeError("%r is not %s%s" % (str(text), expected, where)) from None
+    return parse
+
+
+def port_number(text):
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+def not_negative(convert):
+    def parse(text):
+        value = convert(text)
+        if not 0 <= value < math.inf:  # also refuses nan
+            raise ValueError(text)
+        return value
+    return parse
+
+
+def networks(text):
+    for network in text.split(","):
+        if network.strip():
+            ipaddress.ip_network(network.strip(), strict=False)
+    return text
+
+
+def log_level(text):
+    if text.upper() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text.upper()
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EXPECTED = {int: "a whole number of 0 or more", float: "a number of 0 or more"}
+
+
 def parse_args(argv):
-    env = os.environ
     parser = argparse.ArgumentParser(
         prog="sae-server", description="sae-chat server. Every option can also be set "
         "with an environment variable SAE_<OPTION> (e.g. SAE_DB, SAE_PORT). "
         "`sae-server admin COMMAND` sends one command to a running server's admin socket.")
-    parser.add_argument("--host", default=env.get("SAE_HOST", "0.0.0.0"),
+    parser.add_argument("--host", default=environment_default("SAE_HOST", "0.0.0.0"),
                         help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(env.get("SAE_PORT", "12345")),
+    parser.add_argument("--port", type=option_type(port_number, "a port number (0 to 65535)"),
+                        default=environment_default("SAE_PORT", 12345),
                         help="TCP port (default 12345; 0 picks a free one)")
-    parser.add_argument("--db", default=env.get("SAE_DB", "sqlite:///sae.db"),
+    parser.add_argument("--db", default=environment_default("SAE_DB", "sqlite:///sae.db"),
                         help="sqlite:///FILE (default sqlite:///sae.db) or mysql://USER:PASSWORD@HOST:PORT/NAME")
     add_admin_options(parser)
-    parser.add_argument("--log-level", default=env.get("SAE_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
+                        type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
+                        help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
     for name, (default, help_text) in LIMITS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default),
-                            default=type(default)(env.get("SAE_" + name.upper(), default)),
+        if name == "exempt":
+            convert = option_type(networks, "a comma-separated list of addresses or networks (CIDR)")
+        else:
+            convert = option_type(not_negative(type(default)), EXPECTED[type(default)])
+        parser.add_argument("--" + name.replace("_", "-"), type=convert,
+                            default=environment_default("SAE_" + name.upper(), default),
                             help="%s (default %s)" % (help_text, default))
     return parser.parse_args(argv)
 

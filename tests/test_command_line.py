@@ -1,0 +1,51 @@
+"""Starting sae-server: what a mistake on its command line or in its
+environment is answered with. Every mistake is answered in words (the
+option, the variable, what was expected, what to do), never a traceback.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TEST_ENV, TIMEOUT
+
+
+def start(tmp_path, *args, env=None, program=("-m", "sae_server")):
+    """Run sae-server where it must refuse to start: (status, stderr). Its
+    port is 0 (SAE_PORT, so that a test may give another) in case it starts."""
+    environment = dict(os.environ, SAE_PORT="0", **TEST_ENV)
+    environment.update(env or {})
+    done = subprocess.run([sys.executable, *program, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=environment, cwd=str(tmp_path), timeout=TIMEOUT)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("variable, value, option, expected", [
+    ("SAE_PORT", "abc", "--port", "a port number (0 to 65535)"),
+    ("SAE_PORT", "70000", "--port", "a port number (0 to 65535)"),
+    ("SAE_HISTORY", "1.5", "--history", "a whole number of 0 or more"),
+    ("SAE_MAX_CONNECTIONS", "-1", "--max-connections", "a whole number of 0 or more"),
+    ("SAE_PING_INTERVAL", "soon", "--ping-interval", "a number of 0 or more"),
+    ("SAE_LOGIN_FAILURE_DELAY", "nan", "--login-failure-delay", "a number of 0 or more"),
+    ("SAE_EXEMPT", "localhost", "--exempt", "a comma-separated list of addresses or networks (CIDR)"),
+    ("SAE_LOG_LEVEL", "verbose", "--log-level", "one of DEBUG, INFO, WARNING, ERROR"),
+])
+def test_a_bad_environment_variable_is_answered_like_a_bad_option(tmp_path, variable, value, option, expected):
+    status, said = start(tmp_path, env={variable: value})
+    assert status == 2 and "Traceback" not in said
+    assert said.splitlines()[-1] == "sae-server: error: argument %s: %r is not %s (from %s)" % (
+        option, value, expected, variable)
+    # The same value as a flag: the same words, without the variable.
+    status, said = start(tmp_path, option, value)
+    assert status == 2 and said.splitlines()[-1] == "sae-server: error: argument %s: %r is not %s" % (
+        option, value, expected)
+
+
+def test_a_flag_wins_over_a_bad_variable_and_good_variables_are_used(tmp_path):
+    # The variable is not even looked at when the flag is given, as before.
+    status, said = start(tmp_path, "--port", "-1", env={"SAE_PORT": "abc"})
+    assert said.splitlines()[-1].endswith("argument --port: '-1' is not a port number (0 to 65535)")
+    status, said = start(tmp_path, "--kick-seconds", "0", env={"SAE_LOG_LEVEL": "error"})
+    assert status == 1 and said.strip().endswith("--kick-seconds must be 1 to 31536000")
