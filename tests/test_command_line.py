@@ -4,12 +4,15 @@ option, the variable, what was expected, what to do), never a traceback.
 """
 
 import os
+import re
 import subprocess
 import sys
+from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import TEST_ENV, TIMEOUT
+from mysql_fixtures import server_url
 
 
 def start(tmp_path, *args, env=None, program=("-m", "sae_server")):
@@ -49,3 +52,28 @@ def test_a_flag_wins_over_a_bad_variable_and_good_variables_are_used(tmp_path):
     assert said.splitlines()[-1].endswith("argument --port: '-1' is not a port number (0 to 65535)")
     status, said = start(tmp_path, "--kick-seconds", "0", env={"SAE_LOG_LEVEL": "error"})
     assert status == 1 and said.strip().endswith("--kick-seconds must be 1 to 31536000")
+
+
+def test_a_mysql_url_without_the_mysql_extra_says_how_to_install_it(tmp_path):
+    # sys.modules[name] = None makes `import MySQLdb` fail as if it were not installed.
+    hide_mysqlclient = ("import sys; sys.modules['MySQLdb'] = None; import sae_server; "
+                        "sys.exit(sae_server.main(sys.argv[1:]))")
+    status, said = start(tmp_path, "--db", "mysql://sae:secret@127.0.0.1:3306/serveurchat",
+                         program=("-c", hide_mysqlclient))
+    assert status == 1 and "Traceback" not in said
+    assert "needs the mysql extra (mysqlclient), which is not installed" in said
+    assert "-m pip install '.[mysql]'" in said and "secret" not in said
+
+
+def test_access_denied_names_the_user_and_host_and_the_two_usual_fixes(tmp_path, mysql_admin):
+    url = urlsplit(server_url())
+    host = url.hostname or "127.0.0.1"
+    wrong = "mysql://%s:not-the-password@%s:%d/sae_nowhere" % (url.username or "root", host, url.port or 3306)
+    status, said = start(tmp_path, "--db", wrong)
+    assert status == 1 and "Traceback" not in said and "not-the-password" not in said
+    assert "Access denied" in said
+    # The refused user and host, in words, and what to do about it.
+    assert re.search(r"refused user '[^']+' connecting from '[^']+': either the password is wrong, "
+                     r"or no user '[^']+'@'[^']+' exists", said)
+    assert "The two usual fixes: create '" in said
+    assert "?unix_socket=/run/mysqld/mysqld.sock" in said

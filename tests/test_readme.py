@@ -1,0 +1,68 @@
+"""The README's commands, pasted as a newcomer pastes them: its SQL, its
+URLs, its shell lines, run as written (with names made unique for the run).
+"""
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerProcess
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def blocks(language):
+    """The README's fenced blocks in ``language``, in order."""
+    return re.findall(r"^```%s\n(.*?)^```" % language, README, flags=re.M | re.S)
+
+
+def statements(sql):
+    lines = [line for line in sql.splitlines() if not line.startswith("--")]
+    return [statement.strip() for statement in " ".join(lines).split(";") if statement.strip()]
+
+
+@pytest.fixture
+def readme_mysql_user(mysql_admin):
+    """The README's database and user, created by its SQL as written, with a
+    unique user, database and password: (rename, where rename(text) puts
+    those into a README line)."""
+    user, database, password = "sae%s" % secrets.token_hex(4), "sae_readme_%s" % secrets.token_hex(4), \
+        "pw-%s" % secrets.token_hex(4)
+
+    def rename(text):
+        text = text.replace("'sae'@", "'%s'@" % user).replace("mysql://sae:", "mysql://%s:" % user)
+        return text.replace("serveurchat", database).replace("change-me", password)
+    (sql,) = [block for block in blocks("sql") if "CREATE USER" in block]
+    cursor = mysql_admin.cursor()
+    try:
+        for statement in statements(sql):
+            cursor.execute(rename(statement))
+        yield rename
+    finally:
+        for host in ("localhost", "127.0.0.1", "%"):
+            cursor.execute("DROP USER IF EXISTS '%s'@'%s'" % (user, host))
+        cursor.execute("DROP DATABASE IF EXISTS `%s`" % database)
+
+
+README_MYSQL_URLS = re.findall(r"--db '(mysql://[^']*)'", README)
+
+
+@pytest.mark.parametrize("url", README_MYSQL_URLS)
+def test_the_readme_mariadb_setup_starts_the_server(tmp_path, readme_mysql_user, url):
+    socket_path = re.search(r"unix_socket=([^&']*)", url)
+    if socket_path and not os.path.exists(socket_path.group(1)):
+        pytest.skip("no MariaDB socket at %s on this machine" % socket_path.group(1))
+    server = ServerProcess(tmp_path, db_url=readme_mysql_user(url)).start()
+    try:
+        client = server.client()
+        client.register("alice")
+        client.login("alice")
+    finally:
+        server.stop()
+
+
+def test_the_readme_gives_both_mariadb_urls():
+    assert len(README_MYSQL_URLS) == 2
