@@ -264,6 +264,27 @@ class Guards:
             strikes.forget_old(now)
 
 
+def raise_open_file_limit(wanted):
+    """Raise the soft open-file limit to the hard one if it is below
+    ``wanted``; returns the soft limit in force. A normal user's soft limit
+    is usually 1024 while the hard one is far higher, and raising it is
+    allowed: a server that needs the descriptors takes them rather than
+    warn at every start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted or soft == hard:
+        return soft
+    # An unlimited hard limit still stops at the kernel's nr_open: ask for
+    # what is wanted, not for infinity, which setrlimit refuses.
+    raised = wanted if hard == resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    except (ValueError, OSError) as error:
+        log.debug("cannot raise the open-file limit from %d to %d: %s", soft, raised, error)
+        return soft
+    log.debug("open-file limit raised from %d to %d", soft, raised)
+    return raised
+
+
 # --- the clock ----------------------------------------------------------
 # The only places that read time: monotonic() for every timeout and expiry,
 # wall_ms() for message timestamps. Tests move both with freezegun.
@@ -599,11 +620,13 @@ class Server:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft = raise_open_file_limit(self.max_connections + FD_RESERVE)
         if soft != resource.RLIM_INFINITY and self.max_connections > soft - FD_RESERVE:
             self.max_connections = max(1, soft - FD_RESERVE)
-            log.warning("open-file limit is %d: at most %d connections (raise it with ulimit -n "
-                        "or LimitNOFILE= in the systemd unit)", soft, self.max_connections)
+            log.warning("open-file limit is %d, and the hard limit lets it go no higher: at most %d connections "
+                        "instead of %d (raise the hard limit: LimitNOFILE= in the systemd unit, or "
+                        "/etc/security/limits.conf, or lower --max-connections)",
+                        soft, self.max_connections, self.limits.max_connections)
 
     def listen_admin(self, path):
         """The admin socket: mode 0600, so only the server's user (and root)

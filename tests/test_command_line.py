@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import TEST_ENV, TIMEOUT
+from conftest import TEST_ENV, TIMEOUT, ServerProcess
 from mysql_fixtures import server_url
 
 
@@ -77,3 +77,36 @@ def test_access_denied_names_the_user_and_host_and_the_two_usual_fixes(tmp_path,
                      r"or no user '[^']+'@'[^']+' exists", said)
     assert "The two usual fixes: create '" in said
     assert "?unix_socket=/run/mysqld/mysqld.sock" in said
+
+
+def under_open_file_limit(soft, hard):
+    """A ServerProcess program: sae-server started under these open-file
+    limits, as by a shell whose ulimit -n is ``soft``."""
+    return ("-c", "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d)); "
+            "import sae_server; sys.exit(sae_server.main(sys.argv[1:]))" % (soft, hard))
+
+
+def open_file_limits(pid):
+    with open("/proc/%d/limits" % pid) as limits:
+        (line,) = [line for line in limits if line.startswith("Max open files")]
+    return tuple(int(field) for field in line.split()[3:5])
+
+
+def test_a_low_soft_open_file_limit_is_raised_without_a_warning(tmp_path):
+    server = ServerProcess(tmp_path, program=under_open_file_limit(256, 8192)).start()
+    try:
+        assert open_file_limits(server.proc.pid) == (8192, 8192)
+        client = server.client()
+        client.send("PING raised")
+        assert client.next() == "PONG raised"
+    finally:
+        server.stop()
+    assert not [line for line in server.log if "WARNING" in line], server.log
+
+
+def test_a_hard_limit_too_low_for_max_connections_is_warned_once(tmp_path):
+    server = ServerProcess(tmp_path, program=under_open_file_limit(256, 256)).start()
+    server.stop()
+    warnings = [line for line in server.log if "WARNING" in line]
+    assert len(warnings) == 1 and "open-file limit is 256" in warnings[0]
+    assert "at most 224 connections instead of 4096" in warnings[0]
