@@ -2,16 +2,20 @@
 URLs, its shell lines, run as written (with names made unique for the run).
 """
 
+import configparser
 import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ServerProcess
+from mysql_fixtures import mysql_connect, server_url
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def blocks(language):
@@ -66,3 +70,19 @@ def test_the_readme_mariadb_setup_starts_the_server(tmp_path, readme_mysql_user,
 
 def test_the_readme_gives_both_mariadb_urls():
     assert len(README_MYSQL_URLS) == 2
+
+
+def test_a_skipped_mariadb_test_names_the_readme_command_that_runs_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # as in plain tox's environments
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        mysql_connect(server_url())
+    command = re.search(r"`(tox -e (\w+))`", str(skipped.value))
+    assert command, skipped.value
+    assert any(line == ".venv/bin/" + command.group(1) for block in blocks("sh") for line in block.splitlines())
+    # ... and that command's environment installs the mysql extra: a tox
+    # factor named like the environment.
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    extras = [line.strip() for line in tox["testenv"]["extras"].splitlines() if line.strip()]
+    assert "test" in extras and "%s: mysql" % command.group(2) in extras
