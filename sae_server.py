@@ -221,6 +221,12 @@ class Guards:
     def kick(self, name, until):
         self.kicks[name_key(name)] = until
 
+    def unkick(self, name, now) -> int:
+        """Lift the account's kick; the seconds it had left, 0 if none."""
+        left = self.kick_left(name, now)
+        self.kicks.pop(name_key(name), None)
+        return left
+
     def kick_left(self, name, now) -> int:
         """Seconds left of a kick on the account, 0 if none."""
         until = self.kicks.get(name_key(name))
@@ -1365,6 +1371,13 @@ class Server:
         self.guards.kick(name, self.now + seconds)
         log.info("operator kicked %s for %ds: %s", name, seconds, reason)
         return self.end_account(name, proto.format_kicked(seconds, reason), "kicked")
+
+    def unkick(self, name):
+        """Let a kicked account log in again; the seconds its kick had left (0: none)."""
+        left = self.guards.unkick(name, self.now)
+        if left:
+            log.info("operator lifted the kick of %s (%ds left)", name, left)
+        return left
 
     def end_account(self, name, last_line, leave_reason):
         sessions = list(self.online.get(name_key(name), ()))
