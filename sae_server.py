@@ -1508,6 +1508,7 @@ STORAGE_UNAVAILABLE = proto.format_err(proto.UNAVAILABLE, "storage unavailable, 
 
 
 def cmd_register(server, session, name, password):
+    password = password.rstrip(" \t")  # see cmd_login
     problem = proto.check_name(name) or proto.check_password(password)
     if problem:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
@@ -1535,6 +1536,9 @@ def cmd_login(server, session, name, password):
     if session.account is not None:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
         return
+    # Trailing spaces and tabs are not part of a password (REGISTER trims
+    # them too): typed by hand or pasted, they are never meant.
+    typed, password = password, password.rstrip(" \t")
     started = server.now
     key = name_key(name)
     if not session.exempt:
@@ -1560,6 +1564,9 @@ def cmd_login(server, session, name, password):
     # A name that is no account's is checked against a dummy hash, so that
     # it costs what a real one costs.
     correct = yield hashing(verify_password, password, account.password_hash if account else server.dummy_hash)
+    if not correct and account is not None and typed != password:
+        # Registered before REGISTER trimmed: the spaces may be in its hash.
+        correct = yield hashing(verify_password, typed, account.password_hash)
     if not correct or account is None:
         log.info("%s failed to log in as %s", session.address, name)
         # Answered at the same moment whether or not the name exists and
@@ -1644,6 +1651,10 @@ def cmd_pong(server, session, token):
     there is nothing left to do, and nothing answers a PONG."""
 
 
+def cmd_help(server, session):
+    server.reply_lines(session, proto.format_help())
+
+
 def cmd_quit(server, session, reason):
     server.close_session(session, proto.format_bye(reason or "goodbye"), reason or "quit")
 
@@ -1658,6 +1669,7 @@ COMMANDS = {
     "PING": cmd_ping,
     "PONG": cmd_pong,
     "QUIT": cmd_quit,
+    "HELP": cmd_help,
 }
 
 
