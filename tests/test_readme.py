@@ -6,12 +6,13 @@ import configparser
 import os
 import re
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import TIMEOUT, ServerProcess
 from mysql_fixtures import mysql_connect, server_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +87,30 @@ def test_a_skipped_mariadb_test_names_the_readme_command_that_runs_it(monkeypatc
     tox.read(ROOT / "tox.ini")
     extras = [line.strip() for line in tox["testenv"]["extras"].splitlines() if line.strip()]
     assert "test" in extras and "%s: mysql" % command.group(2) in extras
+
+
+def commands(block):
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_every_readme_command_runs_from_where_the_quick_start_puts_it():
+    # The quick start installs into .venv: sae-server and sae-client are not on PATH.
+    for block in blocks("sh"):
+        for line in commands(block):
+            for program in ("sae-server", "sae-client"):
+                for word in re.findall(r"(?:^|\s)(\S*%s)(?=\s|$)" % program, line):
+                    assert word.endswith("/" + program) or word.startswith("'"), line
+    assert ".venv/bin/sae-client --user alice" in [line for block in blocks("sh") for line in commands(block)]
+
+
+def test_the_readme_names_a_raw_client_that_a_minimal_debian_has():
+    assert "sudo apt install netcat-openbsd" in README
+    assert "exec 3<>/dev/tcp/localhost/12345" in README
+
+
+def test_the_readme_bash_client_talks_to_the_server(server):
+    line = re.search(r"`(exec 3<>/dev/tcp/localhost/12345; [^`]*)`", README).group(1)
+    script = line.replace("12345", str(server.port)) + "; wait"
+    done = subprocess.run(["bash", "-c", script], input="HELP\nQUIT\n", capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.stdout.splitlines()[-2:] == ["OK HELP", "BYE goodbye"], done
