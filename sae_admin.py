@@ -5,15 +5,17 @@ server's loop) or, for a server run as a service, sends them through a Unix
 socket with ``sae-server admin COMMAND`` (``admin_main``, the client, is at
 the end of this file). Both are an ``AdminLink``: lines in, one answer per
 command out; where an admin password is set, a link must give it before any
-command. The server (sae_server.py) owns the sockets and the loop; this file
+command (the console at a prompt; the socket as a ``PASSWORD <secret>``
+line, never mistaken for a command). The server (sae_server.py) owns the sockets and the loop; this file
 holds what the operator can say and what is answered, through the server's
-public methods (kick, end_account, store_call, broadcast, stop).
+public methods (kick, unkick, end_account, store_call, broadcast, stop).
 """
 
 import argparse
 import hmac
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -62,22 +64,38 @@ class AdminLink:
                 self.write("line too long\n")
                 continue
             line = frame.decode("utf-8", "replace").strip()
-            if not self.authenticated:
-                self._check_password(line)
+            verb, _, secret = line.partition(" ")
+            # On the socket the password comes as PASSWORD <secret>, so that
+            # it is never taken for a command, nor a command for it. The
+            # console asks for it at a prompt, where a line is the password.
+            if not self.prompt and verb.lower() == "password":
+                self._password_given(secret)
+            elif not self.authenticated:
+                self._check_password(line if self.prompt else "")
             elif line:
                 self.run(line)
+
+    def _password_given(self, secret):
+        if not self.authenticated:
+            self._check_password(secret)
+        elif self.server.admin_password is None:
+            log.info("an admin password was given on the admin socket, which needs none: ignored")
+            self.write("note: this server has no admin password; the one given was ignored\n")
+        else:
+            self.write("note: already authenticated; PASSWORD ignored\n")
 
     def _check_password(self, line):
         if self.prompt:
             set_terminal_echo(self.read_fd, True)
             self.write("\n")
-        if hmac.compare_digest(line.encode("utf-8"), self.server.admin_password.encode("utf-8")):
+        if line and hmac.compare_digest(line.encode("utf-8"), self.server.admin_password.encode("utf-8")):
             self.authenticated = True
             log.info("operator authenticated on the %s", "console" if self.prompt else "admin socket")
             self.write("admin password accepted, type help for the commands\n" if self.prompt else "")
             return
         log.warning("wrong admin password on the %s", "console" if self.prompt else "admin socket")
-        self.write("wrong admin password\n")
+        self.write("wrong admin password\n" if self.prompt or line else
+                   "wrong admin password: none was given (set SAE_ADMIN_PASSWORD or --admin-password-file)\n")
         if self.prompt:
             self._ask_password()
         else:
@@ -188,8 +206,29 @@ def admin_kick(server, link, rest):
     problem = name_problem(name) or text_problem(reason, proto.format_kicked(seconds, reason))
     if problem:
         return admin_usage(link, "kick", problem)
-    ended = server.kick(name, seconds, reason)
-    link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
+    # The kick itself is kept in memory, but a typo must not look like a
+    # kick: the account is looked up first, as ban does.
+    def done(account, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot kick %s: storage unavailable" % name)
+        elif account is None:
+            link.answer("no such account: %s" % name)
+        else:
+            ended = server.kick(name, seconds, reason)
+            link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
+    link.waiting += 1
+    server.store_call(done, server.store.find_account, name)
+
+
+def admin_unkick(server, link, rest):
+    name, extra = admin_fields(rest, 2)
+    if not name or extra:
+        return admin_usage(link, "unkick")
+    if name_problem(name):
+        return admin_usage(link, "unkick", name_problem(name))
+    left = server.unkick(name)
+    link.answer("unkicked %s (%ds were left)" % (name, left) if left else "%s is not kicked" % name)
 
 
 def admin_ban(server, link, rest):
@@ -223,15 +262,28 @@ def admin_unban(server, link, rest):
     if name_problem(name):
         return admin_usage(link, "unban", name_problem(name))
 
-    def done(found, error):
+    def done(lifted, error):
         link.waiting -= 1
         if error is not None:
             link.answer("cannot unban %s: storage unavailable" % name)
+        elif lifted is None:
+            link.answer("no such account: %s" % name)
+        elif not lifted:
+            link.answer("%s is not banned" % name)
         else:
             log.info("operator unbanned %s", name)
-            link.answer("unbanned %s" % name if found else "no such account: %s" % name)
+            link.answer("unbanned %s" % name)
     link.waiting += 1
-    server.store_call(done, server.store.set_ban, name, None, server.timestamp())
+    server.store_call(done, lift_ban, server.store, name, server.timestamp())
+
+
+def lift_ban(store, name, timestamp):
+    """On the storage thread: True if the account's ban was lifted, False
+    if it had none, None if there is no such account."""
+    account = store.find_account(name)
+    if account is None or not account.banned:
+        return None if account is None else False
+    return store.set_ban(name, None, timestamp)
 
 
 def admin_bans(server, link, rest):
@@ -283,13 +335,14 @@ ADMIN_COMMANDS = {
     "who": admin_who,
     "say": admin_say,
     "kick": admin_kick,
+    "unkick": admin_unkick,
     "ban": admin_ban,
     "unban": admin_unban,
     "bans": admin_bans,
     "kill": admin_kill,
 }
 ADMIN_USAGE = {
-    "help": "", "who": "", "say": "TEXT", "kick": "NAME [seconds] [reason]",
+    "help": "", "who": "", "say": "TEXT", "kick": "NAME [seconds] [reason]", "unkick": "NAME",
     "ban": "NAME [reason]", "unban": "NAME", "bans": "", "kill": "[reason]",
 }
 
@@ -326,7 +379,7 @@ def admin_main(argv):
         link = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         link.settimeout(30)
         link.connect(args.admin_socket)
-        request = (password + "\n" if password else "") + " ".join(args.command) + "\n"
+        request = ("PASSWORD %s\n" % password if password else "") + " ".join(args.command) + "\n"
         link.sendall(request.encode("utf-8"))
         link.shutdown(socket.SHUT_WR)
         answer = b""
@@ -338,9 +391,17 @@ def admin_main(argv):
     except OSError as error:
         print("sae-server admin: %s: %s" % (args.admin_socket, error.strerror or error), file=sys.stderr)
         return 1
-    text = answer.decode("utf-8", "replace")
+    lines = answer.decode("utf-8", "replace").splitlines(keepends=True)
+    for note in (line for line in lines if line.startswith("note: ")):
+        sys.stderr.write("sae-server admin: " + note)
+    text = "".join(line for line in lines if not line.startswith("note: "))
     sys.stdout.write(text)
-    refused = text.startswith(("wrong admin password", "unknown command", "usage:", "internal error"))
-    return 1 if refused or not text else 0
+    return 1 if REFUSED.match(text) or not text else 0
+
+
+# The answers that mean "nothing was done as asked": `sae-server admin`
+# exits with status 1 on them, so that a script notices a typo'd name.
+REFUSED = re.compile(r"wrong admin password|unknown command|usage:|internal error|no such account|cannot "
+                     r"|\S+ is not (banned|kicked)$", re.M)
 
 

@@ -164,21 +164,30 @@ VERBS = {
     "PING": (1, 0),
     "PONG": (1, 0),
     "QUIT": (1, 0),
+    "HELP": (0, 0),
 }
 # Verbs a connection may use before it has logged in.
-PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "PONG", "QUIT"))
+PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "PONG", "QUIT", "HELP"))
 # Verbs the server does not answer: PONG answers the server's PING.
 UNANSWERED_VERBS = frozenset(("PONG",))
 # Verbs that append a message to the history; they are batched.
 MESSAGE_VERBS = frozenset(("SAY", "TELL"))
 
-_MISSING = {
-    "REGISTER": "usage: REGISTER <name> <password>",
-    "LOGIN": "usage: LOGIN <name> <password>",
-    "SAY": "usage: SAY <text>",
-    "TELL": "usage: TELL <name> <text>",
-    "HISTORY": "usage: HISTORY <count> [before=<id>|after=<id>]",
+# Each verb's usage and what it does: HELP's answer, one INFO line each,
+# and (usage only) the ERR 400 for a line that misses a field.
+USAGE = {
+    "REGISTER": ("REGISTER <name> <password>", "create an account (it does not log in)"),
+    "LOGIN": ("LOGIN <name> <password>", "log in: the recent history, then who is online"),
+    "SAY": ("SAY <text>", "say it to the room"),
+    "TELL": ("TELL <name> <text>", "a private message"),
+    "WHO": ("WHO", "who is online"),
+    "HISTORY": ("HISTORY <count> [before=<id>|after=<id>]", "older or newer room messages"),
+    "PING": ("PING [token]", "answered PONG [token]"),
+    "PONG": ("PONG [token]", "the answer to the server's PING"),
+    "QUIT": ("QUIT [reason]", "leave"),
+    "HELP": ("HELP", "this list (REGISTER, LOGIN, PING, PONG, QUIT and HELP work before LOGIN)"),
 }
+_MISSING = {verb: "usage: " + USAGE[verb][0] for verb in ("REGISTER", "LOGIN", "SAY", "TELL", "HISTORY")}
 
 
 def decode_line(raw: bytes) -> Union[str, ProtocolError]:
@@ -345,6 +354,11 @@ def format_banned(reason: str) -> bytes:
     return _line("BANNED", reason)
 
 
+def format_help() -> List[bytes]:
+    """HELP's answer: an INFO line per verb, then OK HELP."""
+    return [format_info("%s: %s" % USAGE[verb]) for verb in VERBS] + [format_ok("HELP")]
+
+
 def format_ping(token: str) -> bytes:
     return _line("PING", token)
 
@@ -443,6 +457,7 @@ def format_command(verb: str, *fields: str) -> bytes:
 #   HISTORY   MSG ..., OK HISTORY n; or ERR
 #   PING      PONG
 #   QUIT      BYE
+#   HELP      INFO ..., OK HELP
 #   PONG      nothing (it answers the server's PING)
 #
 # Every other line is unsolicited: PING, INFO, JOIN, LEAVE, KICKED, BANNED,
@@ -537,8 +552,9 @@ class Exchange:
                 return self._done()
         elif (verb, kind) in _ONE_LINE_ANSWERS and (kind != "OK" or event.name == verb):
             return self._done()
-        # A history's MSG lines come between its request and its OK HISTORY.
-        if kind == "MSG" and (stage == _HISTORY or verb == "HISTORY"):
+        # A history's MSG lines come between its request and its OK HISTORY,
+        # HELP's INFO lines before its OK HELP.
+        if (kind == "MSG" and (stage == _HISTORY or verb == "HISTORY")) or (kind == "INFO" and verb == "HELP"):
             return Answer(head)
         return UNSOLICITED
 
@@ -547,4 +563,6 @@ class Exchange:
         return Answer(self.waiting.popleft(), True)
 
 
-_ONE_LINE_ANSWERS = frozenset((("REGISTER", "OK"), ("WHO", "USERS"), ("PING", "PONG"), ("QUIT", "BYE")))
+# Answers that end at one line (HELP's INFO lines are taken above).
+_ONE_LINE_ANSWERS = frozenset((("REGISTER", "OK"), ("WHO", "USERS"), ("PING", "PONG"), ("QUIT", "BYE"),
+                               ("HELP", "OK")))

@@ -221,6 +221,12 @@ class Guards:
     def kick(self, name, until):
         self.kicks[name_key(name)] = until
 
+    def unkick(self, name, now) -> int:
+        """Lift the account's kick; the seconds it had left, 0 if none."""
+        left = self.kick_left(name, now)
+        self.kicks.pop(name_key(name), None)
+        return left
+
     def kick_left(self, name, now) -> int:
         """Seconds left of a kick on the account, 0 if none."""
         until = self.kicks.get(name_key(name))
@@ -262,6 +268,27 @@ class Guards:
             del self.kicks[key]
         for strikes in (self.login_failures_by_address, self.login_failures_by_account, self.registrations):
             strikes.forget_old(now)
+
+
+def raise_open_file_limit(wanted):
+    """Raise the soft open-file limit to the hard one if it is below
+    ``wanted``; returns the soft limit in force. A normal user's soft limit
+    is usually 1024 while the hard one is far higher, and raising it is
+    allowed: a server that needs the descriptors takes them rather than
+    warn at every start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted or soft == hard:
+        return soft
+    # An unlimited hard limit still stops at the kernel's nr_open: ask for
+    # what is wanted, not for infinity, which setrlimit refuses.
+    raised = wanted if hard == resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    except (ValueError, OSError) as error:
+        log.debug("cannot raise the open-file limit from %d to %d: %s", soft, raised, error)
+        return soft
+    log.debug("open-file limit raised from %d to %d", soft, raised)
+    return raised
 
 
 # --- the clock ----------------------------------------------------------
@@ -599,11 +626,13 @@ class Server:
         self.listener.setblocking(False)
         self.port = self.listener.getsockname()[1]
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft = raise_open_file_limit(self.max_connections + FD_RESERVE)
         if soft != resource.RLIM_INFINITY and self.max_connections > soft - FD_RESERVE:
             self.max_connections = max(1, soft - FD_RESERVE)
-            log.warning("open-file limit is %d: at most %d connections (raise it with ulimit -n "
-                        "or LimitNOFILE= in the systemd unit)", soft, self.max_connections)
+            log.warning("open-file limit is %d, and the hard limit lets it go no higher: at most %d connections "
+                        "instead of %d (raise the hard limit: LimitNOFILE= in the systemd unit, or "
+                        "/etc/security/limits.conf, or lower --max-connections)",
+                        soft, self.max_connections, self.limits.max_connections)
 
     def listen_admin(self, path):
         """The admin socket: mode 0600, so only the server's user (and root)
@@ -1343,6 +1372,13 @@ class Server:
         log.info("operator kicked %s for %ds: %s", name, seconds, reason)
         return self.end_account(name, proto.format_kicked(seconds, reason), "kicked")
 
+    def unkick(self, name):
+        """Let a kicked account log in again; the seconds its kick had left (0: none)."""
+        left = self.guards.unkick(name, self.now)
+        if left:
+            log.info("operator lifted the kick of %s (%ds left)", name, left)
+        return left
+
     def end_account(self, name, last_line, leave_reason):
         sessions = list(self.online.get(name_key(name), ()))
         for session in sessions:
@@ -1472,6 +1508,7 @@ STORAGE_UNAVAILABLE = proto.format_err(proto.UNAVAILABLE, "storage unavailable, 
 
 
 def cmd_register(server, session, name, password):
+    password = password.rstrip(" \t")  # see cmd_login
     problem = proto.check_name(name) or proto.check_password(password)
     if problem:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
@@ -1499,6 +1536,9 @@ def cmd_login(server, session, name, password):
     if session.account is not None:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
         return
+    # Trailing spaces and tabs are not part of a password (REGISTER trims
+    # them too): typed by hand or pasted, they are never meant.
+    typed, password = password, password.rstrip(" \t")
     started = server.now
     key = name_key(name)
     if not session.exempt:
@@ -1524,6 +1564,9 @@ def cmd_login(server, session, name, password):
     # A name that is no account's is checked against a dummy hash, so that
     # it costs what a real one costs.
     correct = yield hashing(verify_password, password, account.password_hash if account else server.dummy_hash)
+    if not correct and account is not None and typed != password:
+        # Registered before REGISTER trimmed: the spaces may be in its hash.
+        correct = yield hashing(verify_password, typed, account.password_hash)
     if not correct or account is None:
         log.info("%s failed to log in as %s", session.address, name)
         # Answered at the same moment whether or not the name exists and
@@ -1608,6 +1651,10 @@ def cmd_pong(server, session, token):
     there is nothing left to do, and nothing answers a PONG."""
 
 
+def cmd_help(server, session):
+    server.reply_lines(session, proto.format_help())
+
+
 def cmd_quit(server, session, reason):
     server.close_session(session, proto.format_bye(reason or "goodbye"), reason or "quit")
 
@@ -1622,29 +1669,96 @@ COMMANDS = {
     "PING": cmd_ping,
     "PONG": cmd_pong,
     "QUIT": cmd_quit,
+    "HELP": cmd_help,
 }
 
 
 # --- command line -------------------------------------------------------
 
+class FromEnvironment(str):
+    """An option's value taken from its SAE_* variable: argparse converts a
+    string default with the option's type, as it does a flag's value, and
+    the type's error names the variable so the user knows where to look."""
+    variable = ""
+
+
+def environment_default(variable, default):
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    from_environment = FromEnvironment(value)
+    from_environment.variable = variable
+    return from_environment
+
+
+def option_type(convert, expected):
+    """An argparse type: ``convert(text)``, or an error saying what was
+    expected and, for a value from the environment, which variable held it."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError:
+            where = " (from %s)" % text.variable if isinstance(text, FromEnvironment) else ""
+            raise argparse.ArgumentTypeError("%r is not %s%s" % (str(text), expected, where)) from None
+    return parse
+
+
+def port_number(text):
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
+
+
+def not_negative(convert):
+    def parse(text):
+        value = convert(text)
+        if not 0 <= value < math.inf:  # also refuses nan
+            raise ValueError(text)
+        return value
+    return parse
+
+
+def networks(text):
+    for network in text.split(","):
+        if network.strip():
+            ipaddress.ip_network(network.strip(), strict=False)
+    return text
+
+
+def log_level(text):
+    if text.upper() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text.upper()
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EXPECTED = {int: "a whole number of 0 or more", float: "a number of 0 or more"}
+
+
 def parse_args(argv):
-    env = os.environ
     parser = argparse.ArgumentParser(
         prog="sae-server", description="sae-chat server. Every option can also be set "
         "with an environment variable SAE_<OPTION> (e.g. SAE_DB, SAE_PORT). "
         "`sae-server admin COMMAND` sends one command to a running server's admin socket.")
-    parser.add_argument("--host", default=env.get("SAE_HOST", "0.0.0.0"),
+    parser.add_argument("--host", default=environment_default("SAE_HOST", "0.0.0.0"),
                         help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(env.get("SAE_PORT", "12345")),
+    parser.add_argument("--port", type=option_type(port_number, "a port number (0 to 65535)"),
+                        default=environment_default("SAE_PORT", 12345),
                         help="TCP port (default 12345; 0 picks a free one)")
-    parser.add_argument("--db", default=env.get("SAE_DB", "sqlite:///sae.db"),
+    parser.add_argument("--db", default=environment_default("SAE_DB", "sqlite:///sae.db"),
                         help="sqlite:///FILE (default sqlite:///sae.db) or mysql://USER:PASSWORD@HOST:PORT/NAME")
     add_admin_options(parser)
-    parser.add_argument("--log-level", default=env.get("SAE_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
+                        type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
+                        help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
     for name, (default, help_text) in LIMITS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default),
-                            default=type(default)(env.get("SAE_" + name.upper(), default)),
+        if name == "exempt":
+            convert = option_type(networks, "a comma-separated list of addresses or networks (CIDR)")
+        else:
+            convert = option_type(not_negative(type(default)), EXPECTED[type(default)])
+        parser.add_argument("--" + name.replace("_", "-"), type=convert,
+                            default=environment_default("SAE_" + name.upper(), default),
                             help="%s (default %s)" % (help_text, default))
     return parser.parse_args(argv)
 

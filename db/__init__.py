@@ -17,6 +17,7 @@ Timestamps cross this interface as the protocol's text form,
 ``2026-11-24T13:05:01.123Z`` (UTC, milliseconds).
 """
 
+import sys
 from typing import List, NamedTuple, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -133,7 +134,17 @@ def open_store(url: str) -> Store:
             raise ValueError("an SQLite URL is sqlite:///FILE: %s" % url)
         return SQLiteStore(path)
     if parts.scheme in ("mysql", "mariadb"):
-        from .mysql import MySQLStore
+        try:
+            from .mysql import MySQLStore
+        except ImportError as error:
+            if error.name != "MySQLdb":
+                raise
+            # mysqlclient is an extra: it needs a C compiler and MariaDB's
+            # headers, which a SQLite user should not have to install.
+            raise ValueError("%s needs the mysql extra (mysqlclient), which is not installed: install it with "
+                             "`%s -m pip install '.[mysql]'` from the sae-chat folder, after "
+                             "`sudo apt install pkg-config libmariadb-dev gcc python3-dev` "
+                             "(README, \"MariaDB or MySQL\")" % (describe_url(url), sys.executable)) from None
         return MySQLStore(url)
     raise ValueError("unknown database URL (use sqlite:///FILE or mysql://USER:PASSWORD@HOST:PORT/NAME): %s"
                      % describe_url(url))

@@ -18,6 +18,7 @@ The password is never part of an error text: errors name the database with
 describe_url(), and MySQL's own messages do not contain it.
 """
 
+import re
 import time
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -110,6 +111,27 @@ def connect_args(url: str) -> Dict[str, object]:
     return args
 
 
+ACCESS_DENIED = 1045
+_REFUSED_RE = re.compile(r"for user '([^']*)'@'([^']*)'")
+
+
+def _access_denied_hint(error: Exception) -> str:
+    """For MySQL error 1045, why it most likely happened and what to do: a
+    user is a name *and* a host, and a server that skips name resolution
+    (Debian's MariaDB) sees a TCP client from 127.0.0.1 as user@'127.0.0.1',
+    not user@'localhost', which is the user the usual CREATE USER makes."""
+    if not error.args or error.args[0] != ACCESS_DENIED:
+        return ""
+    refused = _REFUSED_RE.search(str(error.args[-1]))
+    user, host = refused.groups() if refused else ("USER", "HOST")
+    return (". The database server refused user '%s' connecting from '%s': either the password is wrong, or "
+            "no user '%s'@'%s' exists (a user created as '%s'@'localhost' is another user when the server "
+            "skips name resolution, as Debian's MariaDB does). The two usual fixes: create '%s'@'%s' with "
+            "the same password and grants (README, \"MariaDB or MySQL\"), or connect through the Unix "
+            "socket, as '%s'@'localhost': mysql://%s:PASSWORD@localhost/NAME?unix_socket=/run/mysqld/mysqld.sock"
+            % (user, host, user, host, user, user, host, user, user))
+
+
 def _connection_lost(error: Exception) -> bool:
     if isinstance(error, MySQLdb.InterfaceError):
         return True  # e.g. (0, '') on a connection that is already closed
@@ -157,7 +179,8 @@ class MySQLStore(Store):
         except MySQLdb.Error as error:
             self._backoff = min(max(self._backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
             self._retry_at = now + self._backoff
-            raise StorageUnavailable("cannot connect to database %s: %s" % (self.where, error)) from None
+            raise StorageUnavailable("cannot connect to database %s: %s%s"
+                                     % (self.where, error, _access_denied_hint(error))) from None
         # Modes 0 and 1 give the rows of one multi-row INSERT consecutive ids
         # (MariaDB's default is 1); mode 2 (MySQL 8's default) may interleave
         # them with another client's.

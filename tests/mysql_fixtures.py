@@ -52,7 +52,9 @@ def mysql_connect(url: str, **extra):
     try:
         import MySQLdb
     except ImportError:
-        mysql_unavailable("mysqlclient is not installed (pip install .[mysql])")
+        # Plain tox installs only the test extra: say what installs this one.
+        mysql_unavailable("mysqlclient is not installed here: run `tox -e mysql` (or pip install '.[mysql]' "
+                          "into the environment that runs pytest)")
     from sae_db.mysql import connect_args
     path = urlsplit(url).path.strip("/")
     args = connect_args(with_database(url, path or "unused"))
@@ -70,7 +72,7 @@ def mysql_admin():
     try:
         admin = mysql_connect(with_database(url, ""), autocommit=True)
     except Exception as error:  # MySQLdb.OperationalError, bad URL...
-        mysql_unavailable("no MariaDB server at %s (set SAE_TEST_MYSQL_URL): %s"
+        mysql_unavailable("no MariaDB server at %s (set SAE_TEST_MYSQL_URL, or run .ci/run as root to set one up): %s"
                           % (sae_db.describe_url(url), error))
     run_prefix = "sae_test_%d_%s" % (os.getpid(), secrets.token_hex(3))
     admin.sae_run_prefix = run_prefix

@@ -361,6 +361,9 @@ def test_a_kick_longer_than_a_year_is_refused_and_the_server_serves_on(admin_soc
     (["unban"], ""),
     (["unban", "bob", "carol"], ""),
     (["unban", "b\u00f6b"], "(not a valid name: b\u00f6b)"),
+    (["unkick"], ""),
+    (["unkick", "bob", "now"], ""),
+    (["unkick", "b\u00f6b"], "(not a valid name: b\u00f6b)"),
     (["say"], ""),
     (["say", "clear\x1b[2J"], "(control characters are not allowed)"),
     (["say", "x" * 4092], "(too long for one line to clients)"),  # INFO <text>: 4097 bytes
@@ -379,6 +382,62 @@ def test_admin_arguments_are_checked_before_anything_is_done(admin_socket, comma
     bob.send("PING untouched")
     assert bob.next() == "PONG untouched"
     assert ask("bans") == (0, "0 banned\n")
+
+
+def test_kick_and_ban_of_a_name_with_no_account_are_refused_alike(admin_socket):
+    server, ask = admin_socket
+    online(server, "bob")
+    # A typo (bobb) must not look like a kick that worked.
+    assert ask("kick", "bobb", "60") == (1, "no such account: bobb\n")
+    assert ask("ban", "bobb") == (1, "no such account: bobb\n")
+    client = server.client()
+    client.register("bobb")
+    client.login("bobb")  # nothing was kept against the name
+
+
+def test_unkick_lifts_a_kick_and_unban_says_when_there_was_none(admin_socket):
+    server, ask = admin_socket
+    bob = online(server, "bob")
+    assert ask("kick", "bob", "300", "cool down")[0] == 0
+    assert bob.expect_closed() == ["KICKED 300 cool down"]
+    client = server.client()
+    client.send("LOGIN bob password1")
+    assert client.next().startswith("ERR 423 ")
+    status, answer = ask("unkick", "BOB")
+    assert status == 0 and re.fullmatch(r"unkicked BOB \((300|299)s were left\)\n", answer)
+    server.client().login("bob")
+    assert ask("unkick", "bob") == (1, "bob is not kicked\n")
+    assert ask("unban", "bob") == (1, "bob is not banned\n")
+    assert ask("unban", "nobody") == (1, "no such account: nobody\n")
+    assert ask("ban", "bob", "spam") == (0, "banned bob (1 session closed)\n")
+    assert ask("unban", "bob") == (0, "unbanned bob\n")
+
+
+@pytest.mark.parametrize("password", ["kill now", "a-secret-42"])
+def test_a_password_given_to_a_server_without_one_is_never_a_command(admin_socket, tmp_path, password):
+    server, _ = admin_socket
+    alice = online(server, "alice")
+    done = admin(str(tmp_path / "admin.sock"), "who", password=password)
+    # It used to be sent as a first command: echoed back as unknown, or run.
+    assert done.returncode == 0 and done.stdout.endswith("1 connection, 1 online\n")
+    assert password not in done.stdout + done.stderr
+    assert "this server has no admin password; the one given was ignored" in done.stderr
+    alice.send("PING still serving")
+    assert alice.next() == "PONG still serving"
+
+
+def test_a_password_that_looks_like_a_command_is_only_a_password(make_server, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = make_server("--admin-socket", path, env={"SAE_ADMIN_PASSWORD": "kill it all"})
+    alice = online(server, "alice")
+    refused = admin(path, "who", password="kill")
+    assert (refused.returncode, refused.stdout) == (1, "wrong admin password\n")
+    # A command sent where the password should be is not taken for one either.
+    refused = admin(path, "kill", "it", "all", password=None)
+    assert refused.returncode == 1 and refused.stdout.startswith("wrong admin password: none was given")
+    assert admin(path, "who", password="kill it all").stdout.endswith("1 connection, 1 online\n")
+    alice.send("PING still serving")
+    assert alice.next() == "PONG still serving"
 
 
 def test_kick_seconds_option_is_checked_at_start(tmp_path):

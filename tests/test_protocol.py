@@ -580,7 +580,7 @@ TS = "2026-11-24T13:05:01.123Z"
 def _answer_lines(request, ok):
     """The server lines that answer ``request``, as protocol v1 says."""
     verb, text = request.verb, request.text
-    if not ok and verb not in ("PING", "QUIT"):
+    if not ok and verb not in ("PING", "QUIT", "HELP"):
         return ["ERR 400 refused"]
     if verb == "SAY":
         return ["MSG 9 %s %s %s" % (TS, ME, text)]
@@ -596,6 +596,8 @@ def _answer_lines(request, ok):
         return ["PONG " + text]
     if verb == "QUIT":
         return ["BYE goodbye"]
+    if verb == "HELP":
+        return ["INFO SAY <text>: say it to the room", "INFO WHO: who is online", "OK HELP"]
     raise AssertionError(verb)
 
 
@@ -609,7 +611,7 @@ UNSOLICITED_LINES = [
 
 requests = st.lists(st.tuples(
     st.sampled_from([("SAY", "same text"), ("SAY", "other"), ("TELL", "bob", "same text"), ("WHO",),
-                     ("HISTORY", "2"), ("REGISTER", "carol", "password1"), ("PING", "tok")]),
+                     ("HISTORY", "2"), ("REGISTER", "carol", "password1"), ("PING", "tok"), ("HELP",)]),
     st.booleans(),                                     # answered OK, or ERR
     st.lists(st.sampled_from(UNSOLICITED_LINES), max_size=2),   # heard before the answer
     st.integers(min_value=0, max_value=3),             # how many requests are sent ahead
@@ -637,7 +639,10 @@ def test_an_exchange_stays_in_step_whatever_arrives_between_answers(script):
             assert not answer.complete
             # A live MSG cannot be told from history while a HISTORY waits:
             # it is taken as part of that answer, which still ends where it should.
-            if not (line.startswith("MSG") and exchange.waiting and exchange.waiting[0].verb == "HISTORY"):
+            # So is an INFO while a HELP waits.
+            waiting = exchange.waiting[0].verb if exchange.waiting else None
+            if not ((line.startswith("MSG") and waiting == "HISTORY")
+                    or (line.startswith("INFO") and waiting == "HELP")):
                 assert answer == p.UNSOLICITED
         lines = _answer_lines(made[index], ok)
         for position, line in enumerate(lines):
