@@ -31,6 +31,9 @@ KICK_SECONDS_MAX = 365 * 24 * 3600
 
 # --- one operator's channel ----------------------------------------------
 
+PASSWORD_PROMPT = "admin password: "
+
+
 class AdminLink:
     """One operator's channel: the terminal, or one admin socket connection."""
 
@@ -54,7 +57,13 @@ class AdminLink:
     def _ask_password(self):
         if self.prompt:
             set_terminal_echo(self.read_fd, False)
-            self.write("admin password: ")
+            self.write(PASSWORD_PROMPT)
+
+    def ask_again(self):
+        """Repeat the password prompt (the server's log, on the same terminal,
+        has just buried it), if the console is still waiting for it."""
+        if self.prompt and not self.authenticated and not self.ended:
+            self.write(PASSWORD_PROMPT)
 
     def feed(self, data):
         for frame in self.framer.feed(data):

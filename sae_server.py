@@ -1736,6 +1736,19 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXPECTED = {int: "a whole number of 0 or more", float: "a number of 0 or more"}
 
 
+class TerminalLog(logging.StreamHandler):
+    """The log, on stderr. When stderr is the terminal the console asks its
+    admin password on, a line logged meanwhile would bury the question: the
+    prompt is written again after it."""
+
+    console_of = None  # the Server whose console shares the terminal
+
+    def emit(self, record):
+        super().emit(record)
+        if self.console_of is not None and self.console_of.console is not None:
+            self.console_of.console.ask_again()
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="sae-server", description="sae-chat server. Every option can also be set "
@@ -1768,8 +1781,9 @@ def main(argv=None):
     if argv[:1] == ["admin"]:
         return admin_main(argv[1:])
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    terminal_log = TerminalLog(sys.stderr)
+    terminal_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[terminal_log])
     limits = Limits(**{name: getattr(args, name) for name in LIMITS})
     if not 1 <= limits.kick_seconds <= KICK_SECONDS_MAX:
         log.error("--kick-seconds must be 1 to %d", KICK_SECONDS_MAX)
@@ -1804,6 +1818,8 @@ def main(argv=None):
     # Under systemd, nohup or a pipe there is no one to type: no console.
     if sys.stdin is not None and sys.stdin.isatty():
         server.open_console(sys.stdin.fileno(), sys.stdout.fileno())
+        if sys.stderr is not None and sys.stderr.isatty():
+            terminal_log.console_of = server
     try:
         in_order = server.run()
     finally:

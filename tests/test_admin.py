@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, ServerProcess
+from conftest import TEST_ENV, TIMEOUT, LineClient, ServerProcess
 from sae_admin import ADMIN_USAGE
 
 ADMIN_PASSWORD = "op-secret-42"
@@ -111,6 +111,34 @@ def test_console_wants_the_password_first_and_survives_a_wrong_one(console_serve
     assert "kick NAME [seconds] [reason]" in console.expect(r"commands: .*").group(0)
     console.type("frobnicate now\n")
     console.expect(r"unknown command: frobnicate")
+
+
+def test_the_password_prompt_stays_in_sight_under_the_log(tmp_path):
+    # The log (stderr) on the console's terminal too, as when an operator
+    # starts the server by hand: whatever is logged while the console waits
+    # for the password must not leave the question buried above it.
+    master, slave = pty.openpty()
+    env = dict(os.environ, **TEST_ENV, SAE_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sae_server", "--host", "127.0.0.1", "--port", "0",
+         "--db", "sqlite:///%s" % (tmp_path / "sae.db")],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(tmp_path))
+    os.close(slave)
+    console = Console(master)
+    try:
+        port = int(console.expect(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        console.expect(r"admin password: ")
+        visitor = LineClient(port)
+        visitor.send("PING hello")
+        visitor.expect(r"PONG hello")
+        console.expect(r"connection from 127\.0\.0\.1:\d+\r?\n(admin password: )")
+        visitor.close()
+        console.type(ADMIN_PASSWORD + "\n")
+        console.expect(r"admin password accepted")
+    finally:
+        server.terminate()
+        server.wait(TIMEOUT)
+        os.close(master)
 
 
 def test_password_is_not_echoed_or_logged(console_server):
