@@ -226,13 +226,17 @@ class Entry:
         """The entry as styled text, and the indent for its continuation rows."""
         # /help is reference text, not something said at a time.
         head = [(self.time + " ", "time")] if self.kind != "help" else []
+        action = proto.action_text(self.text) if self.kind in ("message", "private") else None
         if self.kind == "message":
-            head += [("<", ""), (self.name, "@" + self.name), ("> ", "")]
-            body = [(self.text, "highlight" if self.highlight else "")]
+            head += [("* ", ""), (self.name, "@" + self.name), (" ", "")] if action is not None else [
+                ("<", ""), (self.name, "@" + self.name), ("> ", "")]
+            body = [(self.text if action is None else action, "highlight" if self.highlight else "")]
         elif self.kind == "private":
             head += [("[", "private"), (self.name, "@" + self.name), (" -> ", "private"),
                      (self.to, "@" + self.to), ("] ", "private")]
-            body = [(self.text, "highlight" if self.highlight else "private")]
+            if action is not None:
+                head += [("* ", "private"), (self.name, "@" + self.name), (" ", "private")]
+            body = [(self.text if action is None else action, "highlight" if self.highlight else "private")]
         elif self.kind == "join":
             head += [("--> ", "join")]
             body = [(self.name, "@" + self.name), (" joined", "join")]
@@ -559,6 +563,7 @@ HELP = (
     ("text", "say it to everyone"),
     ("//text", "say a line that begins with /"),
     ("/msg NAME text", "a private message"),
+    ("/me action", "say what you do: * alice waves"),
     ("/who", "who is online"),
     ("/names, F2", "show or hide the list of who is online (100+ columns)"),
     ("/help", "this list"),
@@ -575,7 +580,7 @@ HELP = (
 )
 # What Tab completes at the start of a line (aliases such as /tell are left
 # out: one candidate per command).
-COMMANDS = ("/help", "/msg", "/names", "/quit", "/who")
+COMMANDS = ("/help", "/me", "/msg", "/names", "/quit", "/who")
 HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
@@ -594,6 +599,10 @@ def parse_input(line: str) -> Optional[Action]:
         if not name or not text.strip():
             return Action("local", text="usage: /msg NAME text")
         return Action("tell", name=name, text=text.strip())
+    if verb == "me":
+        if not rest:
+            return Action("local", text="usage: /me action (shown as * you action)")
+        return Action("say", text=proto.ACTION_PREFIX + rest)
     if verb == "who":
         return Action("who")
     if verb == "names":

@@ -301,6 +301,23 @@ def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, Proto
     return HistoryQuery(limit, after=bound)
 
 
+# --- actions -------------------------------------------------------------
+# A message (SAY or TELL) whose text starts with "/me " is an action, said
+# in the third person: clients show "/me waves" from alice as "* alice waves".
+# It is stored and delivered as any other message, so a client that knows
+# nothing of actions still shows something readable, and an IRC client's
+# CTCP ACTION can travel the same way.
+
+ACTION_PREFIX = "/me "
+
+
+def action_text(text: str) -> Optional[str]:
+    """What an action says the sender does, or None if ``text`` is no action."""
+    if text.startswith(ACTION_PREFIX) and text[len(ACTION_PREFIX):].strip(" "):
+        return text[len(ACTION_PREFIX):]
+    return None
+
+
 # --- server lines --------------------------------------------------------
 # Each returns one encoded line. Callers that send the same line to many
 # sessions encode it once and hand the same bytes to all of them.

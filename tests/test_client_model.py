@@ -201,12 +201,24 @@ def test_password_field_shows_stars():
     ("/MSG bob  hi", ("tell", "bob", "hi")),
     ("/msg bob", ("local", "", "usage: /msg NAME text")),
     ("/who", ("who", "", "")),
+    ("/me waves", ("say", "", "/me waves")),
+    ("/ME  waves at bob", ("say", "", "/me waves at bob")),
+    ("/me", ("local", "", "usage: /me action (shown as * you action)")),
     ("/help", ("help", "", "")),
     ("/quit gone fishing", ("quit", "", "gone fishing")),
     ("/dance", ("local", "", "unknown command /dance; /help lists the commands")),
 ])
 def test_parse_input(line, action):
     assert tuple(parse_input(line)) == action
+
+
+def test_an_action_is_shown_in_the_third_person():
+    chat = online()
+    hear(chat, msg(5, "/me waves", "bob"), "PRIV 6 %s bob alice /me winks" % TS, msg(7, "/me", "bob"))
+    screen = screen_text(chat)
+    assert "* bob waves" in screen
+    assert "[bob -> alice] * bob winks" in screen
+    assert "<bob> /me" in screen  # nothing after it: no action, said as typed
 
 
 def test_blank_line_is_nothing():
@@ -803,6 +815,8 @@ def test_tab_completes_names_and_commands_and_cycles():
     chat.key("\t")
     assert chat.input.text == "hello al"            # never your own name
     chat.input.set("/m")
+    chat.key("\t")
+    assert chat.input.text == "/me "
     chat.key("\t")
     assert chat.input.text == "/msg "
     for key in "car\tthere":

@@ -231,3 +231,15 @@ def test_storage_down_gives_the_text_back_and_chat_resumes(harness, mysql_url, m
     alice.until("confirmed", lambda: not alice.chat.exchange)
     assert "<alice> important" in alice.screen()
     assert len(alice.errors()) == 1
+
+
+def test_an_action_reaches_the_others_as_an_action(harness):
+    make, clock = harness
+    h = make()
+    alice = Wire(h, "alice", register=True).online()
+    bob = Wire(h, "bob", register=True).online()
+    alice.type("/me waves at everyone")
+    alice.until("confirmed", lambda: not alice.chat.exchange)
+    bob.until("shown", lambda: "* alice waves at everyone" in bob.screen())
+    assert "* alice waves at everyone" in alice.screen()
+    assert alice.errors() == []
