@@ -1,5 +1,5 @@
-"""Fan-out, latency, memory and login-storm figures for sae-server, side by
-side with miniircd in the same run.
+"""Fan-out, latency, memory, login-storm and single-message figures for
+sae-server, side by side with miniircd in the same run.
 
 Starts the servers itself (sae-server on a temporary SQLite database, and
 miniircd from PATH: `pip install miniircd`), drives them with loadgen.py and
@@ -9,6 +9,7 @@ miniircd measured minutes apart on the same machine.
     python benchmarks/bench_load.py                    # everything, ~5 minutes
     python benchmarks/bench_load.py fanout latency     # some scenarios
     python benchmarks/bench_load.py fanout --clients 200 --senders 10
+    python benchmarks/bench_load.py single             # the single-message regime
 
 Accounts u00000... are written straight into the database before the server
 starts (one scrypt hash shared by all, at the cost the server would use), so
@@ -20,6 +21,7 @@ This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -43,9 +45,7 @@ SERVER_DIR = ROOT  # where sae_server.py is run from (--server-dir)
 
 def cpu_seconds(pid):
     """utime + stime of a process, all its threads."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return cpu_seconds_of("/proc/%d/stat" % pid)
 
 
 def rss_kib(pid):
@@ -216,27 +216,32 @@ def scenario_latency(args, workdir):
           "every %dth receiver reading" % (args.latency_clients, args.latency_senders, args.rate,
                                           args.latency_seconds, args.latency_sample))
     header = ("server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU")
+    table(header, latency_rows(args, workdir, args.latency_clients, args.latency_senders, args.rate,
+                               args.latency_seconds, args.latency_sample))
+
+
+def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=1.0, prefix=()):
+    """Fixed-load latency, sae-server then miniircd: table rows and a ratio row."""
     rows, figures = [], {}
     for kind in ("sae", "irc"):
         server = Server(kind, workdir)
         cpu = {}
         try:
-            result = loadgen.run("sae" if kind == "sae" else "irc", server.port, args.latency_clients,
-                                 args.latency_senders, "rate", args.latency_seconds, rate=args.rate,
-                                 procs=args.procs, sample=args.latency_sample,
+            result = loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, senders, "rate",
+                                 seconds, rate=rate, procs=args.procs, sample=sample, warmup=warmup,
                                  on_window=lambda p, cpu=cpu, pid=server.pid: cpu.__setitem__(p, cpu_seconds(pid)))
         finally:
             server.stop()
         p50, p99, top, n = loadgen.latency_ms(result)
         figures[kind] = (p50, p99, top)
-        rows.append((label(kind), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, n,
-                     "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / args.latency_seconds)))
+        rows.append(prefix + (label(kind), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, n,
+                              "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / seconds)))
         if result["failed"]:
             print("  %s: %d failures, e.g. %s" % (kind, result["failed"], result["failures"][:2]))
     s, i = figures["sae"], figures["irc"]
-    rows.append(("ratio sae/miniircd", "%.2fx" % (s[0] / i[0]), "%.2fx" % (s[1] / i[1]),
-                 "%.2fx" % (s[2] / i[2]), "", ""))
-    table(header, rows)
+    rows.append(prefix + ("ratio sae/miniircd", "%.2fx" % (s[0] / i[0]), "%.2fx" % (s[1] / i[1]),
+                          "%.2fx" % (s[2] / i[2]), "", ""))
+    return rows
 
 
 def scenario_memory(args, workdir):
@@ -301,6 +306,208 @@ def scenario_storm(args, workdir):
     table(header, rows)
 
 
+# --- the single-message regime ---------------------------------------------------
+
+def thread_cpu_seconds(pid):
+    """{tid: utime + stime} of every thread of a process."""
+    found = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            found[int(tid)] = cpu_seconds_of("/proc/%d/task/%s/stat" % (pid, tid))
+        except OSError:
+            pass  # the thread ended
+    return found
+
+
+def cpu_seconds_of(path):
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def single_once(server, args, seconds=None, on_window=None):
+    """One closed-loop run of the single-message regime against one server.
+    Server CPU is read at the edges of the measured window only, so that the
+    logins (and their password hashing) before it are not counted."""
+    seconds = seconds or args.single_seconds
+    cpu, loop = {}, {}
+
+    def window(phase):
+        cpu[phase] = cpu_seconds(server.pid)
+        loop[phase] = thread_cpu_seconds(server.pid).get(server.pid, 0.0)  # the main thread runs the loop
+        if on_window:
+            on_window(phase)
+
+    result = loadgen.run(server.kind if server.kind == "sae" else "irc", server.port, args.single_clients,
+                         args.single_senders, "single", seconds, procs=args.procs, warmup=args.single_warmup,
+                         window=args.single_window, on_window=window)
+    server_cpu = cpu["end"] - cpu["start"]
+    deliveries = result["window_lines"]
+    p50, p99, top, timed = loadgen.latency_ms(result)
+    return dict(
+        deliveries_per_s=deliveries / seconds, messages_per_s=result["window_echoes"] / seconds,
+        deliveries=deliveries, messages=result["window_echoes"], seconds=seconds,
+        server_cpu_share=server_cpu / seconds, loop_cpu_share=(loop["end"] - loop["start"]) / seconds,
+        cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
+        p50=p50, p99=p99, max=top, timed=timed,
+        generator=[c / seconds for c in result["loadgen_window_cpu"]],
+        sent=result["sent"], echoes=result["echoes"], failed=result["failed"], failures=result["failures"],
+        alive=server.alive())
+
+
+def scenario_single(args, workdir):
+    print("\n## single messages, closed loop: %d clients, %d senders with %d single lines outstanding each "
+          "(one send() per line, the next on its echo), %.0f s warm-up, %.0f s measured, %d round(s)" % (
+              args.single_clients, args.single_senders, args.single_window, args.single_warmup,
+              args.single_seconds, args.single_rounds))
+    print("  echo: sae-server, the sender's own MSG; miniircd (no echo of PRIVMSG), the message as one "
+          "receiver in the sender's load-generator process gets it")
+    header = ("round", "server", "deliveries/s", "messages/s", "server CPU (loop thread)", "CPU µs/delivery",
+              "p50 ms", "p99 ms", "echoes timed", "generator CPU per process")
+    rows = []
+    for round_ in range(1, args.single_rounds + 1):
+        figures = {}
+        for kind in ("sae", "irc"):  # alternately, a fresh server each time
+            server = Server(kind, workdir)
+            try:
+                f = single_once(server, args)
+            except loadgen.LoadError as error:
+                rows.append((round_, label(kind), "failed: %s" % str(error)[:120]))
+                continue
+            finally:
+                server.stop()
+            figures[kind] = f
+            rows.append((round_, label(kind), "%.0f" % f["deliveries_per_s"], "%.0f" % f["messages_per_s"],
+                         "%.0f %% (%.0f %%)" % (100 * f["server_cpu_share"], 100 * f["loop_cpu_share"]),
+                         "%.3f" % f["cpu_us_per_delivery"], "%.2f" % f["p50"], "%.2f" % f["p99"], f["timed"],
+                         " / ".join("%.0f %%" % (100 * g) for g in f["generator"])))
+            if f["failed"] or not f["alive"]:
+                print("  %s round %d: %d failures %s, server alive: %s" % (
+                    kind, round_, f["failed"], f["failures"][:2], f["alive"]))
+        if len(figures) == 2:
+            s, i = figures["sae"], figures["irc"]
+            rows.append((round_, "ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
+                         "%.2fx" % (s["messages_per_s"] / i["messages_per_s"]), "",
+                         "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]),
+                         "%.2fx" % (s["p50"] / i["p50"]), "%.2fx" % (s["p99"] / i["p99"]), "", ""))
+    table(header, rows)
+    if args.single_latency_clients:
+        senders, rate = args.single_latency_senders, args.single_latency_rate
+        print("\n## single messages at a fixed load: %d clients, %d senders at %.0f messages/s each "
+              "(%.0f in total), %.0f s measured, every receiver reading" % (
+                  args.single_latency_clients, senders, rate / senders, rate, args.single_latency_seconds))
+        header = ("round", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU")
+        rows = []
+        for round_ in range(1, args.single_rounds + 1):
+            rows += latency_rows(args, workdir, args.single_latency_clients, senders, rate,
+                                 args.single_latency_seconds, 1, warmup=args.single_warmup, prefix=(round_,))
+        table(header, rows)
+    if args.single_strace:
+        single_counters(args, workdir)
+
+
+# What strace prints for the storage thread waking the loop: one byte on the
+# socketpair (Workers.wake), once per finished job; no logins run in the
+# window, so every one is a storage batch.
+WAKE = re.compile(r'sendto\(\d+, "[^"]*"(?:\.\.\.)?, 1, ')
+
+
+def single_counters(args, workdir):
+    """Passes, batches and messages per batch, from outside, with strace on
+    sae-servers of their own (ptrace slows what it traces, so not in a
+    measured run). Two runs: every thread traced (the structure: send()
+    calls per storage batch), then only the worker threads (the loop runs
+    untraced, so batches per second and messages per batch are near the
+    untraced regime's)."""
+    seconds = args.single_strace
+    print("\n## single messages: counters from outside (strace on a sae-server of its own, %.0f s each)" % seconds)
+    strace = shutil.which("strace")
+    if not strace:
+        print("  skipped: strace is not installed (apt-get install strace)")
+        return
+    header = ("counter", "every thread traced", "worker threads traced, loop untraced")
+    runs = [trace_single(args, workdir, strace, seconds, every_thread) for every_thread in (True, False)]
+    members = args.single_clients
+
+    def each(render):
+        return tuple(render(run) for run in runs)
+
+    def per(a, b, form="%.2f"):
+        return form % (a / b) if b else "n/a"
+
+    rows = [
+        ("traced span s", *each(lambda r: "%.2f" % r["span"])),
+        ("messages/s, deliveries/s (untraced: the table above)",
+         *each(lambda r: "%.0f, %.0f" % (r["f"]["messages_per_s"], r["f"]["deliveries_per_s"]))),
+        ("loop iterations/s (the loop thread's epoll_wait)",
+         *each(lambda r: "%.0f" % (r["iterations"] / r["span"]) if r["iterations"] else "not traced")),
+        ("send() calls by the loop per message",
+         *each(lambda r: per(r["loop_sends"], r["messages"], "%.1f") if r["loop_sends"] else "not traced")),
+        ("send passes per message (send() calls / %d members / messages)" % members,
+         *each(lambda r: per(r["loop_sends"] / members, r["messages"], "%.4f") if r["loop_sends"] else "not traced")),
+        ("storage batches/s (the storage thread's 1-byte wake-ups)",
+         *each(lambda r: "%.0f" % (r["wakes"] / r["span"]))),
+        ("messages per batch", *each(lambda r: per(r["messages"], r["wakes"], "%.1f"))),
+        ("send passes per batch",
+         *each(lambda r: per(r["loop_sends"] / members, r["wakes"]) if r["loop_sends"] else "not traced")),
+        ("batches in flight at once", "not visible from outside", "see benchmarks/README.md"),
+    ]
+    table(header, rows)
+
+
+def trace_single(args, workdir, strace, seconds, every_thread):
+    server = Server("sae", workdir)
+    out = os.path.join(workdir, "strace-%d.txt" % time.monotonic_ns())
+    tracer = {}
+
+    def on_window(phase):
+        if phase == "start":
+            if every_thread:
+                targets = ["-f", "-p", str(server.pid)]
+            else:  # the storage and hashing threads, not the loop (the main thread)
+                targets = [a for tid in os.listdir("/proc/%d/task" % server.pid) if int(tid) != server.pid
+                           for a in ("-p", tid)]
+            tracer["process"] = subprocess.Popen(
+                [strace, "-qq", "-ttt", "-s", "1", "-e", "trace=sendto,epoll_wait,epoll_pwait",
+                 "-e", "signal=none", "-o", out] + targets, stderr=subprocess.DEVNULL)
+        elif "process" in tracer:
+            tracer["process"].send_signal(signal.SIGINT)  # detaches and flushes the file
+            tracer["process"].wait(30)
+
+    try:
+        f = single_once(server, args, seconds=seconds, on_window=on_window)
+    finally:
+        if "process" in tracer and tracer["process"].poll() is None:
+            tracer["process"].kill()
+        server.stop()
+    loop_sends = wakes = iterations = 0
+    first = last = None
+    with open(out) as lines:
+        for line in lines:
+            fields = line.split(None, 2)
+            if len(fields) < 3:
+                continue
+            if "." in fields[0]:  # one thread traced: no thread id in front
+                tid, stamp, call = None, float(fields[0]), line.split(None, 1)[1]
+            else:
+                tid, stamp, call = int(fields[0]), float(fields[1]), fields[2]
+            first = stamp if first is None else first
+            last = stamp
+            if call.startswith("sendto("):
+                if tid == server.pid:
+                    loop_sends += 1
+                elif WAKE.match(call):
+                    wakes += 1
+            elif call.startswith("epoll_") and tid == server.pid:
+                iterations += 1
+    span = (last - first) if first is not None and last > first else float("nan")
+    # The messages seen back in the window, scaled to the part strace saw
+    # (it starts a moment after the window opens): the closed loop keeps
+    # the rate steady.
+    return dict(f=f, span=span, messages=f["messages"] * min(1.0, span / seconds), loop_sends=loop_sends,
+                wakes=wakes, iterations=iterations)
+
+
 def label(kind):
     return "sae-server" if kind == "sae" else "miniircd"
 
@@ -315,12 +522,13 @@ def table(header, rows):
 
 
 SCENARIOS = {"fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
-             "storm": scenario_storm}
+             "storm": scenario_storm, "single": scenario_single}
+DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
-    parser.add_argument("scenarios", nargs="*", help="any of %s (default: all)" % ", ".join(SCENARIOS))
+    parser.add_argument("scenarios", nargs="*", help="any of %s (default: all but single)" % ", ".join(SCENARIOS))
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -336,6 +544,22 @@ def main(argv=None):
     parser.add_argument("--storm-chatters", type=int, default=100)
     parser.add_argument("--storm-rate", type=float, default=100.0)
     parser.add_argument("--storm-seconds", type=float, default=25.0)
+    parser.add_argument("--single-clients", type=int, default=200, help="single: clients in the room")
+    parser.add_argument("--single-senders", type=int, default=10)
+    parser.add_argument("--single-window", type=int, default=loadgen.SINGLE_WINDOW,
+                        help="single: messages each sender keeps outstanding")
+    parser.add_argument("--single-warmup", type=float, default=2.0)
+    parser.add_argument("--single-seconds", type=float, default=8.0)
+    parser.add_argument("--single-rounds", type=int, default=2,
+                        help="single: sae-server and miniircd alternately, this many times each")
+    parser.add_argument("--single-latency-clients", type=int, default=1000,
+                        help="single: clients of the fixed-load latency part (0: skip it)")
+    parser.add_argument("--single-latency-senders", type=int, default=5)
+    parser.add_argument("--single-latency-rate", type=float, default=100.0, help="messages/s in total")
+    parser.add_argument("--single-latency-seconds", type=float, default=8.0)
+    parser.add_argument("--single-strace", type=float, default=4.0,
+                        help="single: seconds of strace on a sae-server of its own for the counters "
+                             "(0: skip; skipped with a note when strace is missing)")
     parser.add_argument("--irc-over-select", action="store_true",
                         help="run miniircd beyond 1000 connections too (it cannot: select())")
     parser.add_argument("--server-dir", default=ROOT,
@@ -352,7 +576,7 @@ def main(argv=None):
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.cpu_count(), sys.version.split()[0]))
     workdir = tempfile.mkdtemp(prefix="sae-bench-")
     try:
-        for name in args.scenarios or list(SCENARIOS):
+        for name in args.scenarios or DEFAULT_SCENARIOS:
             SCENARIOS[name](args, workdir)
     finally:
         if args.keep:

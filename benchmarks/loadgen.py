@@ -10,9 +10,12 @@ and never waits on one slow socket). A run goes in three phases:
   load     the parent picks a common start time (CLOCK_MONOTONIC is the same
            clock in every process) and the senders send, either as fast as
            the server takes it ("blast", fan-out) or at a fixed total rate
-           ("rate", latency): every received line is counted, and in rate
-           mode the send time carried in each message (T<monotonic_ns>)
-           gives its send-to-delivery latency at each recipient;
+           ("rate", latency), or each keeping a window of single messages
+           outstanding ("single", closed loop: the next line goes out when
+           an earlier one has come back); every received line is counted,
+           and the send time carried in each message (T<monotonic_ns>) gives
+           its send-to-delivery latency at each recipient (rate mode) or
+           its send-to-echo latency at the sender (single mode);
   drain    senders stop; receivers read until the server is quiet (bounded),
            so that "sent x recipients == delivered" can be checked.
 
@@ -54,6 +57,8 @@ BLAST_LINES = 64
 BLAST_WINDOW = 16
 RECV_BYTES = 256 * 1024
 SEND_TIME = re.compile(rb"[ :]T(\d+) ")
+# Single mode: messages a sender keeps outstanding (sent, echo not yet seen).
+SINGLE_WINDOW = 16
 
 
 def raise_fd_limit():
@@ -93,6 +98,9 @@ class Sae:
     ping = b"PING b\n"
 
     echoes = True  # the sender gets its own MSG back
+    # A room message as delivered: (sender, send time). In single mode a
+    # sender reads its own back on its own connection.
+    said = re.compile(rb"MSG \d+ \S+ (u\d+) T(\d+) ")
 
 
 class Irc:
@@ -116,7 +124,11 @@ class Irc:
 
     ping = b"PING :b\r\n"
 
+    # IRC does not echo a PRIVMSG to its sender: in single mode one
+    # receiver per worker (a room member like the others) watches for the
+    # senders' messages instead, see Worker.
     echoes = False
+    said = re.compile(rb":(u\d+)!\S* PRIVMSG \S+ :T(\d+) ")
 
 
 PROTOCOLS = {"sae": Sae, "irc": Irc}
@@ -126,7 +138,7 @@ PROTOCOLS = {"sae": Sae, "irc": Irc}
 
 class Client:
     __slots__ = ("index", "name", "sender", "storm", "sock", "state", "buf", "wbuf",
-                 "started_at", "online_at", "next_send", "events", "outstanding")
+                 "started_at", "online_at", "next_send", "events", "outstanding", "watcher")
 
     def __init__(self, index, sender, storm):
         self.index = index
@@ -140,7 +152,8 @@ class Client:
         self.started_at = self.online_at = None
         self.next_send = None
         self.events = 0
-        self.outstanding = 0  # blast blocks not yet answered by PONG
+        self.outstanding = 0  # blast blocks not yet answered by PONG; single mode: messages
+        self.watcher = False  # single mode: parses room messages to see the senders' come back
 
 
 class Worker:
@@ -156,6 +169,12 @@ class Worker:
         self.sent = 0  # chat lines sent
         self.window = None
         self.latency_parse = spec["mode"] in ("rate",)
+        self.single = spec["mode"] == "single"
+        self.single_window = spec.get("window") or SINGLE_WINDOW
+        self.single_sending = False  # single mode, between t_send and t_end
+        self.echoes = 0  # single mode: senders' messages seen back
+        self.window_echoes = 0  # ... inside [t_start, t_end)
+        self.senders_by_name = {c.name.encode(): c for c in clients if c.sender}
         self.sample = max(1, spec.get("sample") or 1)  # clients measured: index % sample == 0
         self.send_ns = array.array("q")
         self.latency_ns = array.array("q")
@@ -256,7 +275,9 @@ class Worker:
         window = self.window
         if window is not None and window[0] <= now < window[1]:
             self.window_lines += count
-        if self.latency_parse and not client.index % self.sample:
+        if client.watcher:
+            self.on_said(client, data, now)
+        elif self.latency_parse and not client.index % self.sample:
             buf = client.buf + data
             cut = buf.rfind(b"\n") + 1
             client.buf = buf[cut:]
@@ -269,7 +290,60 @@ class Worker:
             # Keep the last bytes only to explain a disconnection.
             client.buf = data[-200:]
 
+    def on_said(self, watcher, data, now):
+        """Single mode: senders' messages seen back (sae: a sender its own,
+        irc: the worker's watcher everyone's in this worker); each one that
+        comes back lets its sender send the next."""
+        buf = watcher.buf + data
+        cut = buf.rfind(b"\n") + 1
+        watcher.buf = buf[cut:]
+        found = self.proto.said.findall(buf, 0, cut)
+        if not found:
+            return
+        now_ns = int(now * 1e9)
+        window = self.window
+        in_window = window is not None and window[0] <= now < window[1]
+        by_name = self.senders_by_name
+        for name, stamp in found:
+            sender = by_name.get(name)
+            if sender is None or (self.proto.echoes and sender is not watcher):
+                continue
+            sender.outstanding -= 1
+            self.echoes += 1
+            if in_window:
+                self.window_echoes += 1
+            sent_ns = int(stamp)
+            self.send_ns.append(sent_ns)
+            self.latency_ns.append(now_ns - sent_ns)
+            if self.single_sending and sender.state == "online":
+                self.send_single(sender)
+
+    def send_single(self, client):
+        """One chat line in one send() of its own (the single-message regime)."""
+        line = self.proto.line("T%d %s" % (time.monotonic_ns(), PADDING))
+        client.outstanding += 1
+        self.sent += 1
+        if client.wbuf:  # the kernel was full last time: keep the order
+            client.wbuf += line
+            return
+        try:
+            sent = client.sock.send(line)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as error:
+            self.fail(client, "send: %s" % error)
+            return
+        if sent < len(line):
+            client.wbuf = line[sent:]
+            self._set_events(client, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
     def on_writable(self, client):
+        if self.single:
+            if client.wbuf:
+                self.send_rest(client)
+            if not client.wbuf:
+                self._set_events(client, selectors.EVENT_READ)
+            return
         if not client.wbuf:
             if not self.blasting or client.outstanding >= BLAST_WINDOW:
                 self._set_events(client, selectors.EVENT_READ)
@@ -277,6 +351,16 @@ class Worker:
             client.wbuf = self.blast_block
             client.outstanding += 1
             self.sent += BLAST_LINES
+        try:
+            sent = client.sock.send(client.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.fail(client, str(error))
+            return
+        client.wbuf = client.wbuf[sent:]
+
+    def send_rest(self, client):
         try:
             sent = client.sock.send(client.wbuf)
         except (BlockingIOError, InterruptedError):
@@ -332,6 +416,21 @@ class Worker:
         senders = [c for c in self.clients if c.sender and c.state == "online"]
         if mode == "blast":
             self.blast_block = self.proto.line("T0 " + PADDING) * BLAST_LINES + self.proto.ping
+        elif mode == "single":
+            for c in senders:
+                c.watcher = self.proto.echoes
+            if not self.proto.echoes and senders:
+                # IRC: the first receiver of this worker watches for its
+                # senders' messages; it is one of the room's members, so the
+                # room is as big as with sae, and what it times is one
+                # delivery of the fan-out, as a sae sender's own echo is.
+                watchers = [c for c in self.clients if not c.sender and c.state == "online"]
+                if not watchers:
+                    raise RuntimeError("single mode on irc needs a receiver in every worker with senders")
+                watchers[0].watcher = True
+            for c in self.clients:
+                if c.watcher:
+                    c.buf = b""
         elif mode == "rate" and senders:
             # Each sender sends every `interval` seconds, all staggered evenly.
             interval = spec["total_senders"] / spec["rate"]
@@ -368,6 +467,16 @@ class Worker:
                 elif self.blasting and now >= t_end:
                     # A block already started is finished; no new one begins.
                     self.blasting = False
+            elif mode == "single":
+                if not self.single_sending and t_send <= now < t_end:
+                    self.single_sending = True
+                    for c in senders:
+                        for _ in range(self.single_window):
+                            if c.state == "online":
+                                self.send_single(c)
+                elif self.single_sending and now >= t_end:
+                    self.single_sending = False  # what is outstanding comes back; nothing new
+                timeout = 0.05 if self.single_sending or now >= t_end else max(0.0, t_send - now)
             elif mode == "rate" and t_send <= now < t_end:
                 next_due = t_end
                 for c in senders:
@@ -408,6 +517,7 @@ class Worker:
         logins = [(c.online_at - c.started_at, c.online_at) for c in self.clients
                   if c.storm and c.online_at is not None]
         self.report("done", lines=self.lines, window_lines=self.window_lines, sent=self.sent,
+                    echoes=self.echoes, window_echoes=self.window_echoes,
                     online=sum(c.state == "online" for c in self.clients),
                     failed=len(self.failures), failures=self.failures[:5],
                     cpu=usage.ru_utime + usage.ru_stime, cpu_user=usage.ru_utime,
@@ -435,17 +545,22 @@ class LoadError(Exception):
 
 def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0, procs=2,
         warmup=1.0, storm=0, storm_after=2.0, host="127.0.0.1", first_index=0,
-        setup_concurrency=None, setup_timeout=180.0, sample=0, drain=10.0, on_ready=None, on_window=None):
+        setup_concurrency=None, setup_timeout=180.0, sample=0, drain=10.0, on_ready=None, on_window=None,
+        window=SINGLE_WINDOW):
     """One bounded load run; returns a dict of figures.
 
     clients: connections logged in at setup; the first `senders` of them send.
     mode: "blast" (senders as fast as the server reads), "rate" (`rate` lines
-    per second in total), or "idle" (nothing is sent: on_ready(result) is
+    per second in total), "single" (each sender keeps `window` single
+    lines outstanding, one send() each, closed loop), or "idle" (nothing is sent: on_ready(result) is
     called with every client online, then the run ends).
     storm: that many more clients connect and log in all at once
     `storm_after` seconds after the load starts.
     on_window(phase): called with "start" and "end" at the edges of the
     measured window (the caller reads the server's CPU time there).
+    The result's "loadgen_window_cpu" is each worker process's CPU seconds
+    inside the window (utime + stime from /proc), to see whether the
+    generator, on the same cores, had headroom.
     """
     raise_fd_limit()
     if setup_concurrency is None:
@@ -454,7 +569,7 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
         setup_concurrency = 64 if target == "sae" else 2
     spec = dict(target=target, host=host, port=port, mode=mode, rate=rate,
                 total_senders=max(1, senders), sample=sample, setup_concurrency=setup_concurrency,
-                setup_timeout=setup_timeout)
+                setup_timeout=setup_timeout, window=window)
     procs = max(1, min(procs, clients + storm))
     shares = [[] for _ in range(procs)]
     # Senders spread round-robin like everyone else, so each worker has some.
@@ -472,7 +587,7 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
         workers.append(worker)
     try:
         return _drive(pipes, spec, clients, storm, seconds, warmup, storm_after, drain,
-                      setup_timeout, on_ready, on_window)
+                      setup_timeout, on_ready, on_window, [w.pid for w in workers])
     finally:
         for worker in workers:
             worker.join(5)
@@ -494,8 +609,15 @@ def _receive(pipes, what, timeout):
     return answers
 
 
+def process_cpu(pid):
+    """utime + stime of a process (all threads), seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _drive(pipes, spec, clients, storm, seconds, warmup, storm_after, drain, setup_timeout,
-           on_ready, on_window):
+           on_ready, on_window, worker_pids):
     t0 = time.monotonic()
     ready = _receive(pipes, "ready", setup_timeout + 10)
     setup_seconds = time.monotonic() - t0
@@ -522,13 +644,18 @@ def _drive(pipes, spec, clients, storm, seconds, warmup, storm_after, drain, set
     time.sleep(max(0.0, t_start - time.monotonic()))
     if on_window:
         on_window("start")
+    workers_cpu = [process_cpu(pid) for pid in worker_pids]
     time.sleep(max(0.0, t_end - time.monotonic()))
+    workers_cpu = [process_cpu(pid) - before for pid, before in zip(worker_pids, workers_cpu)]
     if on_window:
         on_window("end")
     done = _receive(pipes, "done", drain + seconds + 30)
     result.update(
         seconds=seconds, t_send=t_send, t_start=t_start, t_end=t_end, storm_at=go["storm_at"],
         sent=sum(d["sent"] for d in done),
+        echoes=sum(d["echoes"] for d in done),
+        window_echoes=sum(d["window_echoes"] for d in done),
+        loadgen_window_cpu=workers_cpu,
         lines=sum(d["lines"] for d in done),
         window_lines=sum(d["window_lines"] for d in done),
         failed=sum(d["failed"] for d in done),
@@ -576,7 +703,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--mode", choices=["blast", "rate", "idle"], default="blast")
+    parser.add_argument("--mode", choices=["blast", "rate", "single", "idle"], default="blast")
+    parser.add_argument("--window", type=int, default=SINGLE_WINDOW,
+                        help="single mode: messages each sender keeps outstanding")
     parser.add_argument("--rate", type=float, default=100.0, help="lines per second in total (rate mode)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2)
@@ -587,16 +716,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = run(args.target, args.port, args.clients, args.senders, args.mode, args.seconds,
                  args.rate, args.procs, host=args.host, first_index=args.first_index,
-                 sample=args.sample)
+                 sample=args.sample, window=args.window)
     if args.mode == "idle":
         print("%d clients logged in in %.1f s" % (args.clients, result["setup_seconds"]))
         return
     print("sent %d, received %d lines, %.0f deliveries/s in the window, %d failures %s" % (
         result["sent"], result["lines"], result["deliveries_per_second"], result["failed"],
         result["failures"]))
-    if args.mode == "rate":
+    if args.mode in ("rate", "single"):
         p50, p99, top, n = latency_ms(result)
-        print("latency p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d deliveries" % (p50, p99, top, n))
+        what = "send to own echo" if args.mode == "single" else "latency"
+        print("%s p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d deliveries" % (what, p50, p99, top, n))
 
 
 if __name__ == "__main__":
