@@ -128,3 +128,30 @@ def test_a_failed_login_takes_the_same_time_whether_or_not_the_name_exists(harne
         assert h.lines(guesser) == []  # checked, but not answered before its time
         clock.tick(1.0)
         assert h.expect(guesser, r".") == "ERR 401 wrong name or password"
+
+
+def test_what_is_said_while_a_batch_is_stored_goes_next_as_one_batch(harness, monkeypatch):
+    make, clock = harness
+    h = make()
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    batches, stored = [], threading.Event()
+    store_batch = h.server.store.append_messages
+
+    def held_first_batch(batch):
+        batches.append([message.body for message in batch])
+        if len(batches) == 1:
+            stored.wait(GATE_TIMEOUT)
+        return store_batch(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", held_first_batch)
+    alice.sendall(b"SAY first\n")
+    turn_until(h, lambda: batches, "the first batch with the storage thread")
+    # Said one by one, each read in a turn of its own, while the first batch
+    # is being stored: none of them starts a batch of its own.
+    for number in range(5):
+        bob.sendall(b"SAY meanwhile %d\n" % number)
+        turn_until(h, lambda number=number: len(h.server.outbox) == number + 1, "read")
+    assert batches == [["first"]]
+    stored.set()
+    assert h.expect(alice, r"MSG \d+ \S+ bob meanwhile 4").endswith("meanwhile 4")
+    assert batches == [["first"], ["meanwhile %d" % number for number in range(5)]]
