@@ -4,8 +4,8 @@ How a message travels, top to bottom of this file:
 
   socket bytes -> Session.framer (sae_protocol.LineFramer) -> parsed commands
   held in Session.held -> a command function (cmd_say, cmd_login, ...) ->
-  Server.outbox -> one storage job per loop iteration (append_messages, one
-  transaction) -> back on the loop: the Room renders it once per protocol ->
+  Server.outbox -> one storage job (append_messages, one transaction) for all
+  that was accepted while the previous one was stored -> back on the loop: the Room renders it once per protocol ->
   the same bytes appended to every member's sendq -> one send() per socket
   at the end of the iteration (Connection.flush); EVENT_WRITE only while
   something is left over.
