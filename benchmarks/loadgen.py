@@ -351,14 +351,7 @@ class Worker:
             client.wbuf = self.blast_block
             client.outstanding += 1
             self.sent += BLAST_LINES
-        try:
-            sent = client.sock.send(client.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self.fail(client, str(error))
-            return
-        client.wbuf = client.wbuf[sent:]
+        self.send_rest(client)
 
     def send_rest(self, client):
         try:
