@@ -212,36 +212,96 @@ def scenario_fanout(args, workdir):
 
 
 def scenario_latency(args, workdir):
-    print("\n## latency: %d clients, %d senders, %.0f messages/s in total, %.0f s measured, "
-          "every %dth receiver reading" % (args.latency_clients, args.latency_senders, args.rate,
-                                          args.latency_seconds, args.latency_sample))
-    header = ("server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU")
-    table(header, latency_rows(args, workdir, args.latency_clients, args.latency_senders, args.rate,
-                               args.latency_seconds, args.latency_sample))
+    print("\n## latency: %d clients, %d senders, %.0f messages/s in total, %.0f s warm-up, %.0f s measured, "
+          "every %dth receiver reading, generator(s): %s, %d round(s)" % (
+              args.latency_clients, args.latency_senders, args.rate, args.latency_warmup, args.latency_seconds,
+              args.latency_sample, " ".join(args.generator), args.latency_rounds))
+    header = ("round", "generator", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU",
+              "generator CPU")
+    rows = []
+    for round_ in range(1, args.latency_rounds + 1):
+        for generator in args.generator:  # alternately, sae-server then miniircd under each
+            rows += latency_rows(args, workdir, args.latency_clients, args.latency_senders, args.rate,
+                                 args.latency_seconds, args.latency_sample, warmup=args.latency_warmup,
+                                 prefix=(round_, generator), generator=generator)
+    table(header, rows)
 
 
-def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=1.0, prefix=()):
-    """Fixed-load latency, sae-server then miniircd: table rows and a ratio row."""
+def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=1.0, prefix=(), generator="python"):
+    """Fixed-load latency, sae-server then miniircd: table rows and a ratio row.
+    generator "c": loadgen_c.c (one process, every receiver reading; sample is ignored)."""
     rows, figures = [], {}
     for kind in ("sae", "irc"):
         server = Server(kind, workdir)
         cpu = {}
+
+        def on_window(phase, cpu=cpu, pid=server.pid):
+            cpu[phase] = cpu_seconds(pid)
+
         try:
-            result = loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, senders, "rate",
-                                 seconds, rate=rate, procs=args.procs, sample=sample, warmup=warmup,
-                                 on_window=lambda p, cpu=cpu, pid=server.pid: cpu.__setitem__(p, cpu_seconds(pid)))
+            if generator == "c":
+                result = run_c_latency(workdir, kind, server.port, clients, senders, rate, seconds, warmup,
+                                       on_window)
+                p50, p99, top, n = result["p50_ms"], result["p99_ms"], result["max_ms"], int(result["count"])
+                result["failed"], result["failures"] = int(result["failed"]), ["see stderr above"]
+                gen_cpu = "%.2f s in all" % result["cpu_s"]
+            else:
+                result = loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, senders, "rate",
+                                     seconds, rate=rate, procs=args.procs, sample=sample, warmup=warmup,
+                                     on_window=on_window)
+                p50, p99, top, n = loadgen.latency_ms(result)
+                gen_cpu = " / ".join("%.0f %%" % (100 * c / seconds) for c in result["loadgen_window_cpu"])
         finally:
             server.stop()
-        p50, p99, top, n = loadgen.latency_ms(result)
         figures[kind] = (p50, p99, top)
         rows.append(prefix + (label(kind), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, n,
-                              "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / seconds)))
+                              "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / seconds), gen_cpu))
         if result["failed"]:
             print("  %s: %d failures, e.g. %s" % (kind, result["failed"], result["failures"][:2]))
     s, i = figures["sae"], figures["irc"]
     rows.append(prefix + ("ratio sae/miniircd", "%.2fx" % (s[0] / i[0]), "%.2fx" % (s[1] / i[1]),
-                          "%.2fx" % (s[2] / i[2]), "", ""))
+                          "%.2fx" % (s[2] / i[2]), "", "", ""))
     return rows
+
+
+# --- the C generator (fixed-load latency only) -----------------------------------------
+
+C_SOURCE = os.path.join(HERE, "loadgen_c.c")
+
+
+def c_generator(workdir):
+    """Build loadgen_c.c into the temporary folder (once per run) with the system compiler."""
+    binary = os.path.join(workdir, "loadgen_c")
+    if not os.path.exists(binary):
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if not compiler:
+            sys.exit("--generator c needs a C compiler (cc or gcc)")
+        subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-o", binary, C_SOURCE], check=True)
+    return binary
+
+
+def run_c_latency(workdir, kind, port, clients, senders, rate, seconds, warmup, on_window):
+    """One fixed-load run of the C generator; on_window("start"/"end") at the
+    window's edges, as it prints them; returns its result line as a dict."""
+    concurrency = 64 if kind == "sae" else 2  # as loadgen.run: miniircd's listen backlog is 5
+    command = [c_generator(workdir), "sae" if kind == "sae" else "irc", str(port), str(clients), str(senders),
+               str(rate), str(warmup), str(seconds), "0", str(concurrency)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    result = None
+    try:
+        for line in process.stdout:
+            if line.startswith("phase="):
+                on_window(line.strip().split("=", 1)[1])
+            elif line.startswith("result "):
+                result = {k: float(v) for k, v in (f.split("=") for f in line.split()[1:])}
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if result is None or process.returncode:
+        raise loadgen.LoadError("the C generator failed (status %s)" % process.returncode)
+    return result
 
 
 def scenario_memory(args, workdir):
@@ -396,11 +456,14 @@ def scenario_single(args, workdir):
         print("\n## single messages at a fixed load: %d clients, %d senders at %.0f messages/s each "
               "(%.0f in total), %.0f s measured, every receiver reading" % (
                   args.single_latency_clients, senders, rate / senders, rate, args.single_latency_seconds))
-        header = ("round", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU")
+        header = ("round", "generator", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured",
+                  "server CPU", "generator CPU")
         rows = []
         for round_ in range(1, args.single_rounds + 1):
-            rows += latency_rows(args, workdir, args.single_latency_clients, senders, rate,
-                                 args.single_latency_seconds, 1, warmup=args.single_warmup, prefix=(round_,))
+            for generator in args.generator:
+                rows += latency_rows(args, workdir, args.single_latency_clients, senders, rate,
+                                     args.single_latency_seconds, 1, warmup=args.single_warmup,
+                                     prefix=(round_, generator), generator=generator)
         table(header, rows)
     if args.single_strace:
         single_counters(args, workdir)
@@ -539,6 +602,12 @@ def main(argv=None):
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--latency-sample", type=int, default=1,
                         help="only every Nth receiver reads during the latency load (1: all)")
+    parser.add_argument("--latency-warmup", type=float, default=1.0)
+    parser.add_argument("--latency-rounds", type=int, default=1,
+                        help="latency: every generator against sae-server then miniircd, this many times")
+    parser.add_argument("--generator", nargs="+", choices=["python", "c"], default=["python"],
+                        help="fixed-load latency (latency, and single's fixed-load part): loadgen.py, "
+                             "and/or loadgen_c.c built with cc; several: each in turn in every round")
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[0, 1000, 4000])
     parser.add_argument("--storm-clients", type=int, default=500)
     parser.add_argument("--storm-chatters", type=int, default=100)
