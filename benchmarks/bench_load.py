@@ -244,7 +244,11 @@ def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=
                                        on_window)
                 p50, p99, top, n = result["p50_ms"], result["p99_ms"], result["max_ms"], int(result["count"])
                 result["failed"], result["failures"] = int(result["failed"]), ["see stderr above"]
-                gen_cpu = "%.2f s in all" % result["cpu_s"]
+                gen_cpu = "%.0f %%" % (100 * result["window_cpu_s"] / seconds)
+                print("  c, %s: per message, first delivery p50 %.2f / p99 %.2f ms (read, store, first send), "
+                      "last minus first p50 %.2f / p99 %.2f ms (the pass over the room)" % (
+                          label(kind), result["first_p50_ms"], result["first_p99_ms"], result["spread_p50_ms"],
+                          result["spread_p99_ms"]))
             else:
                 result = loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, senders, "rate",
                                      seconds, rate=rate, procs=args.procs, sample=sample, warmup=warmup,

@@ -60,6 +60,13 @@ static int64_t *lat;          /* latencies of messages sent inside the window, n
 static size_t nlat, caplat;
 static int64_t t_start, t_end;
 static long long lines, sent;
+/* Every message sent inside the window, in send order (one thread: the
+ * times increase), with its first and last arrival over all receivers:
+ * the first is the server's turnaround (read, store, first send), last
+ * minus first the spread of its pass over the room. */
+#define MAX_MSGS 100000
+static int64_t msg_sent[MAX_MSGS], msg_first[MAX_MSGS], msg_last[MAX_MSGS];
+static int nmsgs;
 
 static int64_t now_ns(void)
 {
@@ -100,6 +107,21 @@ static void record(int64_t sent_ns, int64_t at)
             die("realloc");
     }
     lat[nlat++] = at - sent_ns;
+    int lo = 0, hi = nmsgs - 1; /* binary search: the send times increase */
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (msg_sent[mid] == sent_ns) {
+            if (!msg_first[mid] || at < msg_first[mid])
+                msg_first[mid] = at;
+            if (at > msg_last[mid])
+                msg_last[mid] = at;
+            return;
+        }
+        if (msg_sent[mid] < sent_ns)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
 }
 
 /* One whole line (its head) of a client, received at `at`. */
@@ -245,17 +267,24 @@ static int cmp64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Nearest rank, as loadgen.percentiles. */
-static double pct_ms(double p)
+/* Nearest rank, as loadgen.percentiles, of a sorted array. */
+static double pct_ms(const int64_t *v, size_t n, double p)
 {
-    if (!nlat)
+    if (!n)
         return -1;
-    long r = (long)(p / 100.0 * nlat + 0.5 + 0.5) - 1; /* int(round(p/100*n + 0.5)) - 1 */
+    long r = (long)(p / 100.0 * n + 0.5 + 0.5) - 1; /* int(round(p/100*n + 0.5)) - 1 */
     if (r < 0)
         r = 0;
-    if (r >= (long)nlat)
-        r = nlat - 1;
-    return lat[r] / 1e6;
+    if (r >= (long)n)
+        r = n - 1;
+    return v[r] / 1e6;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 int main(int argc, char **argv)
@@ -320,15 +349,18 @@ int main(int argc, char **argv)
         clients[i].next_send = t_send + interval * i / senders;
     int said_start = 0, said_end = 0;
     long long last_lines = -1;
+    double cpu_start = 0, cpu_window = 0;
     int64_t quiet_from = 0;
     for (;;) {
         int64_t now = now_ns();
         if (!said_start && now >= t_start) {
+            cpu_start = cpu_seconds();
             printf("phase=start\n");
             fflush(stdout);
             said_start = 1;
         }
         if (!said_end && now >= t_end) {
+            cpu_window = cpu_seconds() - cpu_start;
             printf("phase=end\n");
             fflush(stdout);
             said_end = 1;
@@ -346,10 +378,13 @@ int main(int argc, char **argv)
                     int n = irc ? snprintf(msg, sizeof msg, "PRIVMSG " CHANNEL " :T%lld " PADDING "\r\n",
                                            (long long)now_ns())
                                 : snprintf(msg, sizeof msg, "SAY T%lld " PADDING "\n", (long long)now_ns());
+                    int64_t stamp = strtoll(strchr(msg, 'T') + 1, NULL, 10);
                     if (send(c->fd, msg, n, 0) != n) {
                         fail(c, "send");
                         break;
                     }
+                    if (stamp >= t_start && stamp < t_end && nmsgs < MAX_MSGS)
+                        msg_sent[nmsgs++] = stamp;
                     sent++;
                     c->next_send += interval;
                 }
@@ -378,10 +413,21 @@ int main(int argc, char **argv)
     }
 
     qsort(lat, nlat, sizeof *lat, cmp64);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    printf("result p50_ms=%.3f p99_ms=%.3f max_ms=%.3f count=%zu sent=%lld lines=%lld failed=%d cpu_s=%.2f\n",
-           pct_ms(50), pct_ms(99), nlat ? lat[nlat - 1] / 1e6 : -1.0, nlat, sent, lines, failed,
-           ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+    /* Per message: first arrival, and spread (last - first), over receivers. */
+    static int64_t first[MAX_MSGS], spread[MAX_MSGS];
+    int nfirst = 0;
+    for (int i = 0; i < nmsgs; i++) {
+        if (!msg_first[i])
+            continue;
+        first[nfirst] = msg_first[i] - msg_sent[i];
+        spread[nfirst++] = msg_last[i] - msg_first[i];
+    }
+    qsort(first, nfirst, sizeof *first, cmp64);
+    qsort(spread, nfirst, sizeof *spread, cmp64);
+    printf("result p50_ms=%.3f p99_ms=%.3f max_ms=%.3f count=%zu sent=%lld lines=%lld failed=%d cpu_s=%.2f "
+           "window_cpu_s=%.2f first_p50_ms=%.3f first_p99_ms=%.3f spread_p50_ms=%.3f spread_p99_ms=%.3f\n",
+           pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99), nlat ? lat[nlat - 1] / 1e6 : -1.0, nlat, sent, lines,
+           failed, cpu_seconds(), cpu_window, pct_ms(first, nfirst, 50), pct_ms(first, nfirst, 99),
+           pct_ms(spread, nfirst, 50), pct_ms(spread, nfirst, 99));
     return 0;
 }
