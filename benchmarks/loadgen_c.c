@@ -129,9 +129,12 @@ static void on_line(struct client *c, const char *line, int64_t at)
 {
     if (c->state == LOGIN) {
         if (irc) {
-            if (strstr(line, " 366 ")) /* end of NAMES: joined */
+            /* The numeric is the second word (":server 366 ..."): not
+             * anywhere in the line, or "There are 433 users" refuses u00432. */
+            const char *numeric = strchr(line, ' ');
+            if (numeric && !strncmp(numeric, " 366 ", 5)) /* end of NAMES: joined */
                 goto online;
-            if (!strncmp(line, "ERROR", 5) || strstr(line, " 433 "))
+            if (!strncmp(line, "ERROR", 5) || (numeric && !strncmp(numeric, " 433 ", 5)))
                 fail(c, line);
         } else {
             if (!strncmp(line, "OK LOGIN", 8))
