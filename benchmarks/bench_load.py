@@ -244,7 +244,8 @@ def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=
                                        on_window)
                 p50, p99, top, n = result["p50_ms"], result["p99_ms"], result["max_ms"], int(result["count"])
                 result["failed"], result["failures"] = int(result["failed"]), ["see stderr above"]
-                gen_cpu = "%.0f %%" % (100 * result["window_cpu_s"] / seconds)
+                gen_cpu = "%.0f %% (system %.0f %%)" % (100 * result["window_cpu_s"] / seconds,
+                                                        100 * result["window_sys_s"] / seconds)
                 print("  c, %s: per message, first delivery p50 %.2f / p99 %.2f ms (read, store, first send), "
                       "last minus first p50 %.2f / p99 %.2f ms (the pass over the room)" % (
                           label(kind), result["first_p50_ms"], result["first_p99_ms"], result["spread_p50_ms"],
