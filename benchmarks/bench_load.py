@@ -98,7 +98,9 @@ class Server:
                         "--db", "sqlite:///" + db_path] + list(extra)
             # The server's own folder first, so that --server-dir can point at
             # another checkout (e.g. `git archive HEAD`) than the one running.
-            env["PYTHONPATH"] = SERVER_DIR  # sae_db still comes from the installed package
+            # The caller's PYTHONPATH after it: e.g. a folder with sae_db -> CHECKOUT/db, for
+            # when the installed (editable) sae_db points at a checkout that is gone.
+            env["PYTHONPATH"] = os.pathsep.join([SERVER_DIR] + [p for p in [env.get("PYTHONPATH")] if p])
             self.process = subprocess.Popen(command, cwd=SERVER_DIR, env=env, stdout=self.log,
                                             stderr=subprocess.STDOUT)
             self.port = self._wait_for_port()
