@@ -343,6 +343,38 @@ def scenario_memory(args, workdir):
     table(header, rows)
 
 
+def scenario_kept(args, workdir):
+    """Memory a server keeps once a login burst is over: sae-server at its
+    default scrypt cost (16 MiB per hash), so that what the hashing threads
+    allocated shows; miniircd alike, in the same run."""
+    clients = args.kept_clients
+    print("\n## kept: server RSS fresh, with %d clients logged in, and 2 s after they all left; "
+          "sae-server at its default scrypt cost" % clients)
+    header = ("server", "fresh KiB", "online KiB", "after they left KiB", "kept MB")
+    rows = []
+    for kind in ("sae", "irc"):
+        server = Server(kind, workdir, scrypt_n=None, accounts=clients + 10)
+        try:
+            time.sleep(1.0)
+            fresh = rss_kib(server.pid)
+            seen = {}
+
+            def on_ready(result, seen=seen, pid=server.pid):
+                time.sleep(1.0)
+                seen["online"] = rss_kib(pid)
+
+            loadgen.run("sae" if kind == "sae" else "irc", server.port, clients, mode="idle",
+                        procs=args.procs, on_ready=on_ready)
+            time.sleep(2.0)  # the server notices every hang-up and lets go of its sessions
+            after = rss_kib(server.pid)
+            rows.append((label(kind), fresh, seen["online"], after, "%.1f" % ((after - fresh) / 1024)))
+        except loadgen.LoadError as error:
+            rows.append((label(kind), "failed: %s" % str(error)[:100], "", "", ""))
+        finally:
+            server.stop()
+    table(header, rows)
+
+
 def scenario_storm(args, workdir):
     chatters, storm = args.storm_chatters, args.storm_clients
     print("\n## login storm: %d clients log in at once while %d others chat (%.0f messages/s); "
@@ -592,14 +624,16 @@ def table(header, rows):
 
 
 SCENARIOS = {"fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
-             "storm": scenario_storm, "single": scenario_single}
+             "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept}
 DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
-    parser.add_argument("scenarios", nargs="*", help="any of %s (default: all but single)" % ", ".join(SCENARIOS))
+    parser.add_argument("scenarios", nargs="*",
+                        help="any of %s (default: all but single and kept)" % ", ".join(SCENARIOS))
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
+    parser.add_argument("--kept-clients", type=int, default=900, help="kept: clients in the login burst")
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
