@@ -236,31 +236,24 @@ class Guards:
 
     # -- flood --
 
-    def take_token(self, session, now) -> bool:
+    def take_token(self, session, now):
         """The session's token bucket: flood_burst lines at once, then
-        flood_rate per second. Without a token the line waits (fake lag)
-        until ``due`` hands the session back."""
+        flood_rate per second. None if a token was taken; else the line
+        waits (fake lag) and this is the monotonic time it may go on."""
         limits = self.limits
         tokens = min(float(limits.flood_burst),
                      session.flood_tokens + (now - session.flood_stamp) * limits.flood_rate)
         session.flood_stamp = now
         if tokens >= 1.0:
             session.flood_tokens = tokens - 1.0
-            return True
+            return None
         session.flood_tokens = tokens
-        self.throttled[session] = now + (1.0 - tokens) / limits.flood_rate
-        return False
+        ready_at = self.throttled[session] = now + (1.0 - tokens) / limits.flood_rate
+        return ready_at
 
-    def next_due(self):
-        """When the first held-back session may go on, or None."""
-        return min(self.throttled.values()) if self.throttled else None
-
-    def due(self, now):
-        """The held-back sessions that may go on now (no longer held)."""
-        ready = [session for session, ready_at in self.throttled.items() if ready_at <= now]
-        for session in ready:
-            del self.throttled[session]
-        return ready
+    def throttle_over(self, session) -> bool:
+        """The session's wait is over; False if it was no longer held back."""
+        return self.throttled.pop(session, None) is not None
 
     def forget_old(self, now):
         """Kicks and strikes that have run out."""
@@ -833,9 +826,6 @@ class Server:
         """One turn of the loop. A caller turning it by hand under a clock
         that does not move (the tests) caps the wait with ``max_wait``."""
         wake_at = self.next_sweep
-        throttled_until = self.guards.next_due()
-        if throttled_until is not None:
-            wake_at = min(wake_at, throttled_until)
         if self.accept_paused_until is not None:
             wake_at = min(wake_at, self.accept_paused_until)
         if self.timers:
@@ -843,15 +833,12 @@ class Server:
         ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL, max_wait)))
         self.now = monotonic()
         self._timestamp = None
-        if self.guards.throttled:
-            for session in self.guards.due(self.now):
-                if self.sessions.get(session.fd) is session:
-                    try:
-                        self.run_held(session)
-                    except Exception:
-                        self._fault(session, "its held lines")
+        # Only the timers due when the turn began: one a timer sets for "now"
+        # (a flood wait rounded to nothing) waits for the next turn.
+        due = []
         while self.timers and self.timers[0][0] <= self.now:
-            _, _, owner, function = heapq.heappop(self.timers)
+            due.append(heapq.heappop(self.timers))
+        for _, _, owner, function in due:
             self.running_for = owner
             try:
                 function()
@@ -1026,10 +1013,14 @@ class Server:
         else:
             self.offload(wait.pool, resume, wait.work, *wait.args)
 
-    def call_at(self, when, function):
-        """Run function() on the loop at monotonic time ``when``."""
-        # Charged, like offloaded work, to whom it is done for.
-        heapq.heappush(self.timers, (when, next(self._timer_order), self.running_for, function))
+    def call_at(self, when, function, owner=None):
+        """Run function() on the loop at monotonic time ``when``, charged
+        (like offloaded work) to ``owner``, by default whom it is done for now."""
+        heapq.heappush(self.timers, (when, next(self._timer_order), owner or self.running_for, function))
+
+    def _throttle_over(self, session):
+        if self.guards.throttle_over(session) and self.sessions.get(session.fd) is session:
+            self.run_held(session)
 
     def timestamp(self) -> str:
         if self._timestamp is None:
@@ -1117,8 +1108,13 @@ class Server:
                 if session.inflight and not (
                         line.verb in proto.MESSAGE_VERBS and session.inflight == session.inflight_messages):
                     break
-                if line.verb in COSTLY_VERBS and not session.exempt and not self.guards.take_token(session, self.now):
-                    break
+                if line.verb in COSTLY_VERBS and not session.exempt:
+                    if session in self.guards.throttled:
+                        break  # its timer (below) runs its lines again
+                    ready_at = self.guards.take_token(session, self.now)
+                    if ready_at is not None:
+                        self.call_at(ready_at, lambda: self._throttle_over(session), owner=session)
+                        break
             elif session.inflight:
                 break
             held.popleft()
