@@ -176,13 +176,7 @@ def seconds_like(field):
 
 def kick_seconds(field):
     """``field`` as a kick's length, or None if it is not 1..KICK_SECONDS_MAX."""
-    if not field.isascii() or not field.isdigit():
-        return None
-    digits = field.lstrip("0")
-    # Checked before int(): hundreds of digits are refused, not converted.
-    if not digits or len(digits) > len(str(KICK_SECONDS_MAX)) or int(digits) > KICK_SECONDS_MAX:
-        return None
-    return int(digits)
+    return proto.whole_number(field, 1, KICK_SECONDS_MAX)
 
 
 def admin_help(server, link, rest):

@@ -272,13 +272,14 @@ class HistoryQuery(NamedTuple):
     after: Optional[int] = None
 
 
-def _whole_number(field: str) -> Optional[int]:
-    """``field`` as a whole number 0..MAX_NUMBER, or None if it is not one."""
+def whole_number(field: str, low: int = 0, high: int = MAX_NUMBER) -> Optional[int]:
+    """``field`` as a whole number from ``low`` to ``high``, or None if it
+    is not one (ASCII digits only: "²" is a digit to str.isdigit)."""
     if not field.isascii() or not field.isdigit():
         return None
     digits = field.lstrip("0") or "0"
     # Checked before int(): thousands of digits are refused, not converted.
-    if len(digits) > len(str(MAX_NUMBER)) or int(digits) > MAX_NUMBER:
+    if len(digits) > len(str(high)) or not low <= int(digits) <= high:
         return None
     return int(digits)
 
@@ -286,14 +287,14 @@ def _whole_number(field: str) -> Optional[int]:
 def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, ProtocolError]:
     """The fields of HISTORY as a query; ``count`` is capped at ``cap``."""
     usage = ProtocolError(BAD_REQUEST, _MISSING["HISTORY"])
-    limit = _whole_number(count)
+    limit = whole_number(count)
     if limit is None:
         return usage
     limit = min(limit, cap)
     if not where:
         return HistoryQuery(limit)
     key, _, value = where.strip(" ").partition("=")
-    bound = _whole_number(value)
+    bound = whole_number(value)
     if key not in ("before", "after") or bound is None:
         return usage
     if key == "before":
@@ -369,6 +370,13 @@ def format_kicked(seconds: int, reason: str) -> bytes:
 
 def format_banned(reason: str) -> bytes:
     return _line("BANNED", reason)
+
+
+def format_history(messages) -> List[bytes]:
+    """A history's lines: a MSG per room message, oldest first, then OK HISTORY n."""
+    lines = [format_msg(m.id, m.created_at, m.sender, m.body) for m in messages]
+    lines.append(format_ok("HISTORY", str(len(lines))))
+    return lines
 
 
 def format_help() -> List[bytes]:

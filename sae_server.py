@@ -1615,9 +1615,7 @@ def cmd_login(server, session, name, password):
         server.close_session(session, kicked_error(left), "kicked")
         return
     server.go_online(session, account)
-    lines = [proto.format_ok("LOGIN", account.name)]
-    lines += [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
-    lines.append(proto.format_ok("HISTORY", str(len(history))))
+    lines = [proto.format_ok("LOGIN", account.name)] + proto.format_history(history)
     lines.append(proto.format_users(server.online_names()))
     server.reply_lines(session, lines)
 
@@ -1658,9 +1656,7 @@ def cmd_history(server, session, count, where):
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
-    lines = [proto.format_msg(m.id, m.created_at, m.sender, m.body) for m in history]
-    lines.append(proto.format_ok("HISTORY", str(len(history))))
-    server.reply_lines(session, lines)
+    server.reply_lines(session, proto.format_history(history))
 
 
 def cmd_ping(server, session, token):
