@@ -179,6 +179,20 @@ def kick_seconds(field):
     return proto.whole_number(field, 1, KICK_SECONDS_MAX)
 
 
+def ask_store(server, link, doing, answer, work, *args):
+    """An operator's command that needs the database: ``work(*args)`` on the
+    storage thread, then ``answer(result)`` on the loop, or "cannot <doing>:
+    storage unavailable". The link stays open for the answer."""
+    def done(result, error):
+        link.waiting -= 1
+        if error is not None:
+            link.answer("cannot %s: storage unavailable" % doing)
+        else:
+            answer(result)
+    link.waiting += 1
+    server.store_call(done, work, *args)
+
+
 def admin_help(server, link, rest):
     if rest:
         return admin_usage(link, "help", "no arguments")
@@ -211,17 +225,12 @@ def admin_kick(server, link, rest):
         return admin_usage(link, "kick", problem)
     # The kick itself is kept in memory, but a typo must not look like a
     # kick: the account is looked up first, as ban does.
-    def done(account, error):
-        link.waiting -= 1
-        if error is not None:
-            link.answer("cannot kick %s: storage unavailable" % name)
-        elif account is None:
-            link.answer("no such account: %s" % name)
-        else:
-            ended = server.kick(name, seconds, reason)
-            link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
-    link.waiting += 1
-    server.store_call(done, server.store.find_account, name)
+    def found(account):
+        if account is None:
+            return link.answer("no such account: %s" % name)
+        ended = server.kick(name, seconds, reason)
+        link.answer("kicked %s for %ds (%d session%s closed)" % (name, seconds, ended, "" if ended == 1 else "s"))
+    ask_store(server, link, "kick " + name, found, server.store.find_account, name)
 
 
 def admin_unkick(server, link, rest):
@@ -244,18 +253,13 @@ def admin_ban(server, link, rest):
     if problem:
         return admin_usage(link, "ban", problem)
 
-    def done(found, error):
-        link.waiting -= 1
-        if error is not None:
-            link.answer("cannot ban %s: storage unavailable" % name)
-        elif not found:
-            link.answer("no such account: %s" % name)
-        else:
-            ended = server.end_account(name, proto.format_banned(reason), "banned")
-            log.info("operator banned %s: %s", name, reason)
-            link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
-    link.waiting += 1
-    server.store_call(done, server.store.set_ban, name, reason, server.timestamp())
+    def stored(found):
+        if not found:
+            return link.answer("no such account: %s" % name)
+        ended = server.end_account(name, proto.format_banned(reason), "banned")
+        log.info("operator banned %s: %s", name, reason)
+        link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
+    ask_store(server, link, "ban " + name, stored, server.store.set_ban, name, reason, server.timestamp())
 
 
 def admin_unban(server, link, rest):
@@ -265,19 +269,15 @@ def admin_unban(server, link, rest):
     if name_problem(name):
         return admin_usage(link, "unban", name_problem(name))
 
-    def done(lifted, error):
-        link.waiting -= 1
-        if error is not None:
-            link.answer("cannot unban %s: storage unavailable" % name)
-        elif lifted is None:
+    def stored(lifted):
+        if lifted is None:
             link.answer("no such account: %s" % name)
         elif not lifted:
             link.answer("%s is not banned" % name)
         else:
             log.info("operator unbanned %s", name)
             link.answer("unbanned %s" % name)
-    link.waiting += 1
-    server.store_call(done, lift_ban, server.store, name, server.timestamp())
+    ask_store(server, link, "unban " + name, stored, lift_ban, server.store, name, server.timestamp())
 
 
 def lift_ban(store, name, timestamp):
@@ -293,14 +293,10 @@ def admin_bans(server, link, rest):
     if rest:
         return admin_usage(link, "bans", "no arguments")
 
-    def done(accounts, error):
-        link.waiting -= 1
-        if error is not None:
-            return link.answer("cannot list bans: storage unavailable")
+    def found(accounts):
         lines = ["%s: %s" % (account.name, account.ban_reason) for account in accounts]
         link.answer("\n".join(lines + ["%d banned" % len(accounts)]))
-    link.waiting += 1
-    server.store_call(done, server.store.banned_accounts)
+    ask_store(server, link, "list bans", found, server.store.banned_accounts)
 
 
 def admin_who(server, link, rest):
