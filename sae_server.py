@@ -89,6 +89,15 @@ LIMITS = {
     "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
     "hash_threads": (2, "threads hashing passwords"),
 }
+# Limits that cannot be 0: a rate divides, an interval or a cap of 0 would
+# spin the loop or refuse everyone. (The others may be 0: no history, no
+# failed logins allowed, no delay.)
+POSITIVE_LIMITS = frozenset(("history_max", "ping_interval", "ping_timeout", "login_timeout", "sendq_max",
+                             "held_lines_max", "max_connections", "max_per_address", "flood_burst",
+                             "flood_rate", "flood_held_max", "hash_threads"))
+# scrypt takes a power of two, and n * 128 * r bytes must fit in the memory
+# hash_password allows it (256 MiB): 2 to 2**18.
+SCRYPT_N_MAX = 2 ** 18
 # Bytes read per recv(): large reads let one wake-up take a whole burst.
 RECV_BYTES = 256 * 1024
 # How long a closing connection may take to receive its last lines.
@@ -1736,6 +1745,20 @@ def not_negative(convert):
     return parse
 
 
+def limits_problem(limits):
+    """Why these limits cannot run a server (a value the option's type lets
+    through but the server cannot use), or None."""
+    for name in sorted(POSITIVE_LIMITS):
+        if not getattr(limits, name) > 0:
+            return "--%s must be above 0" % name.replace("_", "-")
+    n = limits.scrypt_n
+    if not 2 <= n <= SCRYPT_N_MAX or n & (n - 1):
+        return "--scrypt-n must be a power of two from 2 to %d" % SCRYPT_N_MAX
+    if not 1 <= limits.kick_seconds <= KICK_SECONDS_MAX:
+        return "--kick-seconds must be 1 to %d" % KICK_SECONDS_MAX
+    return None
+
+
 def networks(text):
     for network in text.split(","):
         if network.strip():
@@ -1803,8 +1826,9 @@ def main(argv=None):
     terminal_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=args.log_level, handlers=[terminal_log])
     limits = Limits(**{name: getattr(args, name) for name in LIMITS})
-    if not 1 <= limits.kick_seconds <= KICK_SECONDS_MAX:
-        log.error("--kick-seconds must be 1 to %d", KICK_SECONDS_MAX)
+    problem = limits_problem(limits)
+    if problem:
+        log.error("%s", problem)
         return 1
     try:
         password = admin_password(args)

@@ -110,3 +110,17 @@ def test_a_hard_limit_too_low_for_max_connections_is_warned_once(tmp_path):
     warnings = [line for line in server.log if "WARNING" in line]
     assert len(warnings) == 1 and "open-file limit is 256" in warnings[0]
     assert "at most 224 connections instead of 4096" in warnings[0]
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--flood-rate", "0", "--flood-rate must be above 0"),
+    ("--ping-interval", "0", "--ping-interval must be above 0"),
+    ("--max-connections", "0", "--max-connections must be above 0"),
+    ("--scrypt-n", "1000", "--scrypt-n must be a power of two from 2 to 262144"),
+    ("--scrypt-n", "1048576", "--scrypt-n must be a power of two from 2 to 262144"),
+])
+def test_a_limit_the_server_cannot_run_with_is_refused_at_start(tmp_path, option, value, said):
+    # A flood rate of 0 divided by zero on the first held line; a scrypt cost
+    # that is not a power of two failed every REGISTER.
+    status, log = start(tmp_path, option, value)
+    assert status == 1 and log.strip().endswith(said) and "Traceback" not in log
