@@ -5,7 +5,8 @@ How a message travels, top to bottom of this file:
   socket bytes -> Session.framer (sae_protocol.LineFramer) -> parsed commands
   held in Session.held -> a command function (cmd_say, cmd_login, ...) ->
   Server.outbox -> one storage job (append_messages, one transaction) for all
-  that was accepted while the previous one was stored -> back on the loop: the Room renders it once per protocol ->
+  that was accepted in the turn (or, with a storage thread, while the
+  previous one was stored) -> back on the loop: the Room renders it once per protocol ->
   the same bytes appended to every member's sendq -> one send() per socket
   at the end of the iteration (Connection.flush); EVENT_WRITE only while
   something is left over.
@@ -17,10 +18,12 @@ what may block, and the way back to the loop); Room (members, and fan-out
 by protocol); Server (the loop, accepting, reading, the sweep, delivery,
 shutdown, and the wiring of the rest); the commands; main().
 
-One thread owns every session and the room. What may block (the database,
-password hashing) runs on Workers' threads; results come back through a
-socketpair registered in the same selector, and only the loop thread looks
-at them. A command that waits for them is a generator that yields what it
+One thread owns every session and the room. What may block (password
+hashing, a database across the network) runs on Workers' threads; results
+come back through a socketpair registered in the same selector, and only the
+loop thread looks at them. A store whose calls are as short as a send()
+(SQLite: Store.on_loop) is called by the loop itself, its results taken the
+same way at the end of the turn. A command that waits for them is a generator that yields what it
 waits for (storage, hashing, a moment) and is resumed with the result. A
 session's commands are answered in the order it sent them: while one of its
 commands waits, its later lines wait too, except that SAY/TELL lines may
@@ -487,19 +490,23 @@ class LongAnswer:
 class Workers:
     """The threads for what may block, and the way back from them.
 
-    One storage thread (so that storage calls run in the order they were
-    made: a read sees every write queued before it) and a few hashing
-    threads. A finished job is put on ``_done`` and the loop is woken
-    through a socketpair it watches (``wakeup``); only the loop thread
-    calls anything here but ``wake``, which signal handlers use too."""
+    Storage runs on one thread of its own (so that storage calls run in the
+    order they were made: a read sees every write queued before it), unless
+    the store is one whose calls are as short as a send() (``Store.on_loop``:
+    a local SQLite file, whose commits go to the page cache), which the loop
+    calls itself: no hand-over to a thread and back for every batch, which
+    cost more than the batch itself. Password hashing always runs on a few
+    hashing threads. Either way a finished job is put on ``done``, and the
+    loop takes it at the end of its turn (``completed``); a thread also wakes
+    the loop through a socketpair it watches (``wakeup``). Only the loop
+    thread calls anything here but ``wake``, which signal handlers use too."""
 
-    def __init__(self, hash_threads):
-        self.pools = {
-            "storage": concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage"),
-            "hashing": concurrent.futures.ThreadPoolExecutor(hash_threads, thread_name_prefix="sae-hash"),
-        }
+    def __init__(self, hash_threads, storage_on_loop=False):
+        self.pools = {"hashing": concurrent.futures.ThreadPoolExecutor(hash_threads, thread_name_prefix="sae-hash")}
+        if not storage_on_loop:
+            self.pools["storage"] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage")
         self.storage_jobs = 0  # submitted to storage and not yet back on the loop
-        self._done = collections.deque()  # (pool, context, future), appended by worker threads
+        self.done = collections.deque()  # (pool, context, future), appended by worker threads
         self.wakeup, self.waker = socket.socketpair()
         self.wakeup.setblocking(False)
         self.waker.setblocking(False)
@@ -509,9 +516,18 @@ class Workers:
         with the future once it is done."""
         if pool == "storage":
             self.storage_jobs += 1
-        future = self.pools[pool].submit(work, *args)
+        executor = self.pools.get(pool)
+        if executor is None:  # storage on the loop: done now, taken at the end of the turn
+            future = concurrent.futures.Future()
+            try:
+                future.set_result(work(*args))
+            except Exception as error:
+                future.set_exception(error)
+            self.done.append((pool, context, future))
+            return
+        future = executor.submit(work, *args)
         # On the worker thread: hand over, touch nothing else.
-        future.add_done_callback(lambda done: (self._done.append((pool, context, done)), self.wake()))
+        future.add_done_callback(lambda done: (self.done.append((pool, context, done)), self.wake()))
 
     def wake(self):
         """Wake the loop (from any thread, or a signal handler)."""
@@ -520,14 +536,17 @@ class Workers:
         except (BlockingIOError, OSError):
             pass  # the loop is already due to wake up
 
-    def completed(self):
-        """The jobs done since the last call, as (pool, context, future)."""
+    def woken(self):
+        """Read the wake-ups: what woke the loop is taken at the end of the turn."""
         try:
             while self.wakeup.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        done = self._done
+
+    def completed(self):
+        """The jobs done since the last call, as (pool, context, future)."""
+        done = self.done
         while done:
             pool, context, future = done.popleft()
             if pool == "storage":
@@ -536,7 +555,10 @@ class Workers:
 
     def close(self, store):
         """Close the store on its own thread, then stop every thread."""
-        self.pools["storage"].submit(store.close).result()
+        if "storage" in self.pools:
+            self.pools["storage"].submit(store.close).result()
+        else:
+            store.close()
         for pool in self.pools.values():
             pool.shutdown()
         self.wakeup.close()
@@ -601,7 +623,7 @@ def describe_owner(owner):
 # --- the server ---------------------------------------------------------
 
 class Server:
-    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None):
+    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None):
         self.store = store
         self.admin_password = admin_password  # None: the operator needs none
         self.limits = limits or Limits()
@@ -633,8 +655,9 @@ class Server:
         # runs now, as asyncio keeps a callback's context: work it offloads
         # is charged to it, so that a failing completion costs that session.
         self.running_for = None
-        self.workers = Workers(self.limits.hash_threads)
-        self.selector.register(self.workers.wakeup, selectors.EVENT_READ, self._run_completed)
+        self.workers = Workers(self.limits.hash_threads,
+                               store.on_loop if storage_on_loop is None else storage_on_loop)
+        self.selector.register(self.workers.wakeup, selectors.EVENT_READ, self.workers.woken)
         # Unknown names are checked against this, so they cost what a real
         # account costs and the answer does not tell whether a name exists.
         self.dummy_hash = hash_password("not a password", self.limits.scrypt_n)
@@ -881,8 +904,15 @@ class Server:
         # waits for it and then goes as one batch. Fewer, fuller batches mean
         # fewer passes over the room to deliver them, and the storage thread
         # could not have started on a second batch before the first anyway.
-        if self.outbox and not self.batches_in_flight:
-            self._store_outbox()
+        # Storage on the loop is done at once: this turn's messages are one
+        # batch, delivered in this turn's pass, and what a completion starts
+        # (the next lines of a session that waited) is done in the same turn.
+        while True:
+            if self.outbox and not self.batches_in_flight:
+                self._store_outbox()
+            if not self.workers.done:
+                break
+            self._run_completed()
         self._flush()
 
     def _shut_down(self) -> bool:

@@ -8,8 +8,9 @@ picks the backend from a URL:
     sqlite:////var/lib/sae/sae.db   (an absolute path: four slashes)
     mysql://user:password@host:3306/name
 
-A Store is used by one thread at a time, the server's storage thread, never
-by the event loop itself: every call may block. Each backend keeps its
+A Store is used by one thread at a time: the server's storage thread, or,
+for a store whose calls never wait for long (``Store.on_loop``: SQLite), the
+event loop itself. Each backend keeps its
 schema, one SQL file per migration, in a folder named after its dialect;
 ``schema_version`` records which have been applied.
 
@@ -74,6 +75,12 @@ def name_key(name: str) -> str:
 class Store:
     """What the server needs from a database. Every method may raise
     StorageUnavailable."""
+
+    # True when every call is as short as a send(): the server's loop then
+    # makes the calls itself instead of handing them to its storage thread.
+    # SQLite's are (a local file, commits that go to the page cache and are
+    # written back later); a database across a network is not.
+    on_loop = False
 
     def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
         """The new account, or None if the name is taken (case-insensitively)."""

@@ -4,27 +4,72 @@ WAL mode lets readers (a second tool, a backup) work while the server
 writes; synchronous=NORMAL makes a commit cost no fsync in WAL mode (a power
 cut may lose the last commits, never corrupt the file), which is what lets a
 Raspberry Pi's SD card keep up with one commit per loop iteration.
+
+With no fsync, a commit is a write to the page cache, as short as a send():
+so the server's loop calls this store itself (``on_loop``), and what could
+still make it wait is kept away from it. Checkpoints (copying the WAL back
+into the database file, which does fsync) run on a thread of their own with
+its own connection; in WAL mode they never block the writer. And another
+program writing to the file (the sqlite3 shell) makes the loop wait at most
+BUSY_MS before the call fails as StorageUnavailable (ERR 503, try again).
 """
 
 import sqlite3
+import threading
 from typing import List, Optional, Sequence
 
 from . import Account, Message, NewMessage, StorageUnavailable, Store, name_key, sql
 from .migrate import migrations
 
+BUSY_MS = 200  # the longest the loop waits for another program's write lock
+CHECKPOINT_SECONDS = 5.0  # how often the WAL is copied back into the database file
+
+
+class Checkpoints:
+    """A thread that checkpoints the WAL every CHECKPOINT_SECONDS, PASSIVE:
+    it copies what no reader still needs and never waits for the writer, nor
+    makes it wait. Its fsync is the only one, and it is off the loop."""
+
+    def __init__(self, path):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout=%d" % BUSY_MS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sae-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(CHECKPOINT_SECONDS):
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # busy or failing: the next one tries again, and the WAL only grows meanwhile
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.db.close()
+
 
 class SQLiteStore(Store):
+    on_loop = True
+
     def __init__(self, path: str):
+        self.checkpoints = None
         try:
             # check_same_thread=False: the store is opened on the main thread
             # (so start-up errors are reported there), then used only by the
             # storage thread.
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            wal = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute("PRAGMA busy_timeout=%d" % BUSY_MS)
             self._migrate()
+            if wal and path != ":memory:":
+                # Checkpoints move to their own thread; without WAL (a file
+                # system that cannot share memory) SQLite keeps doing them.
+                self.db.execute("PRAGMA wal_autocheckpoint=0")
+                self.checkpoints = Checkpoints(path)
         except sqlite3.Error as error:
             raise StorageUnavailable("cannot open SQLite database %s: %s" % (path, error)) from None
 
@@ -120,4 +165,6 @@ class SQLiteStore(Store):
         self._run(self.db.execute, "SELECT 1")
 
     def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         self.db.close()

@@ -324,12 +324,12 @@ class Harness:
     (``turn``), so that a frozen clock is the only clock it sees; its
     clients are real sockets on loopback."""
 
-    def __init__(self, tmp_path, db_url=None, **limits):
+    def __init__(self, tmp_path, db_url=None, storage_on_loop=None, **limits):
         self.folder = tmp_path
         limits.setdefault("scrypt_n", 1024)
         limits.setdefault("login_failure_delay", 0.0)
         self.server = Server(open_store(db_url or "sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
-                             Limits(**limits))
+                             Limits(**limits), storage_on_loop=storage_on_loop)
         self.server.listen()
         self.buffers = {}
         self.stopped = False
@@ -438,12 +438,14 @@ class Harness:
 def harness(tmp_path):
     """``make, clock = harness``: ``make(**limits)`` builds a Harness under
     a clock frozen by freezegun, which ``clock.tick(seconds)`` moves;
-    ``make(db_url=...)`` puts it on another database than a fresh SQLite."""
+    ``make(db_url=...)`` puts it on another database than a fresh SQLite;
+    ``make(storage_on_loop=False)`` gives SQLite a storage thread, as
+    MariaDB has, for a test that holds that thread back."""
     with freeze_time("2026-11-28 12:00:00") as clock:
         made = []
 
-        def make(db_url=None, **limits):
-            made.append(Harness(tmp_path, db_url, **limits))
+        def make(db_url=None, storage_on_loop=None, **limits):
+            made.append(Harness(tmp_path, db_url, storage_on_loop, **limits))
             return made[-1]
 
         yield make, clock

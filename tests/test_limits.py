@@ -505,7 +505,7 @@ def test_a_client_gone_mid_command_does_not_touch_the_one_that_took_its_descript
     next connection; the worker's answer must not reach the new one (nor
     crash the server on the old, closed socket)."""
     make, clock = harness
-    h = make(hash_threads=1)
+    h = make(hash_threads=1, storage_on_loop=False)  # a storage thread to hold back
     if line.startswith("HISTORY"):
         gone = h.logged_in("alice")
     else:

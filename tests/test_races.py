@@ -132,7 +132,7 @@ def test_a_failed_login_takes_the_same_time_whether_or_not_the_name_exists(harne
 
 def test_what_is_said_while_a_batch_is_stored_goes_next_as_one_batch(harness, monkeypatch):
     make, clock = harness
-    h = make()
+    h = make(storage_on_loop=False)  # MariaDB's way: a storage thread
     alice, bob = h.logged_in("alice"), h.logged_in("bob")
     batches, stored = [], threading.Event()
     store_batch = h.server.store.append_messages
@@ -155,3 +155,30 @@ def test_what_is_said_while_a_batch_is_stored_goes_next_as_one_batch(harness, mo
     stored.set()
     assert h.expect(alice, r"MSG \d+ \S+ bob meanwhile 4").endswith("meanwhile 4")
     assert batches == [["first"], ["meanwhile %d" % number for number in range(5)]]
+
+
+def test_on_sqlite_a_turn_s_messages_are_one_batch_delivered_in_that_turn(harness, monkeypatch):
+    """SQLite is called by the loop itself (Store.on_loop): what one turn
+    reads is stored as one batch and goes out in that turn's pass, with no
+    thread to wait for."""
+    make, clock = harness
+    h = make()
+    assert "storage" not in h.server.workers.pools
+    alice = h.logged_in("alice")
+    batches = []
+    store_batch = h.server.store.append_messages
+
+    def recorded(batch):
+        batches.append([message.body for message in batch])
+        return store_batch(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    alice.sendall(b"SAY one\nSAY two\nSAY three\n")
+    turn_until(h, lambda: batches, "stored")
+    assert batches == [["one", "two", "three"]]
+    # No further turn: the pass of the turn that stored them sent them.
+    alice.settimeout(GATE_TIMEOUT)
+    received = b""
+    while received.count(b"\n") < 3:
+        received += alice.recv(4096)
+    assert [line.split(" ", 4)[-1] for line in received.decode().splitlines()] == ["one", "two", "three"]

@@ -447,3 +447,34 @@ def socket_closed_port():
         yield sock.getsockname()[1]
     finally:
         sock.close()
+
+
+def test_sqlite_checkpoints_off_the_loop(tmp_path, monkeypatch):
+    """The server's loop commits to SQLite itself, so the WAL is copied back
+    into the database file (the fsync) by the store's own thread: the loop's
+    connection never checkpoints, and the file still gets every message."""
+    import sae_db.sqlite
+    monkeypatch.setattr(sae_db.sqlite, "CHECKPOINT_SECONDS", 0.05)
+    path = tmp_path / "sae.db"
+    store = open_store("sqlite:///%s" % path)
+    try:
+        assert store.on_loop
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        alice = store.create_account("alice", "hash", T0)
+        store.append_messages([say(alice, "message %d" % n) for n in range(500)])
+        # The database file alone (immutable: its WAL ignored) holds them
+        # once a checkpoint has run.
+        deadline = time.monotonic() + 10
+        count = 0
+        while count < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the file: there is no event to wait for
+            on_file = sqlite3.connect("file:%s?immutable=1" % path, uri=True)
+            try:
+                count = on_file.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            except sqlite3.OperationalError:
+                count = 0  # not even the schema is in the file yet
+            finally:
+                on_file.close()
+        assert count == 500
+    finally:
+        store.close()
