@@ -310,6 +310,14 @@ def admin_who(server, link, rest):
         len(lines), "" if len(lines) == 1 else "s", len(server.online))]))
 
 
+def admin_stats(server, link, rest):
+    if rest:
+        return admin_usage(link, "stats", "no arguments")
+    link.answer("%s; %d connections, %d online, %d storage jobs in flight" % (
+        server.counters.describe(server.now), len(server.sessions), len(server.online),
+        server.workers.storage_jobs))
+
+
 def admin_say(server, link, rest):
     if not rest:
         return admin_usage(link, "say")
@@ -332,6 +340,7 @@ def duration(seconds):
 ADMIN_COMMANDS = {
     "help": admin_help,
     "who": admin_who,
+    "stats": admin_stats,
     "say": admin_say,
     "kick": admin_kick,
     "unkick": admin_unkick,
@@ -341,7 +350,7 @@ ADMIN_COMMANDS = {
     "kill": admin_kill,
 }
 ADMIN_USAGE = {
-    "help": "", "who": "", "say": "TEXT", "kick": "NAME [seconds] [reason]", "unkick": "NAME",
+    "help": "", "who": "", "stats": "", "say": "TEXT", "kick": "NAME [seconds] [reason]", "unkick": "NAME",
     "ban": "NAME [reason]", "unban": "NAME", "bans": "", "kill": "[reason]",
 }
 

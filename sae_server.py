@@ -565,6 +565,28 @@ class Workers:
         self.waker.close()
 
 
+class Counters:
+    """What the loop has done, for the operator (``stats``) and the log at
+    exit: how many messages each storage batch and each pass over the room
+    carried is what the cost of a message comes down to."""
+
+    __slots__ = ("started_at", "turns", "batches", "stored", "passes")
+
+    def __init__(self, now):
+        self.started_at = now
+        self.turns = 0  # of the loop
+        self.batches = 0  # handed to storage
+        self.stored = 0  # messages stored
+        self.passes = 0  # over the room's members, sending
+
+    def describe(self, now):
+        per = lambda part, whole: part / whole if whole else 0.0  # noqa: E731
+        return ("up %ds: %d messages stored in %d batches (%.1f per batch), %d passes over the room "
+                "(%.1f messages per pass), %d loop turns" % (
+                    now - self.started_at, self.stored, self.batches, per(self.stored, self.batches),
+                    self.passes, per(self.stored, self.passes), self.turns))
+
+
 # --- the room -----------------------------------------------------------
 
 class Room:
@@ -642,6 +664,7 @@ class Server:
         self.batches_in_flight = 0  # handed to storage, not yet delivered
         self.dirty = set()  # sessions with output queued in this iteration
         self.now = monotonic()
+        self.counters = Counters(self.now)
         self._timestamp = None  # this iteration's message timestamp
         self.next_sweep = self.now + SWEEP_INTERVAL
         self.listener = None
@@ -865,6 +888,7 @@ class Server:
         ready = self.selector.select(max(0.0, min(wake_at - self.now, SWEEP_INTERVAL, max_wait)))
         self.now = monotonic()
         self._timestamp = None
+        self.counters.turns += 1
         # Only the timers due when the turn began: one a timer sets for "now"
         # (a flood wait rounded to nothing) waits for the next turn.
         due = []
@@ -962,7 +986,7 @@ class Server:
             self.console.end()
         self.workers.close(self.store)
         self.selector.close()
-        log.info("stopped")
+        log.info("stopped; %s", self.counters.describe(self.now))
         return in_order
 
     def _sessions_waiting(self):
@@ -1234,6 +1258,7 @@ class Server:
             behind = []
             if room.pending:
                 room.pending = False
+                self.counters.passes += 1
                 for members in room.members.values():
                     self._send_to(members, behind)
             if self.dirty:
@@ -1486,6 +1511,8 @@ class Server:
         """A batch is stored (or not): tell everyone concerned, in id order.
         Room messages in a row go out as one rendering per protocol."""
         self.batches_in_flight -= 1
+        self.counters.batches += 1
+        self.counters.stored += len(batch) if error is None else 0
         said = []  # room messages not yet sent, in id order, each {protocol: bytes}
 
         def send_said():

@@ -167,6 +167,12 @@ def test_console_kick_ban_say_who(console_server):
     console.expect(r"said to 3 sessions")
     for client in (alice, bob, carol):
         client.expect(r"INFO maintenance at noon$")
+    alice.send("SAY noted")
+    for client in (alice, bob, carol):
+        client.expect(r"MSG \d+ \S+ alice noted$")
+    console.type("stats\n")
+    console.expect(r"up \d+s: 1 messages stored in 1 batches \(1\.0 per batch\), \d+ passes over the room "
+                   r"\(\d\.\d messages per pass\), \d+ loop turns; 3 connections, 3 online")
 
     console.type("kick bob 300 spamming the room\n")
     console.expect(r"kicked bob for 300s \(1 session closed\)")
