@@ -182,3 +182,50 @@ def test_on_sqlite_a_turn_s_messages_are_one_batch_delivered_in_that_turn(harnes
     while received.count(b"\n") < 3:
         received += alice.recv(4096)
     assert [line.split(" ", 4)[-1] for line in received.decode().splitlines()] == ["one", "two", "three"]
+
+
+def test_input_already_there_joins_the_pass_of_this_turn(harness, monkeypatch):
+    """Under load (the last pass over the room took a while), input that
+    is ready by the time a turn's messages would be stored is read first:
+    one batch, one pass, carries both."""
+    make, clock = harness
+    h = make()
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    batches = []
+    store_batch = h.server.store.append_messages
+
+    def recorded(batch):
+        batches.append([message.body for message in batch])
+        return store_batch(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    h.server.last_pass_cost = 0.001
+    alice.sendall(b"SAY one\n")
+    # bob's line arrives while the turn that read alice's runs (a timer of
+    # that turn sends it), after its select.
+    h.server.call_at(h.server.now, lambda: bob.sendall(b"SAY two\n"))
+    turn_until(h, lambda: batches, "stored")
+    assert batches == [["one", "two"]]
+    assert h.expect(bob, r"MSG \d+ \S+ bob two").endswith("two")
+
+
+def test_a_quiet_room_is_not_gathered_for(harness, monkeypatch):
+    """Nothing more ready: the turn's messages go at once, as two batches
+    when they come in two turns."""
+    make, clock = harness
+    h = make()
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    batches = []
+    store_batch = h.server.store.append_messages
+
+    def recorded(batch):
+        batches.append([message.body for message in batch])
+        return store_batch(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    h.server.last_pass_cost = 0.001
+    alice.sendall(b"SAY one\n")
+    turn_until(h, lambda: batches, "stored")
+    bob.sendall(b"SAY two\n")
+    turn_until(h, lambda: len(batches) == 2, "stored")
+    assert batches == [["one"], ["two"]]
