@@ -1542,11 +1542,10 @@ class Server:
         self.batches_in_flight -= 1
         self.counters.batches += 1
         self.counters.stored += len(batch) if error is None else 0
-        said = []  # room messages not yet sent, in id order, each {protocol: bytes}
+        said = []  # (sender's session, Message): room messages not yet sent, in id order
 
         def send_said():
-            # A run of room messages: one chunk per protocol, the same bytes for all its members.
-            self.room.queue({protocol: b"".join(each[protocol] for each in said) for protocol in said[0]})
+            self.room.queue(self._render_said(said))
             said.clear()
 
         for (session, message), result in zip(batch, stored or [None] * len(batch)):
@@ -1554,9 +1553,7 @@ class Server:
             session.inflight_messages -= 1
             try:
                 if result is not None and result.recipient is None:
-                    # Rendered here, so that a fault in it is this sender's alone.
-                    said.append(self.room.render(lambda protocol, m=result: protocol.format_msg(
-                        m.id, m.created_at, m.sender, m.body)))
+                    said.append((session, result))
                     continue
                 if said:
                     send_said()
@@ -1586,6 +1583,30 @@ class Server:
                     self.run_held(session)
                 except Exception:
                     self._fault(session, "its held lines")
+
+    def _render_said(self, said):
+        """A run of room messages as each protocol among the members says
+        it, {protocol: bytes}, one join per protocol. A message that fails
+        to render (a bug) costs its sender; the run goes out without it."""
+        while said:
+            culprit = None
+            try:
+                rendered = {}
+                for protocol, sessions in self.room.members.items():
+                    if sessions:
+                        format_msg = protocol.format_msg
+                        pieces = []
+                        for culprit in said:
+                            message = culprit[1]
+                            pieces.append(format_msg(message.id, message.created_at, message.sender, message.body))
+                        rendered[protocol] = b"".join(pieces)
+                return rendered
+            except Exception:
+                if culprit is None:
+                    raise
+                said.remove(culprit)
+                self._fault(culprit[0], "delivering its message")
+        return {}
 
 
 # --- commands -----------------------------------------------------------
