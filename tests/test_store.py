@@ -542,8 +542,8 @@ def test_general_can_be_deleted_and_made_again(store, alice):
 @pytest.fixture
 def busy(store_url, store):
     """A store with some history: 40 accounts, 12 rooms each with 10 members,
-    3000 messages of which one in ten is private, and statistics as a server
-    that has been running keeps them. Returns (store, accounts, rooms)."""
+    3000 messages of which one in ten is private, and the statistics a
+    server that has been running would have. Returns (store, accounts, rooms)."""
     rooms = [store.ensure_room("#room%d" % i, T0) for i in range(12)]
     accounts = [store.create_account("user%d" % i, "h", T0) for i in range(40)]
     for i, account in enumerate(accounts):
@@ -558,11 +558,12 @@ def busy(store_url, store):
             batch.append(in_room(sender, rooms[i % 12], "message %d" % i))
     for first in range(0, len(batch), 500):
         store.append_messages(batch[first:first + 500])
+    # InnoDB refreshes its statistics by itself some time after a tenth of
+    # a table changed; ANALYZE does it now. SQLite plans without any (the
+    # store never runs ANALYZE), so it gets none.
     if dialect(store_url) == "mysql":
         for table in ("messages", "memberships", "rooms", "users"):
             query(store_url, "ANALYZE TABLE %s" % table)
-    else:
-        query(store_url, "ANALYZE")
     return store, accounts, rooms
 
 
