@@ -64,7 +64,7 @@ from typing import NamedTuple
 
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
-from sae_db import NewMessage, StorageUnavailable, describe_url, name_key, open_store
+from sae_db import DEFAULT_ROOM, NewMessage, StorageUnavailable, describe_url, name_key, open_store
 
 log = logging.getLogger("sae-server")
 
@@ -651,11 +651,15 @@ class Server:
     def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None):
         self.store = store
         self.admin_password = admin_password  # None: the operator needs none
+        # The one room protocol v1 speaks of: made sure of here, before any
+        # thread uses the store, and its id kept for every message said in
+        # it, every HISTORY and every new account.
+        self.room_info = store.ensure_room(DEFAULT_ROOM, proto.format_timestamp(wall_ms()))
         self.limits = limits or Limits()
         self.host, self.port = host, port
         self.selector = selectors.DefaultSelector()
         self.sessions = {}  # fd -> Session
-        self.room = Room("#general")  # every online session
+        self.room = Room(self.room_info.name)  # every online session
         self.online = {}  # account name_key -> [Session], in login order
         self.guards = Guards(self.limits)
         self.timers = []  # heap of (monotonic time, sequence, owner, function): work due later
@@ -1524,7 +1528,9 @@ class Server:
         account = session.account
         session.inflight += 1
         session.inflight_messages += 1
-        self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp())))
+        room_id = self.room_info.id if recipient is None else None
+        self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
+                                                room_id)))
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
@@ -1658,7 +1664,8 @@ def cmd_register(server, session, name, password):
         server.guards.registered(session.ip, server.now)
     password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
     try:
-        account = yield storage(server.store.create_account, name, password_hash, server.timestamp())
+        account = yield storage(server.store.create_account, name, password_hash, server.timestamp(),
+                                server.room_info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1716,7 +1723,8 @@ def cmd_login(server, session, name, password):
     # been stored while the password was hashed. A ban stored after this read
     # is answered after it, and closes the session, which is online by then.
     try:
-        account, history = yield storage(account_and_history, server.store, account.name, server.limits.history)
+        account, history = yield storage(account_and_history, server.store, account.name, server.limits.history,
+                                         server.room_info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1736,10 +1744,10 @@ def cmd_login(server, session, name, password):
     server.reply_lines(session, lines)
 
 
-def account_and_history(store, name, count):
+def account_and_history(store, name, count, room_id):
     """On the storage thread, for a LOGIN whose password checked out: the
     account as it is now, and the room's last ``count`` messages."""
-    return store.find_account(name), store.room_history(count)
+    return store.find_account(name), store.room_history(count, None, None, room_id)
 
 
 def too_fast(wait, text):
@@ -1768,7 +1776,8 @@ def cmd_history(server, session, count, where):
         server.reply(session, proto.format_err(query.code, query.text))
         return
     try:
-        history = yield storage(server.store.room_history, query.count, query.before, query.after)
+        history = yield storage(server.store.room_history, query.count, query.before, query.after,
+                                server.room_info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1948,7 +1957,12 @@ def main(argv=None):
     except (ValueError, StorageUnavailable) as error:
         log.error("cannot open the database: %s", error)
         return 1
-    server = Server(store, args.host, args.port, limits, admin_password=password)
+    try:
+        server = Server(store, args.host, args.port, limits, admin_password=password)
+    except StorageUnavailable as error:
+        log.error("cannot open the database: %s", error)
+        store.close()
+        return 1
     try:
         server.listen()
         if args.admin_socket:

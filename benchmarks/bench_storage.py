@@ -1,4 +1,5 @@
-"""How many messages per second each storage backend stores.
+"""How many messages per second each storage backend stores, and (with
+--rooms) how long history reads take at a million messages.
 
 Stores the same messages three ways and prints messages per second:
   batched     append_messages() with --batch messages at a time, one
@@ -8,8 +9,19 @@ Stores the same messages three ways and prints messages per second:
               the transaction instead of one multi-row INSERT;
   per-commit  append_messages() with one message at a time: a commit per
               message, what the server avoids.
+Room messages go to #general by its id, as the server sends them.
 
     python benchmarks/bench_storage.py [--mysql-url mysql://root@127.0.0.1:3306/]
+
+--rooms instead fills a store with --rooms-messages messages (default one
+million: 200 accounts, 50 rooms, each account in 3 of them, one message in
+ten private), then times every history read the server makes (a room's last
+50, before and after an id; a conversation's; everything an account missed
+after a short and a long absence) over --reads different rooms, accounts
+and ids, and prints each query plan (SQLite EXPLAIN QUERY PLAN, MariaDB
+EXPLAIN) and the median and slowest time:
+
+    python benchmarks/bench_storage.py --rooms [--rooms-messages 1000000]
 
 SQLite runs in a temporary folder. For MySQL, a URL without a database name
 makes the benchmark create its own database (sae_bench_<pid>) and drop it
@@ -21,6 +33,7 @@ This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
 import argparse
 import os
 import platform
+import random
 import sqlite3
 import sys
 import tempfile
@@ -28,7 +41,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 try:
-    from sae_db import NewMessage, describe_url, open_store
+    from sae_db import NewMessage, describe_url, open_store, sql
 except ImportError:  # run from a source tree that is not installed
     sys.exit("sae_db is not importable: pip install -e '.[mysql]' first")
 
@@ -37,15 +50,17 @@ AT = "2026-11-24T13:05:01.123Z"
 BODY = "see you at the club tonight, bring the slides and the projector cable 🎉"
 
 
-def messages(account, count):
+def messages(account, count, room_id):
     for i in range(count):
-        recipient = "bench2" if i % 10 == 9 else None
-        yield NewMessage(account.id, account.name, recipient, "%d %s" % (i, BODY), AT)
+        if i % 10 == 9:
+            yield NewMessage(account.id, account.name, "bench2", "%d %s" % (i, BODY), AT)
+        else:
+            yield NewMessage(account.id, account.name, None, "%d %s" % (i, BODY), AT, room_id)
 
 
-def measure(store, account, count, batch_size):
+def measure(store, account, count, batch_size, room_id):
     """Messages per second storing ``count`` messages ``batch_size`` at a time."""
-    pending = list(messages(account, count))
+    pending = list(messages(account, count, room_id))
     start = time.perf_counter()
     for first in range(0, count, batch_size):
         stored = store.append_messages(pending[first:first + batch_size])
@@ -58,7 +73,8 @@ def run_backend(label, store, args, row_by_row=False):
     account = store.create_account("bench1", "h", AT) or store.find_account("bench1")
     if store.find_account("bench2") is None:
         store.create_account("bench2", "h", AT)
-    store.append_messages(list(messages(account, 50)))  # warm up: connection, caches
+    room_id = store.ensure_room("#general", AT).id
+    store.append_messages(list(messages(account, 50, room_id)))  # warm up: connection, caches
     modes = [("batched (%d per commit)" % args.batch, args.messages, args.batch, True)]
     if row_by_row:
         modes.append(("batched, row by row", args.messages, args.batch, False))
@@ -66,16 +82,140 @@ def run_backend(label, store, args, row_by_row=False):
     for mode, count, batch, one_insert in modes:
         if hasattr(store, "allow_multirow"):  # MySQL
             store.allow_multirow = one_insert
-        rate, elapsed = measure(store, account, count, batch)
+        rate, elapsed = measure(store, account, count, batch, room_id)
         print("%-8s %-26s %7d messages %7.2fs %9.0f messages/s" % (label, mode, count, elapsed, rate))
         sys.stdout.flush()
+
+
+# -- rooms: history reads at a million messages ------------------------------
+
+ROOMS = 50
+ACCOUNTS = 200
+ROOMS_PER_ACCOUNT = 3
+
+
+def fill(store, args):
+    """Accounts, rooms and --rooms-messages messages, the same on every
+    backend (a fixed seed); returns (accounts, rooms, {account id: its rooms})."""
+    chance = random.Random(13)
+    rooms = [store.ensure_room("#room%02d" % i, AT) for i in range(ROOMS)]
+    accounts = [store.create_account("user%03d" % i, "h", AT) or store.find_account("user%03d" % i)
+                for i in range(ACCOUNTS)]
+    rooms_of = {}
+    for account in accounts:
+        rooms_of[account.id] = chance.sample(rooms, ROOMS_PER_ACCOUNT)
+        for room in rooms_of[account.id]:
+            store.join_room(account.id, room.id, AT)
+    start = time.perf_counter()
+    batch = []
+    for i in range(args.rooms_messages):
+        sender = chance.choice(accounts)
+        if chance.random() < 0.1:
+            peer = chance.choice(accounts)
+            batch.append(NewMessage(sender.id, sender.name, peer.name, "%d %s" % (i, BODY), AT))
+        else:
+            room = chance.choice(rooms_of[sender.id])
+            batch.append(NewMessage(sender.id, sender.name, None, "%d %s" % (i, BODY), AT, room.id))
+        if len(batch) == 1000:
+            store.append_messages(batch)
+            batch = []
+    if batch:
+        store.append_messages(batch)
+    print("filled with %d messages in %.1fs" % (args.rooms_messages, time.perf_counter() - start))
+    sys.stdout.flush()
+    return accounts, rooms, rooms_of
+
+
+def timed(call, arguments):
+    """(median, slowest) milliseconds of ``call(*a)`` for each a in arguments."""
+    times = []
+    for each in arguments:
+        start = time.perf_counter()
+        call(*each)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return times[len(times) // 2], times[-1]
+
+
+def run_rooms(label, store, args, explain):
+    """``explain(statement, parameters)`` -> the plan's lines."""
+    accounts, rooms, rooms_of = fill(store, args)
+    last = store.room_history(1, room_id=rooms[0].id)[-1].id
+    chance = random.Random(7)
+    reads = args.reads
+
+    def some_ids():
+        return [chance.randrange(last // 10, last) for _ in range(reads)]
+
+    def some_rooms():
+        return [chance.choice(rooms).id for _ in range(reads)]
+
+    def some_pairs():
+        return [(chance.choice(accounts).id, chance.choice(accounts).id) for _ in range(reads)]
+
+    ids, room_ids, pairs = some_ids(), some_rooms(), some_pairs()
+    readers = [chance.choice(accounts).id for _ in range(reads)]
+    cases = [
+        ("room: last 50", store.room_history, [(50, None, None, r) for r in room_ids],
+         sql.room_history_query(rooms[0].id, 50)),
+        ("room: 50 before an id", store.room_history, [(50, i, None, r) for i, r in zip(ids, room_ids)],
+         sql.room_history_query(rooms[0].id, 50, before=ids[0])),
+        ("room: 50 after an id", store.room_history, [(50, None, i, r) for i, r in zip(ids, room_ids)],
+         sql.room_history_query(rooms[0].id, 50, after=ids[0])),
+        ("conversation: last 50", store.conversation_history, [(a, b, 50) for a, b in pairs],
+         sql.conversation_query(pairs[0][0], pairs[0][1], 50)),
+        ("conversation: 50 before an id", store.conversation_history,
+         [(a, b, 50, i) for (a, b), i in zip(pairs, ids)],
+         sql.conversation_query(pairs[0][0], pairs[0][1], 50, before=ids[0])),
+        ("conversation: 50 after an id", store.conversation_history,
+         [(a, b, 50, None, i) for (a, b), i in zip(pairs, ids)],
+         sql.conversation_query(pairs[0][0], pairs[0][1], 50, after=ids[0])),
+        ("missed: 1000 after the last 5000", store.missed, [(a, last - 5000, 1000) for a in readers],
+         sql.missed_query(readers[0], [r.id for r in rooms_of[readers[0]]], last - 5000, 1000)),
+        ("missed: 1000 after an id far back", store.missed, [(a, i, 1000) for a, i in zip(readers, ids)],
+         sql.missed_query(readers[0], [r.id for r in rooms_of[readers[0]]], ids[0], 1000)),
+    ]
+    for what, call, arguments, (statement, parameters, _) in cases:
+        median, slowest = timed(call, arguments)
+        print("%-8s %-36s %d reads  median %7.3f ms  slowest %7.3f ms" % (label, what, reads, median, slowest))
+        for line in explain(statement, parameters):
+            print("           plan: %s" % line)
+        sys.stdout.flush()
+    # The hot path on a big table: the server's batches, as in the other mode.
+    account = accounts[0]
+    if store.find_account("bench2") is None:
+        store.create_account("bench2", "h", AT)
+    rate, elapsed = measure(store, account, args.messages, args.batch, rooms_of[account.id][0].id)
+    print("%-8s %-36s %7d messages %7.2fs %9.0f messages/s" % (
+        label, "batched (%d per commit), 1M stored" % args.batch, args.messages, elapsed, rate))
+
+
+def sqlite_plan(store):
+    def explain(statement, parameters):
+        return [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+                if "PRIMARY KEY (rowid=?)" not in row[3]]
+    return explain
+
+
+def mysql_plan(store):
+    def explain(statement, parameters):
+        def run(cursor):
+            cursor.execute("EXPLAIN " + sql.for_mysql(statement), parameters)
+            return cursor.fetchall()
+        # id, select_type, table, type, key, rows, Extra: what says whether it scans.
+        return ["%s %s %s type=%s key=%s rows=%s %s" % (row[0], row[1], row[2], row[3], row[5], row[8], row[9])
+                for row in store._run(run) if row[2] not in ("s", "r", "g")]
+    return explain
 
 
 def bench_sqlite(args):
     with tempfile.TemporaryDirectory(prefix="sae-bench-") as folder:
         store = open_store("sqlite:///%s" % os.path.join(folder, "bench.db"))
         try:
-            run_backend("SQLite", store, args)
+            if args.rooms:
+                run_rooms("SQLite", store, args, sqlite_plan(store))
+            else:
+                run_backend("SQLite", store, args)
         finally:
             store.close()
 
@@ -104,7 +244,10 @@ def bench_mysql(args):
             server.close()
             print("MySQL    %s at %s, innodb_flush_log_at_trx_commit=%s, innodb_autoinc_lock_mode=%s"
                   % (version, describe_url(url), flush, lock_mode))
-            run_backend("MySQL", store, args, row_by_row=True)
+            if args.rooms:
+                run_rooms("MySQL", store, args, mysql_plan(store))
+            else:
+                run_backend("MySQL", store, args, row_by_row=True)
         finally:
             store.close()
     finally:
@@ -120,11 +263,17 @@ def main():
     parser.add_argument("--messages", type=int, default=20000, help="messages stored batched")
     parser.add_argument("--single-messages", type=int, default=2000, help="messages stored one commit each")
     parser.add_argument("--batch", type=int, default=50, help="messages per batch")
+    parser.add_argument("--rooms", action="store_true",
+                        help="time history reads at --rooms-messages messages instead")
+    parser.add_argument("--rooms-messages", type=int, default=1000000, help="messages stored before reading")
+    parser.add_argument("--reads", type=int, default=200, help="reads timed per kind of read")
+    parser.add_argument("--sqlite", default="yes", choices=("yes", "no"), help="run SQLite too (default yes)")
     args = parser.parse_args()
     print("%s, Python %s, SQLite %s, %s, %d CPUs" % (
         time.strftime("%Y-%m-%d %H:%M:%S %Z"), platform.python_version(), sqlite3.sqlite_version,
         platform.platform(), os.cpu_count() or 0))
-    bench_sqlite(args)
+    if args.sqlite == "yes":
+        bench_sqlite(args)
     if args.mysql_url != "none":
         bench_mysql(args)
 

@@ -1,4 +1,4 @@
-"""Storage for sae-chat: accounts, bans and the message history.
+"""Storage for sae-chat: accounts, bans, rooms and the message history.
 
 Installed as the package ``sae_db`` (the folder is ``db/`` in the source
 tree). The server talks to storage only through ``Store``; ``open_store``
@@ -18,8 +18,9 @@ Timestamps cross this interface as the protocol's text form,
 ``2026-11-24T13:05:01.123Z`` (UTC, milliseconds).
 """
 
+import re
 import sys
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 
@@ -42,12 +43,16 @@ class Account(NamedTuple):
 
 
 class NewMessage(NamedTuple):
-    """A message accepted by the server, not yet stored."""
+    """A message accepted by the server, not yet stored: a private message
+    when ``recipient`` is set, else a message in the room ``room_id``. A room
+    message without a room_id (what callers from before rooms build) goes to
+    the default room, DEFAULT_ROOM."""
     sender_id: int
     sender: str
-    recipient: Optional[str]  # an account name, or None for the room
+    recipient: Optional[str]  # an account name, or None for a room
     body: str
     created_at: str
+    room_id: Optional[int] = None
 
 
 class Message(NamedTuple):
@@ -55,8 +60,33 @@ class Message(NamedTuple):
     id: int
     created_at: str
     sender: str
-    recipient: Optional[str]  # the account's name as registered, None for the room
+    recipient: Optional[str]  # the account's name as registered, None for a room message
     body: str
+    room: Optional[str] = None  # the room's name as created, None for a private message
+
+
+class RoomInfo(NamedTuple):
+    """A room as stored. ``topic`` is "" until someone sets one; then
+    ``topic_set_by`` (an account name) and ``topic_set_at`` say who and when."""
+    id: int
+    name: str
+    topic: str
+    topic_set_by: Optional[str]
+    topic_set_at: Optional[str]
+    created_at: str
+
+
+# The room every account starts in, and the one protocol v1's SAY, MSG and
+# HISTORY mean. Migration 0002 creates it; the server makes sure it exists.
+DEFAULT_ROOM = "#general"
+
+# "#" and 1 to 32 of A-Z a-z 0-9 _ . - (the same letters as account names,
+# so that a room name is safe in a protocol line and in a log).
+ROOM_NAME_RE = re.compile(r"#[A-Za-z0-9_.-]{1,32}\Z")
+
+
+def is_room_name(name: str) -> bool:
+    return ROOM_NAME_RE.match(name) is not None
 
 
 # A-Z to a-z and nothing else.
@@ -72,9 +102,33 @@ def name_key(name: str) -> str:
     return name.translate(_ASCII_LOWER)
 
 
+def room_key(name: str) -> str:
+    """The form in which room names are compared, as name_key for accounts.
+    Raises ValueError for what is not a room name: the store keeps nothing
+    that no client could name."""
+    if not is_room_name(name):
+        raise ValueError("not a room name: %r" % (name,))
+    return name.translate(_ASCII_LOWER)
+
+
 class Store:
     """What the server needs from a database. Every method may raise
-    StorageUnavailable."""
+    StorageUnavailable.
+
+    Rooms. A room is a row with a name unique case-insensitively among live
+    rooms, a topic and members (accounts: membership is stored, it does not
+    depend on a connection). Every message belongs either to one room
+    (``room_id``) or to one private conversation (sender and recipient).
+    Message ids are one sequence across all rooms and conversations, never
+    reused, so ``missed(account, after)`` can catch up on everything with
+    one id.
+
+    Deleting a room (``delete_room``) takes it off every account and frees
+    its name (a new room of that name can be created), and either removes
+    its history or keeps it: kept, the messages stay stored under the old
+    room id, readable with ``room_history(..., room_id=old_id)`` by whoever
+    holds that id (an operator), but no member or name leads to them any
+    more. See the comments of migration 0002."""
 
     # True when every call is as short as a send(): the server's loop then
     # makes the calls itself instead of handing them to its storage thread.
@@ -82,24 +136,103 @@ class Store:
     # written back later); a database across a network is not.
     on_loop = False
 
-    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
-        """The new account, or None if the name is taken (case-insensitively)."""
+    # -- accounts --
+
+    def create_account(self, name: str, password_hash: str, created_at: str,
+                       room_id: Optional[int] = None) -> Optional[Account]:
+        """The new account, or None if the name is taken (case-insensitively).
+        With ``room_id``, the account is a member of that room from the same
+        transaction on (unless the room has been deleted meanwhile)."""
         raise NotImplementedError
 
     def find_account(self, name: str) -> Optional[Account]:
         raise NotImplementedError
 
+    # -- rooms --
+
+    def ensure_room(self, name: str, created_at: str) -> RoomInfo:
+        """The live room of that name (case-insensitively), created with
+        this spelling if there is none. Raises ValueError for a name that is
+        not a room name."""
+        raise NotImplementedError
+
+    def find_room(self, name: str) -> Optional[RoomInfo]:
+        """The live room of that name, case-insensitively (None for a name
+        that is no room's or is not a room name at all)."""
+        raise NotImplementedError
+
+    def list_rooms(self) -> List[Tuple[RoomInfo, int]]:
+        """Every live room with its number of members, by name (case-insensitively)."""
+        raise NotImplementedError
+
+    def count_rooms(self) -> int:
+        """How many live rooms there are."""
+        raise NotImplementedError
+
+    def join_room(self, account_id: int, room_id: int, at: str) -> bool:
+        """Make the account a member of the room; False if it already was,
+        or if the room has been deleted."""
+        raise NotImplementedError
+
+    def leave_room(self, account_id: int, room_id: int) -> bool:
+        """False if the account was not a member."""
+        raise NotImplementedError
+
+    def rooms_of(self, account_id: int) -> List[RoomInfo]:
+        """The rooms the account is in, in the order it joined them."""
+        raise NotImplementedError
+
+    def count_memberships(self, account_id: int) -> int:
+        """How many rooms the account is in."""
+        raise NotImplementedError
+
+    def room_members(self, room_id: int) -> List[str]:
+        """The members' account names as registered, sorted case-insensitively."""
+        raise NotImplementedError
+
+    def set_topic(self, room_id: int, text: str, by: str, at: str) -> Optional[RoomInfo]:
+        """Set the topic ("" clears it, and who cleared it is kept); the room
+        as it is now, or None if it is not a live room."""
+        raise NotImplementedError
+
+    def delete_room(self, room_id: int, keep_history: bool) -> bool:
+        """Delete the room: no account is in it any more and its name is
+        free. With ``keep_history`` its messages stay stored (by room id
+        only); without, they are removed with it. A room deleted with its
+        history kept can be deleted again to remove that history. False if
+        there was nothing to delete."""
+        raise NotImplementedError
+
+    # -- messages --
+
     def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
         """Store the batch in one transaction, in order. Returns, for each
-        message, its stored form (ids increasing in batch order), or None for
-        a private message to an account that does not exist (not stored)."""
+        message, its stored form (ids increasing in batch order, ``room``
+        filled in for room messages), or None when it is not stored: a
+        private message to an account that does not exist, or a message to
+        a room that does not exist any more."""
         raise NotImplementedError
 
     def room_history(self, count: int, before: Optional[int] = None,
-                     after: Optional[int] = None) -> List[Message]:
-        """Room messages, oldest first: the last ``count`` (before ``before``
-        if given), or the first ``count`` after ``after``."""
+                     after: Optional[int] = None, room_id: Optional[int] = None) -> List[Message]:
+        """A room's messages, oldest first: the last ``count`` (before
+        ``before`` if given), or the first ``count`` after ``after``.
+        ``room_id`` None is the live DEFAULT_ROOM."""
         raise NotImplementedError
+
+    def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
+                             after: Optional[int] = None) -> List[Message]:
+        """The private messages between two accounts, both ways, oldest
+        first, chosen as room_history chooses them."""
+        raise NotImplementedError
+
+    def missed(self, account_id: int, after: int, count: int) -> List[Message]:
+        """What the account may have missed since the id ``after``: the
+        messages in the rooms it is in now and the private messages from or
+        to it, oldest first, the first ``count`` of them."""
+        raise NotImplementedError
+
+    # -- bans, the connection --
 
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         """Ban (reason given) or unban (None) an account; False if no such account."""

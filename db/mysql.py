@@ -3,7 +3,7 @@
 Chosen by ``mysql://user:password@host:3306/name`` (user, password and name
 are URL-decoded; ``?unix_socket=/run/mysqld/mysqld.sock`` connects through a
 socket instead of TCP). It behaves as the SQLite backend does; only the
-types differ (see mysql/0001_initial.sql).
+types differ (see mysql/0001_initial.sql and 0002_rooms.sql).
 
 A database server can go away and come back. Every failure to reach it
 raises StorageUnavailable and drops the connection; the next call opens a
@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import MySQLdb
 from MySQLdb.constants import CLIENT
 
-from . import Account, Message, NewMessage, StorageUnavailable, Store, describe_url, name_key, sql
+from . import (DEFAULT_ROOM, Account, Message, NewMessage, RoomInfo, StorageUnavailable, Store, describe_url,
+               is_room_name, name_key, room_key, sql)
 from .migrate import migrations
 
 CONNECT_TIMEOUT = 3  # seconds; a dead host must not hold the storage thread long
@@ -50,8 +51,27 @@ CONNECTION_LOST = {1053, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 INSERT_ACCOUNT = sql.for_mysql(sql.INSERT_ACCOUNT)
 FIND_ACCOUNT = sql.for_mysql(sql.FIND_ACCOUNT)
 INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
+INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row INSERT_MESSAGE
 SET_BAN = sql.for_mysql(sql.SET_BAN)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
+INSERT_ROOM = sql.for_mysql(sql.INSERT_ROOM)
+FIND_ROOM = sql.for_mysql(sql.FIND_ROOM)
+FIND_ROOM_ID = sql.for_mysql(sql.FIND_ROOM_ID)
+ROOM_BY_ID = sql.for_mysql(sql.ROOM_BY_ID)
+LIST_ROOMS = sql.for_mysql(sql.LIST_ROOMS)
+COUNT_ROOMS = sql.for_mysql(sql.COUNT_ROOMS)
+JOIN_ROOM = sql.for_mysql(sql.JOIN_ROOM)
+LEAVE_ROOM = sql.for_mysql(sql.LEAVE_ROOM)
+ROOMS_OF = sql.for_mysql(sql.ROOMS_OF)
+ROOM_IDS_OF = sql.for_mysql(sql.ROOM_IDS_OF)
+COUNT_MEMBERSHIPS = sql.for_mysql(sql.COUNT_MEMBERSHIPS)
+ROOM_MEMBERS = sql.for_mysql(sql.ROOM_MEMBERS)
+SET_TOPIC = sql.for_mysql(sql.SET_TOPIC)
+ROOM_EXISTS = sql.for_mysql(sql.ROOM_EXISTS)
+DELETE_MEMBERSHIPS = sql.for_mysql(sql.DELETE_MEMBERSHIPS)
+UNNAME_ROOM = sql.for_mysql(sql.UNNAME_ROOM)
+DELETE_ROOM_MESSAGES = sql.for_mysql(sql.DELETE_ROOM_MESSAGES)
+DELETE_ROOM = sql.for_mysql(sql.DELETE_ROOM)
 
 _SESSION_SQL = [
     # DATETIME is not converted by time_zone, but NOW() and friends are:
@@ -268,7 +288,16 @@ class MySQLStore(Store):
 
     # -- the Store interface ----------------------------------------------
 
-    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
+    def _select(self, statement, parameters=()):
+        def select(cursor):
+            cursor.execute(statement, parameters)
+            return cursor.fetchall()
+        return self._run(select)
+
+    # -- accounts --
+
+    def create_account(self, name: str, password_hash: str, created_at: str,
+                       room_id: Optional[int] = None) -> Optional[Account]:
         moment = _to_datetime(created_at)
 
         def insert(cursor):
@@ -276,7 +305,10 @@ class MySQLStore(Store):
                 cursor.execute(INSERT_ACCOUNT, (name, name_key(name), password_hash, moment))
             except MySQLdb.IntegrityError:
                 return None
-            return Account(cursor.lastrowid, name, password_hash, _to_text(moment))
+            account_id = cursor.lastrowid
+            if room_id is not None:
+                cursor.execute(JOIN_ROOM, (account_id, moment, room_id))
+            return Account(account_id, name, password_hash, _to_text(moment))
         return self._run(insert)
 
     def find_account(self, name: str) -> Optional[Account]:
@@ -286,8 +318,94 @@ class MySQLStore(Store):
             return self._account(row) if row else None
         return self._run(select)
 
+    # -- rooms --
+
+    def ensure_room(self, name: str, created_at: str) -> RoomInfo:
+        key = room_key(name)
+        moment = _to_datetime(created_at)
+
+        def find_or_insert(cursor):
+            cursor.execute(FIND_ROOM, (key,))
+            row = cursor.fetchone()
+            if row is None:
+                try:
+                    cursor.execute(INSERT_ROOM, (name, key, moment))
+                except MySQLdb.IntegrityError:
+                    pass  # another connection created it since: that one is the room
+                cursor.execute(FIND_ROOM, (key,))
+                row = cursor.fetchone()
+            return self._room(row)
+        return self._run(find_or_insert)
+
+    def find_room(self, name: str) -> Optional[RoomInfo]:
+        if not is_room_name(name):
+            return None
+        rows = self._select(FIND_ROOM, (room_key(name),))
+        return self._room(rows[0]) if rows else None
+
+    def list_rooms(self) -> List[Tuple[RoomInfo, int]]:
+        return [(self._room(row[:6]), int(row[6])) for row in self._select(LIST_ROOMS)]
+
+    def count_rooms(self) -> int:
+        return int(self._select(COUNT_ROOMS)[0][0])
+
+    def join_room(self, account_id: int, room_id: int, at: str) -> bool:
+        moment = _to_datetime(at)
+
+        def insert(cursor):
+            try:
+                cursor.execute(JOIN_ROOM, (account_id, moment, room_id))
+            except MySQLdb.IntegrityError:
+                return False  # already a member
+            return cursor.rowcount > 0
+        return self._run(insert)
+
+    def leave_room(self, account_id: int, room_id: int) -> bool:
+        def delete(cursor):
+            cursor.execute(LEAVE_ROOM, (account_id, room_id))
+            return cursor.rowcount > 0
+        return self._run(delete)
+
+    def rooms_of(self, account_id: int) -> List[RoomInfo]:
+        return [self._room(row) for row in self._select(ROOMS_OF, (account_id,))]
+
+    def count_memberships(self, account_id: int) -> int:
+        return int(self._select(COUNT_MEMBERSHIPS, (account_id,))[0][0])
+
+    def room_members(self, room_id: int) -> List[str]:
+        return [name for (name,) in self._select(ROOM_MEMBERS, (room_id,))]
+
+    def set_topic(self, room_id: int, text: str, by: str, at: str) -> Optional[RoomInfo]:
+        moment = _to_datetime(at)
+
+        def update(cursor):
+            cursor.execute(SET_TOPIC, (text, by, moment, room_id))
+            cursor.execute(ROOM_BY_ID, (room_id,))
+            row = cursor.fetchone()
+            return self._room(row) if row else None
+        return self._run(update)
+
+    def delete_room(self, room_id: int, keep_history: bool) -> bool:
+        def delete(cursor):
+            cursor.execute(ROOM_EXISTS, (room_id,))
+            if cursor.fetchone() is None:
+                return False
+            cursor.execute(DELETE_MEMBERSHIPS, (room_id,))
+            if keep_history:
+                cursor.execute(UNNAME_ROOM, (room_id,))
+                return cursor.rowcount > 0
+            cursor.execute(DELETE_ROOM_MESSAGES, (room_id,))
+            cursor.execute(DELETE_ROOM, (room_id,))
+            return True
+        return self._run(delete)
+
+    # -- messages --
+
     def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
+        if not batch:
+            return []
         keys = {name_key(m.recipient) for m in batch if m.recipient is not None}
+        room_ids = {m.room_id for m in batch if m.recipient is None}
         rows = [(m.sender_id, m.recipient, m.body, _to_datetime(m.created_at)) for m in batch]
 
         def insert(cursor):
@@ -296,22 +414,53 @@ class MySQLStore(Store):
                 cursor.execute("SELECT id, name, name_key FROM users WHERE name_key IN (%s)"
                                % ", ".join(["%s"] * len(keys)), sorted(keys))
                 recipients = {key: (user_id, name) for user_id, name, key in cursor.fetchall()}
+            rooms = self._rooms_for(cursor, room_ids)
             stored: List[Optional[Message]] = []
-            values = []  # (sender_id, recipient_id, body, created_at) to insert
+            values = []  # (sender_id, recipient_id, room_id, body, created_at) to insert
             for message, (sender_id, recipient, body, moment) in zip(batch, rows):
-                recipient_id = None
+                recipient_id = room_id = room = None
                 if recipient is not None:
                     found = recipients.get(name_key(recipient))
                     if found is None:
                         stored.append(None)
                         continue
                     recipient_id, recipient = found
-                values.append((sender_id, recipient_id, body, moment))
-                stored.append(Message(0, _to_text(moment), message.sender, recipient, body))
+                else:
+                    target = rooms.get(message.room_id)
+                    if target is None:
+                        stored.append(None)  # the room was deleted meanwhile
+                        continue
+                    room_id, room = target
+                values.append((sender_id, recipient_id, room_id, body, moment))
+                stored.append(Message(0, _to_text(moment), message.sender, recipient, body, room))
             ids = self._insert_messages(cursor, values)
             next_id = iter(ids)
             return [m._replace(id=next(next_id)) if m is not None else None for m in stored]
         return self._run(insert)
+
+    @staticmethod
+    def _rooms_for(cursor, room_ids):
+        """{room_id: (id, name)} of the live rooms among ``room_ids``, in one
+        query; the key None stands for the default room."""
+        if not room_ids:
+            return {}
+        ids = sorted(room_id for room_id in room_ids if room_id is not None)
+        conditions, parameters = [], []
+        if ids:
+            conditions.append("id IN (%s)" % ", ".join(["%s"] * len(ids)))
+            parameters.extend(ids)
+        if None in room_ids:
+            conditions.append("name_key = %s")
+            parameters.append(DEFAULT_ROOM)
+        cursor.execute("SELECT id, name, name_key FROM rooms WHERE name_key IS NOT NULL AND (%s)"
+                       % " OR ".join(conditions), parameters)
+        found = {}
+        for room_id, name, key in cursor.fetchall():
+            if room_id in room_ids:
+                found[room_id] = (room_id, name)
+            if key == DEFAULT_ROOM and None in room_ids:
+                found[None] = (room_id, name)
+        return found
 
     def _insert_messages(self, cursor, values) -> List[int]:
         """Insert the rows in order; their ids, in the same order."""
@@ -329,10 +478,10 @@ class MySQLStore(Store):
         while start < len(values):
             end, size = start, 0
             while end < len(values) and (end == start or size < INSERT_CHUNK_BYTES):
-                size += len(values[end][2]) + 64
+                size += len(values[end][3]) + 64
                 end += 1
             chunk = values[start:end]
-            cursor.execute(INSERT_MESSAGE + ", (%s, %s, %s, %s)" * (len(chunk) - 1),
+            cursor.execute(INSERT_MESSAGE + INSERT_MESSAGE_ROW * (len(chunk) - 1),
                            [field for row in chunk for field in row])
             first = cursor.lastrowid
             ids.extend(first + i * self._increment for i in range(len(chunk)))
@@ -340,15 +489,35 @@ class MySQLStore(Store):
         return ids
 
     def room_history(self, count: int, before: Optional[int] = None,
-                     after: Optional[int] = None) -> List[Message]:
-        statement, parameters, newest_first = sql.room_history_query(count, before, after)
-        statement = sql.for_mysql(statement)
-
+                     after: Optional[int] = None, room_id: Optional[int] = None) -> List[Message]:
         def select(cursor):
-            cursor.execute(statement, parameters)
-            messages = [self._message(row) for row in cursor.fetchall()]
-            return messages[::-1] if newest_first else messages
+            target = room_id
+            if target is None:
+                cursor.execute(FIND_ROOM_ID, (DEFAULT_ROOM,))
+                row = cursor.fetchone()
+                if row is None:
+                    return []
+                target = row[0]
+            return self._history(cursor, sql.room_history_query(target, count, before, after))
         return self._run(select)
+
+    def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
+                             after: Optional[int] = None) -> List[Message]:
+        query = sql.conversation_query(account_id, peer_id, count, before, after)
+        return self._run(self._history, query)
+
+    def missed(self, account_id: int, after: int, count: int) -> List[Message]:
+        def select(cursor):
+            cursor.execute(ROOM_IDS_OF, (account_id,))
+            room_ids = [room_id for (room_id,) in cursor.fetchall()]
+            return self._history(cursor, sql.missed_query(account_id, room_ids, after, count))
+        return self._run(select)
+
+    def _history(self, cursor, query):
+        statement, parameters, newest_first = query
+        cursor.execute(sql.for_mysql(statement), parameters)
+        messages = [self._message(row) for row in cursor.fetchall()]
+        return messages[::-1] if newest_first else messages
 
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         moment = _to_datetime(at) if reason is not None else None
@@ -377,5 +546,10 @@ class MySQLStore(Store):
 
     @staticmethod
     def _message(row) -> Message:
-        message_id, created_at, sender, recipient, body = row
-        return Message(message_id, _to_text(created_at), sender, recipient, body)
+        message_id, created_at, sender, recipient, body, room = row
+        return Message(message_id, _to_text(created_at), sender, recipient, body, room)
+
+    @staticmethod
+    def _room(row) -> RoomInfo:
+        room_id, name, topic, topic_set_by, topic_set_at, created_at = row
+        return RoomInfo(room_id, name, topic, topic_set_by, _to_text(topic_set_at), _to_text(created_at))

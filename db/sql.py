@@ -4,34 +4,139 @@ The statements use SQLite's ``?`` placeholders; mysqlclient wants ``%s``,
 and ``for_mysql`` makes that one change (no statement here has a ``?`` or a
 ``%`` of its own). Where the dialects really differ (schema, migrations, a
 multi-row INSERT, session settings) the backend keeps its own SQL.
+
+Every history read has the same shape, so that each is a few ranges of an
+index however many messages are stored: each source of messages (a room,
+one direction of a conversation, an account's private messages) is a
+*branch* that picks at most ``count`` ids from one index range, already in
+id order; the branches are put together with UNION ALL, and only the ids
+picked are joined to their senders, recipients and rooms, sorted and cut to
+``count``. A LIMIT inside each branch is what keeps the work bounded: with
+one ORDER BY over all the sources, the database would have to read every
+message of every source after ``after`` before it could sort them.
 """
+
+from typing import List, Optional, Sequence, Tuple
 
 ACCOUNT_COLUMNS = "id, name, password_hash, created_at, ban_reason"
 
 INSERT_ACCOUNT = "INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)"
 FIND_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE name_key = ?"
 FIND_RECIPIENT = "SELECT id, name FROM users WHERE name_key = ?"
-INSERT_MESSAGE = "INSERT INTO messages (sender_id, recipient_id, body, created_at) VALUES (?, ?, ?, ?)"
+INSERT_MESSAGE = "INSERT INTO messages (sender_id, recipient_id, room_id, body, created_at) VALUES (?, ?, ?, ?, ?)"
 SET_BAN = "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"
 
-# Room messages (no recipient) with their sender's name, in three shapes:
-# the first after an id (oldest first), the last before an id, the last of
-# all (both newest first: the caller reverses them).
-_ROOM = ("SELECT m.id, m.created_at, u.name, NULL, m.body FROM messages m"
-         " JOIN users u ON u.id = m.sender_id WHERE m.recipient_id IS NULL")
-ROOM_AFTER = _ROOM + " AND m.id > ? ORDER BY m.id LIMIT ?"
-ROOM_BEFORE = _ROOM + " AND m.id < ? ORDER BY m.id DESC LIMIT ?"
-ROOM_LATEST = _ROOM + " ORDER BY m.id DESC LIMIT ?"
+# -- rooms -------------------------------------------------------------------
+# A live room is one with a name_key (see migration 0002).
+
+ROOM_COLUMNS = "rooms.id, rooms.name, rooms.topic, rooms.topic_set_by, rooms.topic_set_at, rooms.created_at"
+INSERT_ROOM = "INSERT INTO rooms (name, name_key, topic, created_at) VALUES (?, ?, '', ?)"
+FIND_ROOM = "SELECT " + ROOM_COLUMNS + " FROM rooms WHERE name_key = ?"
+FIND_ROOM_ID = "SELECT id, name FROM rooms WHERE name_key = ?"
+ROOM_BY_ID = "SELECT " + ROOM_COLUMNS + " FROM rooms WHERE id = ? AND name_key IS NOT NULL"
+LIST_ROOMS = ("SELECT " + ROOM_COLUMNS + ", (SELECT COUNT(*) FROM memberships WHERE memberships.room_id = rooms.id)"
+              " FROM rooms WHERE name_key IS NOT NULL ORDER BY name_key")
+COUNT_ROOMS = "SELECT COUNT(*) FROM rooms WHERE name_key IS NOT NULL"
+# Joins only a live room; a second join breaks the primary key (IntegrityError).
+JOIN_ROOM = ("INSERT INTO memberships (account_id, room_id, joined_at)"
+             " SELECT ?, id, ? FROM rooms WHERE id = ? AND name_key IS NOT NULL")
+LEAVE_ROOM = "DELETE FROM memberships WHERE account_id = ? AND room_id = ?"
+ROOMS_OF = ("SELECT " + ROOM_COLUMNS + " FROM memberships JOIN rooms ON rooms.id = memberships.room_id"
+            " WHERE memberships.account_id = ? ORDER BY memberships.joined_at, memberships.room_id")
+ROOM_IDS_OF = "SELECT room_id FROM memberships WHERE account_id = ?"
+COUNT_MEMBERSHIPS = "SELECT COUNT(*) FROM memberships WHERE account_id = ?"
+ROOM_MEMBERS = ("SELECT users.name FROM memberships JOIN users ON users.id = memberships.account_id"
+                " WHERE memberships.room_id = ? ORDER BY users.name_key")
+SET_TOPIC = "UPDATE rooms SET topic = ?, topic_set_by = ?, topic_set_at = ? WHERE id = ? AND name_key IS NOT NULL"
+LIVE_ROOMS_AMONG = "SELECT id, name FROM rooms WHERE name_key IS NOT NULL AND id IN (%s)"
+ROOM_EXISTS = "SELECT id FROM rooms WHERE id = ?"
+# Deleting: the memberships always go; then either the name (history kept)
+# or the messages and the row (history removed).
+DELETE_MEMBERSHIPS = "DELETE FROM memberships WHERE room_id = ?"
+UNNAME_ROOM = "UPDATE rooms SET name_key = NULL WHERE id = ? AND name_key IS NOT NULL"
+DELETE_ROOM_MESSAGES = "DELETE FROM messages WHERE room_id = ?"
+DELETE_ROOM = "DELETE FROM rooms WHERE id = ?"
 
 
-def room_history_query(count, before=None, after=None):
-    """(statement, parameters, newest_first) for Store.room_history."""
+def placeholders(count: int) -> str:
+    return ", ".join(["?"] * count)
+
+
+def live_rooms_among(room_ids: Sequence[int]) -> str:
+    return LIVE_ROOMS_AMONG % placeholders(len(room_ids))
+
+
+# -- history -----------------------------------------------------------------
+
+# A stored message as Message wants it: id, created_at, sender, recipient
+# (NULL for a room message), body, room (NULL for a private message).
+_MESSAGES = ("SELECT m.id, m.created_at, s.name, r.name, m.body, g.name"
+             " FROM (%s) AS picked"
+             " JOIN messages m ON m.id = picked.id"
+             " JOIN users s ON s.id = m.sender_id"
+             " LEFT JOIN users r ON r.id = m.recipient_id"
+             " LEFT JOIN rooms g ON g.id = m.room_id"
+             " ORDER BY m.id %s LIMIT ?")
+
+# The sources of messages, each one range of an index (see migration 0002).
+IN_ROOM = "room_id = ?"                                   # messages_by_room
+FROM_TO = "sender_id = ? AND recipient_id = ?"            # messages_by_conversation
+TO_ACCOUNT = "recipient_id = ?"                           # messages_by_recipient
+# (A message to oneself is left to TO_ACCOUNT, or it would come twice.)
+FROM_ACCOUNT = "sender_id = ? AND recipient_id IS NOT NULL AND recipient_id <> ?"  # messages_by_conversation
+
+Branch = Tuple[str, tuple]  # (one of the conditions above, its parameters)
+
+
+def history_query(branches: Sequence[Branch], count: int, before: Optional[int] = None,
+                  after: Optional[int] = None) -> Tuple[str, list, bool]:
+    """(statement, parameters, newest_first) for the messages of all the
+    branches: the first ``count`` after ``after``, or else the last
+    ``count`` (before ``before`` if given). A newest-first answer is the
+    caller's to reverse."""
     if after is not None:
-        return ROOM_AFTER, (after, count), False
-    if before is not None:
-        return ROOM_BEFORE, (before, count), True
-    return ROOM_LATEST, (count,), True
+        bound, order, bound_parameters = " AND id > ?", "", (after,)
+    elif before is not None:
+        bound, order, bound_parameters = " AND id < ?", " DESC", (before,)
+    else:
+        bound, order, bound_parameters = "", " DESC", ()
+    selects: List[str] = []
+    parameters: list = []
+    for number, (condition, condition_parameters) in enumerate(branches):
+        # Each branch in a subquery of its own: SQLite takes no ORDER BY or
+        # LIMIT on a member of a UNION, MariaDB only in parentheses.
+        selects.append("SELECT id FROM (SELECT id FROM messages WHERE %s%s ORDER BY id%s LIMIT ?) AS branch%d"
+                       % (condition, bound, order, number))
+        parameters.extend(condition_parameters)
+        parameters.extend(bound_parameters)
+        parameters.append(count)
+    parameters.append(count)
+    return _MESSAGES % (" UNION ALL ".join(selects), order.strip()), parameters, bool(order)
+
+
+def room_history_query(room_id: int, count: int, before: Optional[int] = None,
+                       after: Optional[int] = None) -> Tuple[str, list, bool]:
+    return history_query([(IN_ROOM, (room_id,))], count, before, after)
+
+
+def conversation_query(account_id: int, peer_id: int, count: int, before: Optional[int] = None,
+                       after: Optional[int] = None) -> Tuple[str, list, bool]:
+    # One branch per direction; talking to oneself is one direction only
+    # (twice would show each message twice).
+    branches = [(FROM_TO, (account_id, peer_id))]
+    if peer_id != account_id:
+        branches.append((FROM_TO, (peer_id, account_id)))
+    return history_query(branches, count, before, after)
+
+
+def missed_query(account_id: int, room_ids: Sequence[int], after: int, count: int) -> Tuple[str, list, bool]:
+    """The messages after ``after`` in the rooms ``room_ids`` (the account's,
+    read just before in the same transaction) and to or from the account."""
+    branches = [(IN_ROOM, (room_id,)) for room_id in sorted(room_ids)]
+    branches.append((TO_ACCOUNT, (account_id,)))
+    branches.append((FROM_ACCOUNT, (account_id, account_id)))
+    return history_query(branches, count, after=after)
 
 
 def for_mysql(statement: str) -> str:

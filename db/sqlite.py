@@ -16,9 +16,10 @@ BUSY_MS before the call fails as StorageUnavailable (ERR 503, try again).
 
 import sqlite3
 import threading
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-from . import Account, Message, NewMessage, StorageUnavailable, Store, name_key, sql
+from . import (DEFAULT_ROOM, Account, Message, NewMessage, RoomInfo, StorageUnavailable, Store, is_room_name,
+               name_key, room_key, sql)
 from .migrate import migrations
 
 BUSY_MS = 200  # the longest the loop waits for another program's write lock
@@ -98,14 +99,35 @@ class SQLiteStore(Store):
             # Locked, disk full, I/O error: may pass, so the caller retries.
             raise StorageUnavailable(str(error)) from None
 
-    def create_account(self, name: str, password_hash: str, created_at: str) -> Optional[Account]:
+    def _in_transaction(self, operation, *args):
+        """``operation(*args)`` in one transaction: all of it is stored, or none."""
+        def transaction():
+            self.db.execute("BEGIN")
+            try:
+                result = operation(*args)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return result
+        return self._run(transaction)
+
+    def _select(self, statement, parameters=()):
+        return self._run(lambda: self.db.execute(statement, parameters).fetchall())
+
+    # -- accounts --
+
+    def create_account(self, name: str, password_hash: str, created_at: str,
+                       room_id: Optional[int] = None) -> Optional[Account]:
         def insert():
             try:
                 cursor = self.db.execute(sql.INSERT_ACCOUNT, (name, name_key(name), password_hash, created_at))
             except sqlite3.IntegrityError:
                 return None
+            if room_id is not None:
+                self.db.execute(sql.JOIN_ROOM, (cursor.lastrowid, created_at, room_id))
             return Account(cursor.lastrowid, name, password_hash, created_at)
-        return self._run(insert)
+        return self._in_transaction(insert)
 
     def find_account(self, name: str) -> Optional[Account]:
         def select():
@@ -113,56 +135,161 @@ class SQLiteStore(Store):
             return Account(*row) if row else None
         return self._run(select)
 
+    # -- rooms --
+
+    def ensure_room(self, name: str, created_at: str) -> RoomInfo:
+        key = room_key(name)
+
+        def find_or_insert():
+            row = self.db.execute(sql.FIND_ROOM, (key,)).fetchone()
+            if row is None:
+                self.db.execute(sql.INSERT_ROOM, (name, key, created_at))
+                row = self.db.execute(sql.FIND_ROOM, (key,)).fetchone()
+            return RoomInfo(*row)
+        return self._in_transaction(find_or_insert)
+
+    def find_room(self, name: str) -> Optional[RoomInfo]:
+        if not is_room_name(name):
+            return None
+        rows = self._select(sql.FIND_ROOM, (room_key(name),))
+        return RoomInfo(*rows[0]) if rows else None
+
+    def list_rooms(self) -> List[Tuple[RoomInfo, int]]:
+        return [(RoomInfo(*row[:6]), row[6]) for row in self._select(sql.LIST_ROOMS)]
+
+    def count_rooms(self) -> int:
+        return self._select(sql.COUNT_ROOMS)[0][0]
+
+    def join_room(self, account_id: int, room_id: int, at: str) -> bool:
+        def insert():
+            try:
+                return self.db.execute(sql.JOIN_ROOM, (account_id, at, room_id)).rowcount > 0
+            except sqlite3.IntegrityError:
+                return False  # already a member
+        return self._run(insert)
+
+    def leave_room(self, account_id: int, room_id: int) -> bool:
+        return self._run(lambda: self.db.execute(sql.LEAVE_ROOM, (account_id, room_id)).rowcount > 0)
+
+    def rooms_of(self, account_id: int) -> List[RoomInfo]:
+        return [RoomInfo(*row) for row in self._select(sql.ROOMS_OF, (account_id,))]
+
+    def count_memberships(self, account_id: int) -> int:
+        return self._select(sql.COUNT_MEMBERSHIPS, (account_id,))[0][0]
+
+    def room_members(self, room_id: int) -> List[str]:
+        return [name for (name,) in self._select(sql.ROOM_MEMBERS, (room_id,))]
+
+    def set_topic(self, room_id: int, text: str, by: str, at: str) -> Optional[RoomInfo]:
+        def update():
+            self.db.execute(sql.SET_TOPIC, (text, by, at, room_id))
+            row = self.db.execute(sql.ROOM_BY_ID, (room_id,)).fetchone()
+            return RoomInfo(*row) if row else None
+        return self._in_transaction(update)
+
+    def delete_room(self, room_id: int, keep_history: bool) -> bool:
+        def delete():
+            db = self.db
+            if db.execute(sql.ROOM_EXISTS, (room_id,)).fetchone() is None:
+                return False
+            db.execute(sql.DELETE_MEMBERSHIPS, (room_id,))
+            if keep_history:
+                return db.execute(sql.UNNAME_ROOM, (room_id,)).rowcount > 0
+            db.execute(sql.DELETE_ROOM_MESSAGES, (room_id,))
+            db.execute(sql.DELETE_ROOM, (room_id,))
+            return True
+        return self._in_transaction(delete)
+
+    # -- messages --
+
     def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
         def insert():
             db = self.db
             rows = []  # (sender_id, recipient_id, body, created_at) to insert, in order
             kept: List[Optional[tuple]] = []  # per message: (message, recipient as registered), or None
             recipients = {}
-            db.execute("BEGIN")
-            try:
-                for message in batch:
-                    recipient_id = recipient = None
-                    if message.recipient is not None:
-                        key = name_key(message.recipient)
-                        if key not in recipients:
-                            recipients[key] = db.execute(sql.FIND_RECIPIENT, (key,)).fetchone()
-                        if recipients[key] is None:
-                            kept.append(None)
-                            continue
-                        recipient_id, recipient = recipients[key]
-                    rows.append((message.sender_id, recipient_id, message.body, message.created_at))
-                    kept.append((message, recipient))
-                # One statement for the batch: a third of the cost of one
-                # execute() per row. The ids are consecutive: this
-                # transaction holds the write lock, and AUTOINCREMENT gives
-                # each row the next one.
-                if rows:
-                    db.executemany(sql.INSERT_MESSAGE, rows)
-                    next_id = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            rooms = self._rooms_for(batch)
+            for message in batch:
+                recipient_id = recipient = room_id = room = None
+                if message.recipient is not None:
+                    key = name_key(message.recipient)
+                    if key not in recipients:
+                        recipients[key] = db.execute(sql.FIND_RECIPIENT, (key,)).fetchone()
+                    if recipients[key] is None:
+                        kept.append(None)
+                        continue
+                    recipient_id, recipient = recipients[key]
+                else:
+                    target = rooms.get(message.room_id)
+                    if target is None:
+                        kept.append(None)  # the room was deleted meanwhile
+                        continue
+                    room_id, room = target
+                rows.append((message.sender_id, recipient_id, room_id, message.body, message.created_at))
+                kept.append((message, recipient, room))
+            # One statement for the batch: a third of the cost of one
+            # execute() per row. The ids are consecutive: this transaction
+            # holds the write lock, and AUTOINCREMENT gives each row the next one.
+            if rows:
+                db.executemany(sql.INSERT_MESSAGE, rows)
+                next_id = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
             stored: List[Optional[Message]] = []
             for each in kept:
                 if each is None:
                     stored.append(None)
                     continue
-                message, recipient = each
-                stored.append(Message(next_id, message.created_at, message.sender, recipient, message.body))
+                message, recipient, room = each
+                stored.append(Message(next_id, message.created_at, message.sender, recipient, message.body, room))
                 next_id += 1
             return stored
-        return self._run(insert)
+        if not batch:
+            return []
+        return self._in_transaction(insert)
+
+    def _rooms_for(self, batch):
+        """{room_id: (id, name)} of the live rooms the batch's room messages
+        go to; the key None stands for the default room."""
+        wanted = {m.room_id for m in batch if m.recipient is None}
+        found = {}
+        if None in wanted:
+            wanted.discard(None)
+            row = self.db.execute(sql.FIND_ROOM_ID, (DEFAULT_ROOM,)).fetchone()
+            if row is not None:
+                found[None] = tuple(row)
+        if wanted:
+            ids = sorted(wanted)
+            for room_id, name in self.db.execute(sql.live_rooms_among(ids), ids):
+                found[room_id] = (room_id, name)
+        return found
 
     def room_history(self, count: int, before: Optional[int] = None,
-                     after: Optional[int] = None) -> List[Message]:
-        statement, parameters, newest_first = sql.room_history_query(count, before, after)
-
+                     after: Optional[int] = None, room_id: Optional[int] = None) -> List[Message]:
         def select():
-            messages = [Message(*row) for row in self.db.execute(statement, parameters)]
-            return messages[::-1] if newest_first else messages
+            target = room_id
+            if target is None:
+                row = self.db.execute(sql.FIND_ROOM_ID, (DEFAULT_ROOM,)).fetchone()
+                if row is None:
+                    return []
+                target = row[0]
+            return self._history(sql.room_history_query(target, count, before, after))
         return self._run(select)
+
+    def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
+                             after: Optional[int] = None) -> List[Message]:
+        query = sql.conversation_query(account_id, peer_id, count, before, after)
+        return self._run(self._history, query)
+
+    def missed(self, account_id: int, after: int, count: int) -> List[Message]:
+        def select():
+            room_ids = [room_id for (room_id,) in self.db.execute(sql.ROOM_IDS_OF, (account_id,))]
+            return self._history(sql.missed_query(account_id, room_ids, after, count))
+        # One transaction: the rooms and their messages as of one moment.
+        return self._in_transaction(select)
+
+    def _history(self, query):
+        statement, parameters, newest_first = query
+        messages = [Message(*row) for row in self.db.execute(statement, parameters)]
+        return messages[::-1] if newest_first else messages
 
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         def update():

@@ -6,6 +6,7 @@ Every test below the backend-specific section runs once per backend with
 the same expectations: that is what keeps the two from drifting apart.
 """
 
+import re
 import socket
 import sqlite3
 import time
@@ -231,6 +232,414 @@ def test_history_of_an_empty_room(store):
     assert store.room_history(50, before=10) == []
 
 
+# -- rooms ----------------------------------------------------------------
+
+T1 = "2026-11-24T13:06:00.000Z"
+T2 = "2026-11-24T13:07:00.000Z"
+
+
+def in_room(account, room, body, at=T0):
+    return NewMessage(account.id, account.name, None, body, at, room.id)
+
+
+@pytest.fixture
+def homework(store):
+    return store.ensure_room("#Homework", T1)
+
+
+def test_general_is_there_from_the_start(store):
+    general = store.find_room("#general")
+    assert general.name == "#general" and general.topic == ""
+    assert (general.topic_set_by, general.topic_set_at) == (None, None)
+    assert store.list_rooms() == [(general, 0)]
+    assert store.count_rooms() == 1
+
+
+def test_a_room_is_created_once_whatever_the_case(store):
+    created = store.ensure_room("#Homework", T1)
+    assert (created.name, created.topic, created.created_at) == ("#Homework", "", T1)
+    # Asked again in another case, later: the same room, as first spelled.
+    assert store.ensure_room("#HOMEWORK", T2) == created
+    for spelling in ("#homework", "#HomeWork", "#Homework"):
+        assert store.find_room(spelling) == created
+    assert store.find_room("#homework2") is None
+    assert store.count_rooms() == 2
+
+
+def test_what_is_not_a_room_name_is_never_stored(store):
+    longest = "#" + "x" * 32
+    assert store.ensure_room(longest, T0).name == longest
+    for name in ("homework", "#", "#" + "x" * 33, "#two words", "#caf\u00e9", "#\u212aelvin", "##", "#a,b", ""):
+        with pytest.raises(ValueError):
+            store.ensure_room(name, T0)
+        assert store.find_room(name) is None
+    assert store.ensure_room("#a_b.c-D9", T0).name == "#a_b.c-D9"
+    assert store.count_rooms() == 3  # #general, the longest name, #a_b.c-D9
+
+
+def test_joining_and_leaving(store, alice, bob, homework):
+    assert store.join_room(alice.id, homework.id, T1) is True
+    assert store.join_room(alice.id, homework.id, T2) is False  # already in
+    assert store.rooms_of(alice.id) == [homework]
+    assert store.count_memberships(alice.id) == 1
+    assert store.room_members(homework.id) == ["Alice"]
+    assert store.leave_room(alice.id, homework.id) is True
+    assert store.leave_room(alice.id, homework.id) is False  # no longer in
+    assert store.leave_room(bob.id, homework.id) is False  # never was
+    assert store.rooms_of(alice.id) == [] and store.count_memberships(alice.id) == 0
+    assert store.room_members(homework.id) == []
+
+
+def test_members_are_sorted_whatever_their_case(store, homework):
+    for name in ("carol", "Bob", "alice", "Dave"):
+        account = store.create_account(name, "h", T0)
+        store.join_room(account.id, homework.id, T0)
+    assert store.room_members(homework.id) == ["alice", "Bob", "carol", "Dave"]
+
+
+def test_rooms_of_an_account_come_in_the_order_it_joined_them(store, alice):
+    rooms = [store.ensure_room(name, T0) for name in ("#zebra", "#apple", "#mango")]
+    for room, at in zip(rooms, ("2026-11-24T10:00:00.000Z", "2026-11-24T11:00:00.000Z", "2026-11-24T12:00:00.000Z")):
+        assert store.join_room(alice.id, room.id, at)
+    assert [room.name for room in store.rooms_of(alice.id)] == ["#zebra", "#apple", "#mango"]
+    assert store.count_memberships(alice.id) == 3
+
+
+def test_the_room_list_says_how_many_members_each_has(store, alice, bob, homework):
+    general = store.find_room("#general")
+    store.join_room(alice.id, general.id, T0)
+    store.join_room(bob.id, general.id, T0)
+    store.join_room(bob.id, homework.id, T0)
+    art = store.ensure_room("#art", T0)
+    assert store.list_rooms() == [(art, 0), (general, 2), (homework, 1)]  # by name, whatever the case
+
+
+def test_a_new_account_can_start_in_a_room(store_url, store):
+    general = store.find_room("#general")
+    alice = store.create_account("Alice", "h", T0, room_id=general.id)
+    assert store.rooms_of(alice.id) == [general]
+    assert store.room_members(general.id) == ["Alice"]
+    # A name that is taken makes neither an account nor a membership.
+    assert store.create_account("ALICE", "h", T0, room_id=general.id) is None
+    assert query(store_url, "SELECT COUNT(*) FROM memberships") == [(1,)]
+    # Without a room, an account is in none.
+    bob = store.create_account("bob", "h", T0)
+    assert store.rooms_of(bob.id) == []
+
+
+def test_membership_and_topics_survive_a_reopen(store_url, store, alice, homework):
+    store.join_room(alice.id, homework.id, T1)
+    store.set_topic(homework.id, "exercise 4 is due friday", "Alice", T2)
+    store.close()
+    reopened = open_store(store_url)
+    try:
+        [room] = reopened.rooms_of(alice.id)
+        assert (room.name, room.topic, room.topic_set_by, room.topic_set_at) == (
+            "#Homework", "exercise 4 is due friday", "Alice", T2)
+        assert reopened.room_members(homework.id) == ["Alice"]
+    finally:
+        reopened.close()
+
+
+def test_setting_and_clearing_a_topic(store, homework):
+    topical = store.set_topic(homework.id, "fête 🎉: exercise 4", "Alice", T1)
+    assert topical == homework._replace(topic="fête 🎉: exercise 4", topic_set_by="Alice", topic_set_at=T1)
+    assert store.find_room("#homework") == topical
+    cleared = store.set_topic(homework.id, "", "bob", T2)
+    assert (cleared.topic, cleared.topic_set_by, cleared.topic_set_at) == ("", "bob", T2)
+    assert store.set_topic(999999, "no such room", "bob", T2) is None
+
+
+# -- room messages ---------------------------------------------------------
+
+def test_each_room_has_its_own_history(store, alice, bob, homework):
+    general = store.find_room("#general")
+    stored = store.append_messages([in_room(alice, general, "hello all"), in_room(bob, homework, "exercise 4?"),
+                                    tell(alice, "bob", "psst"), in_room(alice, homework, "page 12")])
+    assert [m.room for m in stored] == ["#general", "#Homework", None, "#Homework"]
+    assert [m.recipient for m in stored] == [None, None, "bob", None]
+    assert store.room_history(10, room_id=homework.id) == [stored[1], stored[3]]
+    assert store.room_history(10, room_id=general.id) == [stored[0]]
+    # Without a room id: #general, as before rooms.
+    assert store.room_history(10) == [stored[0]]
+    assert store.room_history(1, before=stored[3].id, room_id=homework.id) == [stored[1]]
+    assert store.room_history(5, after=stored[1].id, room_id=homework.id) == [stored[3]]
+
+
+def test_a_room_message_without_a_room_goes_to_general(store_url, store, alice):
+    [message] = store.append_messages([say(alice, "as in v0.1.0")])
+    assert message.room == "#general"
+    general = store.find_room("#general")
+    assert query(store_url, "SELECT room_id, recipient_id FROM messages") == [(general.id, None)]
+
+
+def test_a_message_to_a_room_that_is_gone_is_not_stored(store, alice, homework):
+    store.delete_room(homework.id, keep_history=False)
+    results = store.append_messages([say(alice, "before"), in_room(alice, homework, "lost"),
+                                     NewMessage(alice.id, alice.name, None, "never a room", T0, 999999),
+                                     say(alice, "after")])
+    assert results[1] is None and results[2] is None
+    assert [m.body for m in store.room_history(10)] == ["before", "after"]
+
+
+def test_room_names_come_back_as_created(store, alice):
+    shouting = store.ensure_room("#LOUD", T0)
+    [message] = store.append_messages([in_room(alice, store.ensure_room("#loud", T0), "hi")])
+    assert message.room == "#LOUD"
+    assert store.room_history(1, room_id=shouting.id)[0].room == "#LOUD"
+
+
+# -- conversations ---------------------------------------------------------
+
+@pytest.fixture
+def talk(store, alice, bob):
+    """alice and bob talk (a0, b1, a2, ... a8, b9) while carol writes to
+    both and the room goes on; the conversation's messages, in order."""
+    carol = store.create_account("carol", "h", T0)
+    said = []
+    for i in range(10):
+        speaker, listener = (alice, "bob") if i % 2 == 0 else (bob, "ALICE")
+        stored = store.append_messages([say(carol, "room %d" % i), tell(speaker, listener, "%s%d" % (
+            speaker.name[0].lower(), i)), tell(carol, "alice", "c%d" % i), tell(carol, "bob", "d%d" % i)])
+        said.append(stored[1])
+    return said
+
+
+def test_a_conversation_is_both_directions_and_nothing_else(store, alice, bob, talk):
+    both = store.conversation_history(alice.id, bob.id, 100)
+    assert [m.body for m in both] == ["a0", "b1", "a2", "b3", "a4", "b5", "a6", "b7", "a8", "b9"]
+    assert both == talk
+    assert store.conversation_history(bob.id, alice.id, 100) == both  # the same seen from the other side
+    assert all(m.room is None for m in both)
+    assert {(m.sender, m.recipient) for m in both} == {("Alice", "bob"), ("bob", "Alice")}
+
+
+def test_a_conversation_pages_like_a_room(store, alice, bob, talk):
+    assert store.conversation_history(alice.id, bob.id, 3) == talk[-3:]
+    assert store.conversation_history(alice.id, bob.id, 3, before=talk[5].id) == talk[2:5]
+    assert store.conversation_history(alice.id, bob.id, 3, before=talk[1].id) == talk[:1]
+    assert store.conversation_history(alice.id, bob.id, 3, after=talk[5].id) == talk[6:9]
+    assert store.conversation_history(alice.id, bob.id, 100, after=talk[7].id) == talk[8:]
+    assert store.conversation_history(alice.id, bob.id, 3, after=talk[9].id) == []
+    assert store.conversation_history(alice.id, bob.id, 0) == []
+
+
+def test_a_conversation_with_oneself_shows_each_message_once(store, alice, bob):
+    stored = store.append_messages([tell(alice, "alice", "note to self"), tell(alice, "bob", "hi")])
+    assert store.conversation_history(alice.id, alice.id, 10) == [stored[0]]
+    assert store.missed(alice.id, 0, 10) == stored
+
+
+def test_no_conversation_yet(store, alice, bob):
+    assert store.conversation_history(alice.id, bob.id, 50) == []
+
+
+# -- what an account missed --------------------------------------------------
+
+def test_missed_is_every_room_of_the_account_and_its_private_messages(store, alice, bob, homework):
+    general = store.find_room("#general")
+    art = store.ensure_room("#art", T0)
+    store.join_room(alice.id, general.id, T0)
+    store.join_room(alice.id, homework.id, T0)
+    carol = store.create_account("carol", "h", T0)
+    stored = store.append_messages([
+        in_room(bob, general, "g1"), in_room(bob, art, "not alice's room"), tell(bob, "alice", "to alice"),
+        in_room(carol, homework, "h1"), tell(alice, "carol", "from alice"), tell(bob, "carol", "not hers"),
+        in_room(alice, general, "g2")])
+    mine = [stored[i] for i in (0, 2, 3, 4, 6)]
+    assert store.missed(alice.id, 0, 100) == mine
+    assert store.missed(alice.id, stored[2].id, 100) == mine[2:]
+    # At most count, the first ones: the next request resumes after the last.
+    first = store.missed(alice.id, 0, 2)
+    assert first == mine[:2]
+    assert store.missed(alice.id, first[-1].id, 2) == mine[2:4]
+    assert store.missed(alice.id, stored[-1].id, 100) == []
+
+
+def test_missed_follows_the_rooms_the_account_is_in_now(store, alice, bob, homework):
+    general = store.find_room("#general")
+    store.join_room(alice.id, general.id, T0)
+    stored = store.append_messages([in_room(bob, general, "g"), in_room(bob, homework, "h")])
+    assert store.missed(alice.id, 0, 10) == [stored[0]]
+    store.leave_room(alice.id, general.id)
+    store.join_room(alice.id, homework.id, T0)
+    assert store.missed(alice.id, 0, 10) == [stored[1]]
+
+
+def test_an_account_in_no_room_still_gets_its_private_messages(store, alice, bob):
+    stored = store.append_messages([say(bob, "in #general"), tell(bob, "alice", "psst")])
+    assert store.rooms_of(alice.id) == []
+    assert store.missed(alice.id, 0, 10) == [stored[1]]
+
+
+# -- deleting a room ---------------------------------------------------------
+
+def test_a_room_deleted_with_its_history_kept(store_url, store, alice, bob, homework):
+    store.join_room(alice.id, homework.id, T0)
+    store.join_room(bob.id, homework.id, T0)
+    old = store.append_messages([in_room(alice, homework, "old one"), in_room(bob, homework, "old two")])
+    assert store.delete_room(homework.id, keep_history=True) is True
+    # Gone for everyone: no name, no members, no joining, nothing missed.
+    assert store.find_room("#homework") is None
+    assert store.rooms_of(alice.id) == [] and store.room_members(homework.id) == []
+    assert store.join_room(alice.id, homework.id, T1) is False
+    assert store.set_topic(homework.id, "too late", "Alice", T1) is None
+    assert store.missed(alice.id, 0, 10) == []
+    assert [room.name for room, _ in store.list_rooms()] == ["#general"] and store.count_rooms() == 1
+    # Still stored, by the old room's id.
+    assert store.room_history(10, room_id=homework.id) == old
+    # The name is free: a new room of that name, with nothing of the old.
+    again = store.ensure_room("#homework", T2)
+    assert again.id != homework.id and again.name == "#homework" and again.topic == ""
+    assert store.room_history(10, room_id=again.id) == []
+    [new] = store.append_messages([in_room(alice, again, "new")])
+    assert new.id > old[-1].id and new.room == "#homework"
+    assert store.room_history(10, room_id=homework.id) == old
+    assert store.delete_room(homework.id, keep_history=True) is False  # already deleted
+    assert query(store_url, "SELECT COUNT(*) FROM messages") == [(3,)]
+
+
+def test_a_room_deleted_with_its_history(store_url, store, alice, homework):
+    store.join_room(alice.id, homework.id, T0)
+    old = store.append_messages([in_room(alice, homework, "old"), say(alice, "in general"),
+                                 tell(alice, "alice", "private")])
+    assert store.delete_room(homework.id, keep_history=False) is True
+    assert store.find_room("#Homework") is None and store.rooms_of(alice.id) == []
+    assert store.room_history(10, room_id=homework.id) == []
+    assert sorted(body for (body,) in query(store_url, "SELECT body FROM messages")) == ["in general", "private"]
+    assert query(store_url, "SELECT COUNT(*) FROM rooms WHERE id = %d" % homework.id) == [(0,)]
+    assert store.delete_room(homework.id, keep_history=False) is False
+    # Ids are never given again, not even those of deleted messages.
+    again = store.ensure_room("#Homework", T1)
+    [new] = store.append_messages([in_room(alice, again, "new")])
+    assert new.id > old[-1].id and again.id > homework.id
+
+
+def test_a_room_kept_can_later_lose_its_history(store_url, store, alice, homework):
+    store.append_messages([in_room(alice, homework, "kept for now")])
+    store.delete_room(homework.id, keep_history=True)
+    store.ensure_room("#homework", T1)  # the name has moved on meanwhile
+    assert store.delete_room(homework.id, keep_history=False) is True
+    assert store.room_history(10, room_id=homework.id) == []
+    assert query(store_url, "SELECT COUNT(*) FROM messages") == [(0,)]
+    assert store.find_room("#homework") is not None  # the new room is untouched
+
+
+def test_general_can_be_deleted_and_made_again(store, alice):
+    general = store.find_room("#general")
+    store.append_messages([say(alice, "old general")])
+    store.delete_room(general.id, keep_history=True)
+    assert store.room_history(10) == []  # no #general, no default room
+    assert store.append_messages([say(alice, "nowhere")]) == [None]
+    again = store.ensure_room("#general", T1)
+    [message] = store.append_messages([say(alice, "new general")])
+    assert message.room == "#general" and store.room_history(10) == [message]
+    assert store.room_history(10, room_id=again.id) == [message]
+
+
+# -- query plans: no full scan of messages -----------------------------------
+
+@pytest.fixture
+def busy(store_url, store):
+    """A store with some history: 40 accounts, 12 rooms each with 10 members,
+    3000 messages of which one in ten is private, and the statistics a
+    server that has been running would have. Returns (store, accounts, rooms)."""
+    rooms = [store.ensure_room("#room%d" % i, T0) for i in range(12)]
+    accounts = [store.create_account("user%d" % i, "h", T0) for i in range(40)]
+    for i, account in enumerate(accounts):
+        for room in rooms[i % 4::4]:
+            store.join_room(account.id, room.id, T0)
+    batch = []
+    for i in range(3000):
+        sender = accounts[i * 7 % 40]
+        if i % 10 == 9:
+            batch.append(tell(sender, accounts[i * 11 % 40].name, "private %d" % i))
+        else:
+            batch.append(in_room(sender, rooms[i % 12], "message %d" % i))
+    for first in range(0, len(batch), 500):
+        store.append_messages(batch[first:first + 500])
+    # InnoDB refreshes its statistics by itself some time after a tenth of
+    # a table changed; ANALYZE does it now. SQLite plans without any (the
+    # store never runs ANALYZE), so it gets none.
+    if dialect(store_url) == "mysql":
+        for table in ("messages", "memberships", "rooms", "users"):
+            query(store_url, "ANALYZE TABLE %s" % table)
+    return store, accounts, rooms
+
+
+def history_queries(accounts, rooms, store):
+    """Every shape of history read, as (what, statement, parameters)."""
+    from sae_db import sql
+    alice, bob = accounts[0], accounts[1]
+    middle = 1500
+    found = []
+    for bound in ({}, {"before": middle}, {"after": middle}):
+        found.append(("room %s" % bound,) + sql.room_history_query(rooms[0].id, 50, **bound)[:2])
+        found.append(("conversation %s" % bound,) + sql.conversation_query(alice.id, bob.id, 50, **bound)[:2])
+    room_ids = [room.id for room in store.rooms_of(alice.id)]
+    assert room_ids
+    found.append(("missed",) + sql.missed_query(alice.id, room_ids, middle, 100)[:2])
+    return found
+
+
+def test_history_reads_never_scan_the_messages(store_url, busy):
+    store, accounts, rooms = busy
+    for what, statement, parameters in history_queries(accounts, rooms, store):
+        if dialect(store_url) == "sqlite":
+            plan = [row[-1] for row in query_with(store_url, "EXPLAIN QUERY PLAN " + statement, parameters)]
+            # "SCAN branch0" reads what one branch picked (at most its LIMIT).
+            scans = [step for step in plan if re.match(r"SCAN (messages|m)\b", step)]
+            assert scans == [], (what, plan)
+            searches = [step for step in plan if step.startswith("SEARCH messages")]
+            assert searches and all("USING COVERING INDEX messages_by_" in step for step in searches), (what, plan)
+        else:
+            from sae_db.sql import for_mysql
+            plan = query_with(store_url, "EXPLAIN " + for_mysql(statement), parameters)
+            # (id, select_type, table, type, possible_keys, key, ...): ALL is a
+            # full table scan, index a full index scan.
+            on_messages = [row for row in plan if row[2] in ("messages", "m")]
+            assert on_messages, (what, plan)
+            for row in on_messages:
+                assert row[3] not in ("ALL", "index") and row[5] is not None, (what, plan)
+
+
+def query_with(url, statement, parameters):
+    """Rows of a statement with parameters, behind the store's back."""
+    if dialect(url) == "sqlite":
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            return db.execute(statement, parameters).fetchall()
+        finally:
+            db.close()
+    db = mysql_connect(url)
+    try:
+        cursor = db.cursor()
+        cursor.execute(statement, parameters)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        db.close()
+
+
+def test_history_reads_give_the_same_answers_as_a_plain_filter(busy):
+    # The bounded branches must not lose a message a full filter would find.
+    store, accounts, rooms = busy
+    alice, bob = accounts[0], accounts[1]
+    everything = store.missed(alice.id, 0, 100000) + store.missed(bob.id, 0, 100000)
+    assert len(everything) > 100
+    room0 = [m for m in store.room_history(100000, room_id=rooms[0].id)]
+    assert len(room0) == 250 and all(m.room == "#room0" for m in room0)
+    assert store.room_history(20, before=room0[100].id, room_id=rooms[0].id) == room0[80:100]
+    conversation = store.conversation_history(alice.id, bob.id, 100000)
+    assert all({m.sender, m.recipient} == {"user0", "user1"} for m in conversation)
+    assert store.conversation_history(alice.id, bob.id, 2, after=0) == conversation[:2]
+    alices_rooms = {room.name for room in store.rooms_of(alice.id)}
+    missed = store.missed(alice.id, 0, 100000)
+    expected = [m for m in sorted({m.id: m for m in everything}.values())
+                if m.room in alices_rooms or "user0" in (m.sender, m.recipient) and m.room is None]
+    assert missed == expected
+    assert store.missed(alice.id, missed[10].id, 25) == missed[11:36]
+
+
 # -- bans -----------------------------------------------------------------
 
 def test_ban_and_unban(store, alice, bob):
@@ -333,7 +742,7 @@ def test_both_backends_have_the_same_schema(tmp_path, mysql_url):
         open_store(url).close()
     assert columns(sqlite_url) == columns(mysql_url)
     assert latest_version("sqlite") == latest_version("mysql")
-    assert set(columns(sqlite_url)) == {"users", "messages", "schema_version"}
+    assert set(columns(sqlite_url)) == {"users", "messages", "rooms", "memberships", "schema_version"}
 
 
 # -- MySQL only: types, outages, secrets ----------------------------------
@@ -343,7 +752,7 @@ def test_mysql_tables_are_innodb_utf8mb4(mysql_url):
     database = urlsplit(mysql_url).path.strip("/")
     rows = query(mysql_url, "SELECT table_name, engine, table_collation FROM information_schema.tables"
                             " WHERE table_schema = '%s'" % database)
-    assert {name for name, _, _ in rows} == {"users", "messages", "schema_version"}
+    assert {name for name, _, _ in rows} == {"users", "messages", "rooms", "memberships", "schema_version"}
     for name, engine, collation in rows:
         assert engine == "InnoDB" and collation.startswith("utf8mb4_"), (name, engine, collation)
 
