@@ -1,15 +1,18 @@
 """Fan-out, latency, memory, login-storm and single-message figures for
 sae-server, side by side with miniircd in the same run.
 
-Starts the servers itself (sae-server on a temporary SQLite database, and
-miniircd from PATH: `pip install miniircd`), drives them with loadgen.py and
-prints one table per scenario. Each figure is most meaningful as a ratio to
-miniircd measured minutes apart on the same machine.
+Starts the servers itself (sae-server on a temporary SQLite database, or
+with --sae-db on a database of its own on a MariaDB server, and miniircd
+from PATH: `pip install miniircd`), drives them with loadgen.py or the C
+generator loadgen_c.c (built here with the system compiler) and prints one
+table per scenario. Each figure is most meaningful as a ratio to miniircd
+measured minutes apart on the same machine.
 
     python benchmarks/bench_load.py                    # everything, ~5 minutes
     python benchmarks/bench_load.py fanout latency     # some scenarios
     python benchmarks/bench_load.py fanout --clients 200 --senders 10
     python benchmarks/bench_load.py single             # the single-message regime
+    python benchmarks/bench_load.py single --sae-db mysql://root@127.0.0.1:3306/
 
 Accounts u00000... are written straight into the database before the server
 starts (one scrypt hash shared by all, at the cost the server would use), so
@@ -20,6 +23,8 @@ This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
 """
 
 import argparse
+import array
+import itertools
 import os
 import re
 import shutil
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -39,6 +45,9 @@ import loadgen  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_DIR = ROOT  # where sae_server.py is run from (--server-dir)
+SAE_DB = None  # --sae-db: a mysql:// server URL, or None for SQLite files
+KEEP = False  # --keep
+KEPT_DATABASES = []  # MariaDB databases left for --keep
 
 
 # --- the server processes ---------------------------------------------------------
@@ -62,17 +71,92 @@ def free_port():
         return s.getsockname()[1]
 
 
-def seed_accounts(db_path, count, scrypt_n):
-    """Create accounts u00000..u<count-1> with loadgen.PASSWORD."""
-    from sae_db import name_key, open_store
+def bench_accounts(count, scrypt_n):
+    """Names u00000..u<count-1> and the one password hash they all share."""
     from sae_server import hash_password
+    return [loadgen.account_name(i) for i in range(count)], hash_password(loadgen.PASSWORD, scrypt_n)
+
+
+def seed_accounts(db_path, count, scrypt_n):
+    """Create accounts u00000..u<count-1> with loadgen.PASSWORD in an SQLite file."""
+    from sae_db import name_key, open_store
     store = open_store("sqlite:///" + db_path)  # creates the schema
     store.close()
-    password_hash = hash_password(loadgen.PASSWORD, scrypt_n)
-    names = [loadgen.account_name(i) for i in range(count)]
+    names, password_hash = bench_accounts(count, scrypt_n)
     with sqlite3.connect(db_path) as db:
         db.executemany("INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
                        [(n, name_key(n), password_hash, "2026-01-01T00:00:00.000Z") for n in names])
+
+
+# --- sae-server on MariaDB (--sae-db) ------------------------------------------------
+
+MYSQL_DATABASES = itertools.count(1)  # sae_bench_<pid>_<n>: one database per server
+
+
+def with_database(url, database):
+    """A mysql:// URL with its database name replaced."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
+
+
+def mysql_connect(url, database=None):
+    """An autocommit MySQLdb connection with the store's own settings, to
+    `database` or to none."""
+    import MySQLdb
+    from sae_db.mysql import connect_args
+    options = connect_args(with_database(url, database or "unused"))
+    if not database:
+        del options["database"]
+    options["autocommit"] = True
+    return MySQLdb.connect(**options)
+
+
+def mysql_version(url):
+    connection = mysql_connect(url)
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT VERSION()")
+        return cursor.fetchone()[0]
+    finally:
+        connection.close()
+
+
+def create_mysql_database(url, count, scrypt_n):
+    """A fresh database on the server `url` names, with the schema (from
+    sae_db's open_store, as the server would make it) and the accounts of
+    seed_accounts, in one multi-row INSERT; returns its name."""
+    from sae_db import name_key, open_store
+    database = "sae_bench_%d_%d" % (os.getpid(), next(MYSQL_DATABASES))
+    admin = mysql_connect(url)
+    try:
+        admin.cursor().execute("CREATE DATABASE `%s` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" % database)
+    finally:
+        admin.close()
+    try:
+        store = open_store(with_database(url, database))  # creates the schema
+        store.close()
+        names, password_hash = bench_accounts(count, scrypt_n)
+        values = []
+        for name in names:
+            values += [name, name_key(name), password_hash, "2026-01-01 00:00:00.000"]
+        connection = mysql_connect(url, database)
+        try:
+            connection.cursor().execute(
+                "INSERT INTO users (name, name_key, password_hash, created_at) VALUES "
+                + ", ".join(["(%s, %s, %s, %s)"] * len(names)), values)
+        finally:
+            connection.close()
+    except BaseException:
+        drop_mysql_database(url, database)
+        raise
+    return database
+
+
+def drop_mysql_database(url, database):
+    admin = mysql_connect(url)
+    try:
+        admin.cursor().execute("DROP DATABASE IF EXISTS `%s`" % database)
+    finally:
+        admin.close()
 
 
 class Server:
@@ -83,10 +167,17 @@ class Server:
         self.log_path = os.path.join(workdir, "%s-%d.log" % (kind, time.monotonic_ns()))
         self.log = open(self.log_path, "w")
         env = dict(os.environ)
+        self.mysql_database = None
+        self.stopped_line = None  # sae-server's last words: what its loop did (Counters)
         if kind == "sae":
-            db_path = os.path.join(workdir, "sae-%d.db" % time.monotonic_ns())
             default_n = 2 ** 14
-            seed_accounts(db_path, accounts, scrypt_n or default_n)
+            if SAE_DB:
+                self.mysql_database = create_mysql_database(SAE_DB, accounts, scrypt_n or default_n)
+                db_url = with_database(SAE_DB, self.mysql_database)
+            else:
+                db_path = os.path.join(workdir, "sae-%d.db" % time.monotonic_ns())
+                seed_accounts(db_path, accounts, scrypt_n or default_n)
+                db_url = "sqlite:///" + db_path
             if scrypt_n:
                 env["SAE_SCRYPT_N"] = str(scrypt_n)
             else:
@@ -95,7 +186,7 @@ class Server:
             if profile:
                 command += ["-m", "cProfile", "-o", profile]
             command += ["-m", "sae_server", "--host", "127.0.0.1", "--port", "0",
-                        "--db", "sqlite:///" + db_path] + list(extra)
+                        "--db", db_url] + list(extra)
             # The server's own folder first, so that --server-dir can point at
             # another checkout (e.g. `git archive HEAD`) than the one running.
             # The caller's PYTHONPATH after it: e.g. a folder with sae_db -> CHECKOUT/db, for
@@ -153,6 +244,17 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        if self.kind == "sae":
+            with open(self.log_path, errors="replace") as log:
+                for line in log:
+                    if "stopped; " in line:
+                        self.stopped_line = line[line.index("stopped; "):].rstrip()
+        if self.mysql_database:
+            if KEEP:
+                KEPT_DATABASES.append(self.mysql_database)
+            else:
+                drop_mysql_database(SAE_DB, self.mysql_database)
+            self.mysql_database = None
 
 
 # --- scenarios ------------------------------------------------------------------
@@ -183,7 +285,7 @@ def scenario_fanout(args, workdir):
         args.senders, args.seconds))
     header = ("clients", "server", "deliveries/s", "server CPU", "CPU µs/delivery",
               "sent", "delivered/expected", "setup s")
-    rows = []
+    rows, notes = [], []
     for clients in args.clients:
         figures = {}
         for kind in ("sae", "irc"):
@@ -198,6 +300,7 @@ def scenario_fanout(args, workdir):
                 continue
             finally:
                 server.stop()
+                notes.append(stopped_note(server, "%d clients, sae-server" % clients))
             figures[kind] = f
             rows.append((clients, label(kind), "%.0f" % f["deliveries_per_s"],
                          "%.0f %%" % (100 * f["server_cpu_share"]), "%.3f" % f["cpu_us_per_delivery"],
@@ -211,27 +314,36 @@ def scenario_fanout(args, workdir):
             rows.append((clients, "ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
                          "", "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]), "", "", ""))
     table(header, rows)
+    print_notes(notes)
 
 
 def scenario_latency(args, workdir):
     print("\n## latency: %d clients, %d senders, %.0f messages/s in total, %.0f s warm-up, %.0f s measured, "
           "every %dth receiver reading, generator(s): %s, %d round(s)" % (
               args.latency_clients, args.latency_senders, args.rate, args.latency_warmup, args.latency_seconds,
-              args.latency_sample, " ".join(args.generator), args.latency_rounds))
+              args.latency_sample, " ".join(fixed_load_generators(args)), args.latency_rounds))
     header = ("round", "generator", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured", "server CPU",
               "generator CPU")
-    rows = []
+    rows, notes = [], []
     for round_ in range(1, args.latency_rounds + 1):
-        for generator in args.generator:  # alternately, sae-server then miniircd under each
+        for generator in fixed_load_generators(args):  # alternately, sae-server then miniircd under each
             rows += latency_rows(args, workdir, args.latency_clients, args.latency_senders, args.rate,
                                  args.latency_seconds, args.latency_sample, warmup=args.latency_warmup,
-                                 prefix=(round_, generator), generator=generator)
+                                 prefix=(round_, generator), generator=generator, notes=notes)
     table(header, rows)
+    print_notes(notes)
 
 
-def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=1.0, prefix=(), generator="python"):
+def fixed_load_generators(args):
+    """The fixed load's generators: --generator, or loadgen.py."""
+    return args.generator or ["python"]
+
+
+def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=1.0, prefix=(), generator="python",
+                 notes=None):
     """Fixed-load latency, sae-server then miniircd: table rows and a ratio row.
-    generator "c": loadgen_c.c (one process, every receiver reading; sample is ignored)."""
+    generator "c": loadgen_c.c (one process, every receiver reading; sample is ignored).
+    notes: a list that gets sae-server's exit line."""
     rows, figures = [], {}
     for kind in ("sae", "irc"):
         server = Server(kind, workdir)
@@ -260,6 +372,9 @@ def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=
                 gen_cpu = " / ".join("%.0f %%" % (100 * c / seconds) for c in result["loadgen_window_cpu"])
         finally:
             server.stop()
+            if notes is not None:
+                notes.append(stopped_note(server, "%s%s generator, sae-server" % (
+                    "round %s, " % prefix[0] if prefix else "", generator)))
         figures[kind] = (p50, p99, top)
         rows.append(prefix + (label(kind), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, n,
                               "%.0f %%" % (100 * (cpu["end"] - cpu["start"]) / seconds), gen_cpu))
@@ -271,28 +386,39 @@ def latency_rows(args, workdir, clients, senders, rate, seconds, sample, warmup=
     return rows
 
 
-# --- the C generator (fixed-load latency only) -----------------------------------------
+# --- the C generator ------------------------------------------------------------------
 
 C_SOURCE = os.path.join(HERE, "loadgen_c.c")
+
+
+def c_compiler():
+    return shutil.which("cc") or shutil.which("gcc")
 
 
 def c_generator(workdir):
     """Build loadgen_c.c into the temporary folder (once per run) with the system compiler."""
     binary = os.path.join(workdir, "loadgen_c")
     if not os.path.exists(binary):
-        compiler = shutil.which("cc") or shutil.which("gcc")
+        compiler = c_compiler()
         if not compiler:
             sys.exit("--generator c needs a C compiler (cc or gcc)")
         subprocess.run([compiler, "-O2", "-std=c99", "-Wall", "-o", binary, C_SOURCE], check=True)
     return binary
 
 
+def login_concurrency(kind):
+    return 64 if kind == "sae" else 2  # as loadgen.run: miniircd's listen backlog is 5
+
+
+def c_result(line):
+    return {k: float(v) for k, v in (f.split("=") for f in line.split()[1:])}
+
+
 def run_c_latency(workdir, kind, port, clients, senders, rate, seconds, warmup, on_window):
     """One fixed-load run of the C generator; on_window("start"/"end") at the
     window's edges, as it prints them; returns its result line as a dict."""
-    concurrency = 64 if kind == "sae" else 2  # as loadgen.run: miniircd's listen backlog is 5
     command = [c_generator(workdir), "sae" if kind == "sae" else "irc", str(port), str(clients), str(senders),
-               str(rate), str(warmup), str(seconds), "0", str(concurrency)]
+               str(rate), str(warmup), str(seconds), "0", str(login_concurrency(kind))]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     result = None
     try:
@@ -300,7 +426,7 @@ def run_c_latency(workdir, kind, port, clients, senders, rate, seconds, warmup, 
             if line.startswith("phase="):
                 on_window(line.strip().split("=", 1)[1])
             elif line.startswith("result "):
-                result = {k: float(v) for k, v in (f.split("=") for f in line.split()[1:])}
+                result = c_result(line)
         process.wait(30)
     finally:
         if process.poll() is None:
@@ -309,6 +435,61 @@ def run_c_latency(workdir, kind, port, clients, senders, rate, seconds, warmup, 
     if result is None or process.returncode:
         raise loadgen.LoadError("the C generator failed (status %s)" % process.returncode)
     return result
+
+
+def run_c_closed(workdir, kind, port, clients, senders, window, seconds, warmup, procs, on_window):
+    """The closed loop (single-message regime) with the C generator, its
+    clients dealt round-robin over `procs` processes as loadgen.run deals
+    them to its workers. With more than one, each says "ready" once its
+    clients are in, and all get the same start time ("go", CLOCK_MONOTONIC,
+    the clock of time.monotonic_ns); on_window is called at the first
+    process's phase markers (all share the window). Returns the summed
+    counts, the merged send-to-echo latencies (ms) and each process's
+    result line."""
+    binary = c_generator(workdir)
+    processes, latency_files = [], []
+    try:
+        for part in range(procs):
+            latency_files.append(os.path.join(workdir, "latency-%d-%d.bin" % (time.monotonic_ns(), part)))
+            command = [binary, "closed", "sae" if kind == "sae" else "irc", str(port), str(clients), str(senders),
+                       str(window), str(warmup), str(seconds), "0", str(login_concurrency(kind)), str(part),
+                       str(procs), latency_files[-1]]
+            processes.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        if procs > 1:
+            for process in processes:  # each stops by itself within 180 s if its logins do not finish
+                if process.stdout.readline().strip() != "ready":
+                    raise loadgen.LoadError("a C generator process did not log its clients in (see stderr above)")
+            go = "go %d\n" % (time.monotonic_ns() + 200000000)  # as loadgen._drive: 0.2 s from now
+            for process in processes:
+                process.stdin.write(go)
+                process.stdin.flush()
+        results = []
+        for part, process in enumerate(processes):
+            result = None
+            for line in process.stdout:
+                if line.startswith("phase=") and part == 0:
+                    on_window(line.strip().split("=", 1)[1])
+                elif line.startswith("result "):
+                    result = c_result(line)
+            process.wait(30)
+            if result is None or process.returncode:
+                raise loadgen.LoadError("the C generator failed (status %s)" % process.returncode)
+            results.append(result)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    latency_ns = array.array("q")
+    for path in latency_files:
+        with open(path, "rb") as f:
+            latency_ns.frombytes(f.read())
+        os.remove(path)
+    found, top = loadgen.percentiles([ns / 1e6 for ns in latency_ns])
+    merged = {key: sum(r[key] for r in results)
+              for key in ("sent", "echoes", "window_echoes", "lines", "window_lines", "outstanding", "failed")}
+    merged.update(p50=found[50], p99=found[99], max=top, timed=len(latency_ns), processes=results)
+    return merged
 
 
 def scenario_memory(args, workdir):
@@ -424,10 +605,12 @@ def cpu_seconds_of(path):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def single_once(server, args, seconds=None, on_window=None):
-    """One closed-loop run of the single-message regime against one server.
-    Server CPU is read at the edges of the measured window only, so that the
-    logins (and their password hashing) before it are not counted."""
+def single_once(server, args, workdir, generator, seconds=None, on_window=None):
+    """One closed-loop run of the single-message regime against one server,
+    driven by loadgen.py ("python", --procs processes) or loadgen_c.c ("c",
+    --c-procs processes). Server CPU is read at the edges of the measured
+    window only, so that the logins (and their password hashing) before it
+    are not counted."""
     seconds = seconds or args.single_seconds
     cpu, loop = {}, {}
 
@@ -437,59 +620,107 @@ def single_once(server, args, seconds=None, on_window=None):
         if on_window:
             on_window(phase)
 
-    result = loadgen.run(server.kind if server.kind == "sae" else "irc", server.port, args.single_clients,
-                         args.single_senders, "single", seconds, procs=args.procs, warmup=args.single_warmup,
-                         window=args.single_window, on_window=window)
+    kind = server.kind if server.kind == "sae" else "irc"
+    if generator == "c":
+        result = run_c_closed(workdir, kind, server.port, args.single_clients, args.single_senders,
+                              args.single_window, seconds, args.single_warmup, args.c_procs, window)
+        deliveries, messages = result["window_lines"], result["window_echoes"]
+        p50, p99, top, timed = result["p50"], result["p99"], result["max"], result["timed"]
+        shares = [r["window_cpu_s"] / seconds for r in result["processes"]]
+        generator_cpu = " / ".join("%.0f %% (user %.0f %%, system %.0f %%)" % (
+            100 * r["window_cpu_s"] / seconds, 100 * r["window_user_s"] / seconds,
+            100 * r["window_sys_s"] / seconds) for r in result["processes"])
+        failures, lost = ["see the C generator's stderr above"], int(result["outstanding"])
+    else:
+        result = loadgen.run(kind, server.port, args.single_clients, args.single_senders, "single", seconds,
+                             procs=args.procs, warmup=args.single_warmup, window=args.single_window,
+                             on_window=window)
+        deliveries, messages = result["window_lines"], result["window_echoes"]
+        p50, p99, top, timed = loadgen.latency_ms(result)
+        shares = [c / seconds for c in result["loadgen_window_cpu"]]
+        generator_cpu = " / ".join("%.0f %%" % (100 * share) for share in shares)
+        failures, lost = result["failures"], result["sent"] - result["echoes"]
     server_cpu = cpu["end"] - cpu["start"]
-    deliveries = result["window_lines"]
-    p50, p99, top, timed = loadgen.latency_ms(result)
     return dict(
-        deliveries_per_s=deliveries / seconds, messages_per_s=result["window_echoes"] / seconds,
-        deliveries=deliveries, messages=result["window_echoes"], seconds=seconds,
+        deliveries_per_s=deliveries / seconds, messages_per_s=messages / seconds,
+        deliveries=deliveries, messages=messages, seconds=seconds,
         server_cpu_share=server_cpu / seconds, loop_cpu_share=(loop["end"] - loop["start"]) / seconds,
         cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
-        p50=p50, p99=p99, max=top, timed=timed,
-        generator=[c / seconds for c in result["loadgen_window_cpu"]],
-        sent=result["sent"], echoes=result["echoes"], failed=result["failed"], failures=result["failures"],
-        alive=server.alive())
+        p50=p50, p99=p99, max=top, timed=timed, generator=shares, generator_cpu=generator_cpu,
+        sent=int(result["sent"]), echoes=int(result["echoes"]), lost=lost, failed=int(result["failed"]),
+        failures=failures, alive=server.alive())
+
+
+def closed_loop_generators(args):
+    """The closed loop's generators and why: --generator if given, else the
+    C one when there is a compiler to build it, else loadgen.py."""
+    if args.generator:
+        return args.generator, "as given by --generator"
+    compiler = c_compiler()
+    if compiler:
+        return ["c"], "the default: a C compiler is here (%s)" % compiler
+    return ["python"], "the default without a C compiler (neither cc nor gcc found)"
+
+
+def generator_label(generator, args):
+    if generator == "c":
+        return "C, %d process%s" % (args.c_procs, "" if args.c_procs == 1 else "es")
+    return "Python, %d process%s" % (args.procs, "" if args.procs == 1 else "es")
+
+
+def stopped_note(server, what):
+    """sae-server's exit line (its loop's counters) for the notes under a
+    table; None for miniircd."""
+    if server.kind != "sae":
+        return None
+    return "  %s: %s" % (what, server.stopped_line or "no \"stopped;\" line in %s" % server.log_path)
 
 
 def scenario_single(args, workdir):
+    generators, why = closed_loop_generators(args)
     print("\n## single messages, closed loop: %d clients, %d senders with %d single lines outstanding each "
           "(one send() per line, the next on its echo), %.0f s warm-up, %.0f s measured, %d round(s)" % (
               args.single_clients, args.single_senders, args.single_window, args.single_warmup,
               args.single_seconds, args.single_rounds))
+    print("  generator: %s (%s); sae-server on %s" % (
+        " then ".join(generator_label(g, args) for g in generators), why, storage_label()))
     print("  echo: sae-server, the sender's own MSG; miniircd (no echo of PRIVMSG), the message as one "
           "receiver in the sender's load-generator process gets it")
-    header = ("round", "server", "deliveries/s", "messages/s", "server CPU (loop thread)", "CPU µs/delivery",
-              "p50 ms", "p99 ms", "echoes timed", "generator CPU per process")
-    rows = []
+    header = ("round", "generator", "server", "deliveries/s", "messages/s", "server CPU (loop thread)",
+              "CPU µs/delivery", "p50 ms", "p99 ms", "echoes timed", "generator CPU per process")
+    rows, notes = [], []
     for round_ in range(1, args.single_rounds + 1):
-        figures = {}
-        for kind in ("sae", "irc"):  # alternately, a fresh server each time
-            server = Server(kind, workdir)
-            try:
-                f = single_once(server, args)
-            except loadgen.LoadError as error:
-                rows.append((round_, label(kind), "failed: %s" % str(error)[:120]))
-                continue
-            finally:
-                server.stop()
-            figures[kind] = f
-            rows.append((round_, label(kind), "%.0f" % f["deliveries_per_s"], "%.0f" % f["messages_per_s"],
-                         "%.0f %% (%.0f %%)" % (100 * f["server_cpu_share"], 100 * f["loop_cpu_share"]),
-                         "%.3f" % f["cpu_us_per_delivery"], "%.2f" % f["p50"], "%.2f" % f["p99"], f["timed"],
-                         " / ".join("%.0f %%" % (100 * g) for g in f["generator"])))
-            if f["failed"] or not f["alive"]:
-                print("  %s round %d: %d failures %s, server alive: %s" % (
-                    kind, round_, f["failed"], f["failures"][:2], f["alive"]))
-        if len(figures) == 2:
-            s, i = figures["sae"], figures["irc"]
-            rows.append((round_, "ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
-                         "%.2fx" % (s["messages_per_s"] / i["messages_per_s"]), "",
-                         "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]),
-                         "%.2fx" % (s["p50"] / i["p50"]), "%.2fx" % (s["p99"] / i["p99"]), "", ""))
+        for generator in generators:  # in turn, each against sae-server then miniircd
+            figures = {}
+            for kind in ("sae", "irc"):  # a fresh server each time
+                server = Server(kind, workdir)
+                try:
+                    f = single_once(server, args, workdir, generator)
+                except loadgen.LoadError as error:
+                    rows.append((round_, generator, label(kind), "failed: %s" % str(error)[:120]))
+                    continue
+                finally:
+                    server.stop()
+                    notes.append(stopped_note(server, "round %d, %s generator, sae-server" % (round_, generator)))
+                figures[kind] = f
+                rows.append((round_, generator, label(kind), "%.0f" % f["deliveries_per_s"],
+                             "%.0f" % f["messages_per_s"],
+                             "%.0f %% (%.0f %%)" % (100 * f["server_cpu_share"], 100 * f["loop_cpu_share"]),
+                             "%.3f" % f["cpu_us_per_delivery"], "%.2f" % f["p50"], "%.2f" % f["p99"], f["timed"],
+                             f["generator_cpu"]))
+                if f["failed"] or f["lost"] or not f["alive"]:
+                    print("  %s round %d, %s generator: %d failures %s, %d messages not seen back, "
+                          "server alive: %s" % (kind, round_, generator, f["failed"], f["failures"][:2], f["lost"],
+                                                f["alive"]))
+            if len(figures) == 2:
+                s, i = figures["sae"], figures["irc"]
+                rows.append((round_, generator, "ratio sae/miniircd",
+                             "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
+                             "%.2fx" % (s["messages_per_s"] / i["messages_per_s"]), "",
+                             "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]),
+                             "%.2fx" % (s["p50"] / i["p50"]), "%.2fx" % (s["p99"] / i["p99"]), "", ""))
     table(header, rows)
+    print_notes(notes)
     if args.single_latency_clients:
         senders, rate = args.single_latency_senders, args.single_latency_rate
         print("\n## single messages at a fixed load: %d clients, %d senders at %.0f messages/s each "
@@ -497,15 +728,26 @@ def scenario_single(args, workdir):
                   args.single_latency_clients, senders, rate / senders, rate, args.single_latency_seconds))
         header = ("round", "generator", "server", "p50 ms", "p99 ms", "max ms", "deliveries measured",
                   "server CPU", "generator CPU")
-        rows = []
+        rows, notes = [], []
         for round_ in range(1, args.single_rounds + 1):
-            for generator in args.generator:
+            for generator in fixed_load_generators(args):
                 rows += latency_rows(args, workdir, args.single_latency_clients, senders, rate,
                                      args.single_latency_seconds, 1, warmup=args.single_warmup,
-                                     prefix=(round_, generator), generator=generator)
+                                     prefix=(round_, generator), generator=generator, notes=notes)
         table(header, rows)
+        print_notes(notes)
     if args.single_strace:
-        single_counters(args, workdir)
+        single_counters(args, workdir, generators[0])
+
+
+def print_notes(notes):
+    """Under a table: what each sae-server run logged at exit."""
+    notes = [note for note in notes if note]
+    if notes:
+        print("  sae-server at exit (its loop's counters over the whole run, logins and warm-up included):")
+        for note in notes:
+            print("  " + note)
+    sys.stdout.flush()
 
 
 # What strace prints for the storage thread waking the loop: one byte on the
@@ -514,7 +756,7 @@ def scenario_single(args, workdir):
 WAKE = re.compile(r'sendto\(\d+, "[^"]*"(?:\.\.\.)?, 1, ')
 
 
-def single_counters(args, workdir):
+def single_counters(args, workdir, generator):
     """Passes, batches and messages per batch, from outside, with strace on
     sae-servers of their own (ptrace slows what it traces, so not in a
     measured run). Two runs: every thread traced (the structure: send()
@@ -528,7 +770,12 @@ def single_counters(args, workdir):
         print("  skipped: strace is not installed (apt-get install strace)")
         return
     header = ("counter", "every thread traced", "worker threads traced, loop untraced")
-    runs = [trace_single(args, workdir, strace, seconds, every_thread) for every_thread in (True, False)]
+    print("  closed loop driven by the %s generator" % generator_label(generator, args))
+    if not SAE_DB:
+        print("  note: on SQLite the loop stores each batch itself (no storage thread, no 1-byte wake-ups), so "
+              "the batch counters below read about 0; the server's exit line (under the closed-loop table) counts "
+              "batches and passes exactly")
+    runs = [trace_single(args, workdir, strace, seconds, every_thread, generator) for every_thread in (True, False)]
     members = args.single_clients
 
     def each(render):
@@ -557,7 +804,7 @@ def single_counters(args, workdir):
     table(header, rows)
 
 
-def trace_single(args, workdir, strace, seconds, every_thread):
+def trace_single(args, workdir, strace, seconds, every_thread, generator):
     server = Server("sae", workdir)
     out = os.path.join(workdir, "strace-%d.txt" % time.monotonic_ns())
     tracer = {}
@@ -577,7 +824,7 @@ def trace_single(args, workdir, strace, seconds, every_thread):
             tracer["process"].wait(30)
 
     try:
-        f = single_once(server, args, seconds=seconds, on_window=on_window)
+        f = single_once(server, args, workdir, generator, seconds=seconds, on_window=on_window)
     finally:
         if "process" in tracer and tracer["process"].poll() is None:
             tracer["process"].kill()
@@ -646,9 +893,12 @@ def main(argv=None):
     parser.add_argument("--latency-warmup", type=float, default=1.0)
     parser.add_argument("--latency-rounds", type=int, default=1,
                         help="latency: every generator against sae-server then miniircd, this many times")
-    parser.add_argument("--generator", nargs="+", choices=["python", "c"], default=["python"],
-                        help="fixed-load latency (latency, and single's fixed-load part): loadgen.py, "
-                             "and/or loadgen_c.c built with cc; several: each in turn in every round")
+    parser.add_argument("--generator", nargs="+", choices=["python", "c"],
+                        help="loadgen.py and/or loadgen_c.c (built with cc), each in turn in every round, for "
+                             "the fixed-load latency (latency, and single's fixed-load part; default: python) "
+                             "and single's closed loop (default: c when cc or gcc is there, else python)")
+    parser.add_argument("--c-procs", type=int, default=1,
+                        help="single's closed loop with the C generator: processes the clients are dealt to")
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[0, 1000, 4000])
     parser.add_argument("--storm-clients", type=int, default=500)
     parser.add_argument("--storm-chatters", type=int, default=100)
@@ -674,25 +924,58 @@ def main(argv=None):
                         help="run miniircd beyond 1000 connections too (it cannot: select())")
     parser.add_argument("--server-dir", default=ROOT,
                         help="run sae_server.py from this checkout (default: this one)")
+    parser.add_argument("--sae-db", metavar="mysql://USER[:PASSWORD]@HOST:PORT/",
+                        help="run sae-server on this MariaDB/MySQL server instead of SQLite: a database of its "
+                             "own per server (sae_bench_<pid>_<n>, any name in the URL is replaced), dropped "
+                             "afterwards (kept with --keep); the account needs CREATE and DROP")
     parser.add_argument("--keep", action="store_true", help="keep the server logs and databases")
     args = parser.parse_args(argv)
-    global SERVER_DIR
+    global SERVER_DIR, SAE_DB, KEEP
     SERVER_DIR = os.path.abspath(args.server_dir)
+    KEEP = args.keep
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error("unknown scenario: %s" % ", ".join(sorted(unknown)))
+    if args.c_procs < 1:
+        parser.error("--c-procs must be at least 1")
+    if args.sae_db:
+        if urlsplit(args.sae_db).scheme not in ("mysql", "mariadb"):
+            parser.error("--sae-db takes a mysql:// URL (SQLite is the default)")
+        SAE_DB = args.sae_db
     loadgen.raise_fd_limit()
     print("# sae-chat load benchmarks, %s, %d CPUs, python %s" % (
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.cpu_count(), sys.version.split()[0]))
+    print("# sae-server storage: %s" % storage_label(with_version=True))
     workdir = tempfile.mkdtemp(prefix="sae-bench-")
     try:
         for name in args.scenarios or DEFAULT_SCENARIOS:
             SCENARIOS[name](args, workdir)
     finally:
         if args.keep:
-            print("\nlogs and databases kept in %s" % workdir)
+            on_mysql = ", and on %s: %s" % (describe_server(SAE_DB), " ".join(KEPT_DATABASES)) if KEPT_DATABASES else ""
+            print("\nlogs and databases kept in %s%s" % (workdir, on_mysql))
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def describe_server(url):
+    """host:port of a database URL, without the password."""
+    parts = urlsplit(url)
+    return "%s:%s" % (parts.hostname, parts.port or 3306)
+
+
+def storage_label(with_version=False):
+    if not SAE_DB:
+        return "SQLite%s, a file per server in the temporary folder" % (
+            " " + sqlite3.sqlite_version if with_version else "")
+    version = ""
+    if with_version:
+        try:
+            version = " " + mysql_version(SAE_DB)
+        except Exception as error:  # MySQLdb's errors, or no mysqlclient: stop here, with what went wrong
+            sys.exit("--sae-db: cannot reach %s: %s" % (describe_server(SAE_DB), error))
+    return "MariaDB/MySQL%s at %s, a database per server (sae_bench_%d_<n>)" % (
+        version, describe_server(SAE_DB), os.getpid())
 
 
 if __name__ == "__main__":
