@@ -249,7 +249,9 @@ def test_chat_with_another_client(server, terminals, unique_name):
 
     term.type("/msg %s just between us\r" % bob)
     term.expect_line(bob_client, r"PRIV \d+ \S+ %s %s just between us$" % (alice, bob))
-    term.wait_for("[%s -> %s] just between us" % (alice, bob))
+    # /msg goes to the conversation's window, where what is typed is for bob.
+    term.wait_for(shows("<%s> just between us" % alice, "[1:#general 2:%s]" % bob, "\n%s>" % bob,
+                        absent=["hi bob, this is alice"]))
 
     term.type("/dance\r")
     term.wait_for("unknown command /dance")
@@ -362,7 +364,8 @@ def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, uniqu
     from sae_client_curses import HELP
     alice = unique_name("alice")
     registered(server, alice)
-    term = terminals(server.port, user=alice, cols=40, rows=40)
+    # Tall enough for the whole of /help, wrapped at 40 columns.
+    term = terminals(server.port, user=alice, cols=40, rows=60)
     term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
     term.type("/help\r")
     text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
