@@ -976,12 +976,12 @@ class Chat:
 
     # What the status line gives up as the terminal narrows, in this order:
     # the server's address (long, and the user chose it), the user's own
-    # name, then the window list shortens to the shown window and those
-    # with activity (level 1), then how many are online goes, and last the
-    # shown window is left as its number (level 2). The connection state,
+    # name, how many are online, then the window list shortens to the
+    # shown window and those with activity (level 1), and last the shown
+    # window is left as its number (level 2). The connection state,
     # "loading history", the paste under way and the scroll marker stay:
     # they are what changes.
-    STATUS_STEPS = ("server", "name", "windows 1", "count", "windows 2")
+    STATUS_STEPS = ("server", "name", "count", "windows 1", "windows 2")
 
     def status_fields(self) -> List[Tuple[str, str]]:
         state = self.state
