@@ -1184,9 +1184,9 @@ class Chat:
         self.completion = None
         if key in ("\r", "\n", "KEY_ENTER"):
             self.submit()
-        elif key in ("\x0e", "kRIT3"):     # Ctrl-N, and Alt-Right where terminfo knows it
+        elif key in ("\x0e", "KEY_kRIT3"):     # Ctrl-N, and Alt-Right where terminfo knows it
             self.step_window(1)
-        elif key in ("\x10", "kLFT3"):     # Ctrl-P, Alt-Left
+        elif key in ("\x10", "KEY_kLFT3"):     # Ctrl-P, Alt-Left
             self.step_window(-1)
         elif key == "KEY_F(2)":
             self.toggle_names()
@@ -2208,6 +2208,10 @@ class Loop:
                 name = curses.keyname(key).decode("ascii", "replace")
                 if name.startswith("kEND"):     # Ctrl-End and friends
                     name = "KEY_END"
+                elif not name.startswith("KEY_"):
+                    # terminfo's extended keys (kLFT3: Alt-Left, kDC5:
+                    # Ctrl-Delete, ...) are keys, never text to type.
+                    name = "KEY_" + name
                 self.chat.key(name)
             else:
                 self.chat.key(key)

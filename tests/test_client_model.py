@@ -914,7 +914,7 @@ def press(chat, *keys):
     """Keys as the terminal sends them, one character (or curses key name)
     at a time: Alt-2 is Esc then 2."""
     for key in keys:
-        for part in ([key] if key.startswith(("KEY_", "kLFT", "kRIT")) else key):
+        for part in ([key] if key.startswith("KEY_") else key):
             chat.key(part)
 
 
@@ -1006,8 +1006,8 @@ def conversations(chat, *names):
     (["\x1b5"], 1),                         # no window 5 here: nothing happens
     (["\x0e", "\x0e"], 3),                  # Ctrl-N twice
     (["\x10"], 4),                          # Ctrl-P from window 1: round the end
-    (["kRIT3", "kRIT3"], 3),                # Alt-Right, where terminfo knows it
-    (["kLFT3"], 4),                         # Alt-Left
+    (["KEY_kRIT3", "KEY_kRIT3"], 3),        # Alt-Right, where terminfo knows it
+    (["KEY_kLFT3"], 4),                     # Alt-Left
     (["\x1b\x1b", "KEY_LEFT"], 4),          # Alt-Left on the linux console: Esc, then Left
     (["\x1b", "KEY_RIGHT"], 2),
     (["\x1b[1;3C"], 2),                     # xterm's Alt-Right, unknown to curses
