@@ -2,11 +2,12 @@
 
 The file reads top to bottom in two halves. The first half is the client's
 model, plain Python with no curses and no sockets, which the tests drive
-directly: display widths and wrapping, the scrollback, the input line editor,
-command parsing, the login form and ``Chat``, the connection state machine
-that turns keys and server bytes into protocol lines, scrollback entries and
-timers (sans-I/O, in the manner of sae_protocol.py, whose framing and parsing
-it uses). The second half is thin: ``View`` draws a ``Chat`` with curses, and
+directly: display widths and wrapping, the scrollback, the windows (one
+per room and per private conversation, each with its own scrollback and
+activity), the input line editor, command parsing, the login form and
+``Chat``, the connection state machine that turns keys and server bytes into
+protocol lines, scrollback entries and timers (sans-I/O, in the manner of
+sae_protocol.py, whose framing and parsing it uses). The second half is thin: ``View`` draws a ``Chat`` with curses, and
 ``Loop`` is the one thread, a selectors loop over the server socket, the
 keyboard and a signal wake-up pipe, with the model's timers as its timeout.
 
@@ -18,6 +19,7 @@ the SAE_PASSWORD environment variable for scripted use.
 
 import argparse
 import bisect
+import collections
 import curses
 import datetime
 import errno
@@ -33,7 +35,7 @@ import sys
 import time
 import unicodedata
 import zlib
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 import sae_protocol as proto
 from sae_protocol import (
@@ -73,6 +75,20 @@ MIN_ROWS = 5
 NAMES_MIN_COLS = 100
 NAMES_PANE = 18             # a separator, a space and 16 cells of name
 PROMPT = "> "
+# Window 1: the room protocol v1's SAY, MSG and HISTORY are about.
+DEFAULT_ROOM = "#general"
+# Pasted lines sent and not yet echoed at any moment. The server holds back
+# what comes faster than its flood rate and disconnects a client once the
+# held lines pass 64 KiB; a few lines in flight (each at most 4 KiB) keep a
+# paste of any length well under that, paced by the server's own echo.
+PASTE_IN_FLIGHT = 4
+# A bracketed paste whose end marker never comes (a terminal that lost it)
+# must not swallow the keyboard for good.
+PASTE_MAX_CHARS = 1 << 20
+# The terminal's markers around pasted text, once bracketed paste is on
+# (xterm's "bracketed paste mode", which most terminals now speak).
+PASTE_ON, PASTE_OFF = "\x1b[?2004h", "\x1b[?2004l"
+PASTE_START, PASTE_END = "200~", "\x1b[201~"
 
 
 def clock() -> float:
@@ -197,7 +213,7 @@ def row_text(row: Row) -> str:
 # --- scrollback ----------------------------------------------------------
 
 class Entry:
-    """One line of the scrollback: a room message, a private message, a
+    """One line of a window's scrollback: a room message, a private message, a
     join or a leave, or a notice (info/error) from the server or the client.
     Messages carry the server's id; the client's own lines have id 0.
     ``day`` is the local day it was said on (None if not known), from which
@@ -227,16 +243,12 @@ class Entry:
         # /help is reference text, not something said at a time.
         head = [(self.time + " ", "time")] if self.kind != "help" else []
         action = proto.action_text(self.text) if self.kind in ("message", "private") else None
-        if self.kind == "message":
+        if self.kind in ("message", "private"):
+            # A private message is shown in its conversation's window, where
+            # it reads like a room message, as in irssi's query windows.
             head += [("* ", ""), (self.name, "@" + self.name), (" ", "")] if action is not None else [
                 ("<", ""), (self.name, "@" + self.name), ("> ", "")]
             body = [(self.text if action is None else action, "highlight" if self.highlight else "")]
-        elif self.kind == "private":
-            head += [("[", "private"), (self.name, "@" + self.name), (" -> ", "private"),
-                     (self.to, "@" + self.to), ("] ", "private")]
-            if action is not None:
-                head += [("* ", "private"), (self.name, "@" + self.name), (" ", "private")]
-            body = [(self.text if action is None else action, "highlight" if self.highlight else "private")]
         elif self.kind == "join":
             head += [("--> ", "join")]
             body = [(self.name, "@" + self.name), (" joined", "join")]
@@ -373,6 +385,107 @@ class Scrollback:
         self.unseen = self.mentions = 0
 
 
+# --- windows -------------------------------------------------------------
+# As in irssi and WeeChat: a window per room and per private conversation,
+# numbered from 1 in the order they were opened (closing one renumbers those
+# after it), each with its own scrollback, which keeps its scroll position
+# while another window is shown. A window that is not shown remembers whether
+# something was said in it since it was last looked at.
+
+ROOM, CONVERSATION = "room", "conversation"
+# Activity, in increasing order: what a window not shown has had since it
+# was last shown. A private message from someone else, like a message that
+# names the user, is for the user: a mention.
+QUIET, ACTIVITY, MENTION = 0, 1, 2
+ACTIVITY_MARKS = {QUIET: "", ACTIVITY: "*", MENTION: "!"}
+
+
+class Window:
+    """A room or a private conversation, as the user sees it."""
+
+    def __init__(self, kind: str, name: str):
+        self.kind = kind                # ROOM or CONVERSATION
+        self.name = name                # "#general", or the other account's name
+        self.scrollback = Scrollback()
+        self.activity = QUIET
+
+    @property
+    def key(self) -> str:
+        # Room and account names are unique case-insensitively, in ASCII.
+        return self.name.lower()
+
+
+class Windows:
+    """The windows in their numbered order, and which one is shown.
+
+    Window 1 is the default room and is never closed; conversations open
+    after it as they begin. ``previous`` is the window shown before the
+    current one, where closing the current one goes back to.
+    """
+
+    def __init__(self, room: str = DEFAULT_ROOM):
+        self.windows: List[Window] = [Window(ROOM, room)]
+        self.active = self.windows[0]
+        self.previous: Optional[Window] = None
+
+    def __iter__(self):
+        return iter(self.windows)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    @property
+    def room(self) -> Window:
+        """The default room's window."""
+        return self.windows[0]
+
+    def number(self, window: Window) -> int:
+        return self.windows.index(window) + 1
+
+    def get(self, number: int) -> Optional[Window]:
+        return self.windows[number - 1] if 1 <= number <= len(self.windows) else None
+
+    def find(self, kind: str, name: str) -> Optional[Window]:
+        key = name.lower()
+        return next((w for w in self.windows if w.kind == kind and w.key == key), None)
+
+    def open(self, kind: str, name: str) -> Window:
+        """The window of that room or conversation, opened at the end if
+        there is none yet (it is not shown: ``show`` does that)."""
+        window = self.find(kind, name)
+        if window is None:
+            window = Window(kind, name)
+            self.windows.append(window)
+        return window
+
+    def show(self, window: Window):
+        if window is not self.active:
+            self.previous, self.active = self.active, window
+        window.activity = QUIET
+
+    def step(self, delta: int):
+        """The next (1) or previous (-1) window, round the end."""
+        index = (self.windows.index(self.active) + delta) % len(self.windows)
+        self.show(self.windows[index])
+
+    def close(self, window: Window):
+        index = self.windows.index(window)
+        del self.windows[index]
+        if window is self.active:
+            back = self.previous if self.previous in self.windows else self.windows[max(0, index - 1)]
+            self.show(back)
+        if self.previous is window:
+            self.previous = None
+
+    def notice(self, window: Window, level: int) -> bool:
+        """Something of ``level`` was said in ``window``: remembered if the
+        window is not shown. True if it was not shown."""
+        if window is self.active:
+            return False
+        window.activity = max(window.activity, level)
+        return True
+
+
 # --- input line editor ---------------------------------------------------
 
 def _cleaned_input(text: str) -> str:
@@ -505,8 +618,9 @@ class InputLine:
         "KEY_BACKSPACE": backspace, "\x7f": backspace, "\x08": backspace,
         "KEY_DC": delete, "\x04": delete,
         "\x15": kill_to_start, "\x0b": kill_to_end, "\x17": kill_word, "\x19": yank,
-        "KEY_UP": history_prev, "\x10": history_prev,
-        "KEY_DOWN": history_next, "\x0e": history_next,
+        # Ctrl-P and Ctrl-N are not history keys here: in the chat screen
+        # they go to the previous and next window, as in irssi.
+        "KEY_UP": history_prev, "KEY_DOWN": history_next,
     }
 
     def key(self, key: str) -> bool:
@@ -552,7 +666,7 @@ class InputLine:
 
 class Action(NamedTuple):
     """What a line typed in the chat screen asks for."""
-    kind: str                   # say, tell, who, names, help, quit, local
+    kind: str                   # say, tell, query, window, close, who, names, help, quit, local
     name: str = ""
     text: str = ""
 
@@ -560,14 +674,19 @@ class Action(NamedTuple):
 # /help: one short line per command or key, so that it reads at any width
 # (the description wraps at spaces, indented under itself).
 HELP = (
-    ("text", "say it to everyone"),
+    ("text", "say it in this window: the room, or the conversation"),
     ("//text", "say a line that begins with /"),
-    ("/msg NAME text", "a private message"),
+    ("/msg NAME text", "a private message, in NAME's window"),
+    ("/query NAME", "open (or go to) the conversation with NAME"),
     ("/me action", "say what you do: * alice waves"),
+    ("/win N", "go to window N"),
+    ("/close, /wc", "close this conversation's window"),
     ("/who", "who is online"),
     ("/names, F2", "show or hide the list of who is online (100+ columns)"),
     ("/help", "this list"),
     ("/quit [reason]", "leave"),
+    ("Alt-1..9, 0", "window 1 to 9, 10; or Esc, then the digit"),
+    ("Ctrl-N / P", "next / previous window (also Alt-Right / Left)"),
     ("PgUp / PgDn", "scroll; past the oldest line loads older messages"),
     ("End", "end of the input; again: back to the newest messages"),
     ("Up / Down", "lines sent before"),
@@ -578,14 +697,81 @@ HELP = (
     ("Ctrl-L", "redraw the screen"),
     ("Ctrl-C", "quit"),
 )
-# What Tab completes at the start of a line (aliases such as /tell are left
-# out: one candidate per command).
-COMMANDS = ("/help", "/me", "/msg", "/names", "/quit", "/who")
 HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
 
 
+def _window_number(text: str) -> Optional[int]:
+    return int(text) if text.isdigit() and len(text) <= 4 else None
+
+
+def _parse_msg(rest: str) -> Action:
+    name, _, text = rest.partition(" ")
+    if not name or not text.strip():
+        return Action("local", text="usage: /msg NAME text")
+    return Action("tell", name=name, text=text.strip())
+
+
+def _parse_query(rest: str) -> Action:
+    name = rest.split(" ")[0] if rest else ""
+    if not name:
+        return Action("local", text="usage: /query NAME (then what you type goes to NAME)")
+    return Action("query", name=name)
+
+
+def _parse_me(rest: str) -> Action:
+    if not rest:
+        return Action("local", text="usage: /me action (shown as * you action)")
+    return Action("say", text=proto.ACTION_PREFIX + rest)
+
+
+def _parse_window(rest: str) -> Action:
+    if _window_number(rest) is None:
+        return Action("local", text="usage: /win N (the window's number in the status line)")
+    return Action("window", text=rest)
+
+
+def _parse_close(rest: str) -> Action:
+    if rest and _window_number(rest) is None:
+        return Action("local", text="usage: /close [N] (this window, or window N)")
+    return Action("close", text=rest)
+
+
+# Commands of the rooms slice (protocol v1.1). Until then they say so; that
+# slice replaces their entries below with parsers of its own and adds the
+# actions they return to Chat.ACTIONS.
+ROOM_VERBS = ("join", "part", "topic", "list")
+
+
+def _needs_rooms(verb: str) -> Callable[[str], Action]:
+    return lambda rest: Action("local", text="/%s needs rooms, which this server does not offer yet" % verb)
+
+
+# Every /command: its words (the first one is what Tab completes; the others
+# are aliases) and what turns the rest of the line into an Action.
+COMMAND_TABLE: Tuple[Tuple[Tuple[str, ...], Callable[[str], Action]], ...] = (
+    (("close", "wc"), _parse_close),
+    (("help", "?"), lambda rest: Action("help")),
+    (("me",), _parse_me),
+    (("msg", "tell", "m"), _parse_msg),
+    (("names",), lambda rest: Action("names")),
+    # /quit before /query, so that /q and Tab offers it first: leaving is
+    # what a lone /q has always meant here.
+    (("quit", "exit"), lambda rest: Action("quit", text=rest)),
+    (("query",), _parse_query),
+    (("who",), lambda rest: Action("who")),
+    (("win", "window"), _parse_window),
+) + tuple(((verb,), _needs_rooms(verb)) for verb in ROOM_VERBS)
+COMMAND_PARSERS: Dict[str, Callable[[str], Action]] = {
+    word: parse for words, parse in COMMAND_TABLE for word in words}
+# What Tab completes at the start of a line: one candidate per command that
+# this server can carry out (aliases and the rooms slice's are left out).
+COMMANDS = tuple("/" + words[0] for words, _ in COMMAND_TABLE if words[0] not in ROOM_VERBS)
+
+
 def parse_input(line: str) -> Optional[Action]:
-    """A line from the input pane as an Action; None for a blank line."""
+    """A line from the input pane as an Action; None for a blank line.
+    Plain text is a "say": to the room or to the conversation of the
+    window it is typed in, which Chat knows and this does not."""
     if not line.strip():
         return None
     if line.startswith("//"):
@@ -593,25 +779,10 @@ def parse_input(line: str) -> Optional[Action]:
     if not line.startswith("/"):
         return Action("say", text=line)
     word, _, rest = line[1:].partition(" ")
-    verb, rest = word.lower(), rest.strip()
-    if verb in ("msg", "tell", "m"):
-        name, _, text = rest.partition(" ")
-        if not name or not text.strip():
-            return Action("local", text="usage: /msg NAME text")
-        return Action("tell", name=name, text=text.strip())
-    if verb == "me":
-        if not rest:
-            return Action("local", text="usage: /me action (shown as * you action)")
-        return Action("say", text=proto.ACTION_PREFIX + rest)
-    if verb == "who":
-        return Action("who")
-    if verb == "names":
-        return Action("names")
-    if verb in ("help", "?"):
-        return Action("help")
-    if verb in ("quit", "exit"):
-        return Action("quit", text=rest)
-    return Action("local", text="unknown command /%s; /help lists the commands" % word[:32])
+    parse = COMMAND_PARSERS.get(word.lower())
+    if parse is None:
+        return Action("local", text="unknown command /%s; /help lists the commands" % word[:32])
+    return parse(rest.strip())
 
 
 # --- login form ----------------------------------------------------------
@@ -743,7 +914,7 @@ class Chat:
         self.host, self.port = host, port
         self.name, self.password = name, password
         self.form = LoginForm(join_server(host, port), name, password)
-        self.scrollback = Scrollback()
+        self.windows = Windows()
         self.input = InputLine()
         self.screen = "login"               # login, chat
         self.state = "offline"              # offline, connecting, logging in, online
@@ -756,6 +927,7 @@ class Chat:
         self.exchange = Exchange()          # requests sent, and what answers them
         self.history_newest = 0             # the last id of the history answer being read
         self.greeting = ""                  # said at the end of LOGIN's history
+        self.resumed = False                # this login catches up after a drop
         # While Tab cycles: the start of the word, the candidates, which one
         # is in, where it ends, and the line and cursor Tab left; any other
         # key ends it.
@@ -779,6 +951,22 @@ class Chat:
         self.ban_reason = ""
         self.last_heard = 0.0
         self.ping_sent_at: Optional[float] = None
+        # Keys after Esc: None, or what has come since it ("" or "[..." for
+        # a terminal's sequence that curses did not turn into a key).
+        self.escape: Optional[str] = None
+        # Bracketed paste: the characters of a paste under way; then the
+        # lines waiting for Enter or Esc, the window they are for, and the
+        # input line as it was; then those being sent, a few at a time.
+        self.pasting: Optional[List[str]] = None
+        self.paste_lines: List[Tuple[str, ...]] = []
+        self.paste_window: Optional[Window] = None
+        self.paste_draft = ("", 0)
+        self.paste_queue: Deque[Tuple[str, ...]] = collections.deque()
+
+    @property
+    def scrollback(self) -> Scrollback:
+        """The scrollback of the window shown."""
+        return self.windows.active.scrollback
 
     # -- what the user sees ------------------------------------------------
 
@@ -786,11 +974,14 @@ class Chat:
         """A line from the client itself in the scrollback."""
         self.scrollback.add(Entry(kind, text))
 
-    # Status fields in the order they are left out as the terminal narrows:
-    # the server's address first (long, and the user chose it), then the
-    # user's own name, then how many are online. The connection state,
-    # "loading history" and the scroll marker stay: they are what changes.
-    STATUS_DROP_ORDER = ("server", "name", "count")
+    # What the status line gives up as the terminal narrows, in this order:
+    # the server's address (long, and the user chose it), the user's own
+    # name, how many are online, then the window list shortens to the
+    # shown window and those with activity (level 1), and last the shown
+    # window is left as its number (level 2). The connection state,
+    # "loading history", the paste under way and the scroll marker stay:
+    # they are what changes.
+    STATUS_STEPS = ("server", "name", "count", "windows 1", "windows 2")
 
     def status_fields(self) -> List[Tuple[str, str]]:
         state = self.state
@@ -804,23 +995,79 @@ class Chat:
             fields.append(("count", "%d online" % len(self.users)))
         if self.loading_older:
             fields.append(("loading", "loading history"))
+        if self.paste_queue:
+            fields.append(("paste", "pasting: %d left" % len(self.paste_queue)))
         return fields
 
     def status(self) -> str:
         return " | ".join(text for _, text in self.status_fields())
 
-    def status_line(self, width: int) -> Tuple[str, str]:
-        """The status line for a terminal ``width`` cells wide: its text
-        (with a leading space) and the marker for its right end, whole
-        fields only, the least useful left out first."""
+    def window_list(self, level: int = 0) -> List[Span]:
+        """The windows as ``[1:#general 2:bob* 3:carol!]`` (``*``: something
+        was said there, ``!``: something for the user), once there is more
+        than one. Shorter at higher levels: 1 leaves out the quiet windows
+        and the names of those not shown (``[1* 2:bob 3!]``), 2 the name of
+        the one shown too. Styles: window-shown, window-activity,
+        window-mention."""
+        if len(self.windows) < 2:
+            return []
+        spans: List[Span] = [("[", "")]
+        for number, window in enumerate(self.windows, start=1):
+            shown = window is self.windows.active
+            if level and not shown and not window.activity:
+                continue
+            label = "%d:%s" % (number, window.name) if level == 0 or (shown and level == 1) else str(number)
+            style = ("window-shown" if shown else "window-mention" if window.activity == MENTION
+                     else "window-activity" if window.activity else "")
+            if len(spans) > 1:
+                spans.append((" ", ""))
+            spans.append((label + ACTIVITY_MARKS[window.activity], style))
+        spans.append(("]", ""))
+        return spans
+
+    def status_spans(self, width: int) -> Tuple[List[Span], str]:
+        """The status line for a terminal ``width`` cells wide: its styled
+        text (with a leading space) and the marker for its right end; whole
+        fields only, the least useful left out first (STATUS_STEPS)."""
         marker = self.marker()
         room = width - 1 - (text_width(marker) + 1 if marker else 0)
         fields = self.status_fields()
-        for drop in self.STATUS_DROP_ORDER:
-            if text_width(" | ".join(text for _, text in fields)) <= room:
+        level = 0
+        for step in (None,) + self.STATUS_STEPS:
+            if step is not None and step.startswith("windows"):
+                level = int(step.split()[1])
+            elif step is not None:
+                fields = [field for field in fields if field[0] != step]
+            windows = self.window_list(level)
+            spans = windows + ([(" ", "")] if windows and fields else []) + [
+                (" | ".join(text for _, text in fields), "")]
+            if sum(text_width(text) for text, _ in spans) <= room:
                 break
-            fields = [field for field in fields if field[0] != drop]
-        return " " + " | ".join(text for _, text in fields), marker
+        return [(" ", "")] + spans, marker
+
+    def status_line(self, width: int) -> Tuple[str, str]:
+        """The status line's text and marker, without styles."""
+        spans, marker = self.status_spans(width)
+        return "".join(text for text, _ in spans), marker
+
+    def prompt(self, width: int) -> str:
+        """What stands before the input line: a question about a paste, or
+        where Enter sends (``> `` in the room, ``bob> `` talking to bob,
+        his name cut to a third of the line on a narrow terminal)."""
+        if self.paste_lines:
+            count = len(self.paste_lines)
+            for question in ("paste %d lines to %s? Enter/Esc " % (count, self.paste_window.name),
+                             "paste %d lines? Enter/Esc " % count):
+                if text_width(question) < width:
+                    return question
+            return "%d lines? Enter/Esc " % count
+        window = self.windows.active
+        if window.kind == ROOM and window is self.windows.room:
+            return PROMPT
+        name, most = window.name, max(1, width // 3 - len(PROMPT))
+        if text_width(name) > most:
+            name = name[:max(0, most - 1)] + "\u2026"
+        return name + PROMPT
 
     def marker(self) -> str:
         """Shown at the right of the status line while scrolled up."""
@@ -835,14 +1082,82 @@ class Chat:
     # -- keys -------------------------------------------------------------
 
     def key(self, key: str):
+        """One key: a character, or a curses key name such as KEY_LEFT."""
+        if self.pasting is not None:
+            self.paste_key(key)
+            return
         if key == "\x03":
             self.quit("quit")
+            return
+        if self.escape is not None:
+            key = self.after_escape(key)
+            if key is None:
+                return
+        if key == "\x1b":
+            # Esc answers "paste N lines?" at once; it may also begin Alt-
+            # something or a sequence curses did not know, which the next
+            # keys tell (Alt-1 comes as Esc and 1).
+            if self.paste_lines:
+                self.drop_paste()
+            self.escape = ""
         elif key == "\x0c":
             self.redraw_all = True
         elif self.screen == "login":
             self.login_key(key)
+        elif self.paste_lines:
+            if key in ("\r", "\n", "KEY_ENTER"):
+                self.send_paste()
         else:
             self.chat_key(key)
+
+    def after_escape(self, key: str) -> Optional[str]:
+        """The key after Esc, or after Esc [ and some of a sequence: None
+        when it was taken here, else the key to handle as usual (Esc and
+        then an ordinary key is that key)."""
+        sequence, self.escape = self.escape, None
+        if sequence == "":
+            if key == "[":
+                self.escape = "["
+                return None
+            if self.screen != "chat":
+                return key
+            if len(key) == 1 and key.isdigit() and key.isascii():
+                self.go_to_window(int(key) or 10)       # Alt-0: window 10, as in irssi
+                return None
+            if key in ("KEY_LEFT", "KEY_RIGHT"):        # Alt-Left/Right on the linux console, rxvt
+                self.step_window(1 if key == "KEY_RIGHT" else -1)
+                return None
+            return key
+        # Esc [ parameters, then one final character: ECMA-48's CSI, which
+        # is how terminals send bracketed paste's markers and, where
+        # terminfo does not list them, Alt with the arrows.
+        if len(key) == 1 and "\x40" <= key <= "\x7e":
+            self.csi(sequence[1:] + key)
+            return None
+        if len(key) == 1 and "\x20" <= key <= "\x3f" and len(sequence) < 16:
+            self.escape = sequence + key
+            return None
+        return key                  # not a sequence after all: what is said is lost
+
+    def csi(self, sequence: str):
+        if sequence == PASTE_START:
+            self.pasting = []
+        elif self.screen == "chat" and sequence in ("1;3D", "1;3C"):
+            self.step_window(1 if sequence.endswith("C") else -1)
+
+    def paste_key(self, key: str):
+        """A key inside a bracketed paste: text, until the end marker."""
+        if key == "KEY_ENTER":
+            key = "\n"
+        if len(key) != 1:
+            return                  # a key curses recognised in pasted text
+        self.pasting.append(key)
+        if key == PASTE_END[-1] and "".join(self.pasting[-len(PASTE_END):]) == PASTE_END:
+            del self.pasting[-len(PASTE_END):]
+        elif len(self.pasting) < PASTE_MAX_CHARS:
+            return
+        text, self.pasting = "".join(self.pasting), None
+        self.pasted(text)
 
     def login_key(self, key: str):
         form = self.form
@@ -869,6 +1184,10 @@ class Chat:
         self.completion = None
         if key in ("\r", "\n", "KEY_ENTER"):
             self.submit()
+        elif key in ("\x0e", "KEY_kRIT3"):     # Ctrl-N, and Alt-Right where terminfo knows it
+            self.step_window(1)
+        elif key in ("\x10", "KEY_kLFT3"):     # Ctrl-P, Alt-Left
+            self.step_window(-1)
         elif key == "KEY_F(2)":
             self.toggle_names()
         elif key == "KEY_PPAGE":
@@ -1014,6 +1333,8 @@ class Chat:
             answer = self.exchange.hear(event)
             if handler:
                 handler(event, answer)
+        if self.paste_queue:
+            self.pump_paste()
 
     def _is_me(self, name: str) -> bool:
         return name.lower() == self.name.lower()
@@ -1027,16 +1348,37 @@ class Chat:
         pattern = r"(?<![A-Za-z0-9_.-])%s(?![A-Za-z0-9_-])(?!\.[A-Za-z0-9_-])" % re.escape(self.name)
         return re.search(pattern, event.text, re.IGNORECASE) is not None
 
-    def add_message(self, entry: Entry, event, live: bool):
+    def add_message(self, window: Window, entry: Entry, event, live: bool, unread: bool):
+        """A message into its window. ``live``: said just now; ``unread``:
+        new to the user (live, or caught up after a reconnect), which marks
+        a window not shown."""
         entry.highlight = self.mentions_me(event)
-        if self.scrollback.add(entry, live=live) and entry.highlight and live:
+        if not window.scrollback.add(entry, live=live) or not unread or self._is_me(event.name):
+            return
+        private = entry.kind == "private"
+        elsewhere = self.windows.notice(window, MENTION if entry.highlight or private else ACTIVITY)
+        if live and (entry.highlight or (private and elsewhere)):
             # One bell per message, not for history: what was said while
-            # away is seen at once.
+            # away is seen at once. A private message rings when it lands
+            # in a window not shown, as irssi's does.
             self.bells += 1
+
+    def message_window(self, event) -> Window:
+        """Where a MSG or PRIV goes: MSG to the default room, PRIV to the
+        conversation with the other account (opened on its first message,
+        with the name as the server spells it). Protocol v1.1's room lines
+        will name their room; the rooms slice routes them here."""
+        if event.kind == "MSG":
+            return self.windows.room
+        peer = event.to if self._is_me(event.name) else event.name
+        window = self.windows.open(CONVERSATION, peer)
+        window.name = peer
+        return window
 
     def on_msg(self, event, answer):
         # A MSG inside an answer that is not complete is a line of history.
-        history = answer.request is not None and not answer.complete
+        request = answer.request
+        history = request is not None and not answer.complete
         if history:
             # A history answer's lines come oldest first and uninterrupted:
             # the last one read is its newest.
@@ -1044,13 +1386,18 @@ class Chat:
         self.last_id = max(self.last_id, event.id)
         self._forget_unconfirmed("SAY", event.name, "", event.text)
         time, day = local_when(event.ts)
-        self.add_message(Entry("message", event.text, event.name, msg_id=event.id, time=time, day=day),
-                         event, live=not history)
+        # What the first login brings and pages fetched with PgUp are old
+        # news; what a reconnection catches up on is not.
+        unread = not history or request.tag == "after" or (request.verb == "LOGIN" and self.resumed)
+        self.add_message(self.message_window(event),
+                         Entry("message", event.text, event.name, msg_id=event.id, time=time, day=day),
+                         event, live=not history, unread=unread)
 
     def on_priv(self, event, answer):
         time, day = local_when(event.ts)
-        self.add_message(Entry("private", event.text, event.name, event.to, msg_id=event.id,
-                               time=time, day=day), event, live=True)
+        self.add_message(self.message_window(event),
+                         Entry("private", event.text, event.name, event.to, msg_id=event.id,
+                               time=time, day=day), event, live=True, unread=True)
 
     def on_ok(self, event, answer):
         request = answer.request
@@ -1067,6 +1414,7 @@ class Chat:
 
     def logged_in(self, name: str):
         resuming = self.logged_in_once and self.last_id > 0
+        self.resumed = resuming
         self.name = name
         self.state = "online"
         self.screen = "chat"
@@ -1086,9 +1434,10 @@ class Chat:
 
     def history_received(self, request: Request, count: int):
         """OK HISTORY: the end of LOGIN's history, or of a HISTORY we asked for."""
+        room = self.windows.room.scrollback
         if request.verb == "LOGIN":
-            if count == 0 and not self.scrollback.oldest_id():
-                self.scrollback.oldest_reached = True
+            if count == 0 and not room.oldest_id():
+                room.oldest_reached = True
             if self.greeting:
                 self.say("info", self.greeting)
                 self.greeting = ""
@@ -1100,24 +1449,28 @@ class Chat:
         elif request.tag == "before":
             self.loading_older = False
             if count < HISTORY_PAGE:
-                self.scrollback.oldest_reached = True
-                self.say_at_top("no older messages")
+                room.oldest_reached = True
+                self.say_at_top(self.windows.room, "no older messages")
             # The PgUp that asked for this page could not move; now it can
             # (the user's own scrolling meanwhile is kept: this adds to it).
-            self.scrollback.page_up()
+            room.page_up()
         self.history_newest = 0
 
-    def say_at_top(self, text: str):
+    def say_at_top(self, window: Window, text: str):
         entry = Entry("info", text)
         entry.day = None            # above every day line, not a day of its own
-        self.scrollback.add(entry, at_top=True)
+        window.scrollback.add(entry, at_top=True)
 
     def on_err(self, event, answer):
         head = answer.request or Request("")
         if head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
         elif head.verb in ("SAY", "TELL"):
-            self.say("error", "not sent: %s" % error_in_words(event.code, event.text, head.to))
+            # Said in the window the message was for, where the user looks
+            # for it; marked there if another window is shown.
+            window = self.request_window(head)
+            window.scrollback.add(Entry("error", "not sent: %s" % error_in_words(event.code, event.text, head.to)))
+            self.windows.notice(window, ACTIVITY)
             if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
         elif head.verb == "HISTORY":
@@ -1126,15 +1479,23 @@ class Chat:
         else:
             self.say("error", error_in_words(event.code, event.text))
 
+    def request_window(self, request: Request) -> Window:
+        """The window a SAY or TELL was said in (the one shown, if that
+        conversation's window has been closed since)."""
+        if request.verb == "TELL":
+            return self.windows.find(CONVERSATION, request.to) or self.windows.active
+        return self.windows.room
+
     def give_back(self, request: Request):
         """Keep refused text for resending: back in the input line if it is
-        empty, else in the input history."""
+        empty and Enter would send it where it was meant to go, else in the
+        input history."""
         line = request.text
         if request.verb == "TELL":
             line = "/msg %s %s" % (request.to, line)
         elif line.startswith("/"):
             line = "/" + line
-        if not self.input.text:
+        if not self.input.text and (request.verb == "TELL" or self.windows.active is self.request_window(request)):
             self.input.set(line)
             self.say("info", "the text is back in the input line: Enter sends it again")
         else:
@@ -1161,14 +1522,22 @@ class Chat:
         self.users = list(event.names)
         self.say("info", "%d online: %s" % (len(self.users), " ".join(self.users)))
 
+    def presence_windows(self, name: str) -> List[Window]:
+        """Where a JOIN or LEAVE is shown: the room (in protocol v1 everyone
+        online is in it) and the conversation with that account, if open."""
+        conversation = self.windows.find(CONVERSATION, name)
+        return [self.windows.room] + ([conversation] if conversation else [])
+
     def on_join(self, event, answer):
         if not any(u.lower() == event.name.lower() for u in self.users):
             self.users.append(event.name)
-        self.scrollback.add(Entry("join", name=event.name))
+        for window in self.presence_windows(event.name):
+            window.scrollback.add(Entry("join", name=event.name))
 
     def on_leave(self, event, answer):
         self.users = [u for u in self.users if u.lower() != event.name.lower()]
-        self.scrollback.add(Entry("leave", event.text, name=event.name))
+        for window in self.presence_windows(event.name):
+            window.scrollback.add(Entry("leave", event.text, name=event.name))
 
     def on_info(self, event, answer):
         self.say("info", event.text)
@@ -1202,36 +1571,185 @@ class Chat:
         action = parse_input(self.input.text)
         if action is None:
             return
-        if action.kind == "help":
-            self.input.commit()
-            for command, words in HELP:
-                self.scrollback.add(Entry("help", words, command))
-        elif action.kind == "local":
-            self.refuse(action.text)
-        elif action.kind == "names":
-            self.input.commit()
-            self.toggle_names()
-        elif action.kind == "quit":
-            self.input.commit()
-            self.quit(action.text or "quit")
-        elif self.banned:
+        handler, needs_server = self.ACTIONS[action.kind]
+        if needs_server and self.banned:
             self.refuse(self.banned_words())
-        elif self.state != "online":
+        elif needs_server and self.state != "online":
             self.refuse("not connected; Up recalls the line to send it once we are back")
-        elif action.kind == "who":
+        else:
+            handler(self, action)
+
+    def do_help(self, action: Action):
+        self.input.commit()
+        for command, words in HELP:
+            self.scrollback.add(Entry("help", words, command))
+
+    def do_local(self, action: Action):
+        self.refuse(action.text)
+
+    def do_names(self, action: Action):
+        self.input.commit()
+        self.toggle_names()
+
+    def do_quit(self, action: Action):
+        self.input.commit()
+        self.quit(action.text or "quit")
+
+    def do_window(self, action: Action):
+        number = int(action.text)
+        if self.windows.get(number) is None:
+            self.refuse("there is no window %d: %s" % (number, self.windows_in_words()))
+            return
+        self.input.commit()
+        self.go_to_window(number)
+
+    def do_query(self, action: Action):
+        problem = check_name(action.name)
+        if problem:
+            self.refuse("/query %s: %s" % (action.name, problem))
+            return
+        self.input.commit()
+        self.windows.show(self.windows.open(CONVERSATION, action.name))
+
+    def do_close(self, action: Action):
+        window = self.windows.get(int(action.text)) if action.text else self.windows.active
+        if window is None:
+            self.refuse("there is no window %s: %s" % (action.text, self.windows_in_words()))
+        elif window.kind != CONVERSATION:
+            self.refuse("window %d is the room %s; it stays open" % (self.windows.number(window), window.name))
+        else:
             self.input.commit()
-            self.send("WHO")
-        elif action.kind in ("say", "tell"):
-            fields = (action.text,) if action.kind == "say" else (action.name, action.text)
-            size = len(format_command(action.kind.upper(), *fields)) - 1   # without its newline
+            self.windows.close(window)
+
+    def do_who(self, action: Action):
+        self.input.commit()
+        self.send("WHO")
+
+    def do_say(self, action: Action):
+        """Text typed in a window goes to that window's room or conversation."""
+        line = self.message_fields(self.windows.active, action.text)
+        if not self.too_long(line):
+            self.input.commit()
+            self.send(*line)
+
+    def do_tell(self, action: Action):
+        """/msg NAME text: sent, and NAME's window opened (or gone to), so
+        that the answer is read where it comes."""
+        problem = check_name(action.name)
+        if problem:
+            self.refuse("/msg %s: %s" % (action.name, problem))
+            return
+        line = ("TELL", action.name, action.text)
+        if not self.too_long(line):
+            self.input.commit()
+            self.windows.show(self.windows.open(CONVERSATION, action.name))
+            self.send(*line)
+
+    # What each Action does, and whether it needs the server (refused while
+    # offline or banned). The rooms slice adds join, part, topic and list.
+    ACTIONS: Dict[str, Tuple[Callable[["Chat", Action], None], bool]] = {
+        "help": (do_help, False), "local": (do_local, False), "names": (do_names, False),
+        "quit": (do_quit, False), "window": (do_window, False), "query": (do_query, False),
+        "close": (do_close, False), "who": (do_who, True), "say": (do_say, True), "tell": (do_tell, True),
+    }
+
+    def message_fields(self, window: Window, text: str) -> Tuple[str, ...]:
+        """The request that says ``text`` in ``window``: SAY in the default
+        room, TELL to the other account in a conversation. (A room other
+        than the default one needs protocol v1.1: the rooms slice adds its
+        verb here.)"""
+        if window.kind == CONVERSATION:
+            return ("TELL", window.name, text)
+        return ("SAY", text)
+
+    def too_long(self, line: Tuple[str, ...]) -> bool:
+        """Refuse a line the server would refuse for its length."""
+        size = len(format_command(*line)) - 1       # without its newline
+        if size > MAX_LINE_BYTES:
+            self.refuse("too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
+            return True
+        return False
+
+    # -- windows ----------------------------------------------------------
+
+    def go_to_window(self, number: int):
+        """Alt-digit, Esc digit, /win N: a window that is not there is
+        nothing to go to (as in irssi, the key does nothing)."""
+        window = self.windows.get(number)
+        if window is not None:
+            self.windows.show(window)
+
+    def step_window(self, delta: int):
+        self.windows.step(delta)
+
+    def windows_in_words(self) -> str:
+        count = len(self.windows)
+        return "there is only window 1" if count == 1 else "windows are 1 to %d" % count
+
+    # -- bracketed paste ---------------------------------------------------
+
+    def pasted(self, text: str):
+        """A bracketed paste is over. One line joins the input line, as if
+        typed; several become a question (``prompt``): Enter sends them,
+        each a message to the window they were pasted in, Esc drops them."""
+        lines = re.split(r"\r\n|\r|\n", text)
+        if self.screen == "login":
+            self.form.fields[self.form.focus].insert(next((line for line in lines if line), ""))
+            return
+        said = [line for line in lines if line.strip()]
+        if len(said) <= 1:
+            self.input.insert(said[0] if said else text)
+            return
+        # What was typed before and after the cursor is part of the first
+        # and last pasted lines, as it would be had the paste been typed.
+        draft = self.input
+        whole = draft.text[:draft.cursor] + text + draft.text[draft.cursor:]
+        window = self.windows.active
+        messages = []
+        for line in re.split(r"\r\n|\r|\n", whole):
+            line = _cleaned_input(line)
+            if not line.strip():
+                continue            # nothing to say; the server refuses a blank SAY
+            message = self.message_fields(window, line)
+            size = len(format_command(*message)) - 1
             if size > MAX_LINE_BYTES:
-                self.refuse("too long to send: %d bytes, at most %d" % (size, MAX_LINE_BYTES))
+                self.say("error", "paste not sent: its line %d is %d bytes, at most %d"
+                         % (len(messages) + 1, size, MAX_LINE_BYTES))
                 return
-            self.input.commit()
-            if action.kind == "say":
-                self.send("SAY", action.text)
-            else:
-                self.send("TELL", action.name, action.text)
+            messages.append(message)
+        self.paste_lines, self.paste_window = messages, window
+        self.paste_draft = (draft.text, draft.cursor)
+        draft.set("")
+
+    def _restore_draft(self):
+        self.input.set(self.paste_draft[0])
+        self.input.cursor = self.paste_draft[1]
+        self.paste_lines, self.paste_window = [], None
+
+    def drop_paste(self):
+        count = len(self.paste_lines)
+        self._restore_draft()
+        self.say("info", "%d pasted lines dropped" % count)
+
+    def send_paste(self):
+        lines = self.paste_lines
+        if self.banned or self.state != "online":
+            self._restore_draft()
+            self.say("error", self.banned_words() if self.banned else "not connected: the paste was not sent")
+            return
+        self.paste_lines, self.paste_window = [], None
+        self.paste_queue.extend(lines)
+        self.pump_paste()
+
+    def pump_paste(self):
+        """Send pasted lines while fewer than PASTE_IN_FLIGHT messages wait
+        for their echo; each echo lets the next one go."""
+        if self.state != "online":
+            return
+        in_flight = sum(request.verb in ("SAY", "TELL") for request in self.exchange.waiting)
+        while self.paste_queue and in_flight < PASTE_IN_FLIGHT:
+            self.send(*self.paste_queue.popleft())
+            in_flight += 1
 
     def refuse(self, why: str):
         """A line that cannot go out: say why and empty the input, as irssi
@@ -1274,15 +1792,29 @@ class Chat:
         return rows[:max(0, height)]
 
     def load_older(self):
-        """Ask for the page of room messages before the oldest we hold."""
-        if (self.loading_older or self.scrollback.oldest_reached or self.state != "online"):
+        """PgUp past the oldest line of the window shown: ask for the page
+        of messages before it, where the protocol can."""
+        window = self.windows.active
+        if window.kind == CONVERSATION:
+            self.load_older_conversation(window)
             return
-        oldest = self.scrollback.oldest_id()
+        room = window.scrollback
+        if (self.loading_older or room.oldest_reached or self.state != "online"):
+            return
+        oldest = room.oldest_id()
         if oldest is None or oldest <= 1:
-            self.scrollback.oldest_reached = True
+            room.oldest_reached = True
             return
         self.loading_older = True
         self.send("HISTORY", str(HISTORY_PAGE), "before=%d" % oldest, tag="before")
+
+    def load_older_conversation(self, window: Window):
+        """Protocol v1's HISTORY is the room's only: the server stores
+        private messages but gives none back. Protocol v1.1's history of a
+        conversation goes here (and into the catch-up after a reconnect)."""
+        if not window.scrollback.oldest_reached:
+            window.scrollback.oldest_reached = True
+            self.say_at_top(window, "older private messages cannot be fetched from this server")
 
     def quit(self, reason: str):
         if self.framer is not None:
@@ -1304,6 +1836,9 @@ class Chat:
         self.users = []
         self.loading_older = False
         self.ping_sent_at = None
+        if self.paste_queue:
+            self.say("error", "%d pasted lines not sent: the connection dropped" % len(self.paste_queue))
+            self.paste_queue.clear()
         if self.done:
             self.state = "offline"
             return
@@ -1359,8 +1894,7 @@ class Chat:
 NAME_COLOURS = (curses.COLOR_RED, curses.COLOR_GREEN, curses.COLOR_YELLOW,
                 curses.COLOR_BLUE, curses.COLOR_MAGENTA, curses.COLOR_CYAN)
 STYLE_COLOURS = {"time": None, "join": curses.COLOR_GREEN, "leave": curses.COLOR_YELLOW,
-                 "info": curses.COLOR_CYAN, "error": curses.COLOR_RED,
-                 "private": curses.COLOR_MAGENTA}
+                 "info": curses.COLOR_CYAN, "error": curses.COLOR_RED}
 
 
 def name_colour(name: str) -> int:
@@ -1403,6 +1937,18 @@ class View:
             return curses.A_DIM if not self.pairs else 0
         colour = STYLE_COLOURS.get(style)
         return self.pairs.get(colour, 0) if colour is not None else 0
+
+    def status_attr(self, style: str) -> int:
+        """The status line is in reverse video; the window shown stands out
+        of it like a tab, windows with activity are bold, and those with
+        something for the user are in the highlight's colour."""
+        if style == "window-shown":
+            return curses.A_BOLD
+        if style == "window-activity":
+            return curses.A_REVERSE | curses.A_BOLD
+        if style == "window-mention":
+            return curses.A_REVERSE | self.attr("highlight")
+        return curses.A_REVERSE
 
     def put(self, y: int, x: int, text: str, attr: int = 0, width: int = 0):
         """Write text clipped to the screen; curses refuses the bottom-right
@@ -1461,16 +2007,21 @@ class View:
                 if y < len(lines):
                     text, style = lines[y]
                     self.put(y, cols - names + 2, text, self.attr(style) if style else curses.A_BOLD)
-        status, marker = chat.status_line(cols)
-        status_attr = curses.A_REVERSE
-        self.put(pane, 0, " " * cols, status_attr)
-        self.put(pane, 0, status, status_attr, cols - text_width(marker) - 1)
+        spans, marker = chat.status_spans(cols)
+        self.put(pane, 0, " " * cols, curses.A_REVERSE)
+        # The model fits the text to the whole width, or up to the marker.
+        x, end = 0, cols - text_width(marker) - 1 if marker else cols
+        for text, style in spans:
+            if x >= end:
+                break
+            x += self.put(pane, x, text, self.status_attr(style), end - x)
         if marker:
-            self.put(pane, cols - text_width(marker) - 1, marker, status_attr | curses.A_BOLD)
-        text, cursor = chat.input.view(cols - len(PROMPT))
-        self.put(rows - 1, 0, PROMPT)
-        self.put(rows - 1, len(PROMPT), text)
-        self.stdscr.move(rows - 1, len(PROMPT) + cursor)
+            self.put(pane, cols - text_width(marker) - 1, marker, curses.A_REVERSE | curses.A_BOLD)
+        prompt = chat.prompt(cols)
+        prompt_width = self.put(rows - 1, 0, prompt, curses.A_BOLD if chat.paste_lines else 0)
+        text, cursor = chat.input.view(max(1, cols - prompt_width))
+        self.put(rows - 1, prompt_width, text)
+        self.stdscr.move(rows - 1, min(cols - 1, prompt_width + cursor))
         self.stdscr.noutrefresh()
 
     def draw_login(self, chat: Chat, rows: int, cols: int):
@@ -1657,6 +2208,10 @@ class Loop:
                 name = curses.keyname(key).decode("ascii", "replace")
                 if name.startswith("kEND"):     # Ctrl-End and friends
                     name = "KEY_END"
+                elif not name.startswith("KEY_"):
+                    # terminfo's extended keys (kLFT3: Alt-Left, kDC5:
+                    # Ctrl-Delete, ...) are keys, never text to type.
+                    name = "KEY_" + name
                 self.chat.key(name)
             else:
                 self.chat.key(key)
@@ -1700,7 +2255,16 @@ def run(stdscr, chat: Chat):
     loop = Loop(stdscr, chat, View(stdscr, colour))
     if chat.form.missing() is None:
         chat.submit_login(register=False)
-    loop.run()
+    # Bracketed paste: the terminal marks pasted text, so that a paste of
+    # several lines is asked about rather than sent line by line. Terminals
+    # that do not know the mode ignore it; it is switched off on the way
+    # out whatever happens, or the shell would get the markers.
+    terminal = sys.stdout.fileno()
+    os.write(terminal, PASTE_ON.encode("ascii"))
+    try:
+        loop.run()
+    finally:
+        os.write(terminal, PASTE_OFF.encode("ascii"))
 
 
 def parse_args(argv=None):

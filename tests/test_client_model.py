@@ -217,8 +217,9 @@ def test_an_action_is_shown_in_the_third_person():
     hear(chat, msg(5, "/me waves", "bob"), "PRIV 6 %s bob alice /me winks" % TS, msg(7, "/me", "bob"))
     screen = screen_text(chat)
     assert "* bob waves" in screen
-    assert "[bob -> alice] * bob winks" in screen
     assert "<bob> /me" in screen  # nothing after it: no action, said as typed
+    chat.key("\x0e")                                # Ctrl-N: the conversation with bob
+    assert "* bob winks" in screen_text(chat)
 
 
 def test_blank_line_is_nothing():
@@ -437,7 +438,8 @@ def test_plain_text_says_and_commands_tell_and_who():
     hear(chat, msg(7, "hello all", "alice"),
          "PRIV 8 %s alice bob psst" % TS, "USERS 1 alice")
     assert not chat.exchange
-    assert "[alice -> bob] psst" in screen_text(chat)
+    # /msg went to the conversation's window, where the echo is shown.
+    assert chat.windows.active.name == "bob" and "<alice> psst" in screen_text(chat)
     assert chat.input.text == ""
 
 
@@ -900,3 +902,373 @@ def test_marker_when_new_messages_arrive_while_scrolled_up():
     assert chat.marker() == "[1 new, End]"
     chat.key("KEY_END")
     assert chat.marker() == ""
+
+
+# --- windows -------------------------------------------------------------
+
+def priv(msg_id, text, name="bob", to="alice"):
+    return "PRIV %d %s %s %s %s" % (msg_id, TS, name, to, text)
+
+
+def press(chat, *keys):
+    """Keys as the terminal sends them, one character (or curses key name)
+    at a time: Alt-2 is Esc then 2."""
+    for key in keys:
+        for part in ([key] if key.startswith("KEY_") else key):
+            chat.key(part)
+
+
+def window_names(chat):
+    return [window.name for window in chat.windows]
+
+
+def test_a_private_message_opens_a_window_of_its_own_and_asks_for_attention():
+    chat = online()
+    hear(chat, msg(1, "in the room"), priv(2, "psst"))
+    assert window_names(chat) == ["#general", "bob"]
+    assert chat.windows.active.name == "#general"           # not taken there
+    assert "psst" not in screen_text(chat)
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:bob!] ")
+    assert chat.bells == 1                                  # for you, and not shown
+    press(chat, "\x1b2")                                    # Alt-2
+    assert chat.windows.active.name == "bob" and chat.prompt(80) == "bob> "
+    assert "<bob> psst" in screen_text(chat) and "in the room" not in screen_text(chat)
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:bob] ")
+    # Typed in the conversation, text goes to bob; /me too.
+    press(chat, "hi there\r", "/me waves\r")
+    assert sent(chat) == ["TELL bob hi there", "TELL bob /me waves"]
+    hear(chat, priv(3, "hi there", "alice", "bob"), priv(4, "answer", "bob"))
+    assert chat.bells == 1                                  # shown: no bell
+    assert screen_text(chat).splitlines()[-3:] == [
+        "13:05 <bob> psst", "13:05 <alice> hi there", "13:05 <bob> answer"]
+
+
+def test_messages_from_another_session_of_mine_go_to_the_conversation_quietly():
+    chat = online()
+    hear(chat, priv(5, "sent from my phone", "alice", "Bob"))
+    [window] = [w for w in chat.windows if w.kind == client.CONVERSATION]
+    assert window.name == "Bob" and window.activity == client.QUIET and chat.bells == 0
+    hear(chat, priv(6, "ok", "bob"))                        # one window, whatever the case
+    assert window_names(chat) == ["#general", "bob"]
+
+
+def test_activity_in_the_room_while_reading_a_conversation():
+    chat = online(history=[msg(1)])
+    hear(chat, priv(2, "psst"))
+    press(chat, "\x0e")                                     # Ctrl-N
+    assert chat.windows.active.name == "bob"
+    hear(chat, msg(3, "chatter"))
+    assert chat.status_line(80)[0].startswith(" [1:#general* 2:bob] ")
+    assert chat.bells == 1
+    hear(chat, msg(4, "alice, look"))
+    assert chat.status_line(80)[0].startswith(" [1:#general! 2:bob] ")
+    assert chat.bells == 2
+    styles = [style for text, style in chat.window_list() if text.strip("[] ")]
+    assert styles == ["window-mention", "window-shown"]
+    hear(chat, msg(5, "more chatter"))                     # a mention stays a mention
+    assert chat.windows.room.activity == client.MENTION
+    hear(chat, msg(6, "my own words", "alice"))
+    press(chat, "\x10")                                     # Ctrl-P: back, and seen
+    assert chat.windows.room.activity == client.QUIET
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:bob] ")
+
+
+def test_what_a_reconnection_catches_up_on_is_activity_and_older_pages_are_not():
+    chat = online(history=[msg(i) for i in range(21, 31)])
+    hear(chat, priv(31, "psst"))
+    press(chat, "\x1b2")
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    hear(chat, "OK LOGIN alice", msg(30), "OK HISTORY 1", "USERS 2 alice bob")
+    assert chat.windows.room.activity == client.QUIET       # nothing new yet
+    assert sent(chat)[-1] == "HISTORY 500 after=30"
+    hear(chat, msg(32, "said while you were away"), "OK HISTORY 1")
+    assert chat.windows.room.activity == client.ACTIVITY and chat.bells == 1
+    press(chat, "\x1b1")
+    chat.scrollback.view(80, 5)
+    press(chat, "KEY_PPAGE", "KEY_PPAGE", "KEY_PPAGE")
+    assert sent(chat) == ["HISTORY 50 before=21"]
+    press(chat, "\x1b2")
+    hear(chat, "OK HISTORY 0")
+    assert chat.windows.room.activity == client.QUIET       # an old page is no news
+
+
+def conversations(chat, *names):
+    hear(chat, *[priv(100 + i, "hello", name) for i, name in enumerate(names)])
+
+
+@pytest.mark.parametrize("keys, number", [
+    (["\x1b3"], 3),                         # Alt-3 (or Esc, then 3)
+    (["\x1b", "3"], 3),
+    (["\x1b0"], 10),                        # Alt-0: window 10
+    (["\x1b9", "\x1b7"], 7),
+    (["\x1b5"], 1),                         # no window 5 here: nothing happens
+    (["\x0e", "\x0e"], 3),                  # Ctrl-N twice
+    (["\x10"], 4),                          # Ctrl-P from window 1: round the end
+    (["KEY_kRIT3", "KEY_kRIT3"], 3),        # Alt-Right, where terminfo knows it
+    (["KEY_kLFT3"], 4),                     # Alt-Left
+    (["\x1b\x1b", "KEY_LEFT"], 4),          # Alt-Left on the linux console: Esc, then Left
+    (["\x1b", "KEY_RIGHT"], 2),
+    (["\x1b[1;3C"], 2),                     # xterm's Alt-Right, unknown to curses
+])
+def test_window_keys(keys, number):
+    chat = online()
+    if number == 10 or keys == ["\x1b9", "\x1b7"]:
+        conversations(chat, *["user%d" % i for i in range(2, 11)])
+    else:
+        conversations(chat, "bob", "carol", "dave")
+    press(chat, *keys)
+    assert chat.windows.number(chat.windows.active) == number
+    assert chat.input.text == "" and sent(chat) == []
+
+
+def test_esc_and_then_an_ordinary_key_is_that_key():
+    chat = online()
+    press(chat, "\x1bx", "\x1b", "y")
+    assert chat.input.text == "xy"
+
+
+def test_win_goes_to_a_window_and_says_which_there_are():
+    chat = online()
+    conversations(chat, "bob", "carol")
+    press(chat, "/win 3\r")
+    assert chat.windows.active.name == "carol"
+    press(chat, "/window 9\r")
+    assert chat.windows.active.name == "carol"
+    assert "there is no window 9: windows are 1 to 3" in screen_text(chat)
+    press(chat, "/win\r")
+    assert "usage: /win N" in screen_text(chat)
+    assert sent(chat) == []
+
+
+def test_each_window_keeps_its_scroll_position_and_its_own_lines():
+    chat = online(history=[msg(i) for i in range(1, 41)])
+    chat.scrollback.view(80, 10)
+    press(chat, "KEY_PPAGE")
+    room_view = rows_text(chat.scrollback.view(80, 10))
+    conversations(chat, "bob")
+    press(chat, "\x1b2", "/who\r")
+    hear(chat, "USERS 3 alice bob carol")
+    assert "3 online: alice bob carol" in screen_text(chat)     # said where it was asked
+    hear(chat, msg(41, "while away"))
+    press(chat, "\x1b1")
+    assert rows_text(chat.scrollback.view(80, 10)) == room_view
+    assert chat.marker() == "[1 new, End]"
+    assert "3 online" not in screen_text(chat)
+
+
+def test_query_opens_a_conversation_and_close_goes_back():
+    chat = online()
+    conversations(chat, "bob")
+    press(chat, "/query carol\r")
+    assert window_names(chat) == ["#general", "bob", "carol"] and chat.windows.active.name == "carol"
+    press(chat, "/query BOB\r")                             # the window there is
+    assert chat.windows.active.name == "bob" and len(chat.windows) == 3
+    press(chat, "/close\r")                                 # back to carol, renumbered
+    assert window_names(chat) == ["#general", "carol"] and chat.windows.active.name == "carol"
+    press(chat, "/wc 1\r")
+    assert "window 1 is the room #general; it stays open" in screen_text(chat)
+    press(chat, "/query not/a/name\r")
+    assert len(chat.windows) == 2 and "names are 1 to 32 characters" in screen_text(chat)
+    press(chat, "/wc\r")
+    assert window_names(chat) == ["#general"] and chat.windows.active.name == "#general"
+    press(chat, "/close\r")
+    assert "window 1 is the room #general; it stays open" in screen_text(chat)
+    assert sent(chat) == []
+
+
+def test_msg_sends_and_goes_to_the_conversation_where_the_answer_comes():
+    chat = online()
+    press(chat, "/msg carol are you there?\r")
+    assert sent(chat) == ["TELL carol are you there?"]
+    assert chat.windows.active.name == "carol" and chat.prompt(80) == "carol> "
+    hear(chat, "ERR 404 no such account carol")
+    assert "not sent: carol has no account here" in screen_text(chat)
+    press(chat, "/msg no!such hi\r")
+    assert sent(chat) == [] and "names are 1 to 32 characters" in screen_text(chat)
+
+
+def test_a_say_refused_while_elsewhere_is_said_in_the_room_and_kept():
+    chat = online()
+    press(chat, "important\r")
+    conversations(chat, "bob")
+    press(chat, "\x1b2")
+    hear(chat, "ERR 503 storage unavailable")
+    assert chat.windows.room.activity == client.ACTIVITY
+    assert "not sent" not in screen_text(chat)
+    assert chat.input.text == ""                    # Enter here would send it to bob
+    press(chat, "KEY_UP")
+    assert chat.input.text == "important"
+    press(chat, "\x1b1")
+    assert "not sent: the server cannot store messages right now" in screen_text(chat)
+
+
+def test_pgup_in_a_conversation_asks_the_server_for_nothing():
+    chat = online()
+    conversations(chat, "bob")
+    press(chat, "\x1b2")
+    chat.scrollback.view(80, 10)
+    press(chat, "KEY_PPAGE", "KEY_PPAGE")
+    assert sent(chat) == []
+    text = screen_text(chat)
+    assert text.count("older private messages cannot be fetched from this server") == 1
+    assert text.index("cannot be fetched") < text.index("<bob> hello")
+
+
+def test_joins_and_leaves_show_in_the_room_and_in_that_persons_conversation():
+    chat = online()
+    conversations(chat, "bob")
+    hear(chat, "LEAVE bob quit", "JOIN carol")
+    assert "<-- bob left (quit)" in screen_text(chat) and "--> carol joined" in screen_text(chat)
+    press(chat, "\x1b2")
+    assert "<-- bob left (quit)" in screen_text(chat) and "carol" not in screen_text(chat)
+    assert chat.windows.room.activity == client.QUIET       # presence is no activity
+
+
+def test_room_commands_wait_for_the_rooms_slice():
+    chat = online()
+    for command in ("/join #homework", "/part", "/topic hello", "/list"):
+        press(chat, command + "\r")
+        assert chat.scrollback.entries[-1].text == (
+            "%s needs rooms, which this server does not offer yet" % command.split()[0])
+    assert sent(chat) == [] and len(chat.windows) == 1
+
+
+def test_tab_completes_window_commands_and_the_person_talked_to_first():
+    chat = online(history=[msg(1, "hi", "bea")], users=("alice", "bea", "bob"))
+    conversations(chat, "bob")
+    press(chat, "\x1b2", "b\t")
+    assert chat.input.text == "bob: "                       # who spoke here last
+    chat.input.set("/w")
+    press(chat, "\t", "\t", "\t")
+    assert chat.input.text == "/who "                       # /wc is an alias: not offered
+    chat.input.set("/cl")
+    press(chat, "\t")
+    assert chat.input.text == "/close "
+
+
+def test_the_window_list_narrows_with_the_terminal():
+    chat = online()
+    chat.host = "chat.example.org"
+    conversations(chat, "bob", "carol-with-a-long-name", "dave")
+    press(chat, "\x1b3")
+    hear(chat, msg(5, "alice?"))
+    assert chat.status_line(200)[0] == (
+        " [1:#general! 2:bob! 3:carol-with-a-long-name 4:dave!] chat.example.org:12345 | alice | online | 2 online")
+    assert chat.status_line(80)[0] == (
+        " [1:#general! 2:bob! 3:carol-with-a-long-name 4:dave!] alice | online | 2 online")
+    assert chat.status_line(60)[0] == " [1! 2! 3:carol-with-a-long-name 4!] online"
+    press(chat, "\x1b2", "\x1b3")                           # bob's seen: quiet, and left out
+    assert chat.status_line(60)[0] == " [1:#general! 2:bob 3:carol-with-a-long-name 4:dave!] online"
+    assert chat.status_line(40)[0] == " [1! 3:carol-with-a-long-name 4!] online"
+    assert chat.status_line(30)[0] == " [1! 3 4!] online"
+    for width in (20, 30, 40, 60, 80, 200):
+        assert text_width(chat.status_line(width)[0]) <= width
+
+
+def test_the_prompt_names_the_conversation_within_a_third_of_the_line():
+    chat = online()
+    conversations(chat, "a-rather-long-name-for-a-person")
+    press(chat, "\x1b2")
+    assert chat.prompt(200) == "a-rather-long-name-for-a-person> "
+    assert chat.prompt(30) == "a-rathe\u2026> "
+    assert text_width(chat.prompt(30)) <= 10
+
+
+# --- bracketed paste ----------------------------------------------------
+
+def paste(chat, text):
+    """What a terminal in bracketed paste mode sends for pasted text."""
+    press(chat, "\x1b[200~" + text + "\x1b[201~")
+
+
+def test_a_pasted_block_is_asked_about_then_sent_a_few_lines_at_a_time():
+    chat = online()
+    lines = ["line %d" % n for n in range(1, 8)]
+    paste(chat, "\r".join(lines) + "\r")
+    assert chat.prompt(80) == "paste 7 lines to #general? Enter/Esc "
+    assert sent(chat) == []
+    press(chat, "x", "KEY_UP")                              # nothing but Enter and Esc
+    assert chat.input.text == "" and sent(chat) == []
+    press(chat, "\r")
+    assert chat.prompt(80) == "> "
+    assert sent(chat) == ["SAY " + line for line in lines[:client.PASTE_IN_FLIGHT]]
+    assert chat.status().endswith("pasting: 3 left")
+    # Each echo lets the next line go: the server's flood control paces
+    # them, and never holds more than a few of them.
+    hear(chat, msg(1, "line 1", "alice"))
+    assert sent(chat) == ["SAY line 5"]
+    hear(chat, msg(2, "line 2", "alice"), msg(3, "line 3", "alice"))
+    assert sent(chat) == ["SAY line 6", "SAY line 7"]
+    assert "pasting" not in chat.status()
+
+
+def test_esc_drops_a_paste_and_gives_the_draft_back():
+    chat = online()
+    press(chat, "draft")
+    paste(chat, "one\ntwo")
+    assert chat.input.text == "" and chat.prompt(80).startswith("paste 2 lines")
+    press(chat, "\x1b")
+    assert chat.prompt(80) == "> " and chat.input.text == "draft"
+    assert "2 pasted lines dropped" in screen_text(chat)
+    press(chat, "\r")
+    assert sent(chat) == ["SAY draft"]
+
+
+def test_a_paste_joins_what_is_typed_around_the_cursor():
+    chat = online()
+    press(chat, "before after", *["KEY_LEFT"] * 5)
+    paste(chat, "one\r\r  \rtwo ")
+    assert chat.prompt(80) == "paste 2 lines to #general? Enter/Esc "    # blank lines left out
+    press(chat, "\r")
+    assert sent(chat) == ["SAY before one", "SAY two after"]
+
+
+def test_one_pasted_line_is_typed_not_sent():
+    chat = online()
+    press(chat, "say: ")
+    paste(chat, "pasted\tword\r")
+    assert chat.input.text == "say: pasted word" and sent(chat) == []
+    assert chat.prompt(80) == "> "
+
+
+def test_a_paste_in_a_conversation_goes_to_that_person():
+    chat = online()
+    conversations(chat, "bob")
+    press(chat, "\x1b2")
+    paste(chat, "first\nsecond")
+    assert chat.prompt(80) == "paste 2 lines to bob? Enter/Esc "
+    press(chat, "\x1b1", "\x1b2")       # Esc answers at once; Alt-1 still goes to window 1
+    assert chat.windows.active.name == "bob" and sent(chat) == []
+    paste(chat, "first\nsecond")
+    press(chat, "\r")
+    assert sent(chat) == ["TELL bob first", "TELL bob second"]
+
+
+def test_a_paste_with_a_line_too_long_is_refused_whole():
+    chat = online()
+    paste(chat, "short\n" + "x" * 5000)
+    assert chat.prompt(80) == "> " and sent(chat) == []
+    assert "paste not sent: its line 2 is 5004 bytes, at most 4096" in screen_text(chat)
+
+
+def test_a_paste_waiting_when_the_connection_drops():
+    chat = online()
+    paste(chat, "\n".join("line %d" % n for n in range(10)))
+    press(chat, "\r")
+    sent(chat)
+    chat.connection_lost("reset")
+    assert "6 pasted lines not sent: the connection dropped" in screen_text(chat)
+    paste(chat, "a\nb")
+    press(chat, "\r")
+    assert "not connected: the paste was not sent" in screen_text(chat)
+    assert chat.input.text == "" and sent(chat) == []
+
+
+def test_a_password_can_be_pasted_on_the_login_screen():
+    chat = Chat("127.0.0.1", 12345, "alice", "")
+    paste(chat, "password1\n")
+    assert chat.form.password == "password1"
+    chat.key("\r")
+    assert chat.want_connect

@@ -58,6 +58,7 @@ class Terminal:
         self.set_size(cols, rows)
         self.screen = RingingScreen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
+        self.output = bytearray()       # everything the client wrote, for modes pyte ignores
         self.sane = termios.tcgetattr(self.slave)
         child_env = dict(os.environ, TERM=TERM, LANG="C.UTF-8", LC_ALL="C.UTF-8",
                          PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -95,6 +96,7 @@ class Terminal:
         if not data:
             self.eof = True
             return False
+        self.output += data
         self.stream.feed(data)
         return True
 
@@ -249,7 +251,9 @@ def test_chat_with_another_client(server, terminals, unique_name):
 
     term.type("/msg %s just between us\r" % bob)
     term.expect_line(bob_client, r"PRIV \d+ \S+ %s %s just between us$" % (alice, bob))
-    term.wait_for("[%s -> %s] just between us" % (alice, bob))
+    # /msg goes to the conversation's window, where what is typed is for bob.
+    term.wait_for(shows("<%s> just between us" % alice, "[1:#general 2:%s]" % bob, "\n%s>" % bob,
+                        absent=["hi bob, this is alice"]))
 
     term.type("/dance\r")
     term.wait_for("unknown command /dance")
@@ -362,7 +366,8 @@ def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, uniqu
     from sae_client_curses import HELP
     alice = unique_name("alice")
     registered(server, alice)
-    term = terminals(server.port, user=alice, cols=40, rows=40)
+    # Tall enough for the whole of /help, wrapped at 40 columns.
+    term = terminals(server.port, user=alice, cols=40, rows=60)
     term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
     term.type("/help\r")
     text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
@@ -511,3 +516,109 @@ def test_names_have_a_stable_colour_unless_no_color(server, terminals, unique_na
     # Only the text matters: how the terminal clears blank cells is its business.
     assert {cell.fg for row in plain.screen.buffer.values() for cell in row.values()
             if cell.data.strip()} == {"default"}
+
+
+# --- windows and paste ---------------------------------------------------
+
+def status_cells(term, text):
+    """The cells of the status line that show ``text``."""
+    row = term.screen.display[-2]
+    x = row.index(text)
+    return [term.screen.buffer[term.screen.lines - 2][x + i] for i in range(len(text))]
+
+
+def test_a_private_conversation_has_its_window_and_alt_or_esc_digits_switch(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    bob_client.send("SAY in the room first")
+    term.wait_for("<%s> in the room first" % bob)
+    bob_client.send("TELL %s psst, alice" % alice)
+    # A window of its own, not shown: the status line lists it as for you.
+    term.wait_for(shows("[1:#general 2:%s!]" % bob, absent=["psst"]))
+    term.wait_for(lambda _: term.screen.bells == 1)
+
+    term.type("\x1b2")                          # Alt-2: ESC then 2, as terminals send it
+    text = term.wait_for(shows("<%s> psst, alice" % bob, "[1:#general 2:%s]" % bob, "\n%s>" % bob,
+                               absent=["in the room first"]))
+    assert text.splitlines()[-1] == "%s>" % bob
+    term.type("hello bob\r")                   # typed in his window: for him only
+    term.expect_line(bob_client, r"PRIV \d+ \S+ %s %s hello bob$" % (alice, bob))
+    term.wait_for("<%s> hello bob" % alice)
+    bob_client.send("TELL %s got it" % alice)
+    term.wait_for(shows("<%s> got it" % bob, "[1:#general 2:%s]" % bob))
+
+    bob_client.send("SAY meanwhile in the room")
+    term.wait_for("[1:#general* 2:%s]" % bob)
+    # Esc, then the digit, for terminals without Meta. (Sent apart; whether
+    # they reach curses together, as Alt-1 does, or apart, the window is 1.)
+    term.type("\x1b")
+    term.type("1")
+    term.wait_for(shows("<%s> meanwhile in the room" % bob, "[1:#general 2:%s]" % bob, absent=["got it"]))
+    assert term.text().splitlines()[-1] == ">"
+    term.type("\x0e")                           # Ctrl-N: next window
+    term.wait_for(shows("<%s> got it" % bob, absent=["meanwhile"]))
+    term.type("\x1b\x1b[D")                     # Alt-Left on the linux console
+    term.wait_for(shows("meanwhile in the room", absent=["got it"]))
+    bob_client.send("PING sync")
+    term.expect_line(bob_client, r"PONG sync")
+    assert not [line for line in bob_client.seen if line.startswith("MSG") and alice in line]
+
+
+def test_activity_and_mentions_are_shown_in_the_status_line(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    term.type("/query %s\r" % bob)
+    term.wait_for("[1:#general 2:%s]" % bob)
+    shown = status_cells(term, "2:%s" % bob)
+    assert not any(cell.reverse for cell in shown) and all(cell.bold for cell in shown)
+    bob_client.send("SAY nothing for anyone")
+    term.wait_for("[1:#general* 2:%s]" % bob)
+    active = status_cells(term, "1:#general*")
+    assert all(cell.reverse and cell.bold for cell in active)
+    assert term.screen.bells == 0
+    bob_client.send("SAY %s: a word with you" % alice)
+    term.wait_for("[1:#general! 2:%s]" % bob)
+    term.wait_for(lambda _: term.screen.bells == 1)
+    mention = status_cells(term, "1:#general!")
+    assert all(cell.reverse and cell.bold and cell.fg == "brown" for cell in mention)   # yellow
+    assert "a word with you" not in term.text()
+    term.type("\x1b1")
+    term.wait_for(shows("a word with you", "[1:#general 2:%s]" % bob))
+
+
+def test_the_window_list_fits_a_narrow_terminal(server, terminals, unique_name):
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(server, alice)
+    bob_client = account(server, bob)
+    term = terminals(server.port, user=alice, cols=30, rows=12)
+    term.wait_for(" %s | online | 2 online" % alice)
+    bob_client.send("TELL %s psst" % alice)
+    term.wait_for(lambda t: t.splitlines()[-2].rstrip() == " [1:#general 2:%s!] online" % bob)
+    term.resize(24, 12)                        # names only for the window shown
+    term.wait_for(lambda t: t.splitlines()[-2].rstrip() == " [1:#general 2!] online")
+    term.resize(20, 12)                        # then numbers only
+    term.wait_for(lambda t: t.splitlines()[-2].rstrip() == " [1 2!] online")
+
+
+def test_a_pasted_block_is_asked_about_before_it_is_sent(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    assert b"\x1b[?2004h" in term.output           # bracketed paste is on
+    term.type("\x1b[200~first line\rsecond line\rthird line\x1b[201~")
+    term.wait_for("paste 3 lines to #general? Enter/Esc")
+    bob_client.send("PING before")
+    term.expect_line(bob_client, r"PONG before")
+    assert not [line for line in bob_client.seen if "line" in line]
+    term.type("\r")
+    for said in ("first line", "second line", "third line"):
+        term.expect_line(bob_client, r"MSG \d+ \S+ %s %s$" % (alice, said))
+    term.wait_for(shows("<%s> third line" % alice, absent=["paste 3 lines"]))
+
+    term.type("half typed")
+    term.type("\x1b[200~dropped one\ndropped two\x1b[201~")
+    term.wait_for(shows("paste 2 lines to #general? Enter/Esc", absent=["half typed"]))
+    term.type("\x1b")
+    term.wait_for(shows("2 pasted lines dropped", "> half typed"))
+    bob_client.send("PING after")
+    term.expect_line(bob_client, r"PONG after")
+    assert not [line for line in bob_client.seen if "dropped" in line]
+    term.type("\x15/quit\r")
+    assert term.wait_exit() == 0
+    assert term.output.rindex(b"\x1b[?2004l") > term.output.rindex(b"\x1b[?2004h")  # off again

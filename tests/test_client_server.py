@@ -178,8 +178,11 @@ def test_the_longest_lines_the_client_sends_are_delivered(harness):
     alice.until("confirmed", lambda: not alice.chat.exchange)
     # What the server sends back is longer than what was sent (id, time,
     # names): both arrive whole.
-    bob.until("delivered", lambda: sum(e.text in (said, told) for e in bob.chat.scrollback.entries) == 2)
+    # The TELL is in bob's window for alice, the SAY in the room's.
+    bob.until("delivered", lambda: sum(e.text in (said, told) for window in bob.chat.windows
+                                       for e in window.scrollback.entries) == 2)
     assert alice.errors() == [] and bob.errors() == []
+    alice.type("/win 1")  # /msg went to bob's window; back to the room, where text is a SAY
     alice.type("/msg bob " + told + "x")
     alice.type(said + "y")
     too_long = "too long to send: %d bytes, at most %d" % (MAX_LINE_BYTES + 1, MAX_LINE_BYTES)
