@@ -447,6 +447,19 @@ def parse_history(count: str, where: str, cap: int,
     return HistoryQuery(limit, after=bound)
 
 
+def not_in_room(room: str) -> ProtocolError:
+    """The refusal of a request about a room the account is not in: the
+    same words whether or not the room exists."""
+    return ProtocolError(NOT_FOUND, "no such room %s, or you are not in it" % room)
+
+
+def too_many_rooms(limit: int, on_server: bool = False) -> ProtocolError:
+    """The refusal of a JOIN beyond the account's or the server's limit."""
+    if on_server:
+        return ProtocolError(TOO_MANY_ROOMS, "too many rooms: the server keeps at most %d" % limit)
+    return ProtocolError(TOO_MANY_ROOMS, "too many rooms: an account may be in at most %d" % limit)
+
+
 class HistoryTarget(NamedTuple):
     """Whose history a v1.1 HISTORY asks for: ``kind`` is "room" (``name``
     a room), "peer" (``name`` an account: the private conversation with

@@ -784,6 +784,13 @@ def test_check_topic():
     assert p.check_topic("a\x07b") == "control characters are not allowed"
 
 
+def test_room_refusals_read_the_same_whether_or_not_the_room_exists():
+    assert p.format_err(*p.not_in_room("#secret")) == b"ERR 404 no such room #secret, or you are not in it\n"
+    assert p.format_err(*p.too_many_rooms(64)) == b"ERR 405 too many rooms: an account may be in at most 64\n"
+    assert p.format_err(*p.too_many_rooms(10000, on_server=True)) == \
+        b"ERR 405 too many rooms: the server keeps at most 10000\n"
+
+
 def test_a_v1_1_history_command_gives_its_target_and_query():
     command = parse_command(b"HISTORY #homework 5000 before=42")
     target, count, where = command.args
@@ -1053,7 +1060,7 @@ def test_without_ok_cap_an_rsay_may_be_answered_by_a_msg_too():
     (("HISTORY", "*", "3", "after=0"), ["MSG 1 %s bob a" % TS, "RMSG 2 %s #homework bob b" % TS,
                                         "PRIV 3 %s bob alice c" % TS, "OK HISTORY 3"]),
     (("HISTORY", "#secret", "5"), ["ERR 404 no such room #secret, or you are not in it"]),
-    (("JOIN", "#x"), ["ERR 405 you are in 64 rooms, the most an account may be in"]),
+    (("JOIN", "#x"), ["ERR 405 too many rooms: an account may be in at most 64"]),
 ])
 def test_each_v1_1_answer_ends_where_it_should(request_fields, lines):
     exchange = logged_in_exchange()
