@@ -1,4 +1,4 @@
-"""sae-chat protocol v1 as plain data: framing, parsing and formatting.
+"""sae-chat protocol v1 and v1.1 as plain data: framing, parsing and formatting.
 
 This module does no I/O. It knows nothing of sockets, clocks or databases:
 bytes go in and come out as frames and commands (``LineFramer``,
@@ -9,6 +9,13 @@ them with the requests they answer. The server (sae_server.py) and the
 client (sae_client_curses.py) both build on it, so neither of them frames,
 splits or pairs a line on its own. docs/PROTOCOL.md is the contract this
 module implements.
+
+Protocol v1.1 adds rooms and private conversations on top of v1 without
+changing a byte of what a v1 client sees: its verbs (CAP, JOIN, PART,
+TOPIC, RSAY, LIST, ROOMS, NAMES, and HISTORY with a room, ``@name`` or
+``*`` in front of the count) opt a session in, and only opted-in sessions
+are sent its lines (RMSG, JOINED, PARTED, TOPIC, MEMBERS, ROOM, DELETED).
+The default room is v1's room: its messages are MSG lines for everybody.
 """
 
 import collections
@@ -34,6 +41,24 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 1024
 
+# Protocol v1.1. A room's name is "#" and then what an account's name may
+# be; rooms, like accounts, are told apart with A-Z folded to a-z only.
+ROOM_RE = re.compile(r"#[A-Za-z0-9_.-]{1,32}\Z")
+# The room of v1's SAY, HISTORY <count> and MSG (the server's --default-room).
+DEFAULT_ROOM = "#general"
+# What CAP can turn on. "rooms" is protocol v1.1.
+ROOMS_CAPABILITY = "rooms"
+CAPABILITIES = (ROOMS_CAPABILITY,)
+# HISTORY's first field that asks for everything the account may read
+# (all its rooms and private conversations) after an id.
+EVERYTHING = "*"
+# TOPIC <#room> with this as its text clears the topic.
+CLEAR_TOPIC = "-"
+# The defaults of the server's room limits; its options set the real ones.
+TOPIC_MAX_BYTES = 300
+ROOMS_PER_ACCOUNT = 64
+ROOMS_MAX = 10000
+
 # C0 controls except tab, DEL, and the C1 controls.
 _CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _SPACES_RE = re.compile(" +")
@@ -42,8 +67,14 @@ _SPACES_RE = re.compile(" +")
 BAD_REQUEST = 400
 UNAUTHORIZED = 401
 BANNED = 403
+# No such account; and (v1.1) a room the account is not in, said the same
+# way whether or not the room exists.
 NOT_FOUND = 404
+# v1.1: the account is in as many rooms as it may be, or the server keeps
+# as many rooms as it may (IRC's numeric for "too many channels").
+TOO_MANY_ROOMS = 405
 NAME_TAKEN = 409
+# A line too long; (v1.1) a topic too long.
 TOO_LONG = 413
 UNKNOWN_VERB = 421
 KICKED = 423
@@ -166,12 +197,31 @@ VERBS = {
     "QUIT": (1, 0),
     "HELP": (0, 0),
 }
+# Protocol v1.1's verbs, in the same shape. HISTORY's v1.1 form (a room,
+# @name or * before the count) is parsed as the command ROOM_HISTORY, so
+# that every command keeps one shape and v1's HISTORY stays as it was.
+ROOM_HISTORY = "HISTORY*"
+ROOM_VERBS = {
+    "CAP": (1, 1),
+    "JOIN": (1, 1),
+    "PART": (2, 1),
+    "TOPIC": (2, 1),
+    "RSAY": (2, 2),
+    "LIST": (0, 0),
+    "ROOMS": (0, 0),
+    "NAMES": (1, 1),
+    ROOM_HISTORY: (3, 2),
+}
+# Every command parse_command can return, v1 and v1.1, with its shape.
+ALL_VERBS = dict(VERBS, **ROOM_VERBS)
+# What may be typed as a verb (ROOM_HISTORY is HISTORY's second form).
+_WIRE_VERBS = {verb: shape for verb, shape in ALL_VERBS.items() if verb != ROOM_HISTORY}
 # Verbs a connection may use before it has logged in.
-PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "PONG", "QUIT", "HELP"))
+PRE_LOGIN_VERBS = frozenset(("REGISTER", "LOGIN", "PING", "PONG", "QUIT", "HELP", "CAP"))
 # Verbs the server does not answer: PONG answers the server's PING.
 UNANSWERED_VERBS = frozenset(("PONG",))
 # Verbs that append a message to the history; they are batched.
-MESSAGE_VERBS = frozenset(("SAY", "TELL"))
+MESSAGE_VERBS = frozenset(("SAY", "TELL", "RSAY"))
 
 # Each verb's usage and what it does: HELP's answer, one INFO line each,
 # and (usage only) the ERR 400 for a line that misses a field.
@@ -187,7 +237,23 @@ USAGE = {
     "QUIT": ("QUIT [reason]", "leave"),
     "HELP": ("HELP", "this list (REGISTER, LOGIN, PING, PONG, QUIT and HELP work before LOGIN)"),
 }
+# v1.1's verbs; HELP lists them only to a session that has opted in, so
+# that a v1 client's HELP reads as it always did.
+ROOM_USAGE = {
+    "CAP": ("CAP rooms", "turn on protocol v1.1, rooms and private conversations (works before LOGIN)"),
+    "JOIN": ("JOIN <#room>", "join a room (it is made if it does not exist)"),
+    "PART": ("PART <#room> [reason]", "leave a room"),
+    "TOPIC": ("TOPIC <#room> [text|-]", "a room's topic: show it, set it, or (-) clear it"),
+    "RSAY": ("RSAY <#room> <text>", "say it to a room"),
+    "LIST": ("LIST", "every room: name, members online, members, topic"),
+    "ROOMS": ("ROOMS", "the rooms you are in"),
+    "NAMES": ("NAMES <#room>", "who is in a room"),
+    ROOM_HISTORY: ("HISTORY <#room|@name|*> <count> [before=<id>|after=<id>]",
+                   "a room's or a private conversation's messages; * with after=<id>: all you missed"),
+}
 _MISSING = {verb: "usage: " + USAGE[verb][0] for verb in ("REGISTER", "LOGIN", "SAY", "TELL", "HISTORY")}
+_MISSING.update((verb, "usage: " + usage) for verb, (usage, _) in ROOM_USAGE.items())
+_ROOM_RULE = "room names are # and 1 to 32 characters of A-Z a-z 0-9 _ . -"
 
 
 def decode_line(raw: bytes) -> Union[str, ProtocolError]:
@@ -229,11 +295,16 @@ def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
     # letters (dotless i into I, long s into S), and "logın" is no LOGIN.
     if verb.isascii():
         verb = verb.upper()
-    shape = VERBS.get(verb)
+    rest = rest.lstrip(" ")
+    if verb == "HISTORY" and rest[:1] in ("#", "@", EVERYTHING):
+        verb = ROOM_HISTORY  # v1.1: HISTORY <#room|@name|*> <count> [bound]
+        shape = ROOM_VERBS[verb]
+    else:
+        shape = _WIRE_VERBS.get(verb)
     if shape is None:
         return ProtocolError(UNKNOWN_VERB, "unknown command %s" % verb[:32])
     nfields, required = shape
-    fields = split_fields(rest.lstrip(" "), nfields)
+    fields = split_fields(rest, nfields)
     if nfields == 1 and fields and not fields[0].strip(" \t"):
         fields = []
     if len(fields) < required or (
@@ -241,7 +312,54 @@ def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
         return ProtocolError(BAD_REQUEST, _MISSING[verb])
     while len(fields) < nfields:
         fields.append("")
+    if verb in ROOM_VERBS:
+        return _check_room_command(verb, fields)
     return Command(verb, tuple(fields))
+
+
+def _check_room_command(verb: str, fields: List[str]) -> Union[Command, ProtocolError]:
+    """A v1.1 command whose fields are all there, with their syntax checked:
+    room names, counts and bounds are refused here (ERR 400 usage), before
+    LOGIN is asked for, so that the server only checks what needs its state.
+    Trailing spaces and tabs, which nobody means, are dropped from a room
+    name, a capability and a topic; a message keeps its text as it is."""
+    if verb == "CAP":
+        wanted = fields[0].strip(" \t")
+        capability = wanted.lower() if wanted.isascii() else wanted
+        if capability not in CAPABILITIES:
+            return ProtocolError(BAD_REQUEST, "unknown capability %s (this server knows: %s)" % (
+                wanted[:32], " ".join(CAPABILITIES)))
+        return Command(verb, (capability,))
+    if verb == ROOM_HISTORY:
+        return _check_room_history(fields)
+    if verb in ("LIST", "ROOMS"):
+        return Command(verb, ())
+    room = fields[0].rstrip(" \t")
+    problem = check_room(room)
+    if problem:
+        return ProtocolError(BAD_REQUEST, "%s (%s)" % (_MISSING[verb], problem))
+    if verb == "TOPIC":
+        return Command(verb, (room, fields[1].rstrip(" \t")))
+    return Command(verb, (room,) + tuple(fields[1:]))
+
+
+def _check_room_history(fields: List[str]) -> Union[Command, ProtocolError]:
+    target, count, where = fields[0], fields[1], fields[2].strip(" ")
+    usage = _MISSING[ROOM_HISTORY]
+    if target[:1] == "#":
+        problem = check_room(target)
+    elif target[:1] == "@":
+        problem = check_name(target[1:])
+    else:
+        problem = None if target == EVERYTHING else usage
+    if problem:
+        return ProtocolError(BAD_REQUEST, usage if problem == usage else "%s (%s)" % (usage, problem))
+    query = parse_history(count, where, MAX_NUMBER, usage)
+    if isinstance(query, ProtocolError):
+        return query
+    if target == EVERYTHING and query.after is None:
+        return ProtocolError(BAD_REQUEST, "%s (* needs after=<id>)" % usage)
+    return Command(ROOM_HISTORY, (target, count, where))
 
 
 def check_name(name: str) -> Optional[str]:
@@ -257,6 +375,30 @@ def check_password(password: str) -> Optional[str]:
     if PASSWORD_MIN_BYTES <= size <= PASSWORD_MAX_BYTES:
         return None
     return "passwords are %d to %d bytes" % (PASSWORD_MIN_BYTES, PASSWORD_MAX_BYTES)
+
+
+def check_room(room: str) -> Optional[str]:
+    """Why ``room`` cannot be a room's name, or None if it can."""
+    if ROOM_RE.match(room):
+        return None
+    return _ROOM_RULE
+
+
+# A-Z to a-z and nothing else, as account names are compared (db.name_key):
+# str.lower() would fold look-alikes such as the Kelvin sign into ASCII.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def room_key(room: str) -> str:
+    """The form in which room names are compared: #Homework is #homework."""
+    return room.translate(_ASCII_LOWER)
+
+
+def check_topic(topic: str, max_bytes: int = TOPIC_MAX_BYTES) -> Optional[str]:
+    """Why ``topic`` cannot be a room's topic, or None if it can."""
+    if len(topic.encode("utf-8")) > max_bytes:
+        return "topic too long (max %d bytes)" % max_bytes
+    return check_text(topic)
 
 
 def check_text(text: str) -> Optional[str]:
@@ -284,9 +426,12 @@ def whole_number(field: str, low: int = 0, high: int = MAX_NUMBER) -> Optional[i
     return int(digits)
 
 
-def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, ProtocolError]:
-    """The fields of HISTORY as a query; ``count`` is capped at ``cap``."""
-    usage = ProtocolError(BAD_REQUEST, _MISSING["HISTORY"])
+def parse_history(count: str, where: str, cap: int,
+                  usage_text: str = _MISSING["HISTORY"]) -> Union[HistoryQuery, ProtocolError]:
+    """The fields of HISTORY as a query; ``count`` is capped at ``cap``.
+    For v1.1's form, give it the count and bound of a ROOM_HISTORY command
+    (its target is ``history_target(args[0])``)."""
+    usage = ProtocolError(BAD_REQUEST, usage_text)
     limit = whole_number(count)
     if limit is None:
         return usage
@@ -300,6 +445,37 @@ def parse_history(count: str, where: str, cap: int) -> Union[HistoryQuery, Proto
     if key == "before":
         return HistoryQuery(limit, before=bound)
     return HistoryQuery(limit, after=bound)
+
+
+def not_in_room(room: str) -> ProtocolError:
+    """The refusal of a request about a room the account is not in: the
+    same words whether or not the room exists."""
+    return ProtocolError(NOT_FOUND, "no such room %s, or you are not in it" % room)
+
+
+def too_many_rooms(limit: int, on_server: bool = False) -> ProtocolError:
+    """The refusal of a JOIN beyond the account's or the server's limit."""
+    if on_server:
+        return ProtocolError(TOO_MANY_ROOMS, "too many rooms: the server keeps at most %d" % limit)
+    return ProtocolError(TOO_MANY_ROOMS, "too many rooms: an account may be in at most %d" % limit)
+
+
+class HistoryTarget(NamedTuple):
+    """Whose history a v1.1 HISTORY asks for: ``kind`` is "room" (``name``
+    a room), "peer" (``name`` an account: the private conversation with
+    it) or "everything" (all the account's rooms and conversations)."""
+    kind: str
+    name: str = ""
+
+
+def history_target(field: str) -> HistoryTarget:
+    """The first field of a ROOM_HISTORY command (already checked by
+    parse_command) as a HistoryTarget."""
+    if field.startswith("#"):
+        return HistoryTarget("room", field)
+    if field.startswith("@"):
+        return HistoryTarget("peer", field[1:])
+    return HistoryTarget("everything")
 
 
 # --- actions -------------------------------------------------------------
@@ -379,9 +555,95 @@ def format_history(messages) -> List[bytes]:
     return lines
 
 
-def format_help() -> List[bytes]:
-    """HELP's answer: an INFO line per verb, then OK HELP."""
-    return [format_info("%s: %s" % USAGE[verb]) for verb in VERBS] + [format_ok("HELP")]
+def format_help(rooms: bool = False) -> List[bytes]:
+    """HELP's answer: an INFO line per verb, then OK HELP. v1.1's verbs are
+    listed only to a session that has opted in (``rooms``)."""
+    lines = [format_info("%s: %s" % USAGE[verb]) for verb in VERBS]
+    if rooms:
+        lines += [format_info("%s: %s" % ROOM_USAGE[verb]) for verb in ROOM_VERBS]
+    return lines + [format_ok("HELP")]
+
+
+# --- protocol v1.1 server lines --------------------------------------------
+# Sent only to sessions that opted in (CAP rooms, or any v1.1 verb). A room
+# is written as it was spelled when it was made (#Homework), however the
+# request spelled it.
+
+def format_rmsg(msg_id: int, ts: str, room: str, sender: str, text: str) -> bytes:
+    """A message in a room other than the default one (whose are MSG lines)."""
+    return ("RMSG %d %s %s %s %s\n" % (msg_id, ts, room, sender, text)).encode("utf-8")
+
+
+def format_joined(room: str, name: str) -> bytes:
+    return _line("JOINED", room, name)
+
+
+def format_parted(room: str, name: str, reason: str = "") -> bytes:
+    return _line("PARTED", room, name, reason)
+
+
+def format_topic(room: str, setter: str = "", ts: str = "", text: str = "") -> bytes:
+    """A room's topic, set (or cleared, with no text) by ``setter`` at
+    ``ts``; ``TOPIC <#room>`` alone says it never had one."""
+    return _line("TOPIC", room, setter, ts, text)
+
+
+def format_deleted(room: str, reason: str = "") -> bytes:
+    return _line("DELETED", room, reason)
+
+
+def format_room(room: str, online: int, members: int, topic: str = "") -> bytes:
+    """A room as LIST and ROOMS show it: members online, members, topic."""
+    return _line("ROOM", room, online, members, topic)
+
+
+# A MEMBERS line's names are cut to keep it within a client line: 4096
+# bytes hold the room, the count and over a hundred names of 32 bytes.
+_MEMBERS_BYTES = MAX_LINE_BYTES
+
+
+def format_members(room: str, names) -> List[bytes]:
+    """``MEMBERS <#room> <count> <name> ...`` lines: every member once,
+    sorted case-insensitively. ``count`` is the room's whole count; a room
+    with more names than one line holds gets several MEMBERS lines, each
+    with the same count and the next names, and the answer's OK ends them."""
+    names = sorted(names, key=room_key)
+    head = "MEMBERS %s %d" % (room, len(names))
+    lines, chunk, size = [], [], len(head)
+    for name in names:
+        if chunk and size + 1 + len(name) > _MEMBERS_BYTES:
+            lines.append(_line(head, " ".join(chunk)))
+            chunk, size = [], len(head)
+        chunk.append(name)
+        size += 1 + len(name)
+    lines.append(_line(head, " ".join(chunk)))
+    return lines
+
+
+def format_cap(default_room: str = DEFAULT_ROOM) -> bytes:
+    """CAP's answer: v1.1 is on, and which room's messages are MSG lines."""
+    return format_ok("CAP", "%s %s" % (ROOMS_CAPABILITY, default_room))
+
+
+def format_message(message, default_room: str = DEFAULT_ROOM) -> bytes:
+    """A stored message as the line a v1.1 session gets: PRIV if it has a
+    recipient, MSG in the default room (or with no room: a v1 store), RMSG
+    in any other. ``message`` has id, created_at, sender, recipient, body
+    and, from a store that keeps rooms, room."""
+    if message.recipient is not None:
+        return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
+    room = getattr(message, "room", None)
+    if room is None or room_key(room) == room_key(default_room):
+        return format_msg(message.id, message.created_at, message.sender, message.body)
+    return format_rmsg(message.id, message.created_at, room, message.sender, message.body)
+
+
+def format_history_of(messages, default_room: str = DEFAULT_ROOM) -> List[bytes]:
+    """A v1.1 HISTORY's answer: each message as format_message says, oldest
+    first, then OK HISTORY n."""
+    lines = [format_message(m, default_room) for m in messages]
+    lines.append(format_ok("HISTORY", str(len(lines))))
+    return lines
 
 
 def format_ping(token: str) -> bytes:
@@ -412,6 +674,8 @@ class ServerEvent(NamedTuple):
     code: int = 0
     count: int = 0
     names: Tuple[str, ...] = ()
+    room: str = ""      # v1.1: the room a line is about
+    online: int = 0     # v1.1: a ROOM line's members online (``count``: all its members)
 
 
 def _padded(rest: str, count: int) -> List[str]:
@@ -436,8 +700,11 @@ def parse_server_line(raw: bytes) -> Optional[ServerEvent]:
             return ServerEvent(kind, id=int(msg_id), ts=ts, name=name, to=to, text=text)
         if kind == "OK":
             what, _, detail = rest.partition(" ")
-            count = int(detail) if what == "HISTORY" and detail.isdigit() else 0
-            return ServerEvent(kind, name=what, text=detail, count=count)
+            count = int(detail) if what in _COUNTED_OK and detail.isdigit() else 0
+            # OK JOIN/PART/TOPIC/NAMES <#room>; OK CAP rooms <#default room>.
+            room = detail.rpartition(" ")[2] if what in _ROOM_OK else ""
+            room = room if room.startswith("#") else ""
+            return ServerEvent(kind, name=what, text=detail, count=count, room=room)
         if kind == "ERR":
             code, _, text = rest.partition(" ")
             return ServerEvent(kind, code=int(code), text=text)
@@ -454,9 +721,37 @@ def parse_server_line(raw: bytes) -> Optional[ServerEvent]:
             return ServerEvent(kind, count=int(seconds), text=reason)
         if kind in ("INFO", "BYE", "BANNED", "PING", "PONG"):
             return ServerEvent(kind, text=rest)
+        if kind in _ROOM_LINES:
+            return _parse_room_line(kind, rest)
     except ValueError:
         return None
     return None
+
+
+_COUNTED_OK = frozenset(("HISTORY", "LIST", "ROOMS"))
+_ROOM_OK = frozenset(("JOIN", "PART", "TOPIC", "NAMES", "CAP"))
+_ROOM_LINES = frozenset(("RMSG", "JOINED", "PARTED", "TOPIC", "MEMBERS", "ROOM", "DELETED"))
+
+
+def _parse_room_line(kind: str, rest: str) -> Optional[ServerEvent]:
+    """A v1.1 line (every one of them names its room first) as a ServerEvent."""
+    if kind == "RMSG":
+        msg_id, ts, room, name, text = _padded(rest, 5)
+        return ServerEvent(kind, id=int(msg_id), ts=ts, room=room, name=name, text=text)
+    if kind in ("JOINED", "PARTED"):
+        room, name, reason = _padded(rest, 3)
+        return ServerEvent(kind, room=room, name=name, text=reason)
+    if kind == "TOPIC":
+        room, setter, ts, text = _padded(rest, 4)
+        return ServerEvent(kind, room=room, name=setter, ts=ts, text=text)
+    if kind == "MEMBERS":
+        room, count, names = _padded(rest, 3)
+        return ServerEvent(kind, room=room, count=int(count), names=tuple(names.split()))
+    if kind == "ROOM":
+        room, online, members, topic = _padded(rest, 4)
+        return ServerEvent(kind, room=room, online=int(online), count=int(members), text=topic)
+    room, reason = _padded(rest, 2)  # DELETED
+    return ServerEvent(kind, room=room, text=reason)
 
 
 # --- what the client says ------------------------------------------------
@@ -484,10 +779,27 @@ def format_command(verb: str, *fields: str) -> bytes:
 #   QUIT      BYE
 #   HELP      INFO ..., OK HELP
 #   PONG      nothing (it answers the server's PING)
+# and in protocol v1.1:
+#   CAP            OK CAP rooms <#default room>, or ERR
+#   JOIN #r        TOPIC #r, MEMBERS #r ..., OK JOIN #r; or ERR
+#   PART #r        OK PART #r, or ERR
+#   TOPIC #r       TOPIC #r, OK TOPIC #r; or ERR
+#   RSAY #r        the RMSG of the requester's own account in #r with the same
+#                  text (MSG if #r is the default room); or ERR
+#   LIST, ROOMS    ROOM ..., OK LIST n / OK ROOMS n; or ERR
+#   NAMES #r       MEMBERS #r ..., OK NAMES #r; or ERR
+#   HISTORY #r|@name|* ...
+#                  the room's MSG or RMSG lines, the conversation's PRIV lines,
+#                  or all of these, then OK HISTORY n; or ERR
 #
 # Every other line is unsolicited: PING, INFO, JOIN, LEAVE, KICKED, BANNED,
-# BYE when no QUIT waits, other people's MSG and PRIV, and ERR when nothing
-# waits (ERR 503 too many connections, before any request).
+# BYE when no QUIT waits, other people's MSG, PRIV and RMSG, JOINED, PARTED,
+# DELETED, a TOPIC someone set, and ERR when nothing waits (ERR 503 too many
+# connections, before any request).
+
+# Requests of v1.1 whose first field is the room they are about.
+_ROOM_REQUESTS = frozenset(("JOIN", "PART", "TOPIC", "RSAY", "NAMES"))
+
 
 class Request(NamedTuple):
     """A line a client sent that the server will answer. ``tag`` is the
@@ -498,13 +810,21 @@ class Request(NamedTuple):
 
     @property
     def text(self) -> str:
-        """The message text of a SAY or TELL."""
+        """The message text of a SAY, TELL or RSAY."""
         return self.fields[-1] if self.fields else ""
 
     @property
     def to(self) -> str:
         """The recipient of a TELL."""
         return self.fields[0] if self.verb == "TELL" else ""
+
+    @property
+    def room(self) -> str:
+        """The room a v1.1 request is about, or "" (HISTORY: its #room)."""
+        if self.fields and (self.verb in _ROOM_REQUESTS
+                            or (self.verb == "HISTORY" and self.fields[0].startswith("#"))):
+            return self.fields[0]
+        return ""
 
 
 class Answer(NamedTuple):
@@ -529,6 +849,9 @@ class Exchange:
     def __init__(self):
         self.waiting: Deque[Request] = collections.deque()
         self.account = ""  # the name OK LOGIN gave: whose MSG answers our SAY
+        # The room whose messages are MSG lines, as OK CAP names it ("" until
+        # then: an RSAY is then taken to be answered by a MSG as well).
+        self.default_room = ""
         self._stage = _FIRST
 
     def __len__(self) -> int:
@@ -565,23 +888,58 @@ class Exchange:
                 return Answer(head)
             if stage == _USERS and kind == "USERS":
                 return self._done()
-        elif verb == "HISTORY":
-            if kind == "OK" and event.name == "HISTORY":
-                return self._done()
         elif verb == "SAY":
-            if kind == "MSG" and event.name == self.account and event.text.strip(" ") == head.text.strip(" "):
+            if kind == "MSG" and self._said(head, event):
                 return self._done()
         elif verb == "TELL":
-            if (kind == "PRIV" and event.name == self.account and event.to.lower() == head.to.lower()
-                    and event.text.strip(" ") == head.text.strip(" ")):
+            if kind == "PRIV" and event.to.lower() == head.to.lower() and self._said(head, event):
                 return self._done()
-        elif (verb, kind) in _ONE_LINE_ANSWERS and (kind != "OK" or event.name == verb):
+        elif verb == "RSAY":
+            if self._said(head, event) and (
+                    (kind == "RMSG" and room_key(event.room) == room_key(head.room))
+                    or (kind == "MSG" and self._is_default(head.room))):
+                return self._done()
+        elif kind == "OK" and event.name in _ENDED_BY_OK.get(verb, ()):
+            if verb == "CAP" and event.room:
+                self.default_room = event.room
             return self._done()
-        # A history's MSG lines come between its request and its OK HISTORY,
-        # HELP's INFO lines before its OK HELP.
-        if (kind == "MSG" and (stage == _HISTORY or verb == "HISTORY")) or (kind == "INFO" and verb == "HELP"):
+        elif (verb, kind) in _ONE_LINE_ANSWERS:
+            return self._done()
+        if (stage == _HISTORY and kind == "MSG") or self._inside(head, event):
             return Answer(head)
         return UNSOLICITED
+
+    def _said(self, head: Request, event: "ServerEvent") -> bool:
+        """Whether a message line is our account's with the text we sent."""
+        return event.name == self.account and event.text.strip(" ") == head.text.strip(" ")
+
+    def _is_default(self, room: str) -> bool:
+        return not self.default_room or room_key(room) == room_key(self.default_room)
+
+    def _inside(self, head: Request, event: "ServerEvent") -> bool:
+        """Whether ``event`` is one of the lines before the OK that ends
+        ``head``'s answer (a history's messages, HELP's INFO lines, ...)."""
+        verb, kind = head.verb, event.kind
+        if verb == "HELP":
+            return kind == "INFO"
+        if verb in ("LIST", "ROOMS"):
+            return kind == "ROOM"
+        if verb in ("JOIN", "TOPIC", "NAMES"):
+            return (kind in _ROOM_ANSWER_LINES[verb]
+                    and room_key(event.room) == room_key(head.room))
+        if verb != "HISTORY" or kind not in ("MSG", "RMSG", "PRIV"):
+            return False
+        target = head.fields[0] if head.fields else ""
+        if target == EVERYTHING:
+            return True
+        if target.startswith("#"):
+            if kind == "RMSG":
+                return room_key(event.room) == room_key(target)
+            return kind == "MSG" and self._is_default(target)
+        if target.startswith("@"):
+            peer, me = room_key(target[1:]), room_key(self.account)
+            return kind == "PRIV" and {room_key(event.name), room_key(event.to)} == {peer, me}
+        return kind == "MSG"  # v1: HISTORY <count>
 
     def _done(self) -> Answer:
         self._stage = _FIRST
@@ -589,5 +947,9 @@ class Exchange:
 
 
 # Answers that end at one line (HELP's INFO lines are taken above).
-_ONE_LINE_ANSWERS = frozenset((("REGISTER", "OK"), ("WHO", "USERS"), ("PING", "PONG"), ("QUIT", "BYE"),
-                               ("HELP", "OK")))
+_ONE_LINE_ANSWERS = frozenset((("WHO", "USERS"), ("PING", "PONG"), ("QUIT", "BYE")))
+# Answers that end at an OK <verb>, whatever came before it.
+_ENDED_BY_OK = {verb: (verb,) for verb in (
+    "REGISTER", "HELP", "HISTORY", "CAP", "JOIN", "PART", "TOPIC", "LIST", "ROOMS", "NAMES")}
+# The lines a v1.1 answer about one room holds before its OK.
+_ROOM_ANSWER_LINES = {"JOIN": ("TOPIC", "MEMBERS"), "TOPIC": ("TOPIC",), "NAMES": ("MEMBERS",)}
