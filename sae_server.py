@@ -1215,6 +1215,9 @@ class Server:
             session.held_bytes -= cost
             if line.__class__ is proto.ProtocolError:
                 self.reply(session, proto.format_err(line.code, line.text))
+            elif line.verb not in COMMANDS:
+                # Protocol v1.1's room verbs parse, but this server does not serve them yet.
+                self.reply(session, proto.format_err(proto.UNKNOWN_VERB, "unknown command %s" % line.verb[:32]))
             elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
