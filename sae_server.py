@@ -110,6 +110,10 @@ SWEEP_INTERVAL = 1.0
 # At most this many more looks for ready input before a pass (_gather): a
 # bound that does not depend on the clock, which tests freeze.
 GATHER_ROUNDS = 16
+# A pass over a big room looks for input every PASS_SLICE seconds, between
+# chunks of PASS_CHUNK members (Server._pass).
+PASS_SLICE = 0.001
+PASS_CHUNK = 64
 ACCEPTS_PER_WAKEUP = 64
 WRITE = selectors.EVENT_WRITE
 # Out of file descriptors, the listener stays readable: stop watching it
@@ -920,20 +924,27 @@ class Server:
             self._gather()
         if self.now >= self.next_sweep:
             self.sweep()
-        # Group commit: while a batch is being stored, what is accepted meanwhile
-        # waits for it and then goes as one batch. Fewer, fuller batches mean
-        # fewer passes over the room to deliver them, and the storage thread
-        # could not have started on a second batch before the first anyway.
-        # Storage on the loop is done at once: this turn's messages are one
-        # batch, delivered in this turn's pass, and what a completion starts
-        # (the next lines of a session that waited) is done in the same turn.
+        self._settle()
+        self._flush()
+
+    def _settle(self):
+        """Store what was accepted, and take what storage has done, until
+        neither is left for now.
+
+        Group commit: while a batch is being stored, what is accepted
+        meanwhile waits for it and then goes as one batch. Fewer, fuller
+        batches mean fewer passes over the room to deliver them, and the
+        storage thread could not have started on a second batch before the
+        first anyway. Storage on the loop is done at once: this turn's
+        messages are one batch, delivered in this turn's pass, and what a
+        completion starts (the next lines of a session that waited) is done
+        in the same turn."""
         while True:
             if self.outbox and not self.batches_in_flight:
                 self._store_outbox()
             if not self.workers.done:
                 break
             self._run_completed()
-        self._flush()
 
     def _dispatch(self, ready):
         for key, mask in ready:
@@ -1293,15 +1304,37 @@ class Server:
             if room.pending:
                 room.pending = False
                 self.counters.passes += 1
-                started = monotonic()
-                for members in room.members.values():
-                    self._send_to(members, behind)
-                self.last_pass_cost = monotonic() - started
+                self._pass(room, behind)
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
                 self._send_to(dirty, behind)
             for session in behind:
                 self._behind(session)
+
+    def _pass(self, room, behind):
+        """Send each member of the room what it is owed. In a big room a pass
+        takes a while (some 5 us per member, mostly the kernel's): every
+        PASS_SLICE it looks for input, and a message said meanwhile is stored
+        and queued at once, so that the members not yet passed get it in
+        this pass's send() and the others in the next pass, rather than all
+        of them after this pass has ended."""
+        started = monotonic()
+        slice_over = started + PASS_SLICE
+        for members in list(room.members.values()):
+            if len(members) <= PASS_CHUNK:
+                self._send_to(members, behind)
+                continue
+            # A copy: the input taken meanwhile may close members.
+            members = list(members)
+            for start in range(0, len(members), PASS_CHUNK):
+                self._send_to(members[start:start + PASS_CHUNK], behind)
+                if monotonic() >= slice_over:
+                    ready = self.selector.select(0)
+                    if ready:
+                        self._dispatch(ready)
+                        self._settle()
+                    slice_over = monotonic() + PASS_SLICE
+        self.last_pass_cost = monotonic() - started
 
     @staticmethod
     def _send_to(sessions, behind):

@@ -229,3 +229,37 @@ def test_a_quiet_room_is_not_gathered_for(harness, monkeypatch):
     bob.sendall(b"SAY two\n")
     turn_until(h, lambda: len(batches) == 2, "stored")
     assert batches == [["one"], ["two"]]
+
+
+def test_a_message_said_during_a_long_pass_reaches_the_rest_of_that_pass(harness, monkeypatch):
+    """A pass over a big room looks for input as it goes (every PASS_SLICE,
+    here after every member): a message said meanwhile goes out with the
+    members not yet passed in the same send(), and to the others next."""
+    make, clock = harness
+    h = make()
+    monkeypatch.setattr(sae_server, "PASS_CHUNK", 1)
+    monkeypatch.setattr(sae_server, "PASS_SLICE", 0.0)
+    alice, bob, carol = h.logged_in("alice"), h.logged_in("bob"), h.logged_in("carol")
+    flushed = []  # (account, the bytes of one send)
+    flush = sae_server.Connection.flush
+
+    def recorded(session):
+        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
+        if b" one\n" in data or b" two\n" in data:
+            flushed.append((session.name, data))
+            if len(flushed) == 1:
+                bob.sendall(b"SAY two\n")  # said while the pass has just begun
+        return flush(session)
+
+    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    alice.sendall(b"SAY one\n")
+    turn_until(h, lambda: len(flushed) >= 4, "both messages sent to everyone")
+    first = flushed[0][0]
+    rest = [(name, data) for name, data in flushed[1:3]]
+    # The two members passed after bob's line came: both messages, one send().
+    assert all(data.count(b"MSG ") == 2 and data.index(b" one\n") < data.index(b" two\n") for _, data in rest)
+    assert first not in [name for name, _ in rest]
+    # The first member gets "two" in the next pass, after "one".
+    assert flushed[3][0] == first and flushed[3][1].endswith(b" two\n") and b" one\n" not in flushed[3][1]
+    for client in (alice, bob, carol):
+        assert h.expect(client, r"MSG \d+ \S+ bob two").endswith("two")
