@@ -256,17 +256,6 @@ _MISSING.update((verb, "usage: " + usage) for verb, (usage, _) in ROOM_USAGE.ite
 _ROOM_RULE = "room names are # and 1 to 32 characters of A-Z a-z 0-9 _ . -"
 
 
-def decode_line(raw: bytes) -> Union[str, ProtocolError]:
-    """A framed line as text, or the error that rejects it."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return ProtocolError(BAD_REQUEST, "line is not valid UTF-8")
-    if _CONTROL_RE.search(line):
-        return ProtocolError(BAD_REQUEST, "control characters are not allowed")
-    return line
-
-
 def split_fields(rest: str, count: int) -> List[str]:
     """Split ``rest`` into at most ``count`` fields separated by runs of
     spaces, the last field keeping the rest of the line as it is."""
@@ -284,9 +273,12 @@ def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
     """A framed client line as a Command, a ProtocolError, or None for an
     empty line (which is ignored). Only syntax is checked here; whether the
     connection may use the verb is the server's business."""
-    line = decode_line(raw)
-    if isinstance(line, ProtocolError):
-        return line
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return ProtocolError(BAD_REQUEST, "line is not valid UTF-8")
+    if _CONTROL_RE.search(line):
+        return ProtocolError(BAD_REQUEST, "control characters are not allowed")
     line = line.lstrip(" ")
     if not line.strip(" \t"):
         return None
@@ -304,9 +296,10 @@ def parse_command(raw: bytes) -> Union[Command, ProtocolError, None]:
     if shape is None:
         return ProtocolError(UNKNOWN_VERB, "unknown command %s" % verb[:32])
     nfields, required = shape
-    fields = split_fields(rest, nfields)
-    if nfields == 1 and fields and not fields[0].strip(" \t"):
-        fields = []
+    if nfields == 1:  # SAY and the like, most lines: the rest is the field
+        fields = [rest] if rest.strip(" \t") else []
+    else:
+        fields = split_fields(rest, nfields)
     if len(fields) < required or (
             verb in MESSAGE_VERBS and not fields[-1].strip(" \t")):
         return ProtocolError(BAD_REQUEST, _MISSING[verb])
