@@ -24,6 +24,7 @@ This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
 
 import argparse
 import array
+import collections
 import itertools
 import os
 import re
@@ -259,23 +260,31 @@ class Server:
 
 # --- scenarios ------------------------------------------------------------------
 
-def fan_out_once(server, clients, senders, seconds, procs):
+def fan_out_once(server, clients, senders, seconds, procs, rooms=False):
+    """rooms: every client in loadgen.ROOMS_EACH of loadgen.ROOMS_TOTAL rooms,
+    each sender saying everything in its first room."""
     cpu = {}
 
     def on_window(phase):
         cpu[phase] = cpu_seconds(server.pid)
 
-    result = loadgen.run(server.kind if server.kind == "sae" else "irc", server.port, clients,
+    target = server.kind if server.kind == "sae" else "irc"
+    result = loadgen.run(target + "-rooms" if rooms else target, server.port, clients,
                          senders, "blast", seconds, procs=procs, on_window=on_window)
     server_cpu = cpu["end"] - cpu["start"]
     deliveries = result["window_lines"]
     recipients = clients if server.kind == "sae" else clients - 1
+    if rooms:  # the members of a sender's first room, on average over the senders
+        members = collections.Counter(room for i in range(clients)
+                                      for room in loadgen.rooms_of(loadgen.Client(i, False, False)))
+        said_in = [loadgen.rooms_of(loadgen.Client(i, True, False))[0] for i in range(senders)]
+        recipients = sum(members[room] - (server.kind != "sae") for room in said_in) / max(1, senders)
     return dict(
         deliveries_per_s=deliveries / seconds,
         server_cpu_share=server_cpu / seconds,
         cpu_us_per_delivery=server_cpu / deliveries * 1e6 if deliveries else float("nan"),
         loadgen_cpu=result["loadgen_cpu"], loadgen_user=result["loadgen_user"],
-        sent=result["sent"], expected=result["sent"] * recipients, received=result["lines"],
+        sent=result["sent"], expected=round(result["sent"] * recipients), received=result["lines"],
         failed=result["failed"], failures=result["failures"], setup=result["setup_seconds"],
         alive=server.alive())
 
@@ -313,6 +322,39 @@ def scenario_fanout(args, workdir):
             s, i = figures["sae"], figures["irc"]
             rows.append((clients, "ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]),
                          "", "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]), "", "", ""))
+    table(header, rows)
+    print_notes(notes)
+
+
+def scenario_rooms(args, workdir):
+    """The fan-out of scenario_fanout in many rooms instead of one."""
+    clients = args.rooms_clients
+    print("\n## rooms: %d clients, each in %d of %d rooms, %d senders as fast as the server takes (each in its "
+          "first room, about %d members), %.0f s measured" % (
+              clients, loadgen.ROOMS_EACH, loadgen.ROOMS_TOTAL, args.senders,
+              clients * loadgen.ROOMS_EACH // loadgen.ROOMS_TOTAL, args.seconds))
+    header = ("server", "deliveries/s", "server CPU", "CPU µs/delivery", "sent", "delivered/expected", "setup s")
+    rows, notes, figures = [], [], {}
+    for kind in ("sae", "irc"):
+        server = Server(kind, workdir)
+        try:
+            f = fan_out_once(server, clients, args.senders, args.seconds, args.procs, rooms=True)
+        except loadgen.LoadError as error:
+            rows.append((label(kind), "failed: %s" % str(error)[:120]) + ("",) * 5)
+            continue
+        finally:
+            server.stop()
+            notes.append(stopped_note(server, "rooms, sae-server"))
+        figures[kind] = f
+        rows.append((label(kind), "%.0f" % f["deliveries_per_s"], "%.0f %%" % (100 * f["server_cpu_share"]),
+                     "%.3f" % f["cpu_us_per_delivery"], f["sent"], "%d/%d" % (f["received"], f["expected"]),
+                     "%.1f" % f["setup"]))
+        if f["failed"]:
+            print("  %s: %d failures, e.g. %s" % (kind, f["failed"], f["failures"][:2]))
+    if len(figures) == 2:
+        s, i = figures["sae"], figures["irc"]
+        rows.append(("ratio sae/miniircd", "%.2fx" % (s["deliveries_per_s"] / i["deliveries_per_s"]), "",
+                     "%.2fx" % (s["cpu_us_per_delivery"] / i["cpu_us_per_delivery"]), "", "", ""))
     table(header, rows)
     print_notes(notes)
 
@@ -871,16 +913,18 @@ def table(header, rows):
 
 
 SCENARIOS = {"fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
-             "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept}
+             "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept, "rooms": scenario_rooms}
 DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
     parser.add_argument("scenarios", nargs="*",
-                        help="any of %s (default: all but single and kept)" % ", ".join(SCENARIOS))
+                        help="any of %s (default: all but single, kept and rooms)" % ", ".join(SCENARIOS))
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
     parser.add_argument("--kept-clients", type=int, default=900, help="kept: clients in the login burst")
+    parser.add_argument("--rooms-clients", type=int, default=1000,
+                        help="rooms: clients, each in 3 of 50 rooms")
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")

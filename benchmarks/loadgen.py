@@ -92,7 +92,7 @@ class Sae:
         return None
 
     @staticmethod
-    def line(text):
+    def line(text, client=None):
         return ("SAY %s\n" % text).encode()
 
     ping = b"PING b\n"
@@ -119,7 +119,7 @@ class Irc:
         return None
 
     @staticmethod
-    def line(text):
+    def line(text, client=None):
         return ("PRIVMSG %s :%s\r\n" % (CHANNEL, text)).encode()
 
     ping = b"PING :b\r\n"
@@ -131,7 +131,63 @@ class Irc:
     said = re.compile(rb":(u\d+)!\S* PRIVMSG \S+ :T(\d+) ")
 
 
-PROTOCOLS = {"sae": Sae, "irc": Irc}
+# Rooms: each client in ROOMS_EACH of ROOMS_TOTAL rooms (#r00 ...), a sender
+# saying everything in its first room. For the rooms benchmark (blast and
+# rate modes: in single mode an IRC watcher would see only its own rooms).
+ROOMS_TOTAL = 50
+ROOMS_EACH = 3
+
+
+def rooms_of(client):
+    # Offsets 0, 17, 34 of 50: three different rooms, spread evenly.
+    return ["#r%02d" % ((client.index + k * 17) % ROOMS_TOTAL) for k in range(ROOMS_EACH)]
+
+
+class SaeRooms(Sae):
+    name = "sae-rooms"
+
+    @staticmethod
+    def login(client):
+        return ("CAP rooms\nLOGIN %s %s\n" % (client.name, PASSWORD)
+                + "".join("JOIN %s\n" % room for room in rooms_of(client))).encode()
+
+    @staticmethod
+    def login_done(buf):
+        if buf.count(b"OK JOIN ") >= ROOMS_EACH:
+            return True
+        if b"ERR " in buf or b"BYE " in buf:
+            return False
+        return None
+
+    @staticmethod
+    def line(text, client=None):
+        return ("RSAY %s %s\n" % (rooms_of(client)[0], text)).encode()
+
+    said = re.compile(rb"RMSG \d+ \S+ \S+ (u\d+) T(\d+) ")
+
+
+class IrcRooms(Irc):
+    name = "irc-rooms"
+
+    @staticmethod
+    def login(client):
+        return ("NICK {0}\r\nUSER {0} 0 * :{0}\r\nJOIN {1}\r\n".format(
+            client.name, ",".join(rooms_of(client)))).encode()
+
+    @staticmethod
+    def login_done(buf):
+        if buf.count(b" 366 ") >= ROOMS_EACH:
+            return True
+        if b"ERROR" in buf or b" 433 " in buf:
+            return False
+        return None
+
+    @staticmethod
+    def line(text, client=None):
+        return ("PRIVMSG %s :%s\r\n" % (rooms_of(client)[0], text)).encode()
+
+
+PROTOCOLS = {"sae": Sae, "irc": Irc, "sae-rooms": SaeRooms, "irc-rooms": IrcRooms}
 
 
 # --- one worker process -------------------------------------------------------
@@ -320,7 +376,7 @@ class Worker:
 
     def send_single(self, client):
         """One chat line in one send() of its own (the single-message regime)."""
-        line = self.proto.line("T%d %s" % (time.monotonic_ns(), PADDING))
+        line = self.proto.line("T%d %s" % (time.monotonic_ns(), PADDING), client)
         client.outstanding += 1
         self.sent += 1
         if client.wbuf:  # the kernel was full last time: keep the order
@@ -348,7 +404,7 @@ class Worker:
             if not self.blasting or client.outstanding >= BLAST_WINDOW:
                 self._set_events(client, selectors.EVENT_READ)
                 return
-            client.wbuf = self.blast_block
+            client.wbuf = self.blast_blocks[client]
             client.outstanding += 1
             self.sent += BLAST_LINES
         self.send_rest(client)
@@ -408,7 +464,8 @@ class Worker:
         t_send, t_end, t_drain = go["t_send"], go["t_end"], go["t_drain"]
         senders = [c for c in self.clients if c.sender and c.state == "online"]
         if mode == "blast":
-            self.blast_block = self.proto.line("T0 " + PADDING) * BLAST_LINES + self.proto.ping
+            self.blast_blocks = {c: self.proto.line("T0 " + PADDING, c) * BLAST_LINES + self.proto.ping
+                                 for c in senders}
         elif mode == "single":
             for c in senders:
                 c.watcher = self.proto.echoes
@@ -476,7 +533,7 @@ class Worker:
                     if c.state != "online":
                         continue
                     while c.next_send <= now:
-                        line = self.proto.line("T%d %s" % (int(time.monotonic() * 1e9), PADDING))
+                        line = self.proto.line("T%d %s" % (int(time.monotonic() * 1e9), PADDING), c)
                         try:
                             c.sock.send(line)
                             self.sent += 1
@@ -559,7 +616,7 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
     if setup_concurrency is None:
         # miniircd listens with a backlog of 5: more connects at once are
         # dropped and retried by TCP a second later.
-        setup_concurrency = 64 if target == "sae" else 2
+        setup_concurrency = 64 if target.startswith("sae") else 2
     spec = dict(target=target, host=host, port=port, mode=mode, rate=rate,
                 total_senders=max(1, senders), sample=sample, setup_concurrency=setup_concurrency,
                 setup_timeout=setup_timeout, window=window)
