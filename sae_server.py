@@ -1200,6 +1200,9 @@ class Server:
                     proto.TOO_LONG, "line too long (max %d bytes)" % proto.MAX_LINE_BYTES)))
                 session.held_bytes += HELD_LINE_COST
             else:
+                # What came before the flood is answered first (its ERR 413
+                # too), whether the flood arrived in one read or in several.
+                self.run_held(session)
                 self.close_session(session, proto.format_bye("line too long"), "line too long")
                 return
         self.run_held(session)

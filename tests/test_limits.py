@@ -29,6 +29,7 @@ import threading
 import pytest
 
 from conftest import ITERATIONS, TIMEOUT, LineClient, chat_until_cut
+import sae_protocol
 from sae_server import ACCEPT_PAUSE
 
 PASSWORD = "password1"
@@ -539,3 +540,18 @@ def test_a_client_gone_mid_command_does_not_touch_the_one_that_took_its_descript
     assert ask(h, newcomer, then) == "OK " + " ".join(then.split()[:2])
     newcomer.sendall(b"PING second\n")
     assert until(h, newcomer, r"PONG")[-1] == "PONG second"
+
+
+def test_a_flood_read_at_once_is_answered_before_it_is_cut_off(harness):
+    """The ERR 413 of a flood's first 4 KiB comes before the BYE even when
+    the whole flood is read in one recv(), as it is here."""
+    make, clock = harness
+    h = make()
+    flooder = h.logged_in("alice")
+    # 64 KiB may not fit in one read (TCP's first window): a smaller limit
+    # on this session does, so that the framer meets both in one chunk.
+    [session] = [s for s in h.server.sessions.values() if s.name == "alice"]
+    session.framer = sae_protocol.LineFramer(max_unterminated=8192)
+    flooder.sendall(b"SAY " + b"f" * 9000)
+    lines = h.expect_closed(flooder)
+    assert lines[0].startswith("ERR 413 line too long") and lines[-1] == "BYE line too long", lines
