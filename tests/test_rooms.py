@@ -158,6 +158,7 @@ def test_any_v1_1_line_opts_in_even_an_error(server, unique_name):
     assert re.match(r"RMSG \d+ %s #club %s welcome$" % (TS, bob), a.next())
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_membership_is_the_accounts_and_survives_reconnect_and_restart(make_server, unique_name):
     server = make_server()
     alice = unique_name("alice")
@@ -181,6 +182,7 @@ def test_membership_is_the_accounts_and_survives_reconnect_and_restart(make_serv
     said(again, "still here")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_leaving_the_default_room_sticks(make_server, unique_name):
     server = make_server()
     alice, bob = unique_name("alice"), unique_name("bob")
@@ -480,9 +482,10 @@ def test_the_operator_lists_and_deletes_rooms_with_members_online(harness, keep)
     assert collect(h, old, r"PONG") == ["PONG carol"]
 
 
-def test_an_rsay_in_flight_while_its_room_is_deleted_is_refused(harness, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_an_rsay_in_flight_while_its_room_is_deleted_is_refused(harness, db_url):
     make, clock = harness
-    h = make(storage_on_loop=False)
+    h = make(db_url=db_url, storage_on_loop=False)
     alice, bob = rooms_session(h, "alice"), rooms_session(h, "bob")
     for sock in (alice, bob):
         assert request(h, sock, "JOIN #club")[-1] == "OK JOIN #club"
