@@ -215,6 +215,21 @@ def test_leaving_the_default_room_sticks(make_server, unique_name):
     said(again, "back")
 
 
+def test_a_refused_message_is_answered_after_the_messages_sent_before_it(server, unique_name):
+    alice = unique_name("alice")
+    a = rooms_client(server, alice)
+    # Pipelined: the refusals wait for the messages ahead of them to be
+    # stored and echoed, so that answers stay in order.
+    a.send("SAY one\nTELL %s two\nRSAY #club three\nPART #general\nTELL %s four\nSAY five\nPING end"
+           % (alice, alice))
+    lines = a.lines_until(r"PONG end")
+    assert [re.sub(r"^(\w+) \d+ %s " % TS, r"\1 ", line) for line in lines] == [
+        "MSG %s one" % alice, "PRIV %s %s two" % (alice, alice),
+        "ERR 404 no such room #club, or you are not in it",
+        "PARTED #general %s" % alice, "OK PART #general", "PRIV %s %s four" % (alice, alice),
+        "ERR 404 no such room #general, or you are not in it", "PONG end"]
+
+
 # --- topics, names, history ------------------------------------------------
 
 def test_topic_set_cleared_and_asked(server, unique_name):
