@@ -316,15 +316,20 @@ def hear(chat, *lines):
     chat.receive("".join(line + "\n" for line in lines).encode())
 
 
+# What a server of protocol v1.0, which has no rooms, answers to CAP.
+NO_ROOMS = "ERR 421 unknown command CAP"
+
+
 def online(name="alice", history=(), users=("alice", "bob")):
+    """A client logged in to a server without rooms (protocol v1.0)."""
     chat = Chat("127.0.0.1", 12345, name, "password1")
     chat.submit_login(register=False)
     assert chat.want_connect and chat.state == "connecting"
     chat.connection_made()
-    assert sent(chat) == ["LOGIN %s password1" % name]
-    hear(chat, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
+    assert sent(chat) == ["CAP rooms", "LOGIN %s password1" % name]
+    hear(chat, NO_ROOMS, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
          "USERS %d %s" % (len(users), " ".join(users)))
-    assert chat.state == "online" and chat.screen == "chat"
+    assert chat.state == "online" and chat.screen == "chat" and chat.rooms is False
     return chat
 
 
@@ -380,8 +385,8 @@ def test_register_then_log_in():
     chat = Chat("127.0.0.1", 12345, "carol", "password1")
     chat.key("\x12")                                # Ctrl-R
     chat.connection_made()
-    assert sent(chat) == ["REGISTER carol password1"]
-    hear(chat, "OK REGISTER carol")
+    assert sent(chat) == ["CAP rooms", "REGISTER carol password1"]
+    hear(chat, NO_ROOMS, "OK REGISTER carol")
     assert sent(chat) == ["LOGIN carol password1"]
 
 
@@ -395,7 +400,7 @@ def test_failed_login_says_why_and_lets_the_user_retry(line, words):
     chat.submit_login(register=False)
     chat.connection_made()
     sent(chat)
-    hear(chat, line)
+    hear(chat, NO_ROOMS, line)
     assert chat.screen == "login" and chat.form.error == words
     assert chat.want_close
     chat.connection_lost("login failed")
@@ -410,7 +415,7 @@ def test_name_taken_on_register():
     chat = Chat("127.0.0.1", 12345, "bob", "password1")
     chat.submit_login(register=True)
     chat.connection_made()
-    hear(chat, "ERR 409 name taken")
+    hear(chat, NO_ROOMS, "ERR 409 name taken")
     assert chat.form.error == "that name is taken"
 
 
@@ -629,9 +634,9 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
     chat.key("\r")
     assert chat.input.text == ""                    # in the history until we are back
     chat.connection_made()
-    assert sent(chat) == ["LOGIN alice password1"]
+    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
     # The login burst holds only the newest messages; 3 and 4 fell in the gap.
-    hear(chat, "OK LOGIN alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice")
     assert sent(chat) == ["HISTORY 500 after=2"]
     hear(chat, msg(5), msg(6), "OK HISTORY 2", "USERS 2 alice bob",
          msg(3), msg(4), msg(5), msg(6), "OK HISTORY 4")
@@ -651,7 +656,7 @@ def test_catching_up_repeats_until_a_short_page():
     chat.tick(chat.reconnect_at)
     chat.connection_made()
     sent(chat)
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     assert sent(chat) == ["HISTORY 500 after=10"]
     hear(chat, *[msg(i) for i in range(11, 511)], "OK HISTORY 500")
     assert sent(chat) == ["HISTORY 500 after=510"]
@@ -671,7 +676,7 @@ def test_backoff_grows_and_kick_waits_it_out():
         assert chat.want_connect
     assert delays == sorted(delays) and delays[0] < 1 and delays[-1] >= 4
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     hear(chat, "KICKED 30 behave")
     chat.connection_lost("the server closed the connection")
     assert chat.reconnect_at - client.clock() >= 30
@@ -707,7 +712,7 @@ def test_unconfirmed_say_is_given_back_after_catching_up():
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     hear(chat, msg(2, "did this arrive?", "alice"), "OK HISTORY 1")
     assert "not confirmed before the connection dropped: lost one" in screen_text(chat)
     assert "did this arrive?" not in chat.input.history[-1:]
@@ -770,15 +775,16 @@ def help_rows(chat, width):
 @pytest.mark.parametrize("width", [80, 40])
 def test_help_is_a_line_per_command_wrapped_at_spaces_with_an_indent(width):
     rows = help_rows(online(), width)
-    known = {word for command, words in client.HELP for word in (command + " " + words).split()}
+    lines = client.help_lines(False)
+    known = {word for command, words in lines for word in (command + " " + words).split()}
     for row in rows:
         assert text_width(row) <= width
         assert set(row.split()) - {"-!-"} <= known          # no word cut in two
         assert row.startswith("-!- ") or row.startswith(" " * (4 + client.HELP_COLUMN))
     commands = [row[4:4 + client.HELP_COLUMN].strip() for row in rows if row.startswith("-!- ")]
-    assert commands == [command for command, _ in client.HELP]
+    assert commands == [command for command, _ in lines]
     if width == 80:
-        assert len(rows) == len(client.HELP)
+        assert len(rows) == len(lines)
 
 
 def test_status_line_leaves_out_whole_fields_as_the_terminal_narrows():
@@ -980,18 +986,26 @@ def test_what_a_reconnection_catches_up_on_is_activity_and_older_pages_are_not()
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", msg(30), "OK HISTORY 1", "USERS 2 alice bob")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", msg(30), "OK HISTORY 1", "USERS 2 alice bob")
     assert chat.windows.room.activity == client.QUIET       # nothing new yet
     assert sent(chat)[-1] == "HISTORY 500 after=30"
     hear(chat, msg(32, "said while you were away"), "OK HISTORY 1")
     assert chat.windows.room.activity == client.ACTIVITY and chat.bells == 1
     press(chat, "\x1b1")
     chat.scrollback.view(80, 5)
-    press(chat, "KEY_PPAGE", "KEY_PPAGE", "KEY_PPAGE")
+    page_up_to_the_top(chat)
     assert sent(chat) == ["HISTORY 50 before=21"]
     press(chat, "\x1b2")
     hear(chat, "OK HISTORY 0")
     assert chat.windows.room.activity == client.QUIET       # an old page is no news
+
+
+def page_up_to_the_top(chat):
+    """PgUp until the client asks the server for older messages (or 50 times)."""
+    for _ in range(50):
+        press(chat, "KEY_PPAGE")
+        if chat.outbox or chat.scrollback.oldest_reached:
+            return
 
 
 def conversations(chat, *names):
