@@ -1655,6 +1655,9 @@ class Chat:
             self.windows.notice(window, ACTIVITY)
             if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
+        elif head.verb == "HISTORY" and head.tag == "recent" and event.code == proto.NOT_FOUND \
+                and head.fields[0].startswith("@"):
+            pass        # a conversation with no such account: what is said there says so
         elif head.verb == "HISTORY":
             if head.tag == "before":
                 self.loading_older = False
