@@ -8,7 +8,7 @@ command out; where an admin password is set, a link must give it before any
 command (the console at a prompt; the socket as a ``PASSWORD <secret>``
 line, never mistaken for a command). The server (sae_server.py) owns the sockets and the loop; this file
 holds what the operator can say and what is answered, through the server's
-public methods (kick, unkick, end_account, store_call, broadcast, stop).
+public methods (kick, unkick, end_account, store_call, room_deleted, stop).
 """
 
 import argparse
@@ -299,13 +299,28 @@ def admin_bans(server, link, rest):
     ask_store(server, link, "list bans", found, server.store.banned_accounts)
 
 
+# `who` names a session's rooms up to this many, and counts them beyond.
+WHO_ROOMS_NAMED = 5
+
+
+def session_rooms(server, session):
+    """The rooms a session is in, as `who` says them: the default room for
+    every session of a member, the others for one that opted in to v1.1."""
+    rooms = sorted((room.info.name for room in session.rooms if room is server.room or session.rooms_on),
+                   key=proto.room_key)
+    if len(rooms) > WHO_ROOMS_NAMED:
+        return "in %d rooms" % len(rooms)
+    return "in " + " ".join(rooms) if rooms else "in no room"
+
+
 def admin_who(server, link, rest):
     if rest:
         return admin_usage(link, "who", "no arguments")
     now = server.now
-    lines = ["%s %s connected %s ago, idle %s" % (
+    lines = ["%s %s connected %s ago, idle %s%s" % (
         session.name or "-", session.address, duration(now - session.connected_at),
-        duration(now - session.last_heard)) for session in server.sessions.values()]
+        duration(now - session.last_heard), ", " + session_rooms(server, session) if session.account else "")
+        for session in server.sessions.values()]
     link.answer("\n".join(lines + ["%d connection%s, %d online" % (
         len(lines), "" if len(lines) == 1 else "s", len(server.online))]))
 
@@ -324,8 +339,58 @@ def admin_say(server, link, rest):
     problem = text_problem(rest, proto.format_info(rest))
     if problem:
         return admin_usage(link, "say", problem)
-    server.room.send(lambda protocol: protocol.format_info(rest))
-    link.answer("said to %d session%s" % (len(server.room), "" if len(server.room) == 1 else "s"))
+    server.everyone.send(lambda protocol: protocol.format_info(rest))
+    said_to = len(server.everyone)
+    link.answer("said to %d session%s" % (said_to, "" if said_to == 1 else "s"))
+
+
+def admin_rooms(server, link, rest):
+    if rest:
+        return admin_usage(link, "rooms", "no arguments")
+
+    def found(listed):
+        lines = []
+        for info, members in sorted(listed, key=lambda pair: proto.room_key(pair[0].name)):
+            room = server.rooms.get(proto.room_key(info.name))
+            online = len(room.accounts) if room is not None and room.info.id == info.id else 0
+            lines.append("%s %d/%d online%s%s" % (info.name, online, members, ": " if info.topic else "",
+                                                 info.topic))
+        link.answer("\n".join(lines + ["%d room%s" % (len(lines), "" if len(lines) == 1 else "s")]))
+    ask_store(server, link, "list rooms", found, server.store.list_rooms)
+
+
+# What delete-room does with the room's messages: the operator must say.
+HISTORY_CHOICES = {"keep-history": True, "delete-history": False}
+
+
+def admin_delete_room(server, link, rest):
+    name, choice, extra = admin_fields(rest, 3)
+    if not name or extra or choice not in HISTORY_CHOICES:
+        return admin_usage(link, "delete-room", "say keep-history or delete-history" if name and not extra else "")
+    if proto.check_room(name):
+        return admin_usage(link, "delete-room", "not a room name: %s" % name)
+    if proto.room_key(name) == proto.room_key(server.room.info.name):
+        return link.answer("cannot delete the default room %s" % server.room.info.name)
+    keep = HISTORY_CHOICES[choice]
+
+    def stored(deleted):
+        if deleted is None:
+            return link.answer("no such room: %s" % name)
+        online = server.room_deleted(deleted, "deleted by the operator")
+        log.info("operator deleted the room %s (%s), %s", deleted.name, deleted.id,
+                 "its history kept" if keep else "its history deleted")
+        link.answer("deleted %s, %s (%d member%s online)" % (
+            deleted.name, "history kept" if keep else "history deleted", online, "" if online == 1 else "s"))
+    ask_store(server, link, "delete " + name, stored, delete_room, server.store, name, keep, server.room.info.id)
+
+
+def delete_room(store, name, keep_history, default_room_id):
+    """On the storage thread: the room deleted (its RoomInfo), or None if
+    there is no such room."""
+    info = store.find_room(name)
+    if info is None or info.id == default_room_id or not store.delete_room(info.id, keep_history):
+        return None
+    return info
 
 
 def duration(seconds):
@@ -347,11 +412,14 @@ ADMIN_COMMANDS = {
     "ban": admin_ban,
     "unban": admin_unban,
     "bans": admin_bans,
+    "rooms": admin_rooms,
+    "delete-room": admin_delete_room,
     "kill": admin_kill,
 }
 ADMIN_USAGE = {
     "help": "", "who": "", "stats": "", "say": "TEXT", "kick": "NAME [seconds] [reason]", "unkick": "NAME",
-    "ban": "NAME [reason]", "unban": "NAME", "bans": "", "kill": "[reason]",
+    "ban": "NAME [reason]", "unban": "NAME", "bans": "", "rooms": "",
+    "delete-room": "#ROOM keep-history|delete-history", "kill": "[reason]",
 }
 
 
@@ -409,7 +477,7 @@ def admin_main(argv):
 
 # The answers that mean "nothing was done as asked": `sae-server admin`
 # exits with status 1 on them, so that a script notices a typo'd name.
-REFUSED = re.compile(r"wrong admin password|unknown command|usage:|internal error|no such account|cannot "
+REFUSED = re.compile(r"wrong admin password|unknown command|usage:|internal error|no such account|no such room|cannot "
                      r"|\S+ is not (banned|kicked)$", re.M)
 
 

@@ -65,6 +65,7 @@ from typing import NamedTuple
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
 from sae_db import DEFAULT_ROOM, NewMessage, StorageUnavailable, describe_url, name_key, open_store
+from sae_protocol import room_key
 
 log = logging.getLogger("sae-server")
 
@@ -81,7 +82,8 @@ LIMITS = {
     "held_lines_max": (64, "lines read ahead for one session before its socket is left unread"),
     "max_connections": (4096, "connections at once (kept below the open-file limit)"),
     "max_per_address": (32, "connections at once from one address"),
-    "flood_burst": (10, "SAY, TELL, HISTORY, REGISTER, LOGIN lines a session may send at once"),
+    "flood_burst": (10, "SAY, TELL, HISTORY, REGISTER, LOGIN (and JOIN, PART, TOPIC, RSAY, LIST) lines a "
+                        "session may send at once"),
     "flood_rate": (5.0, "such lines per second after the burst; faster ones are held back"),
     "flood_held_max": (64 * 1024, "bytes of held-back lines before BYE excess flood"),
     "login_failures": (5, "failed LOGINs per minute per address and per account, then ERR 429"),
@@ -91,13 +93,18 @@ LIMITS = {
     "kick_seconds": (120, "default length of a kick"),
     "scrypt_n": (2 ** 14, "scrypt cost N for new password hashes (r=8, p=1)"),
     "hash_threads": (2, "threads hashing passwords"),
+    "default_room": (DEFAULT_ROOM, "the room of protocol v1's SAY, MSG and HISTORY (made at start if missing)"),
+    "rooms_max": (10000, "rooms on the server: each is kept in memory, and a JOIN that would make one more "
+                         "is refused"),
+    "rooms_per_account": (64, "rooms one account may be in"),
+    "topic_max": (300, "bytes of a room's topic"),
 }
 # Limits that cannot be 0: a rate divides, an interval or a cap of 0 would
 # spin the loop or refuse everyone. (The others may be 0: no history, no
 # failed logins allowed, no delay.)
 POSITIVE_LIMITS = frozenset(("history_max", "ping_interval", "ping_timeout", "login_timeout", "sendq_max",
                              "held_lines_max", "max_connections", "max_per_address", "flood_burst",
-                             "flood_rate", "flood_held_max", "hash_threads"))
+                             "flood_rate", "flood_held_max", "hash_threads", "rooms_max", "rooms_per_account"))
 # scrypt takes a power of two, and n * 128 * r bytes must fit in the memory
 # hash_password allows it (256 MiB): 2 to 2**18.
 SCRYPT_N_MAX = 2 ** 18
@@ -121,7 +128,8 @@ FD_RESERVE = 32
 # of tiny lines is bounded in lines as well as bytes.
 HELD_LINE_COST = 64
 # Lines that cost the server work (storage, hashing), and so are rate-limited.
-COSTLY_VERBS = frozenset(("SAY", "TELL", "HISTORY", "REGISTER", "LOGIN"))
+COSTLY_VERBS = frozenset(("SAY", "TELL", "HISTORY", "REGISTER", "LOGIN",
+                          "JOIN", "PART", "TOPIC", "RSAY", "LIST", proto.ROOM_HISTORY))
 # An answer longer than this (HISTORY 1000, a large --history at LOGIN) is
 # queued a piece of whole lines at a time, each once the client has taken
 # the one before: it answers the client's own request, so it is paced by the
@@ -363,6 +371,8 @@ def give_freed_hash_memory_back():
 CONNECTED, ONLINE, CLOSING = "connected", "online", "closing"
 # What an idle session holds instead of an empty deque (some 600 bytes each).
 NO_LINES = ()
+# The rooms of a session that is not logged in.
+NO_ROOMS = frozenset()
 
 
 class Connection:
@@ -417,7 +427,7 @@ class Session(Connection):
     __slots__ = ("ip", "address", "exempt", "protocol", "framer", "held", "held_bytes",
                  "account", "state", "inflight", "inflight_messages", "reading",
                  "connected_at", "last_heard", "ping_sent_at", "close_deadline",
-                 "flood_tokens", "flood_stamp")
+                 "flood_tokens", "flood_stamp", "rooms_on", "rooms")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol=proto):
         Connection.__init__(self, sock, selectors.EVENT_READ)
@@ -441,6 +451,13 @@ class Session(Connection):
         self.close_deadline = None
         self.flood_tokens = float(flood_burst)
         self.flood_stamp = now
+        # Protocol v1.1: the session has said it understands rooms (CAP
+        # rooms, or any v1.1 line); until then it gets v1's lines only.
+        self.rooms_on = False
+        # Once logged in, the set of Rooms its account is in: one set for
+        # every session of the account (Server.account_rooms), so that a
+        # JOIN from one session puts them all in the room.
+        self.rooms = NO_ROOMS
 
     @property
     def name(self):
@@ -590,32 +607,55 @@ class Counters:
                     self.passes, per(self.stored, self.passes), self.turns))
 
 
-# --- the room -----------------------------------------------------------
+# --- rooms ------------------------------------------------------------
 
 class Room:
-    """The room's members, and the fan-out of what is said and done in it.
+    """A room's sessions online, and the fan-out of what is said and done in it.
 
     It knows no wire format: each member session speaks a protocol (a
     module with sae_protocol's format_* functions), an event is rendered once
     per protocol among the members by ``render(protocol) -> bytes``, and the
-    same bytes are queued for every member who speaks it. The Server sends
-    them at the end of the loop iteration, when ``pending`` says to."""
+    same bytes are queued for every member who speaks it. Queuing puts the
+    room on ``flushes`` (the Server's list), and the Server sends at the
+    end of the loop iteration.
 
-    __slots__ = ("name", "members", "pending")
+    ``members`` holds the sessions that get the room's messages: every
+    session of a member account in the default room (whose messages are
+    v1's MSG lines), only those that opted in to protocol v1.1 in any other.
+    ``accounts`` is which member accounts are online (for LIST); who is a
+    member at all is the store's to say. The Server also keeps a Room of
+    every online session (``info`` None), for what is said to everyone."""
 
-    def __init__(self, name):
-        self.name = name
+    __slots__ = ("info", "members", "accounts", "pending", "flushes")
+
+    def __init__(self, info, flushes):
+        self.info = info  # the RoomInfo as stored (id, name as made, topic, ...)
         self.members = {}  # protocol -> set of member sessions
+        self.accounts = set()  # name_keys of the member accounts online
         self.pending = False  # members have bytes queued in this iteration
+        self.flushes = flushes
+
+    @property
+    def name(self):
+        return self.info.name if self.info is not None else "(everyone online)"
 
     def __len__(self):
         return sum(len(sessions) for sessions in self.members.values())
+
+    def __repr__(self):
+        return "<Room %s>" % self.name
 
     def add(self, session):
         self.members.setdefault(session.protocol, set()).add(session)
 
     def discard(self, session):
         self.members.get(session.protocol, set()).discard(session)
+
+    def has(self, session):
+        return session in self.members.get(session.protocol, ())
+
+    def sessions(self):
+        return [session for sessions in self.members.values() for session in sessions]
 
     def send(self, render):
         """Render an event once per protocol and queue it for every member."""
@@ -635,7 +675,16 @@ class Room:
                 for session in sessions:
                     session.sendq.append(data)
                     session.sendq_bytes += size
-        self.pending = True
+        if not self.pending:
+            self.pending = True
+            self.flushes.append(self)
+
+
+def render_topic(info):
+    """A room's TOPIC line, for ``Room.send`` or ``Server.send_each``."""
+    if info.topic_set_by is None:  # never set
+        return lambda protocol: protocol.format_topic(info.name)
+    return lambda protocol: protocol.format_topic(info.name, info.topic_set_by, info.topic_set_at, info.topic)
 
 
 def describe_owner(owner):
@@ -651,16 +700,27 @@ class Server:
     def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None):
         self.store = store
         self.admin_password = admin_password  # None: the operator needs none
-        # The one room protocol v1 speaks of: made sure of here, before any
-        # thread uses the store, and its id kept for every message said in
-        # it, every HISTORY and every new account.
-        self.room_info = store.ensure_room(DEFAULT_ROOM, proto.format_timestamp(wall_ms()))
         self.limits = limits or Limits()
         self.host, self.port = host, port
         self.selector = selectors.DefaultSelector()
         self.sessions = {}  # fd -> Session
-        self.room = Room(self.room_info.name)  # every online session
+        self.flushes = []  # Rooms with bytes queued in this iteration
+        # Every live room, loaded here, before any thread uses the store,
+        # and kept up to date as JOINs make them and the operator deletes
+        # them. The room protocol v1 speaks of (--default-room) is made sure
+        # of first; its Room is ``room``, whose id goes with every message
+        # said in it, every v1 HISTORY and every new account.
+        default = store.ensure_room(self.limits.default_room, proto.format_timestamp(wall_ms()))
+        self.rooms = {room_key(info.name): Room(info, self.flushes) for info, _ in store.list_rooms()}
+        self.room = self.rooms[room_key(default.name)]
+        if len(self.rooms) > self.limits.rooms_max:
+            log.warning("the database holds %d rooms, more than --rooms-max %d: no JOIN makes a new one "
+                        "until some are deleted", len(self.rooms), self.limits.rooms_max)
+        self.everyone = Room(None, self.flushes)  # every online session: presence, the operator's say
         self.online = {}  # account name_key -> [Session], in login order
+        # account name_key -> the set of Rooms it is in, while it is online
+        # (read with the account at LOGIN; the store has it the rest of the time).
+        self.account_rooms = {}
         self.guards = Guards(self.limits)
         self.timers = []  # heap of (monotonic time, sequence, owner, function): work due later
         self._timer_order = itertools.count()
@@ -1199,8 +1259,12 @@ class Server:
         while held and session.state is not CLOSING:
             cost, line = held[0]
             if line.__class__ is proto.Command:
+                # A message may join a batch behind the session's earlier
+                # ones; not one that will be refused at once (a room its
+                # account is not in): its ERR would overtake their echoes.
                 if session.inflight and not (
-                        line.verb in proto.MESSAGE_VERBS and session.inflight == session.inflight_messages):
+                        line.verb in proto.MESSAGE_VERBS and session.inflight == session.inflight_messages
+                        and self.message_refusal(session, line.verb, line.args) is None):
                     break
                 if line.verb in COSTLY_VERBS and not session.exempt:
                     if session in self.guards.throttled:
@@ -1215,10 +1279,11 @@ class Server:
             session.held_bytes -= cost
             if line.__class__ is proto.ProtocolError:
                 self.reply(session, proto.format_err(line.code, line.text))
-            elif line.verb not in COMMANDS:
-                # Protocol v1.1's room verbs parse, but this server does not serve them yet.
-                self.reply(session, proto.format_err(proto.UNKNOWN_VERB, "unknown command %s" % line.verb[:32]))
-            elif session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
+                continue
+            if line.verb in proto.ROOM_VERBS and not session.rooms_on:
+                # Any v1.1 line that parses opts in, whatever its answer.
+                self.opt_in(session)
+            if session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
                 self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
             else:
                 outer, self.running_for = self.running_for, session
@@ -1287,15 +1352,18 @@ class Server:
         The loops only send: a session the kernel did not take everything
         from is dealt with afterwards (_behind), because that may close it,
         which changes the room being walked."""
-        room = self.room
-        while room.pending or self.dirty:
+        flushes = self.flushes
+        while flushes or self.dirty:
             behind = []
-            if room.pending:
-                room.pending = False
-                self.counters.passes += 1
+            if flushes:
+                rooms = flushes[:]
+                del flushes[:]  # the Rooms hold this very list
                 started = monotonic()
-                for members in room.members.values():
-                    self._send_to(members, behind)
+                for room in rooms:
+                    room.pending = False
+                    self.counters.passes += 1
+                    for members in room.members.values():
+                        self._send_to(members, behind)
                 self.last_pass_cost = monotonic() - started
             if self.dirty:
                 dirty, self.dirty = self.dirty, set()
@@ -1448,14 +1516,19 @@ class Server:
     def _leave(self, session, reason):
         if session.state is not ONLINE:
             return
-        self.room.discard(session)
+        self.everyone.discard(session)
+        for room in session.rooms:
+            room.discard(session)
+        session.rooms = NO_ROOMS
         key = name_key(session.account.name)
         sessions = self.online[key]
         sessions.remove(session)
         if not sessions:
             del self.online[key]
+            for room in self.account_rooms.pop(key):
+                room.accounts.discard(key)
             name = session.account.name
-            self.room.send(lambda protocol: protocol.format_leave(name, reason))
+            self.everyone.send(lambda protocol: protocol.format_leave(name, reason))
 
     def sweep(self):
         """Once a second: pings, ping and login timeouts, closing sockets."""
@@ -1504,20 +1577,107 @@ class Server:
             self.close_session(session, last_line, leave_reason)
         return len(sessions)
 
-    # -- the room --
+    # -- rooms --
 
-    def go_online(self, session, account):
+    def go_online(self, session, account, stored_rooms):
+        """The session is logged in as ``account``, a member of
+        ``stored_rooms`` (RoomInfos, as read with the account)."""
         # The hash is not needed any more; thousands of sessions need not keep it.
         session.account = account._replace(password_hash="")
         session.state = ONLINE
         key = name_key(account.name)
-        first = key not in self.online
-        if first:
+        rooms = self.account_rooms.get(key)
+        if rooms is None:
             # Everyone else hears of the account's first session only.
-            self.room.send(lambda protocol: protocol.format_join(account.name))
+            self.everyone.send(lambda protocol: protocol.format_join(account.name))
+            # While the account is online its rooms are kept here, changed
+            # as its JOINs and PARTs are stored; so only its first session's
+            # read counts. A room deleted since the read is left out.
+            rooms = self.account_rooms[key] = set()
+            for info in stored_rooms:
+                room = self.rooms.get(room_key(info.name))
+                if room is not None and room.info.id == info.id:
+                    rooms.add(room)
+                    room.accounts.add(key)
         self.online.setdefault(key, []).append(session)
-        self.room.add(session)
+        self.everyone.add(session)
+        session.rooms = rooms
+        for room in rooms:
+            if room is self.room or session.rooms_on:
+                room.add(session)
         log.info("%s logged in as %s", session.address, account.name)
+
+    def opt_in(self, session):
+        """The session speaks protocol v1.1 from now on: it gets the
+        messages of its account's other rooms too."""
+        session.rooms_on = True
+        for room in session.rooms:
+            room.add(session)
+
+    def member_room(self, session, name):
+        """The Room of that name if the session's account is in it, else None."""
+        room = self.rooms.get(room_key(name))
+        return room if room in session.rooms else None
+
+    def room_event(self, room, render):
+        """A v1.1 line about the room (JOINED, PARTED, TOPIC, DELETED) to
+        every opted-in session of its members; the sessions it went to."""
+        sessions = [session for session in room.sessions() if session.rooms_on]
+        self.send_each(sessions, render)
+        return sessions
+
+    def joined(self, room, account, announce=True):
+        """The account's JOIN of the room is stored: every session of it
+        is in the room, and (``announce``) the members hear of it, its own
+        sessions too; the sessions that heard."""
+        key = name_key(account.name)
+        rooms = self.account_rooms.get(key)
+        if rooms is not None:  # else it is offline by now: its next LOGIN reads it
+            rooms.add(room)
+            room.accounts.add(key)
+            for session in self.online[key]:
+                if room is self.room or session.rooms_on:
+                    room.add(session)
+        if not announce:
+            return []
+        return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name))
+
+    def parted(self, room, account, reason):
+        """The account's PART of the room is stored: the members hear of it
+        (its own sessions too), then its sessions are out of the room."""
+        sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason))
+        key = name_key(account.name)
+        rooms = self.account_rooms.get(key)
+        if rooms is not None and room in rooms:
+            rooms.discard(room)
+            room.accounts.discard(key)
+            for session in self.online[key]:
+                room.discard(session)
+        return sent
+
+    def make_room(self, info):
+        """The Room in memory for a live room the store has (made if new)."""
+        key = room_key(info.name)
+        room = self.rooms.get(key)
+        if room is None or room.info.id != info.id:
+            room = self.rooms[key] = Room(info, self.flushes)
+        return room
+
+    def room_deleted(self, info, reason):
+        """The operator's deletion of the room is stored: its members
+        online hear of it and are out of it. How many accounts that was."""
+        key = room_key(info.name)
+        room = self.rooms.get(key)
+        if room is None or room.info.id != info.id:
+            return 0
+        self.room_event(room, lambda protocol: protocol.format_deleted(room.info.name, reason))
+        online = len(room.accounts)
+        for account in room.accounts:
+            self.account_rooms[account].discard(room)
+        room.members.clear()
+        room.accounts.clear()
+        del self.rooms[key]
+        return online
 
     def online_names(self):
         return [sessions[0].account.name for sessions in self.online.values()]
@@ -1526,14 +1686,30 @@ class Server:
         """Seconds left of a kick on the account, 0 if none."""
         return self.guards.kick_left(name, self.now)
 
-    def accept_message(self, session, recipient, text):
-        """Take a SAY or TELL: it is delivered once stored (_deliver)."""
+    def message_refusal(self, session, verb, args):
+        """Why the session may not say this SAY or RSAY now (the error's
+        bytes), or None: a room its account is not in."""
+        if verb == "SAY":
+            if self.room not in session.rooms:
+                return refusal(proto.not_in_room(self.room.info.name))
+        elif verb == "RSAY":
+            if self.member_room(session, args[0]) is None:
+                return refusal(proto.not_in_room(args[0]))
+        return None
+
+    def accept_message(self, session, recipient, text, room=None):
+        """Take a SAY, RSAY (in ``room``, by default the default room) or
+        TELL (to ``recipient``): it is delivered once stored (_deliver)."""
         account = session.account
         session.inflight += 1
         session.inflight_messages += 1
-        room_id = self.room_info.id if recipient is None else None
+        if recipient is None:
+            room = room or self.room
+            room_id = room.info.id
+        else:
+            room_id = None
         self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
-                                                room_id)))
+                                                room_id), room))
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
@@ -1542,32 +1718,51 @@ class Server:
         # so the batch is no one session's (even when a command stores it).
         outer, self.running_for = self.running_for, None
         self.offload("storage", lambda stored, error: self._deliver(batch, stored, error),
-                     self.store.append_messages, [message for _, message in batch])
+                     self.store.append_messages, [message for _, message, _ in batch])
         self.running_for = outer
 
     def _deliver(self, batch, stored, error):
         """A batch is stored (or not): tell everyone concerned, in id order.
-        Room messages in a row go out as one rendering per protocol."""
+        Room messages in a row in one room go out as one rendering per
+        protocol; a change of room, or a private message, ends the run."""
         self.batches_in_flight -= 1
         self.counters.batches += 1
         self.counters.stored += len(batch) if error is None else 0
         said = []  # (sender's session, Message): room messages not yet sent, in id order
+        said_in = None  # their Room
 
         def send_said():
-            self.room.queue(self._render_said(said))
+            said_in.queue(self._render_said(said_in, said))
             said.clear()
 
-        for (session, message), result in zip(batch, stored or [None] * len(batch)):
+        for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
             try:
-                if result is not None and result.recipient is None:
+                if result is not None and room is not None:
+                    if said and room is not said_in:
+                        send_said()
+                    said_in = room
                     said.append((session, result))
+                    if not room.has(session) and session.state is ONLINE:
+                        # Checked again now that it is stored: the account
+                        # may have left the room (PART from another session)
+                        # while the message was in flight. It is stored, and
+                        # in the room's history, so it goes to the members
+                        # as they are now, like any message of the room;
+                        # refusing it now would be untrue (ERR says nothing
+                        # was done), so the sender gets its echo as the
+                        # answer to its request, and no one else outside
+                        # the room hears of it.
+                        self.reply(session, self._render_one(room, session.protocol, result))
                     continue
                 if said:
                     send_said()
                 if error is not None:
                     self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
+                elif result is None and room is not None:
+                    # The room was deleted while the message was in flight.
+                    self.reply(session, refusal(proto.not_in_room(room.info.name)))
                 elif result is None:
                     self.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % message.recipient))
                 else:
@@ -1586,28 +1781,43 @@ class Server:
                 self._fault(session, "delivering its message")
         if said:
             send_said()
-        for session in {session for session, _ in batch}:
+        for session in {entry[0] for entry in batch}:
             if self.sessions.get(session.fd) is session:
                 try:
                     self.run_held(session)
                 except Exception:
                     self._fault(session, "its held lines")
 
-    def _render_said(self, said):
-        """A run of room messages as each protocol among the members says
-        it, {protocol: bytes}, one join per protocol. A message that fails
-        to render (a bug) costs its sender; the run goes out without it."""
+    def _render_one(self, room, protocol, message):
+        if room is self.room:
+            return protocol.format_msg(message.id, message.created_at, message.sender, message.body)
+        return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, message.body)
+
+    def _render_said(self, room, said):
+        """A run of one room's messages as each protocol among its members
+        says it, {protocol: bytes}, one join per protocol: MSG lines in the
+        default room, RMSG in any other. A message that fails to render (a
+        bug) costs its sender; the run goes out without it."""
+        name = room.info.name
         while said:
             culprit = None
             try:
                 rendered = {}
-                for protocol, sessions in self.room.members.items():
+                for protocol, sessions in room.members.items():
                     if sessions:
-                        format_msg = protocol.format_msg
                         pieces = []
-                        for culprit in said:
-                            message = culprit[1]
-                            pieces.append(format_msg(message.id, message.created_at, message.sender, message.body))
+                        if room is self.room:  # the hot path: as before rooms
+                            format_msg = protocol.format_msg
+                            for culprit in said:
+                                message = culprit[1]
+                                pieces.append(format_msg(message.id, message.created_at, message.sender,
+                                                         message.body))
+                        else:
+                            format_rmsg = protocol.format_rmsg
+                            for culprit in said:
+                                message = culprit[1]
+                                pieces.append(format_rmsg(message.id, message.created_at, name, message.sender,
+                                                          message.body))
                         rendered[protocol] = b"".join(pieces)
                 return rendered
             except Exception:
@@ -1668,7 +1878,7 @@ def cmd_register(server, session, name, password):
     password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
     try:
         account = yield storage(server.store.create_account, name, password_hash, server.timestamp(),
-                                server.room_info.id)
+                                server.room.info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1722,12 +1932,13 @@ def cmd_login(server, session, name, password):
         server.reply(session, proto.format_err(proto.UNAUTHORIZED, "wrong name or password"))
         return
     not_a_failure()
-    # The account is read again with the history: an operator's ban may have
-    # been stored while the password was hashed. A ban stored after this read
-    # is answered after it, and closes the session, which is online by then.
+    # The account is read again with its rooms and the history: an
+    # operator's ban may have been stored while the password was hashed. A
+    # ban stored after this read is answered after it, and closes the
+    # session, which is online by then.
     try:
-        account, history = yield storage(account_and_history, server.store, account.name, server.limits.history,
-                                         server.room_info.id)
+        account, rooms, history = yield storage(account_and_history, server.store, account.name,
+                                                server.limits.history, server.room.info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1741,7 +1952,9 @@ def cmd_login(server, session, name, password):
     if left:
         server.close_session(session, kicked_error(left), "kicked")
         return
-    server.go_online(session, account)
+    server.go_online(session, account, rooms)
+    if server.room not in session.rooms:
+        history = []  # the account has left the default room (and its other sessions say so)
     lines = [proto.format_ok("LOGIN", account.name)] + proto.format_history(history)
     lines.append(proto.format_users(server.online_names()))
     server.reply_lines(session, lines)
@@ -1749,8 +1962,20 @@ def cmd_login(server, session, name, password):
 
 def account_and_history(store, name, count, room_id):
     """On the storage thread, for a LOGIN whose password checked out: the
-    account as it is now, and the room's last ``count`` messages."""
-    return store.find_account(name), store.room_history(count, None, None, room_id)
+    account as it is now, the rooms it is in, and the last ``count``
+    messages of the room ``room_id`` (none if it is not in it)."""
+    account = store.find_account(name)
+    if account is None:
+        return None, [], []
+    rooms = store.rooms_of(account.id)
+    if not any(room.id == room_id for room in rooms):
+        return account, rooms, []
+    return account, rooms, store.room_history(count, None, None, room_id)
+
+
+def refusal(error):
+    """A ProtocolError of sae_protocol's (not_in_room, ...) as its ERR line."""
+    return proto.format_err(error.code, error.text)
 
 
 def too_fast(wait, text):
@@ -1762,6 +1987,9 @@ def kicked_error(seconds_left):
 
 
 def cmd_say(server, session, text):
+    if server.room not in session.rooms:
+        server.reply(session, refusal(proto.not_in_room(server.room.info.name)))
+        return
     server.accept_message(session, None, text)
 
 
@@ -1778,9 +2006,12 @@ def cmd_history(server, session, count, where):
     if isinstance(query, proto.ProtocolError):
         server.reply(session, proto.format_err(query.code, query.text))
         return
+    if server.room not in session.rooms:
+        server.reply(session, refusal(proto.not_in_room(server.room.info.name)))
+        return
     try:
         history = yield storage(server.store.room_history, query.count, query.before, query.after,
-                                server.room_info.id)
+                                server.room.info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
@@ -1797,11 +2028,226 @@ def cmd_pong(server, session, token):
 
 
 def cmd_help(server, session):
-    server.reply_lines(session, proto.format_help())
+    server.reply_lines(session, proto.format_help(rooms=session.rooms_on))
 
 
 def cmd_quit(server, session, reason):
     server.close_session(session, proto.format_bye(reason or "goodbye"), reason or "quit")
+
+
+# Protocol v1.1: rooms and private conversations. run_held has opted the
+# session in already. What changes a room (JOIN, PART, TOPIC) changes the
+# Rooms in memory only once the store has done it, so that memory never
+# says what the database does not.
+
+def cmd_cap(server, session, capability):
+    server.reply(session, proto.format_cap(server.room.info.name))
+
+
+def cmd_join(server, session, name):
+    limits = server.limits
+    room = server.rooms.get(room_key(name))
+    if room is None or room not in session.rooms:
+        if len(session.rooms) >= limits.rooms_per_account:
+            server.reply(session, refusal(proto.too_many_rooms(limits.rooms_per_account)))
+            return
+        if room is None and len(server.rooms) >= limits.rooms_max:
+            server.reply(session, refusal(proto.too_many_rooms(limits.rooms_max, on_server=True)))
+            return
+    account = session.account
+    try:
+        full, info, joined, members = yield storage(join_room, server.store, account.id, name, server.timestamp(),
+                                                    limits.rooms_max, limits.rooms_per_account)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if full == "server":
+        server.reply(session, refusal(proto.too_many_rooms(limits.rooms_max, on_server=True)))
+        return
+    if full == "account":
+        server.reply(session, refusal(proto.too_many_rooms(limits.rooms_per_account)))
+        return
+    key = name_key(account.name)
+    if not any(name_key(member) == key for member in members):
+        # Deleted by the operator between the store's steps.
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    room = server.make_room(info)
+    sent = []
+    if joined or room not in session.rooms:
+        # Joined now, or before without memory knowing (a LOGIN that read
+        # its rooms just before a JOIN of another session was stored):
+        # every session of the account is in the room from here on.
+        sent = server.joined(room, account, announce=joined)
+    protocol = session.protocol
+    lines = [render_topic(room.info)(protocol)] + protocol.format_members(info.name, members)
+    lines.append(proto.format_ok("JOIN", info.name))
+    if joined and session not in sent:
+        lines.insert(0, protocol.format_joined(info.name, account.name))
+    server.reply_lines(session, lines)
+
+
+def join_room(store, account_id, name, at, rooms_max, rooms_per_account):
+    """On the storage thread, for a JOIN: (what is full, or None; the room;
+    whether the account joined it now; its members). The limits are checked
+    again here, where no other JOIN runs meanwhile."""
+    info = store.find_room(name)
+    if info is None:
+        if store.count_rooms() >= rooms_max:
+            return "server", None, False, []
+        info = store.ensure_room(name, at)
+    rooms = store.rooms_of(account_id)
+    if all(room.id != info.id for room in rooms) and len(rooms) >= rooms_per_account:
+        return "account", info, False, []
+    joined = store.join_room(account_id, info.id, at)
+    return None, info, joined, store.room_members(info.id)
+
+
+def cmd_part(server, session, name, reason):
+    room = server.member_room(session, name)
+    if room is None:
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    account = session.account
+    try:
+        left = yield storage(server.store.leave_room, account.id, room.info.id)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if not left and room not in session.rooms:
+        # Another session of the account left it (or the operator deleted
+        # it) while this PART was in flight: that one got the PARTED.
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    sent = server.parted(room, account, reason)
+    if session not in sent:
+        server.reply(session, session.protocol.format_parted(room.info.name, account.name, reason))
+    server.reply(session, proto.format_ok("PART", room.info.name))
+
+
+def cmd_topic(server, session, name, text):
+    room = server.member_room(session, name)
+    if room is None:
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    if not text:
+        server.reply_lines(session, [render_topic(room.info)(session.protocol),
+                                     proto.format_ok("TOPIC", room.info.name)])
+        return
+    topic = "" if text == proto.CLEAR_TOPIC else text
+    problem = proto.check_topic(topic, server.limits.topic_max)
+    if problem:
+        too_long = len(topic.encode("utf-8")) > server.limits.topic_max
+        server.reply(session, proto.format_err(proto.TOO_LONG if too_long else proto.BAD_REQUEST, problem))
+        return
+    try:
+        info = yield storage(server.store.set_topic, room.info.id, topic, session.account.name, server.timestamp())
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if info is None:  # deleted meanwhile
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    if server.rooms.get(room_key(info.name)) is room:
+        room.info = info
+    sent = server.room_event(room, render_topic(info))
+    if session not in sent:  # its account left the room meanwhile: the line is still its answer
+        server.reply(session, render_topic(info)(session.protocol))
+    server.reply(session, proto.format_ok("TOPIC", info.name))
+
+
+def cmd_rsay(server, session, name, text):
+    room = server.member_room(session, name)
+    if room is None:
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    server.accept_message(session, None, text, room)
+
+
+def room_lines(server, listed, protocol):
+    """ROOM lines for (RoomInfo, members) pairs, sorted by name."""
+    lines = []
+    for info, members in sorted(listed, key=lambda pair: room_key(pair[0].name)):
+        room = server.rooms.get(room_key(info.name))
+        online = len(room.accounts) if room is not None and room.info.id == info.id else 0
+        lines.append(protocol.format_room(info.name, online, members, info.topic))
+    return lines
+
+
+def cmd_list(server, session):
+    try:
+        listed = yield storage(server.store.list_rooms)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    lines = room_lines(server, listed, session.protocol)
+    server.reply_lines(session, lines + [proto.format_ok("LIST", str(len(lines)))])
+
+
+def cmd_rooms(server, session):
+    try:
+        listed = yield storage(server.store.list_rooms)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    # Which rooms the account is in is memory's to say (it has every JOIN
+    # and PART stored so far); the store, how many members each has.
+    ids = {room.info.id for room in session.rooms}
+    lines = room_lines(server, [pair for pair in listed if pair[0].id in ids], session.protocol)
+    server.reply_lines(session, lines + [proto.format_ok("ROOMS", str(len(lines)))])
+
+
+def cmd_names(server, session, name):
+    room = server.member_room(session, name)
+    if room is None:
+        server.reply(session, refusal(proto.not_in_room(name)))
+        return
+    try:
+        members = yield storage(server.store.room_members, room.info.id)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    server.reply_lines(session, session.protocol.format_members(room.info.name, members)
+                       + [proto.format_ok("NAMES", room.info.name)])
+
+
+def cmd_room_history(server, session, target, count, where):
+    """HISTORY <#room|@name|*> <count> [bound]: parse_command has checked
+    every field but the cap."""
+    query = proto.parse_history(count, where, server.limits.history_max)
+    if isinstance(query, proto.ProtocolError):
+        server.reply(session, refusal(query))
+        return
+    target = proto.history_target(target)
+    store, account = server.store, session.account
+    if target.kind == "room":
+        room = server.member_room(session, target.name)
+        if room is None:
+            server.reply(session, refusal(proto.not_in_room(target.name)))
+            return
+        work = (store.room_history, query.count, query.before, query.after, room.info.id)
+    elif target.kind == "peer":
+        work = (conversation, store, account.id, target.name, query)
+    else:
+        work = (store.missed, account.id, query.after, query.count)
+    try:
+        history = yield storage(*work)
+    except StorageUnavailable:
+        server.reply(session, STORAGE_UNAVAILABLE)
+        return
+    if history is None:
+        server.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % target.name))
+        return
+    server.reply_lines(session, proto.format_history_of(history, server.room.info.name))
+
+
+def conversation(store, account_id, peer_name, query):
+    """On the storage thread: the private conversation with ``peer_name``,
+    or None if there is no such account."""
+    peer = store.find_account(peer_name)
+    if peer is None:
+        return None
+    return store.conversation_history(account_id, peer.id, query.count, query.before, query.after)
 
 
 COMMANDS = {
@@ -1815,6 +2261,15 @@ COMMANDS = {
     "PONG": cmd_pong,
     "QUIT": cmd_quit,
     "HELP": cmd_help,
+    "CAP": cmd_cap,
+    "JOIN": cmd_join,
+    "PART": cmd_part,
+    "TOPIC": cmd_topic,
+    "RSAY": cmd_rsay,
+    "LIST": cmd_list,
+    "ROOMS": cmd_rooms,
+    "NAMES": cmd_names,
+    proto.ROOM_HISTORY: cmd_room_history,
 }
 
 
@@ -1875,6 +2330,8 @@ def limits_problem(limits):
         return "--scrypt-n must be a power of two from 2 to %d" % SCRYPT_N_MAX
     if not 1 <= limits.kick_seconds <= KICK_SECONDS_MAX:
         return "--kick-seconds must be 1 to %d" % KICK_SECONDS_MAX
+    if proto.check_room(limits.default_room):
+        return "--default-room must be a room name: %s" % proto.check_room(limits.default_room)
     return None
 
 
@@ -1882,6 +2339,12 @@ def networks(text):
     for network in text.split(","):
         if network.strip():
             ipaddress.ip_network(network.strip(), strict=False)
+    return text
+
+
+def room_name(text):
+    if proto.check_room(text):
+        raise ValueError(text)
     return text
 
 
@@ -1927,6 +2390,8 @@ def parse_args(argv):
     for name, (default, help_text) in LIMITS.items():
         if name == "exempt":
             convert = option_type(networks, "a comma-separated list of addresses or networks (CIDR)")
+        elif name == "default_room":
+            convert = option_type(room_name, "a room name (# and 1 to 32 characters of A-Z a-z 0-9 _ . -)")
         else:
             convert = option_type(not_negative(type(default)), EXPECTED[type(default)])
         parser.add_argument("--" + name.replace("_", "-"), type=convert,
