@@ -46,7 +46,10 @@ def seed(tmp_path, count):
     store = open_store(url)
     try:
         password_hash = hash_password(PASSWORD, 1024)
-        accounts = {name: store.create_account(name, password_hash, T0)
+        # Members of #general, as REGISTER makes them: an account in no room
+        # has no room to say things in, nor a history to ask for.
+        general = store.ensure_room("#general", T0)
+        accounts = {name: store.create_account(name, password_hash, T0, general.id)
                     for name in ("hist", "reader", "alice", "bob")}
         hist = accounts["hist"]
         stored = store.append_messages([NewMessage(hist.id, hist.name, None, "%d %s" % (n, BODY), T0)

@@ -7,9 +7,14 @@ come back after a reconnect or a restart; a v1 client on the same server
 sees what it always saw.
 """
 
+import contextlib
 import re
+import socket
+import threading
 
+import pytest
 
+from conftest import ServerProcess
 
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -153,6 +158,7 @@ def test_any_v1_1_line_opts_in_even_an_error(server, unique_name):
     assert re.match(r"RMSG \d+ %s #club %s welcome$" % (TS, bob), a.next())
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_membership_is_the_accounts_and_survives_reconnect_and_restart(make_server, unique_name):
     server = make_server()
     alice = unique_name("alice")
@@ -176,6 +182,7 @@ def test_membership_is_the_accounts_and_survives_reconnect_and_restart(make_serv
     said(again, "still here")
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 def test_leaving_the_default_room_sticks(make_server, unique_name):
     server = make_server()
     alice, bob = unique_name("alice"), unique_name("bob")
@@ -206,6 +213,21 @@ def test_leaving_the_default_room_sticks(make_server, unique_name):
     assert answer(again, "JOIN #general")[-1] == "OK JOIN #general"
     again.send("SAY back")
     said(again, "back")
+
+
+def test_a_refused_message_is_answered_after_the_messages_sent_before_it(server, unique_name):
+    alice = unique_name("alice")
+    a = rooms_client(server, alice)
+    # Pipelined: the refusals wait for the messages ahead of them to be
+    # stored and echoed, so that answers stay in order.
+    a.send("SAY one\nTELL %s two\nRSAY #club three\nPART #general\nTELL %s four\nSAY five\nPING end"
+           % (alice, alice))
+    lines = a.lines_until(r"PONG end")
+    assert [re.sub(r"^(\w+) \d+ %s " % TS, r"\1 ", line) for line in lines] == [
+        "MSG %s one" % alice, "PRIV %s %s two" % (alice, alice),
+        "ERR 404 no such room #club, or you are not in it",
+        "PARTED #general %s" % alice, "OK PART #general", "PRIV %s %s four" % (alice, alice),
+        "ERR 404 no such room #general, or you are not in it", "PONG end"]
 
 
 # --- topics, names, history ------------------------------------------------
@@ -243,3 +265,337 @@ def test_names_lists_members_online_or_not(server, unique_name):
     assert answer(a, "NAMES #Club") == ["MEMBERS #club 2 %s" % " ".join(sorted([alice, bob], key=str.lower)),
                                         "OK NAMES #club"]
     assert answer(a, "LIST") == ["ROOM #club 1 2", "ROOM #general 1 2", "OK LIST 2"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_history_of_a_room_a_conversation_and_everything_missed(make_server, unique_name):
+    server = make_server()
+    alice, bob, carol = unique_name("alice"), unique_name("bob"), unique_name("carol")
+    a = rooms_client(server, alice)
+    b = rooms_client(server, bob)
+    c = rooms_client(server, carol)
+    for client in (a, b):
+        assert answer(client, "JOIN #club")[-1] == "OK JOIN #club"
+    assert answer(c, "JOIN #other")[-1] == "OK JOIN #other"
+    b.send("RSAY #club r1")
+    r1 = said(b, "r1")
+    b.send("TELL %s p1" % alice)
+    b.expect(r"PRIV .* p1$")
+    c.send("TELL %s c1" % bob)
+    c.expect(r"PRIV .* c1$")
+    said(a, "r1")
+    seen = int(a.expect(r"PRIV (\d+) .* p1$").group(1))  # the highest id alice has seen
+
+    club = answer(a, "HISTORY #CLUB 10")
+    assert len(club) == 2 and re.match(r"RMSG %d %s #club %s r1$" % (r1, TS, bob), club[0])
+    assert club[1] == "OK HISTORY 1"
+    # A room the account is not in gives its history to nobody.
+    assert answer(c, "HISTORY #club 10") == ["ERR 404 no such room #club, or you are not in it"]
+    assert answer(c, "HISTORY #nowhere 10") == ["ERR 404 no such room #nowhere, or you are not in it"]
+    # A conversation, to its two accounts only: carol's with bob is hers.
+    with_bob = answer(a, "HISTORY @%s 10" % bob)
+    assert [line.split(" ", 3)[3] for line in with_bob[:-1]] == ["%s %s p1" % (bob, alice)]
+    assert with_bob[-1] == "OK HISTORY 1"
+    assert [line.split(" ", 3)[3] for line in answer(c, "HISTORY @%s 10" % bob)[:-1]] == ["%s %s c1" % (carol, bob)]
+    assert answer(c, "HISTORY @%s 10" % alice) == ["OK HISTORY 0"]
+    assert answer(c, "HISTORY @nobody 10") == ["ERR 404 no such account nobody"]
+
+    # alice goes away; while she is away...
+    a.close()
+    b.send("TELL %s p2" % alice)
+    b.expect(r"PRIV .* p2$")
+    b.send("RSAY #club r2")
+    said(b, "r2")
+    b.send("SAY g1")
+    said(b, "g1")
+    c.send("RSAY #other not for alice")
+    said(c, "not for alice")
+    c.send("TELL %s not for alice either" % bob)
+    c.expect(r"PRIV .* either$")
+    b.send("RSAY #club r3")
+    said(b, "r3")
+
+    # ... and catches up, as PROTOCOL.md says a client does after a reconnect.
+    back = server.client()
+    back.send("CAP rooms\nLOGIN %s password1\nROOMS\nHISTORY * 1000 after=%d" % (alice, seen))
+    lines = back.lines_until(r"OK ROOMS")
+    assert lines[-3:] == ["ROOM #club 2 2", "ROOM #general 3 3", "OK ROOMS 2"], lines
+    lines = back.lines_until(r"OK HISTORY \d+$")
+    assert [re.sub(r" %s " % TS, " ", re.sub(r"^(\w+) \d+", r"\1", line)) for line in lines] == [
+        "PRIV %s %s p2" % (bob, alice), "RMSG #club %s r2" % bob, "MSG %s g1" % bob, "RMSG #club %s r3" % bob,
+        "OK HISTORY 4"]
+    everything = [line for line in lines if not line.startswith("OK")]
+    # Two at a time, repeated from the newest id until fewer come back:
+    # the same messages, without a gap or a repeat.
+    paged, after = [], seen
+    while True:
+        page = answer(back, "HISTORY * 2 after=%d" % after)
+        paged += page[:-1]
+        if len(page) - 1 < 2:
+            break
+        after = int(page[-2].split()[1])
+    assert paged == everything
+    assert answer(back, "HISTORY * 10") == [
+        "ERR 400 usage: HISTORY <#room|@name|*> <count> [before=<id>|after=<id>] (* needs after=<id>)"]
+
+
+def test_room_history_pages_back_and_shows_the_default_room_as_msg(server, unique_name):
+    alice = unique_name("alice")
+    a = rooms_client(server, alice)
+    assert answer(a, "JOIN #club")[-1] == "OK JOIN #club"
+    ids = []
+    for number in range(5):
+        a.send("RSAY #club n%d" % number)
+        ids.append(said(a, "n%d" % number))
+    a.send("SAY in general")
+    general = said(a, "in general")
+    page = answer(a, "HISTORY #club 2 before=%d" % ids[3])
+    assert [line.split()[-1] for line in page] == ["n1", "n2", "2"]
+    page = answer(a, "HISTORY #club 10 after=%d" % ids[3])
+    assert [line.split()[-1] for line in page] == ["n4", "1"]
+    assert re.match(r"MSG %d %s %s in general$" % (general, TS, alice), answer(a, "HISTORY #general 1")[0])
+
+
+# --- limits ------------------------------------------------------------------
+
+def test_rooms_per_account_rooms_on_the_server_and_topic_length(make_server, unique_name):
+    server = make_server("--rooms-per-account", "3", "--rooms-max", "3", "--topic-max", "10")
+    alice, bob = unique_name("alice"), unique_name("bob")
+    a = rooms_client(server, alice)
+    b = rooms_client(server, bob)
+    a.expect(r"JOIN %s$" % bob)
+    assert answer(a, "JOIN #a")[-1] == "OK JOIN #a"
+    assert answer(a, "JOIN #b")[-1] == "OK JOIN #b"  # #general, #a, #b: 3
+    assert answer(a, "JOIN #c") == ["ERR 405 too many rooms: an account may be in at most 3"]
+    assert answer(a, "JOIN #A")[-1] == "OK JOIN #a"  # one it is in is no more
+    # The server has #general, #a and #b: a fourth room is one too many...
+    assert answer(b, "JOIN #c") == ["ERR 405 too many rooms: the server keeps at most 3"]
+    # ... but a room that exists may be joined.
+    assert answer(b, "JOIN #b")[-1] == "OK JOIN #b"
+    assert answer(b, "LIST")[-1] == "OK LIST 3"
+
+    a.expect(r"JOINED #b %s$" % bob)
+    assert answer(a, "TOPIC #a 0123456789a") == ["ERR 413 topic too long (max 10 bytes)"]
+    assert answer(a, "TOPIC #a 012345678\u00e9") == ["ERR 413 topic too long (max 10 bytes)"]
+    assert answer(a, "TOPIC #a 0123456789")[-1] == "OK TOPIC #a"
+    assert answer(a, "TOPIC #a")[0].endswith(" 0123456789")
+
+
+def test_bad_room_options_are_refused_at_start(tmp_path):
+    for args, said in ((["--default-room", "general"], "--default-room: 'general' is not a room name"),
+                       (["--rooms-max", "0"], "--rooms-max must be above 0"),
+                       (["--rooms-per-account", "0"], "--rooms-per-account must be above 0")):
+        with pytest.raises(AssertionError) as failed:
+            ServerProcess(tmp_path, *args).start()
+        assert said in str(failed.value)
+
+
+def test_a_server_with_another_default_room(make_server, unique_name):
+    server = make_server("--default-room", "#Lobby")
+    alice = unique_name("alice")
+    a = rooms_client_for(server, alice, "#Lobby")
+    a.send("SAY hello")
+    said(a, "hello")
+    assert answer(a, "ROOMS") == ["ROOM #Lobby 1 1", "OK ROOMS 1"]
+    assert answer(a, "JOIN #general")[-1] == "OK JOIN #general"
+    a.send("RSAY #general not the default here")
+    assert re.match(r"RMSG \d+ %s #general %s not the default here$" % (TS, alice), a.next())
+
+
+def rooms_client_for(server, name, default_room):
+    client = server.client()
+    client.register(name)
+    assert answer(client, "CAP rooms") == ["OK CAP rooms %s" % default_room]
+    client.login(name)
+    return client
+
+
+def test_room_lines_cost_flood_tokens_and_cap_rooms_names_do_not(harness):
+    make, clock = harness
+    h = make(exempt="", flood_burst=6, flood_rate=1.0)
+    alice = h.logged_in("alice")
+    clock.tick(10)  # the bucket is full again after REGISTER and LOGIN
+    free = "CAP rooms\nROOMS\nNAMES #general\n" * 5
+    alice.sendall((free + "JOIN #a\nTOPIC #a\nRSAY #a hi\nLIST\nHISTORY #a 5\nPART #a\n" + free
+                   + "JOIN #b\nPING held\n").encode())
+    lines = []
+    for _ in range(50):
+        h.turn()
+        lines += h.lines(alice)
+    # Six tokens: the six lines that cost one, and every free line after
+    # them, were answered; JOIN #b waits for a token.
+    assert lines[-1] == "OK NAMES #general" and "OK PART #a" in lines and "OK JOIN #b" not in lines
+    assert len([line for line in lines if line == "OK ROOMS 1"]) == 10
+    clock.tick(1)
+    assert collect(h, alice, r"PONG")[-2:] == ["OK JOIN #b", "PONG held"]
+
+
+def collect(h, sock, pattern):
+    """Turn the Harness's loop until ``sock`` gets a line matching
+    ``pattern``; every line it got, up to that one."""
+    lines = []
+    for _ in range(500):
+        h.turn()
+        for line in h.lines(sock):
+            assert line is not None, "closed; saw %r" % lines
+            lines.append(line)
+            if re.match(pattern, line):
+                return lines
+    raise AssertionError("no %r; saw %r" % (pattern, lines))
+
+
+def rooms_session(h, name):
+    """A Harness client logged in as ``name`` that speaks v1.1."""
+    sock = h.connect()
+    sock.sendall(("REGISTER %s password1\nCAP rooms\nLOGIN %s password1\n" % (name, name)).encode())
+    h.expect(sock, r"USERS ")
+    return sock
+
+
+def request(h, sock, line, end=r"OK |ERR "):
+    sock.sendall(line.encode() + b"\n")
+    return collect(h, sock, end)
+
+
+# --- the operator --------------------------------------------------------------
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_operator_lists_and_deletes_rooms_with_members_online(harness, keep):
+    make, clock = harness
+    h = make()
+    alice, bob = rooms_session(h, "alice"), rooms_session(h, "bob")
+    old = h.logged_in("carol")  # v1 only
+    assert request(h, alice, "JOIN #club")[-1] == "OK JOIN #club"
+    assert request(h, bob, "JOIN #club")[-1] == "OK JOIN #club"
+    assert request(h, bob, "TOPIC #club maths")[-1] == "OK TOPIC #club"
+    alice.sendall(b"RSAY #club kept?\n")
+    collect(h, alice, r"RMSG ")
+    club = h.server.store.find_room("#club")
+    assert h.operator("rooms") == "#club 2/2 online: maths\n#general 3/3 online\n2 rooms"
+    who = h.operator("who")
+    assert re.search(r"^alice .* in #club #general$", who, re.M), who
+    assert re.search(r"^carol .* in #general$", who, re.M), who
+
+    assert h.operator("delete-room #club").startswith("usage: delete-room #ROOM keep-history|delete-history")
+    assert h.operator("delete-room #General keep-history") == "cannot delete the default room #general"
+    assert h.operator("delete-room #nowhere keep-history") == "no such room: #nowhere"
+    choice = "keep-history" if keep else "delete-history"
+    assert h.operator("delete-room #CLUB %s" % choice) == "deleted #club, %s (2 members online)" % (
+        "history kept" if keep else "history deleted")
+    for sock in (alice, bob):
+        assert collect(h, sock, r"DELETED")[-1] == "DELETED #club deleted by the operator"
+    assert request(h, alice, "RSAY #club still?") == ["ERR 404 no such room #club, or you are not in it"]
+    assert request(h, bob, "ROOMS") == ["ROOM #general 3 3", "OK ROOMS 1"]
+    assert h.operator("rooms") == "#general 3/3 online\n1 room"
+    # The name is free: a JOIN makes a new room, with none of the old history.
+    assert request(h, alice, "JOIN #club")[-3:] == ["TOPIC #club", "MEMBERS #club 1 alice", "OK JOIN #club"]
+    assert request(h, alice, "HISTORY #club 10") == ["OK HISTORY 0"]
+    kept = h.server.store.room_history(10, room_id=club.id)
+    assert [message.body for message in kept] == (["kept?"] if keep else [])
+    # carol, on v1, heard nothing of it.
+    old.sendall(b"PING carol\n")
+    assert collect(h, old, r"PONG") == ["PONG carol"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_an_rsay_in_flight_while_its_room_is_deleted_is_refused(harness, db_url):
+    make, clock = harness
+    h = make(db_url=db_url, storage_on_loop=False)
+    alice, bob = rooms_session(h, "alice"), rooms_session(h, "bob")
+    for sock in (alice, bob):
+        assert request(h, sock, "JOIN #club")[-1] == "OK JOIN #club"
+    collect(h, alice, r"JOINED #club bob")
+    with held_storage(h):
+        link = operator_link(h, "delete-room #club delete-history")
+        turn_until(h, lambda: h.server.workers.storage_jobs == 1, "the deletion handed to storage")
+        alice.sendall(b"RSAY #club too late\n")
+        # Checked when it is run: alice is in the room (the deletion is not stored yet).
+        turn_until(h, lambda: h.server.workers.storage_jobs == 2, "the message handed to storage")
+    assert collect(h, alice, r"ERR ") == [
+        "DELETED #club deleted by the operator", "ERR 404 no such room #club, or you are not in it"]
+    assert collect(h, bob, r"DELETED ") == ["DELETED #club deleted by the operator"]
+    assert request(h, bob, "HISTORY * 10 after=0") == ["OK HISTORY 0"]
+    assert operator_answer(h, link) == "deleted #club, history deleted (2 members online)"
+
+
+def test_a_member_who_parts_while_their_rsay_is_in_flight(harness):
+    """alice says something in #club from one session while another of
+    hers leaves the room: the PART is stored first, then the message. It is
+    stored, so the room's members (bob) get it, and the session that said
+    it gets its echo as its answer; alice's other session, out of the room
+    by then, does not."""
+    make, clock = harness
+    h = make(storage_on_loop=False)
+    alice, bob = rooms_session(h, "alice"), rooms_session(h, "bob")
+    other = h.connect()
+    other.sendall(b"CAP rooms\nLOGIN alice password1\n")
+    h.expect(other, r"USERS ")
+    assert request(h, bob, "JOIN #club")[-1] == "OK JOIN #club"
+    assert request(h, alice, "JOIN #club")[-1] == "OK JOIN #club"
+    collect(h, other, r"JOINED #club alice")
+    collect(h, bob, r"JOINED #club alice")
+    with held_storage(h):
+        other.sendall(b"PART #club gone\n")
+        turn_until(h, lambda: h.server.workers.storage_jobs == 1, "the PART handed to storage")
+        alice.sendall(b"RSAY #club last words\n")
+        turn_until(h, lambda: h.server.workers.storage_jobs == 2, "the message handed to storage")
+    echo = collect(h, alice, r"RMSG ")
+    assert echo[0] == "PARTED #club alice gone"
+    assert re.match(r"RMSG \d+ %s #club alice last words$" % TS, echo[1]) and len(echo) == 2
+    assert collect(h, bob, r"RMSG ") == ["PARTED #club alice gone", echo[1]]
+    assert collect(h, other, r"OK PART") == ["PARTED #club alice gone", "OK PART #club"]
+    other.sendall(b"PING other\n")
+    assert collect(h, other, r"PONG") == ["PONG other"]
+    # It is in the room's history, for its members.
+    assert request(h, bob, "HISTORY #club 1")[0] == echo[1]
+
+
+@contextlib.contextmanager
+def held_storage(h):
+    """While inside, the storage thread waits: what is handed to it queues
+    up, in order, until the block ends."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        entered.set()
+        release.wait(30)
+    h.server.workers.pools["storage"].submit(hold)
+    assert entered.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+
+
+def turn_until(h, predicate, what):
+    for _ in range(500):
+        h.turn()
+        if predicate():
+            return
+    raise AssertionError("never " + what)
+
+
+def operator_link(h, line):
+    """An operator's command on the admin socket, not waited for."""
+    path = str(h.folder / "admin.sock")
+    if h.server.admin_listener is None:
+        h.server.listen_admin(path)
+    link = socket.socket(socket.AF_UNIX)
+    link.connect(path)
+    link.sendall(line.encode() + b"\n")
+    link.setblocking(False)
+    return link
+
+
+def operator_answer(h, link):
+    answer = b""
+    for _ in range(500):
+        h.turn()
+        try:
+            answer += link.recv(4096)
+        except BlockingIOError:
+            pass
+        if answer.endswith(b"\n"):
+            link.close()
+            return answer.decode().strip()
+    raise AssertionError("no answer; got %r" % answer)
