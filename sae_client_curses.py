@@ -249,13 +249,17 @@ class Entry:
             head += [("* ", ""), (self.name, "@" + self.name), (" ", "")] if action is not None else [
                 ("<", ""), (self.name, "@" + self.name), ("> ", "")]
             body = [(self.text if action is None else action, "highlight" if self.highlight else "")]
-        elif self.kind == "join":
+        elif self.kind in ("join", "online"):
+            # Without rooms, "joined" is coming online (v1's JOIN); with
+            # rooms, joining the room ``to``, and coming online is said so.
             head += [("--> ", "join")]
-            body = [(self.name, "@" + self.name), (" joined", "join")]
-        elif self.kind == "leave":
+            body = [(self.name, "@" + self.name), (
+                " came online" if self.kind == "online" else " joined" + (" " + self.to if self.to else ""), "join")]
+        elif self.kind in ("leave", "offline"):
             head += [("<-- ", "leave")]
-            body = [(self.name, "@" + self.name),
-                    (" left" + (" (%s)" % self.text if self.text else ""), "leave")]
+            body = [(self.name, "@" + self.name), (
+                (" went offline" if self.kind == "offline" else " left" + (" " + self.to if self.to else ""))
+                + (" (%s)" % self.text if self.text else ""), "leave")]
         elif self.kind == "help":
             head += [("-!- ", "info"), (self.name.ljust(HELP_COLUMN), "info")]
             body = [(self.text, "")]
@@ -333,7 +337,7 @@ class Scrollback:
         return True
 
     def oldest_id(self) -> Optional[int]:
-        ids = [e.id for e in self.entries if e.kind == "message"]
+        ids = [e.id for e in self.entries if e.kind in ("message", "private")]
         return min(ids) if ids else None
 
     def layout(self, width: int) -> Tuple[List[Row], List[int]]:
@@ -408,11 +412,27 @@ class Window:
         self.name = name                # "#general", or the other account's name
         self.scrollback = Scrollback()
         self.activity = QUIET
+        # Protocol v1.1. Whether the account is in the room: a room window
+        # stays open, saying so, when the room is left from another session
+        # or deleted, and window 1 stays when the default room is left.
+        self.joined = True
+        self.members: List[str] = []    # the room's members, online or not
+        self.topic = ""
+        # Whether the room's or conversation's recent history has been
+        # asked for: it is, the first time the window is shown.
+        self.loaded = False
 
     @property
     def key(self) -> str:
-        # Room and account names are unique case-insensitively, in ASCII.
-        return self.name.lower()
+        # Room and account names are unique case-insensitively, in ASCII
+        # only (str.lower would fold look-alikes such as the Kelvin sign).
+        return proto.room_key(self.name)
+
+    @property
+    def label(self) -> str:
+        """The window's name in the window list: a room the account is not
+        in is in parentheses, as irssi shows a channel it has left."""
+        return self.name if self.joined else "(%s)" % self.name
 
 
 class Windows:
@@ -423,10 +443,13 @@ class Windows:
     current one, where closing the current one goes back to.
     """
 
-    def __init__(self, room: str = DEFAULT_ROOM):
+    def __init__(self, room: str = DEFAULT_ROOM, on_show: Optional[Callable[[Window], None]] = None):
         self.windows: List[Window] = [Window(ROOM, room)]
         self.active = self.windows[0]
         self.previous: Optional[Window] = None
+        # Told of every window that comes into view (Chat fetches its
+        # recent history there the first time).
+        self.on_show = on_show
 
     def __iter__(self):
         return iter(self.windows)
@@ -446,7 +469,7 @@ class Windows:
         return self.windows[number - 1] if 1 <= number <= len(self.windows) else None
 
     def find(self, kind: str, name: str) -> Optional[Window]:
-        key = name.lower()
+        key = proto.room_key(name)
         return next((w for w in self.windows if w.kind == kind and w.key == key), None)
 
     def open(self, kind: str, name: str) -> Window:
@@ -462,6 +485,8 @@ class Windows:
         if window is not self.active:
             self.previous, self.active = self.active, window
         window.activity = QUIET
+        if self.on_show is not None:
+            self.on_show(window)
 
     def step(self, delta: int):
         """The next (1) or previous (-1) window, round the end."""
@@ -681,8 +706,14 @@ HELP = (
     ("/me action", "say what you do: * alice waves"),
     ("/win N", "go to window N"),
     ("/close, /wc", "close this conversation's window"),
+    ("/join #room", "join a room (made if new) and go to its window"),
+    ("/part [reason]", "leave the room of this window"),
+    ("/topic [text]", "show or set this room's topic (- clears it)"),
+    ("/list", "every room: members online, members, topic"),
     ("/who", "who is online"),
+    ("/names", "this room's members, who of them is online"),
     ("/names, F2", "show or hide the list of who is online (100+ columns)"),
+    ("F2", "show or hide the list of who is online (100+ columns)"),
     ("/help", "this list"),
     ("/quit [reason]", "leave"),
     ("Alt-1..9, 0", "window 1 to 9, 10; or Esc, then the digit"),
@@ -698,6 +729,15 @@ HELP = (
     ("Ctrl-C", "quit"),
 )
 HELP_COLUMN = max(len(command) for command, _ in HELP) + 2
+# Lines of /help that only a server with rooms makes true, and the one
+# that only a server without them does (/names is a room's members there).
+HELP_ROOMS = frozenset(("/join #room", "/part [reason]", "/topic [text]", "/list", "/names", "F2"))
+HELP_V1 = frozenset(("/names, F2",))
+
+
+def help_lines(rooms: bool) -> List[Tuple[str, str]]:
+    return [(command, words) for command, words in HELP
+            if command not in (HELP_V1 if rooms else HELP_ROOMS)]
 
 
 def _window_number(text: str) -> Optional[int]:
@@ -736,14 +776,32 @@ def _parse_close(rest: str) -> Action:
     return Action("close", text=rest)
 
 
-# Commands of the rooms slice (protocol v1.1). Until then they say so; that
-# slice replaces their entries below with parsers of its own and adds the
-# actions they return to Chat.ACTIONS.
+def _parse_join(rest: str) -> Action:
+    room = rest.split(" ")[0] if rest else ""
+    if not room:
+        return Action("local", text="usage: /join #room (it is made if it does not exist)")
+    if not room.startswith("#"):
+        room = "#" + room           # as irssi does: /join homework is #homework
+    problem = proto.check_room(room)
+    if problem:
+        return Action("local", text="/join %s: %s" % (room, problem))
+    return Action("join", name=room)
+
+
+def _parse_part(rest: str) -> Action:
+    """/part [reason] leaves the room shown; /part #room [reason] that one."""
+    if rest.startswith("#"):
+        room, _, reason = rest.partition(" ")
+        problem = proto.check_room(room)
+        if problem:
+            return Action("local", text="/part %s: %s" % (room, problem))
+        return Action("part", name=room, text=reason.strip())
+    return Action("part", text=rest)
+
+
+# Commands of rooms (protocol v1.1): against a server without rooms they
+# say so and send nothing (Chat.room_command).
 ROOM_VERBS = ("join", "part", "topic", "list")
-
-
-def _needs_rooms(verb: str) -> Callable[[str], Action]:
-    return lambda rest: Action("local", text="/%s needs rooms, which this server does not offer yet" % verb)
 
 
 # Every /command: its words (the first one is what Tab completes; the others
@@ -760,12 +818,17 @@ COMMAND_TABLE: Tuple[Tuple[Tuple[str, ...], Callable[[str], Action]], ...] = (
     (("query",), _parse_query),
     (("who",), lambda rest: Action("who")),
     (("win", "window"), _parse_window),
-) + tuple(((verb,), _needs_rooms(verb)) for verb in ROOM_VERBS)
+    (("join", "j"), _parse_join),
+    (("part", "leave"), _parse_part),
+    (("topic", "t"), lambda rest: Action("topic", text=rest)),
+    (("list",), lambda rest: Action("list")),
+)
 COMMAND_PARSERS: Dict[str, Callable[[str], Action]] = {
     word: parse for words, parse in COMMAND_TABLE for word in words}
-# What Tab completes at the start of a line: one candidate per command that
-# this server can carry out (aliases and the rooms slice's are left out).
-COMMANDS = tuple("/" + words[0] for words, _ in COMMAND_TABLE if words[0] not in ROOM_VERBS)
+# What Tab completes at the start of a line: one candidate per command
+# (aliases left out); the rooms' commands only where the server has rooms.
+COMMANDS = tuple("/" + words[0] for words, _ in COMMAND_TABLE)
+V1_COMMANDS = tuple(command for command in COMMANDS if command[1:] not in ROOM_VERBS)
 
 
 def parse_input(line: str) -> Optional[Action]:
@@ -846,6 +909,7 @@ ERROR_WORDS = {
     proto.UNAUTHORIZED: "wrong name or password",
     proto.BANNED: "this account is banned",
     proto.NOT_FOUND: "no such account",
+    proto.TOO_MANY_ROOMS: "too many rooms",
     proto.NAME_TAKEN: "that name is taken",
     proto.TOO_LONG: "too long",
     proto.UNKNOWN_VERB: "unknown command",
@@ -873,6 +937,8 @@ def error_in_words(code: int, text: str, name: str = "") -> str:
     """An ERR line as one sentence for the user, each thing said once.
     ``name`` is the account a refused request was about, if any."""
     words = ERROR_WORDS.get(code)
+    if code == proto.NOT_FOUND and text.startswith("no such room"):
+        return text                 # v1.1: the room, and that you may not be in it
     if code == proto.NOT_FOUND:
         # The server says "no such account NAME"; the request knows the name.
         name = name or (text[len(words):].strip() if text.lower().startswith(words) else "")
@@ -914,15 +980,31 @@ class Chat:
         self.host, self.port = host, port
         self.name, self.password = name, password
         self.form = LoginForm(join_server(host, port), name, password)
-        self.windows = Windows()
+        self.windows = Windows(on_show=self.window_shown)
         self.input = InputLine()
         self.screen = "login"               # login, chat
         self.state = "offline"              # offline, connecting, logging in, online
         self.register_first = False
         self.logged_in_once = False
         self.users: List[str] = []
-        # The newest room message id seen: after a reconnect we ask for
-        # everything after it, so nothing said meanwhile is missed.
+        # Whether the server has rooms (protocol v1.1): None until it has
+        # answered CAP (before LOGIN's answer: requests are answered in
+        # order), False if it said ERR 421, as a v1.0 server does. Without
+        # rooms the client is what it was for protocol v1.
+        self.rooms: Optional[bool] = None
+        self.told_no_rooms = False
+        self.default_room = DEFAULT_ROOM    # as OK CAP rooms names it
+        # Rooms the client has heard of (its own, /list's), for Tab after /join.
+        self.known_rooms: Dict[str, str] = {}
+        # A multi-line answer's lines until its OK: ROOM lines of ROOMS,
+        # MEMBERS' names per room of JOIN or NAMES.
+        self.room_lines: List[proto.ServerEvent] = []
+        self.member_lines: Dict[str, List[str]] = {}
+        self.notices: List[str] = []        # said once LOGIN's history is in
+        # The newest message id seen: after a reconnect we ask for
+        # everything after it, so nothing said meanwhile is missed. Without
+        # rooms, of the room's messages only (v1's HISTORY has nothing else);
+        # with rooms, of every message line, as one HISTORY * covers them.
         self.last_id = 0
         self.exchange = Exchange()          # requests sent, and what answers them
         self.history_newest = 0             # the last id of the history answer being read
@@ -1016,7 +1098,7 @@ class Chat:
             shown = window is self.windows.active
             if level and not shown and not window.activity:
                 continue
-            label = "%d:%s" % (number, window.name) if level == 0 or (shown and level == 1) else str(number)
+            label = "%d:%s" % (number, window.label) if level == 0 or (shown and level == 1) else str(number)
             style = ("window-shown" if shown else "window-mention" if window.activity == MENTION
                      else "window-activity" if window.activity else "")
             if len(spans) > 1:
@@ -1207,7 +1289,8 @@ class Chat:
         first, then the rest of who is online; never the user's own."""
         names, seen = [], {self.name.lower()}
         for entry in reversed(self.scrollback.entries):
-            for name in (entry.name, entry.to) if entry.kind != "help" else ():
+            for name in ((entry.name, entry.to) if entry.kind in ("message", "private")
+                         else (entry.name,) if entry.kind != "help" else ()):
                 if name and name.lower() not in seen:
                     seen.add(name.lower())
                     names.append(name)
@@ -1216,6 +1299,14 @@ class Chat:
                 seen.add(name.lower())
                 names.append(name)
         return names
+
+    def completion_rooms(self) -> List[str]:
+        """Rooms Tab offers: those with a window, in window order, then the
+        others heard of (the account's, /list's), sorted."""
+        rooms = [w.name for w in self.windows if w.kind == ROOM]
+        keys = {proto.room_key(room) for room in rooms}
+        return rooms + sorted((room for key, room in self.known_rooms.items() if key not in keys),
+                              key=proto.room_key)
 
     def complete(self):
         """Tab: complete the word before the cursor as a /command at the
@@ -1229,7 +1320,12 @@ class Chat:
             start = line.text.rfind(" ", 0, line.cursor) + 1
             word = line.text[start:line.cursor].lower()
             if start == 0 and word.startswith("/"):
-                candidates = [command + " " for command in COMMANDS if command.startswith(word)]
+                commands = COMMANDS if self.rooms else V1_COMMANDS
+                candidates = [command + " " for command in commands if command.startswith(word)]
+            elif self.rooms and (word.startswith("#") or re.match(r"/(join|j|part|leave) +\Z", line.text[:start])):
+                prefix = proto.room_key(word if word.startswith("#") else "#" + word)
+                candidates = [room + " " for room in self.completion_rooms()
+                              if proto.room_key(room).startswith(prefix)]
             else:
                 suffix = ": " if start == 0 else " "
                 candidates = [name + suffix for name in self.completion_names()
@@ -1295,6 +1391,10 @@ class Chat:
         self.state = "logging in"
         self.last_heard, self.ping_sent_at = clock(), None
         self.exchange.clear()
+        # Asked on every connection, since a restarted server may be a newer
+        # (or older) one; answered before LOGIN is, so the client knows
+        # which protocol it speaks before the chat screen shows.
+        self.send("CAP", proto.ROOMS_CAPABILITY)
         if self.register_first:
             self.send("REGISTER", self.name, self.password)
         else:
@@ -1337,7 +1437,7 @@ class Chat:
             self.pump_paste()
 
     def _is_me(self, name: str) -> bool:
-        return name.lower() == self.name.lower()
+        return proto.room_key(name) == proto.room_key(self.name)
 
     def mentions_me(self, event) -> bool:
         """Someone else's message naming the user as a word of its own:
@@ -1363,47 +1463,67 @@ class Chat:
             # in a window not shown, as irssi's does.
             self.bells += 1
 
+    def is_default_room(self, room: str) -> bool:
+        return proto.room_key(room) == proto.room_key(self.default_room)
+
+    def room_window(self, room: str) -> Window:
+        """The window of a room, opened at the end if there is none yet
+        (not shown), with the room's name as the server spells it."""
+        window = self.windows.room if self.is_default_room(room) else self.windows.open(ROOM, room)
+        window.name = room
+        self.known_rooms[proto.room_key(room)] = room
+        return window
+
     def message_window(self, event) -> Window:
-        """Where a MSG or PRIV goes: MSG to the default room, PRIV to the
-        conversation with the other account (opened on its first message,
-        with the name as the server spells it). Protocol v1.1's room lines
-        will name their room; the rooms slice routes them here."""
+        """Where a MSG, RMSG or PRIV goes: MSG to the default room, RMSG to
+        its room's window, PRIV to the conversation with the other account
+        (each opened on its first message, with the name as the server
+        spells it)."""
         if event.kind == "MSG":
             return self.windows.room
+        if event.kind == "RMSG":
+            return self.room_window(event.room)
         peer = event.to if self._is_me(event.name) else event.name
         window = self.windows.open(CONVERSATION, peer)
         window.name = peer
         return window
 
     def on_msg(self, event, answer):
-        # A MSG inside an answer that is not complete is a line of history.
+        # A message line inside an answer that is not complete is a line of
+        # history (LOGIN's, or a HISTORY's); the one that completes a SAY,
+        # RSAY or TELL is its echo, said just now.
         request = answer.request
         history = request is not None and not answer.complete
         if history:
             # A history answer's lines come oldest first and uninterrupted:
             # the last one read is its newest.
             self.history_newest = event.id
-        self.last_id = max(self.last_id, event.id)
-        self._forget_unconfirmed("SAY", event.name, "", event.text)
+        if event.kind == "MSG" or self.rooms:
+            self.last_id = max(self.last_id, event.id)
+        private = event.kind == "PRIV"
+        if private:
+            self._forget_unconfirmed(("TELL",), event.name, event.text, event.to)
+        else:
+            self._forget_unconfirmed(("SAY", "RSAY"), event.name, event.text,
+                                     event.room or self.default_room)
         time, day = local_when(event.ts)
         # What the first login brings and pages fetched with PgUp are old
         # news; what a reconnection catches up on is not.
         unread = not history or request.tag == "after" or (request.verb == "LOGIN" and self.resumed)
-        self.add_message(self.message_window(event),
-                         Entry("message", event.text, event.name, msg_id=event.id, time=time, day=day),
-                         event, live=not history, unread=unread)
+        entry = Entry("private" if private else "message", event.text, event.name,
+                      event.to if private else "", msg_id=event.id, time=time, day=day)
+        self.add_message(self.message_window(event), entry, event, live=not history, unread=unread)
 
-    def on_priv(self, event, answer):
-        time, day = local_when(event.ts)
-        self.add_message(self.message_window(event),
-                         Entry("private", event.text, event.name, event.to, msg_id=event.id,
-                               time=time, day=day), event, live=True, unread=True)
+    on_rmsg = on_msg
+    on_priv = on_msg
 
     def on_ok(self, event, answer):
         request = answer.request
         if request is None:
             return
-        if event.name == "REGISTER":
+        if event.name == "CAP":
+            self.rooms_offered(event.room or DEFAULT_ROOM)
+        elif event.name == "REGISTER":
             self.form.notice = "registered %s; logging in ..." % event.text
             self.register_first = False
             self.send_login()
@@ -1411,6 +1531,31 @@ class Chat:
             self.logged_in(event.text or self.name)
         elif event.name == "HISTORY":
             self.history_received(request, event.count)
+        elif event.name == "ROOMS":
+            self.rooms_received()
+        elif event.name == "LIST":
+            self.say("info", "%d room%s; /join #room joins one" % (
+                event.count, "" if event.count == 1 else "s"))
+        elif event.name in ("JOIN", "NAMES"):
+            self.members_received(request, event.room or request.room)
+
+    def rooms_offered(self, default_room: str):
+        """OK CAP rooms: the server speaks v1.1. Window 1 is its default
+        room, whatever that is called there."""
+        if self.rooms is False:
+            self.say("info", "the server has rooms now: /join #room, /list")
+        self.rooms = True
+        self.default_room = default_room
+        self.room_window(default_room)
+
+    def no_rooms(self):
+        """ERR to CAP: a server of protocol v1.0. The client stays as it was
+        for v1 (one room, private conversations), and says so once."""
+        self.rooms = False
+        if not self.told_no_rooms:
+            self.told_no_rooms = True
+            self.notices.append("this server has no rooms (protocol v1): one room, %s, "
+                                "and private conversations" % self.windows.room.name)
 
     def logged_in(self, name: str):
         resuming = self.logged_in_once and self.last_id > 0
@@ -1423,14 +1568,39 @@ class Chat:
         self.kicked_for = 0
         self.banned = False
         self.history_newest = 0
+        if self.rooms:
+            # Which rooms the account is in now (another session may have
+            # joined or left some meanwhile); their windows follow it.
+            self.room_lines = []
+            self.send("ROOMS")
         if resuming:
             self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
-            self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.last_id, tag="after")
+            self.send_resync(self.last_id)
         else:
             # Said once LOGIN's history is in, so that it comes after that
             # history in the scrollback, as it does in time.
             self.logged_in_once = True
             self.greeting = "logged in as %s; /help lists the commands" % name
+        self.windows.room.loaded = True     # LOGIN's history is the default room's
+
+    def send_resync(self, after: int):
+        """Ask for what came after ``after``: with rooms, in every room and
+        private conversation at once (HISTORY *); else in the room."""
+        if self.rooms:
+            self.send("HISTORY", proto.EVERYTHING, str(RESYNC_PAGE), "after=%d" % after, tag="after")
+        else:
+            self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % after, tag="after")
+
+    def history_window(self, request: Request) -> Optional[Window]:
+        """The window a HISTORY request fetched for (None: HISTORY *, or a
+        window closed since)."""
+        target = request.fields[0] if request.fields else ""
+        if target.startswith("#"):
+            return self.windows.find(ROOM, target) or (
+                self.windows.room if self.is_default_room(target) else None)
+        if target.startswith("@"):
+            return self.windows.find(CONVERSATION, target[1:])
+        return None if target == proto.EVERYTHING else self.windows.room
 
     def history_received(self, request: Request, count: int):
         """OK HISTORY: the end of LOGIN's history, or of a HISTORY we asked for."""
@@ -1441,19 +1611,29 @@ class Chat:
             if self.greeting:
                 self.say("info", self.greeting)
                 self.greeting = ""
+            for notice in self.notices:
+                self.say("info", notice)
+            self.notices = []
         elif request.tag == "after":
             if count >= RESYNC_PAGE:
-                self.send("HISTORY", str(RESYNC_PAGE), "after=%d" % self.history_newest, tag="after")
+                self.send_resync(self.history_newest)
             else:
                 self.give_back_unconfirmed()
         elif request.tag == "before":
             self.loading_older = False
-            if count < HISTORY_PAGE:
-                room.oldest_reached = True
-                self.say_at_top(self.windows.room, "no older messages")
-            # The PgUp that asked for this page could not move; now it can
-            # (the user's own scrolling meanwhile is kept: this adds to it).
-            room.page_up()
+            window = self.history_window(request)
+            if window is not None:
+                if count < HISTORY_PAGE:
+                    window.scrollback.oldest_reached = True
+                    self.say_at_top(window, "no older messages")
+                # The PgUp that asked for this page could not move; now it
+                # can (the user's own scrolling meanwhile is kept: this adds
+                # to it).
+                window.scrollback.page_up()
+        elif request.tag == "recent":
+            window = self.history_window(request)
+            if window is not None and count < HISTORY_PAGE:
+                window.scrollback.oldest_reached = True
         self.history_newest = 0
 
     def say_at_top(self, window: Window, text: str):
@@ -1463,9 +1643,11 @@ class Chat:
 
     def on_err(self, event, answer):
         head = answer.request or Request("")
-        if head.verb in ("LOGIN", "REGISTER"):
+        if head.verb == "CAP":
+            self.no_rooms()
+        elif head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
-        elif head.verb in ("SAY", "TELL"):
+        elif head.verb in ("SAY", "TELL", "RSAY"):
             # Said in the window the message was for, where the user looks
             # for it; marked there if another window is shown.
             window = self.request_window(head)
@@ -1473,17 +1655,36 @@ class Chat:
             self.windows.notice(window, ACTIVITY)
             if event.code in (proto.UNAVAILABLE, proto.SLOW_DOWN):   # worth trying again as it is
                 self.give_back(head)
+        elif head.verb == "HISTORY" and head.tag == "recent" and event.code == proto.NOT_FOUND \
+                and head.fields[0].startswith("@"):
+            pass        # a conversation with no such account: what is said there says so
         elif head.verb == "HISTORY":
-            self.loading_older = False
+            if head.tag == "before":
+                self.loading_older = False
+            if head.tag == "recent" and event.code == proto.UNAVAILABLE:
+                window = self.history_window(head)
+                if window is not None:
+                    window.loaded = False       # asked again when next shown
             self.say("error", "history unavailable: %s" % error_in_words(event.code, event.text))
+        elif head.verb == "JOIN":
+            window = self.windows.find(ROOM, head.room)
+            if window is not None and not window.joined and window is not self.windows.room \
+                    and not window.scrollback.oldest_id():
+                self.windows.close(window)      # opened for this JOIN only
+            self.say("error", "cannot join %s: %s" % (head.room, error_in_words(event.code, event.text)))
+        elif head.room:
+            window = self.windows.find(ROOM, head.room) or self.windows.active
+            window.scrollback.add(Entry("error", error_in_words(event.code, event.text)))
         else:
             self.say("error", error_in_words(event.code, event.text))
 
     def request_window(self, request: Request) -> Window:
-        """The window a SAY or TELL was said in (the one shown, if that
-        conversation's window has been closed since)."""
+        """The window a SAY, RSAY or TELL was said in (the one shown, if
+        that window has been closed since)."""
         if request.verb == "TELL":
             return self.windows.find(CONVERSATION, request.to) or self.windows.active
+        if request.verb == "RSAY" and not self.is_default_room(request.room):
+            return self.windows.find(ROOM, request.room) or self.windows.active
         return self.windows.room
 
     def give_back(self, request: Request):
@@ -1502,13 +1703,20 @@ class Chat:
             self.input.remember(line)
             self.say("info", "the text is in the input history: Up recalls it")
 
-    def _forget_unconfirmed(self, verb, name, to, text):
+    def _forget_unconfirmed(self, verbs, name, text, where):
+        """A message of ours came back: it is no longer unconfirmed.
+        ``where`` is its room, or the account it was told to."""
         if not self.unconfirmed or not self._is_me(name):
             return
         for index, request in enumerate(self.unconfirmed):
-            if request.verb == verb and request.text.strip() == text.strip():
-                del self.unconfirmed[index]
-                return
+            if request.verb not in verbs or request.text.strip() != text.strip():
+                continue
+            if request.verb == "TELL" and proto.room_key(request.to) != proto.room_key(where):
+                continue
+            if request.verb == "RSAY" and proto.room_key(request.room) != proto.room_key(where):
+                continue
+            del self.unconfirmed[index]
+            return
 
     def give_back_unconfirmed(self):
         """After catching up: what we sent before the drop and did not see
@@ -1522,22 +1730,185 @@ class Chat:
         self.users = list(event.names)
         self.say("info", "%d online: %s" % (len(self.users), " ".join(self.users)))
 
+    def is_online(self, name: str) -> bool:
+        key = proto.room_key(name)
+        return any(proto.room_key(user) == key for user in self.users)
+
     def presence_windows(self, name: str) -> List[Window]:
-        """Where a JOIN or LEAVE is shown: the room (in protocol v1 everyone
-        online is in it) and the conversation with that account, if open."""
+        """Where a JOIN or LEAVE (an account came online, went offline) is
+        shown: without rooms, the room (everyone online is in it); with
+        rooms, each room of the user's that the account is a member of, as
+        irssi shows a quit in every channel shared with the one who quits.
+        And the conversation with that account, if open."""
+        key = proto.room_key(name)
+        if self.rooms:
+            windows = [w for w in self.windows if w.kind == ROOM and w.joined
+                       and any(proto.room_key(member) == key for member in w.members)]
+        else:
+            windows = [self.windows.room]
         conversation = self.windows.find(CONVERSATION, name)
-        return [self.windows.room] + ([conversation] if conversation else [])
+        return windows + ([conversation] if conversation else [])
 
     def on_join(self, event, answer):
-        if not any(u.lower() == event.name.lower() for u in self.users):
+        if not self.is_online(event.name):
             self.users.append(event.name)
+        kind = "online" if self.rooms else "join"
         for window in self.presence_windows(event.name):
-            window.scrollback.add(Entry("join", name=event.name))
+            window.scrollback.add(Entry(kind, name=event.name))
 
     def on_leave(self, event, answer):
-        self.users = [u for u in self.users if u.lower() != event.name.lower()]
+        key = proto.room_key(event.name)
+        self.users = [u for u in self.users if proto.room_key(u) != key]
+        kind = "offline" if self.rooms else "leave"
         for window in self.presence_windows(event.name):
-            window.scrollback.add(Entry("leave", event.text, name=event.name))
+            window.scrollback.add(Entry(kind, event.text, name=event.name))
+
+    # -- rooms (protocol v1.1) ---------------------------------------------
+
+    def on_room(self, event, answer):
+        request = answer.request
+        if request is None:
+            return
+        self.known_rooms[proto.room_key(event.room)] = event.room
+        if request.verb == "ROOMS":
+            self.room_lines.append(event)
+        elif request.verb == "LIST":
+            self.say("info", "%s  %d of %d online%s" % (
+                event.room, event.online, event.count, "  " + event.text if event.text else ""))
+
+    def rooms_received(self):
+        """OK ROOMS: the rooms the account is in, at login or after a
+        reconnect. Each gets its window, opened at the end in the server's
+        order (sorted); a room window the account is no longer in stays
+        open and says so. Window 1 stays the default room's even if the
+        account has left it (see docs/CLIENT.md)."""
+        listed = {}
+        for line in self.room_lines:
+            window = self.room_window(line.room)
+            window.joined = True
+            window.topic = line.text
+            listed[window.key] = window
+        self.room_lines = []
+        for window in self.windows:
+            if window.kind == ROOM and window.joined and window.key not in listed:
+                self.left(window, "you are not in %s: /join %s to go back in" % (window.name, window.name))
+        for window in listed.values():
+            # Their members: who is in them, for /names, Tab and where a
+            # JOIN or LEAVE is shown. NAMES costs nothing against flood.
+            self.send("NAMES", window.name, tag="quiet")
+        self.window_shown(self.windows.active)
+
+    def left(self, window: Window, why: str):
+        """The account is no longer in the room of ``window``."""
+        window.joined = False
+        window.loaded = False       # joined again, its history is asked for again
+        window.members = []
+        window.scrollback.add(Entry("info", why))
+
+    def on_joined(self, event, answer):
+        window = self.room_window(event.room)
+        if self._is_me(event.name):
+            window.joined = True
+        if not any(proto.room_key(member) == proto.room_key(event.name) for member in window.members):
+            window.members.append(event.name)
+        window.scrollback.add(Entry("join", name=event.name, to=event.room))
+
+    def on_parted(self, event, answer):
+        window = self.windows.find(ROOM, event.room)
+        if window is None:
+            return
+        key = proto.room_key(event.name)
+        if not self._is_me(event.name):
+            window.members = [m for m in window.members if proto.room_key(m) != key]
+            window.scrollback.add(Entry("leave", event.text, name=event.name, to=event.room))
+            return
+        reason = " (%s)" % event.text if event.text else ""
+        if window is self.windows.room:
+            # Window 1 stays, saying how to come back.
+            self.left(window, "you left %s%s; /join %s to go back in" % (window.name, reason, window.name))
+        else:
+            # As irssi does: leaving a room closes its window; where the user
+            # lands, a line says what became of it.
+            self.windows.close(window)
+            self.say("info", "you left %s%s" % (window.name, reason))
+
+    def on_topic(self, event, answer):
+        window = self.windows.find(ROOM, event.room) or (
+            self.windows.room if self.is_default_room(event.room) else None)
+        if window is None:
+            return
+        request = answer.request
+        asked = request is not None and (
+            request.verb == "JOIN" or (request.verb == "TOPIC" and not "".join(request.fields[1:])))
+        window.topic = event.text
+        if not event.name:
+            text = "%s has no topic" % window.name
+        elif asked:
+            text = ("topic of %s: %s (set by %s, %s)" % (window.name, event.text, event.name, self.when(event.ts))
+                    if event.text else "%s has no topic (cleared by %s, %s)" % (
+                        window.name, event.name, self.when(event.ts)))
+        elif event.text:
+            text = "%s changed the topic of %s to: %s" % (event.name, window.name, event.text)
+        else:
+            text = "%s cleared the topic of %s" % (event.name, window.name)
+        if asked or event.name:
+            window.scrollback.add(Entry("info", text))
+
+    @staticmethod
+    def when(timestamp: str) -> str:
+        """A protocol timestamp as the day and time the user reads."""
+        time, day = local_when(timestamp)
+        return "%s %s" % (day.strftime("%d %b %Y").lstrip("0"), time) if day else time
+
+    def on_members(self, event, answer):
+        if answer.request is not None:
+            self.member_lines.setdefault(proto.room_key(event.room), []).extend(event.names)
+
+    def members_received(self, request: Request, room: str):
+        """OK JOIN or OK NAMES: the room's members are all in."""
+        names = self.member_lines.pop(proto.room_key(room), [])
+        window = self.windows.find(ROOM, room) or (self.windows.room if self.is_default_room(room) else None)
+        if window is None:
+            return
+        if request.verb == "JOIN":
+            window = self.room_window(room)     # as the server spells it
+            window.joined = True
+        window.members = names
+        if request.tag != "quiet":
+            window.scrollback.add(Entry("info", self.members_in_words(window)))
+        if request.verb == "JOIN" and window is self.windows.active:
+            self.window_shown(window)
+
+    def members_in_words(self, window: Window) -> str:
+        """A room's members, who of them is online first: "#homework: 3
+        members, 2 online: alice bob; offline: carol"."""
+        online = [m for m in window.members if self.is_online(m)]
+        offline = [m for m in window.members if not self.is_online(m)]
+        count = len(window.members)
+        text = "%s: %d member%s, %d online" % (window.name, count, "" if count == 1 else "s", len(online))
+        text += ": " + " ".join(online) if online else ""
+        return text + ("; offline: " + " ".join(offline) if offline else "")
+
+    def on_deleted(self, event, answer):
+        window = self.windows.find(ROOM, event.room)
+        if window is None:
+            return
+        reason = " (%s)" % event.text if event.text else ""
+        self.left(window, "%s was deleted by the server's operator%s; /join %s makes a new room"
+                  % (window.name, reason, window.name))
+        self.windows.notice(window, ACTIVITY)
+
+    def window_shown(self, window: Window):
+        """A window came into view: with rooms, the first time a room's or
+        conversation's window is shown its recent history is fetched (the
+        default room's comes with LOGIN), as Slack shows a channel's."""
+        if not self.rooms or self.state != "online" or window.loaded or not window.joined:
+            return
+        window.loaded = True
+        self.send("HISTORY", self.history_target(window), str(HISTORY_PAGE), tag="recent")
+
+    def history_target(self, window: Window) -> str:
+        return window.name if window.kind == ROOM else "@" + window.name
 
     def on_info(self, event, answer):
         self.say("info", event.text)
@@ -1581,13 +1952,22 @@ class Chat:
 
     def do_help(self, action: Action):
         self.input.commit()
-        for command, words in HELP:
+        for command, words in help_lines(bool(self.rooms)):
             self.scrollback.add(Entry("help", words, command))
 
     def do_local(self, action: Action):
         self.refuse(action.text)
 
     def do_names(self, action: Action):
+        """/names: with rooms, in a room's window, that room's members
+        (asked afresh); elsewhere, and without rooms, shows or hides the
+        list of who is online, as F2 does."""
+        window = self.windows.active
+        if self.rooms and window.kind == ROOM:
+            if self.room_command(action, window) is not None:
+                self.input.commit()
+                self.send("NAMES", window.name)
+            return
         self.input.commit()
         self.toggle_names()
 
@@ -1615,8 +1995,11 @@ class Chat:
         window = self.windows.get(int(action.text)) if action.text else self.windows.active
         if window is None:
             self.refuse("there is no window %s: %s" % (action.text, self.windows_in_words()))
-        elif window.kind != CONVERSATION:
+        elif window is self.windows.room:
             self.refuse("window %d is the room %s; it stays open" % (self.windows.number(window), window.name))
+        elif window.kind == ROOM and window.joined:
+            self.refuse("window %d is the room %s: /part leaves it and closes its window"
+                        % (self.windows.number(window), window.name))
         else:
             self.input.commit()
             self.windows.close(window)
@@ -1627,7 +2010,11 @@ class Chat:
 
     def do_say(self, action: Action):
         """Text typed in a window goes to that window's room or conversation."""
-        line = self.message_fields(self.windows.active, action.text)
+        window = self.windows.active
+        if window.kind == ROOM and not window.joined:
+            self.refuse("you are not in %s: /join %s to go back in" % (window.name, window.name))
+            return
+        line = self.message_fields(window, action.text)
         if not self.too_long(line):
             self.input.commit()
             self.send(*line)
@@ -1645,22 +2032,85 @@ class Chat:
             self.windows.show(self.windows.open(CONVERSATION, action.name))
             self.send(*line)
 
+    def room_command(self, action: Action, window: Optional[Window] = None) -> Optional[Window]:
+        """The room window a room command is about (``window``, else the one
+        shown), or None after saying why there is none: the server has no
+        rooms, the window is a conversation, or the account left the room."""
+        verb = "/" + action.kind
+        if not self.rooms:
+            self.refuse("%s needs rooms, which this server does not offer yet" % verb)
+            return None
+        window = window or self.windows.active
+        if window.kind != ROOM:
+            self.refuse("%s is about a room, and this window is the conversation with %s" % (verb, window.name))
+            return None
+        if not window.joined:
+            self.refuse("you are not in %s: /join %s to go back in" % (window.name, window.name))
+            return None
+        return window
+
+    def do_join(self, action: Action):
+        """/join #room: its window is opened (or gone to) at once, and the
+        answer fills it: topic, members, then its recent history."""
+        if not self.rooms:
+            self.room_command(action)
+            return
+        self.input.commit()
+        window = self.windows.find(ROOM, action.name)
+        if window is None and self.is_default_room(action.name):
+            window = self.windows.room
+        if window is None:
+            window = self.windows.open(ROOM, action.name)
+            window.joined = False           # until the server says so
+        self.windows.show(window)
+        self.send("JOIN", action.name)
+
+    def do_part(self, action: Action):
+        window = None
+        if action.name:
+            window = self.windows.find(ROOM, action.name)
+            if window is None and self.rooms:
+                self.refuse("you are not in %s" % action.name)
+                return
+        window = self.room_command(action, window)
+        if window is not None:
+            self.input.commit()
+            self.send("PART", window.name, *([action.text] if action.text else []))
+
+    def do_topic(self, action: Action):
+        window = self.room_command(action)
+        if window is None:
+            return
+        topic = action.text.strip()
+        line = ("TOPIC", window.name) + ((topic,) if topic else ())
+        if not self.too_long(line):
+            self.input.commit()
+            self.send(*line)
+
+    def do_list(self, action: Action):
+        if not self.rooms:
+            self.room_command(action)
+            return
+        self.input.commit()
+        self.send("LIST")
+
     # What each Action does, and whether it needs the server (refused while
-    # offline or banned). The rooms slice adds join, part, topic and list.
+    # offline or banned).
     ACTIONS: Dict[str, Tuple[Callable[["Chat", Action], None], bool]] = {
         "help": (do_help, False), "local": (do_local, False), "names": (do_names, False),
         "quit": (do_quit, False), "window": (do_window, False), "query": (do_query, False),
         "close": (do_close, False), "who": (do_who, True), "say": (do_say, True), "tell": (do_tell, True),
+        "join": (do_join, True), "part": (do_part, True), "topic": (do_topic, True), "list": (do_list, True),
     }
 
     def message_fields(self, window: Window, text: str) -> Tuple[str, ...]:
         """The request that says ``text`` in ``window``: SAY in the default
-        room, TELL to the other account in a conversation. (A room other
-        than the default one needs protocol v1.1: the rooms slice adds its
-        verb here.)"""
+        room, RSAY in another, TELL to the other account in a conversation."""
         if window.kind == CONVERSATION:
             return ("TELL", window.name, text)
-        return ("SAY", text)
+        if window is self.windows.room or not self.rooms:
+            return ("SAY", text)
+        return ("RSAY", window.name, text)
 
     def too_long(self, line: Tuple[str, ...]) -> bool:
         """Refuse a line the server would refuse for its length."""
@@ -1746,7 +2196,7 @@ class Chat:
         for their echo; each echo lets the next one go."""
         if self.state != "online":
             return
-        in_flight = sum(request.verb in ("SAY", "TELL") for request in self.exchange.waiting)
+        in_flight = sum(request.verb in proto.MESSAGE_VERBS for request in self.exchange.waiting)
         while self.paste_queue and in_flight < PASTE_IN_FLIGHT:
             self.send(*self.paste_queue.popleft())
             in_flight += 1
@@ -1795,23 +2245,32 @@ class Chat:
         """PgUp past the oldest line of the window shown: ask for the page
         of messages before it, where the protocol can."""
         window = self.windows.active
-        if window.kind == CONVERSATION:
+        if window.kind == CONVERSATION and not self.rooms:
             self.load_older_conversation(window)
             return
         room = window.scrollback
-        if (self.loading_older or room.oldest_reached or self.state != "online"):
+        if (self.loading_older or room.oldest_reached or self.state != "online" or not window.joined):
             return
         oldest = room.oldest_id()
-        if oldest is None or oldest <= 1:
+        if oldest is not None and oldest <= 1:
             room.oldest_reached = True
             return
+        if not self.rooms:
+            if oldest is None:
+                room.oldest_reached = True
+                return
+            self.loading_older = True
+            self.send("HISTORY", str(HISTORY_PAGE), "before=%d" % oldest, tag="before")
+            return
+        # With rooms: the room's or the conversation's own history, the
+        # newest page first if nothing of it is on hand yet.
         self.loading_older = True
-        self.send("HISTORY", str(HISTORY_PAGE), "before=%d" % oldest, tag="before")
+        bound = ("before=%d" % oldest,) if oldest is not None else ()
+        self.send("HISTORY", self.history_target(window), str(HISTORY_PAGE), *bound, tag="before")
 
     def load_older_conversation(self, window: Window):
         """Protocol v1's HISTORY is the room's only: the server stores
-        private messages but gives none back. Protocol v1.1's history of a
-        conversation goes here (and into the catch-up after a reconnect)."""
+        private messages but gives none back (v1.1's HISTORY @name does)."""
         if not window.scrollback.oldest_reached:
             window.scrollback.oldest_reached = True
             self.say_at_top(window, "older private messages cannot be fetched from this server")
@@ -1832,7 +2291,14 @@ class Chat:
         self.outbox.clear()
         # Whatever we said that the server had not echoed may be lost; the
         # catch-up after reconnecting tells (see give_back_unconfirmed).
-        self.unconfirmed += [r for r in self.exchange.clear() if r.verb in ("SAY", "TELL")]
+        for request in self.exchange.clear():
+            if request.verb in proto.MESSAGE_VERBS:
+                self.unconfirmed.append(request)
+            elif request.tag == "recent":
+                window = self.history_window(request)
+                if window is not None:
+                    window.loaded = False   # asked again when next shown
+        self.room_lines, self.member_lines = [], {}
         self.users = []
         self.loading_older = False
         self.ping_sent_at = None

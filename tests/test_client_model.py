@@ -316,15 +316,20 @@ def hear(chat, *lines):
     chat.receive("".join(line + "\n" for line in lines).encode())
 
 
+# What a server of protocol v1.0, which has no rooms, answers to CAP.
+NO_ROOMS = "ERR 421 unknown command CAP"
+
+
 def online(name="alice", history=(), users=("alice", "bob")):
+    """A client logged in to a server without rooms (protocol v1.0)."""
     chat = Chat("127.0.0.1", 12345, name, "password1")
     chat.submit_login(register=False)
     assert chat.want_connect and chat.state == "connecting"
     chat.connection_made()
-    assert sent(chat) == ["LOGIN %s password1" % name]
-    hear(chat, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
+    assert sent(chat) == ["CAP rooms", "LOGIN %s password1" % name]
+    hear(chat, NO_ROOMS, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
          "USERS %d %s" % (len(users), " ".join(users)))
-    assert chat.state == "online" and chat.screen == "chat"
+    assert chat.state == "online" and chat.screen == "chat" and chat.rooms is False
     return chat
 
 
@@ -380,8 +385,8 @@ def test_register_then_log_in():
     chat = Chat("127.0.0.1", 12345, "carol", "password1")
     chat.key("\x12")                                # Ctrl-R
     chat.connection_made()
-    assert sent(chat) == ["REGISTER carol password1"]
-    hear(chat, "OK REGISTER carol")
+    assert sent(chat) == ["CAP rooms", "REGISTER carol password1"]
+    hear(chat, NO_ROOMS, "OK REGISTER carol")
     assert sent(chat) == ["LOGIN carol password1"]
 
 
@@ -395,7 +400,7 @@ def test_failed_login_says_why_and_lets_the_user_retry(line, words):
     chat.submit_login(register=False)
     chat.connection_made()
     sent(chat)
-    hear(chat, line)
+    hear(chat, NO_ROOMS, line)
     assert chat.screen == "login" and chat.form.error == words
     assert chat.want_close
     chat.connection_lost("login failed")
@@ -410,7 +415,7 @@ def test_name_taken_on_register():
     chat = Chat("127.0.0.1", 12345, "bob", "password1")
     chat.submit_login(register=True)
     chat.connection_made()
-    hear(chat, "ERR 409 name taken")
+    hear(chat, NO_ROOMS, "ERR 409 name taken")
     assert chat.form.error == "that name is taken"
 
 
@@ -629,9 +634,9 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
     chat.key("\r")
     assert chat.input.text == ""                    # in the history until we are back
     chat.connection_made()
-    assert sent(chat) == ["LOGIN alice password1"]
+    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
     # The login burst holds only the newest messages; 3 and 4 fell in the gap.
-    hear(chat, "OK LOGIN alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice")
     assert sent(chat) == ["HISTORY 500 after=2"]
     hear(chat, msg(5), msg(6), "OK HISTORY 2", "USERS 2 alice bob",
          msg(3), msg(4), msg(5), msg(6), "OK HISTORY 4")
@@ -651,7 +656,7 @@ def test_catching_up_repeats_until_a_short_page():
     chat.tick(chat.reconnect_at)
     chat.connection_made()
     sent(chat)
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     assert sent(chat) == ["HISTORY 500 after=10"]
     hear(chat, *[msg(i) for i in range(11, 511)], "OK HISTORY 500")
     assert sent(chat) == ["HISTORY 500 after=510"]
@@ -671,7 +676,7 @@ def test_backoff_grows_and_kick_waits_it_out():
         assert chat.want_connect
     assert delays == sorted(delays) and delays[0] < 1 and delays[-1] >= 4
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     hear(chat, "KICKED 30 behave")
     chat.connection_lost("the server closed the connection")
     assert chat.reconnect_at - client.clock() >= 30
@@ -707,7 +712,7 @@ def test_unconfirmed_say_is_given_back_after_catching_up():
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     hear(chat, msg(2, "did this arrive?", "alice"), "OK HISTORY 1")
     assert "not confirmed before the connection dropped: lost one" in screen_text(chat)
     assert "did this arrive?" not in chat.input.history[-1:]
@@ -770,15 +775,16 @@ def help_rows(chat, width):
 @pytest.mark.parametrize("width", [80, 40])
 def test_help_is_a_line_per_command_wrapped_at_spaces_with_an_indent(width):
     rows = help_rows(online(), width)
-    known = {word for command, words in client.HELP for word in (command + " " + words).split()}
+    lines = client.help_lines(False)
+    known = {word for command, words in lines for word in (command + " " + words).split()}
     for row in rows:
         assert text_width(row) <= width
         assert set(row.split()) - {"-!-"} <= known          # no word cut in two
         assert row.startswith("-!- ") or row.startswith(" " * (4 + client.HELP_COLUMN))
     commands = [row[4:4 + client.HELP_COLUMN].strip() for row in rows if row.startswith("-!- ")]
-    assert commands == [command for command, _ in client.HELP]
+    assert commands == [command for command, _ in lines]
     if width == 80:
-        assert len(rows) == len(client.HELP)
+        assert len(rows) == len(lines)
 
 
 def test_status_line_leaves_out_whole_fields_as_the_terminal_narrows():
@@ -980,18 +986,26 @@ def test_what_a_reconnection_catches_up_on_is_activity_and_older_pages_are_not()
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    hear(chat, "OK LOGIN alice", msg(30), "OK HISTORY 1", "USERS 2 alice bob")
+    hear(chat, NO_ROOMS, "OK LOGIN alice", msg(30), "OK HISTORY 1", "USERS 2 alice bob")
     assert chat.windows.room.activity == client.QUIET       # nothing new yet
     assert sent(chat)[-1] == "HISTORY 500 after=30"
     hear(chat, msg(32, "said while you were away"), "OK HISTORY 1")
     assert chat.windows.room.activity == client.ACTIVITY and chat.bells == 1
     press(chat, "\x1b1")
     chat.scrollback.view(80, 5)
-    press(chat, "KEY_PPAGE", "KEY_PPAGE", "KEY_PPAGE")
+    page_up_to_the_top(chat)
     assert sent(chat) == ["HISTORY 50 before=21"]
     press(chat, "\x1b2")
     hear(chat, "OK HISTORY 0")
     assert chat.windows.room.activity == client.QUIET       # an old page is no news
+
+
+def page_up_to_the_top(chat):
+    """PgUp until the client asks the server for older messages (or 50 times)."""
+    for _ in range(50):
+        press(chat, "KEY_PPAGE")
+        if chat.outbox or chat.scrollback.oldest_reached:
+            return
 
 
 def conversations(chat, *names):
@@ -1126,7 +1140,7 @@ def test_joins_and_leaves_show_in_the_room_and_in_that_persons_conversation():
     assert chat.windows.room.activity == client.QUIET       # presence is no activity
 
 
-def test_room_commands_wait_for_the_rooms_slice():
+def test_room_commands_against_a_server_without_rooms():
     chat = online()
     for command in ("/join #homework", "/part", "/topic hello", "/list"):
         press(chat, command + "\r")
@@ -1272,3 +1286,390 @@ def test_a_password_can_be_pasted_on_the_login_screen():
     assert chat.form.password == "password1"
     chat.key("\r")
     assert chat.want_connect
+
+
+# --- rooms (protocol v1.1) -------------------------------------------------
+
+def said(chat):
+    """The lines of the window shown, each whole, however long."""
+    return [entry.text for entry in chat.scrollback.entries]
+
+
+def rmsg(msg_id, room, text, name="bob", ts=TS):
+    return "RMSG %d %s %s %s %s" % (msg_id, ts, room, name, text)
+
+
+def in_rooms(name="alice", history=(), users=("alice", "bob"), rooms=None, default="#general"):
+    """A client logged in to a server with rooms. ``rooms`` maps each room
+    the account is in to its members (the default room with everyone
+    online unless said otherwise)."""
+    if rooms is None:
+        rooms = {default: users}
+    chat = Chat("127.0.0.1", 12345, name, "password1")
+    chat.submit_login(register=False)
+    chat.connection_made()
+    assert sent(chat) == ["CAP rooms", "LOGIN %s password1" % name]
+    hear(chat, "OK CAP rooms %s" % default, "OK LOGIN %s" % name, *history,
+         "OK HISTORY %d" % len(history), "USERS %d %s" % (len(users), " ".join(users)))
+    assert chat.rooms is True and chat.state == "online"
+    assert sent(chat) == ["ROOMS"]
+    hear(chat, *["ROOM %s %d %d" % (room, len(members), len(members)) for room, members in rooms.items()],
+         "OK ROOMS %d" % len(rooms))
+    # Each room's members are asked for, quietly, for /names, Tab and presence.
+    assert sent(chat) == ["NAMES %s" % room for room in rooms]
+    for room, members in rooms.items():
+        hear(chat, "MEMBERS %s %d %s" % (room, len(members), " ".join(members)), "OK NAMES %s" % room)
+    assert not chat.exchange
+    return chat
+
+
+def test_a_server_without_rooms_is_said_once_and_room_commands_say_so():
+    chat = online()
+    assert said(chat).count("this server has no rooms (protocol v1): one room, #general, "
+                            "and private conversations") == 1
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    assert sum("this server has no rooms" in line for line in said(chat)) == 1
+    sent(chat)
+    press(chat, "/join #homework\r")
+    assert chat.scrollback.entries[-1].text == "/join needs rooms, which this server does not offer yet"
+    press(chat, "/j", "\t")
+    assert chat.input.text == "/j"                         # no /join to complete
+    press(chat, "\x15", "/help\r")
+    assert "/join #room" not in screen_text(chat, height=200)
+    assert sent(chat) == []
+
+
+def test_login_with_rooms_opens_a_window_per_room_of_the_account():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#Homework": ("alice", "bob", "carol")})
+    assert window_names(chat) == ["#general", "#Homework"]
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:#Homework] ")
+    assert "no rooms" not in screen_text(chat)
+    assert [w.members for w in chat.windows] == [["alice", "bob"], ["alice", "bob", "carol"]]
+    press(chat, "/help\r")
+    assert "/join #room" in screen_text(chat, height=200)
+
+
+def test_a_room_window_fetches_its_recent_history_the_first_time_it_is_shown():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    press(chat, "\x1b2")
+    assert sent(chat) == ["HISTORY #homework 50"]
+    assert "loading" not in chat.status()
+    hear(chat, rmsg(3, "#homework", "page 12"), rmsg(5, "#homework", "alice, exercise 3?"), "OK HISTORY 2")
+    assert screen_text(chat).splitlines()[-2:] == ["13:05 <bob> page 12", "13:05 <bob> alice, exercise 3?"]
+    assert chat.bells == 0                                  # history rings nothing
+    press(chat, "\x1b1", "\x1b2", "KEY_PPAGE")
+    assert sent(chat) == []                                 # once, and no older page than a short one
+
+
+def test_typing_in_a_room_window_says_it_there_and_in_window_1_as_in_v1():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    press(chat, "hello all\r", "\x1b2")
+    assert sent(chat) == ["SAY hello all", "HISTORY #homework 50"]
+    hear(chat, msg(1, "hello all", "alice"), "OK HISTORY 0")
+    press(chat, "page 12\r", "/me waves\r")
+    assert sent(chat) == ["RSAY #homework page 12", "RSAY #homework /me waves"]
+    assert chat.prompt(80) == "#homework> "
+    hear(chat, rmsg(2, "#homework", "page 12", "alice"),
+         rmsg(3, "#homework", "/me waves", "alice"))
+    assert not chat.exchange
+    assert screen_text(chat).splitlines()[-2:] == ["13:05 <alice> page 12", "13:05 * alice waves"]
+    press(chat, "\x1b1")
+    assert "<alice> hello all" in screen_text(chat) and "page 12" not in screen_text(chat)
+
+
+def test_room_messages_go_to_their_window_with_activity_and_mentions():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    hear(chat, rmsg(7, "#homework", "anyone?"))
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:#homework*] ")
+    assert chat.bells == 0
+    hear(chat, rmsg(8, "#HOMEWORK", "alice: you?"))
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:#HOMEWORK!] ")  # as the server spells it
+    assert chat.bells == 1 and window_names(chat) == ["#general", "#HOMEWORK"]
+    hear(chat, rmsg(9, "#random", "a room joined from another session"))
+    assert window_names(chat) == ["#general", "#HOMEWORK", "#random"]
+    press(chat, "\x1b2")
+    [entry] = [e for e in chat.scrollback.entries if e.id == 8]
+    assert entry.highlight and "anyone?" in screen_text(chat)
+    assert chat.last_id == 9
+
+
+def test_join_goes_to_the_window_at_once_then_shows_topic_members_and_history():
+    chat = in_rooms(users=("alice", "bob", "carol"))
+    press(chat, "/join homework\r")
+    assert sent(chat) == ["JOIN #homework"]
+    assert chat.windows.active.name == "#homework" and chat.status_line(80)[0].startswith(
+        " [1:#general 2:(#homework)] ")
+    hear(chat, "JOINED #Homework alice", "TOPIC #Homework bob %s Maths until Friday" % TS,
+         "MEMBERS #Homework 3 alice bob dave", "OK JOIN #Homework")
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:#Homework] ")
+    text = screen_text(chat)
+    assert "--> alice joined #Homework" in text
+    assert "topic of #Homework: Maths until Friday (set by bob, 24 Nov 2026 13:05)" in text
+    assert "#Homework: 3 members, 2 online: alice bob; offline: dave" in text
+    assert sent(chat) == ["HISTORY #Homework 50"]          # what was said there before
+    hear(chat, rmsg(4, "#Homework", "before you came"), "OK HISTORY 1")
+    assert "<bob> before you came" in screen_text(chat)
+    press(chat, "/join #general\r")                         # a room of the account's: its window
+    assert chat.windows.active is chat.windows.room and sent(chat) == ["JOIN #general"]
+    press(chat, "/join #no/t\r")
+    assert sent(chat) == [] and "room names are # and 1 to 32 characters" in screen_text(chat)
+
+
+def test_a_refused_join_closes_the_window_it_opened():
+    chat = in_rooms()
+    press(chat, "/join #sixty-fifth\r")
+    sent(chat)
+    hear(chat, "ERR 405 too many rooms: an account may be in at most 64")
+    assert window_names(chat) == ["#general"] and chat.windows.active is chat.windows.room
+    assert "cannot join #sixty-fifth: too many rooms: an account may be in at most 64" in said(chat)
+
+
+def test_others_joining_and_leaving_a_room_show_there_without_activity():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice",)})
+    hear(chat, "JOINED #homework carol", "PARTED #homework carol bye")
+    window = chat.windows.get(2)
+    assert window.activity == client.QUIET and window.members == ["alice"]
+    press(chat, "\x1b2")
+    sent(chat)
+    assert screen_text(chat).splitlines()[-2:] == [
+        client.local_now() + " --> carol joined #homework", client.local_now() + " <-- carol left #homework (bye)"]
+
+
+def test_coming_online_and_going_offline_show_in_the_rooms_shared_with_that_person():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "carol")})
+    hear(chat, "JOIN carol", "LEAVE bob ping timeout")
+    assert "carol came online" in "\n".join(rows_text(chat.windows.get(2).scrollback.all_rows(80)))
+    text = screen_text(chat)
+    assert "<-- bob went offline (ping timeout)" in text and "carol" not in text
+    assert chat.users == ["alice", "carol"]
+
+
+def test_part_leaves_the_room_and_closes_its_window():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    press(chat, "\x1b2", "/part done for today\r")
+    assert sent(chat) == ["HISTORY #homework 50", "PART #homework done for today"]
+    hear(chat, "OK HISTORY 0", "PARTED #homework alice done for today", "OK PART #homework")
+    assert window_names(chat) == ["#general"] and chat.windows.active is chat.windows.room
+    assert "you left #homework (done for today)" in screen_text(chat)
+    conversations(chat, "bob")
+    press(chat, "\x1b2", "/part\r")
+    assert "/part is about a room, and this window is the conversation with bob" in screen_text(chat)
+    press(chat, "\x1b1", "/part #nowhere\r")
+    assert "you are not in #nowhere" in screen_text(chat)
+    assert sent(chat) == ["HISTORY @bob 50"]               # the conversation's, when shown
+
+
+def test_a_room_left_from_another_session_closes_there_too():
+    chat = in_rooms(rooms={"#general": ("alice",), "#homework": ("alice",)})
+    hear(chat, "PARTED #homework alice")
+    assert window_names(chat) == ["#general"] and "you left #homework" in screen_text(chat)
+
+
+def test_window_1_stays_when_the_default_room_is_left():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice",)})
+    press(chat, "/part\r")
+    assert sent(chat) == ["PART #general"]
+    hear(chat, "PARTED #general alice", "OK PART #general")
+    assert chat.status_line(80)[0].startswith(" [1:(#general) 2:#homework] ")
+    assert "you left #general; /join #general to go back in" in screen_text(chat)
+    press(chat, "anyone?\r", "/topic\r")
+    assert sent(chat) == []
+    assert screen_text(chat).count("you are not in #general: /join #general to go back in") == 2
+    press(chat, "/close\r")
+    assert "window 1 is the room #general; it stays open" in screen_text(chat)
+    press(chat, "/join #general\r")
+    hear(chat, "JOINED #general alice", "TOPIC #general", "MEMBERS #general 2 alice bob", "OK JOIN #general")
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:#homework] ")
+    assert sent(chat) == ["JOIN #general", "HISTORY #general 50"]
+
+
+def test_logging_in_after_leaving_the_default_room():
+    chat = in_rooms(rooms={"#homework": ("alice", "bob")})
+    assert window_names(chat) == ["#general", "#homework"]
+    assert chat.status_line(80)[0].startswith(" [1:(#general) 2:#homework] ")
+    assert "you are not in #general: /join #general to go back in" in screen_text(chat)
+
+
+def test_topic_is_shown_set_and_cleared():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    press(chat, "\x1b2")
+    hear(chat, "OK HISTORY 0")
+    sent(chat)
+    press(chat, "/topic\r")
+    assert sent(chat) == ["TOPIC #homework"]
+    hear(chat, "TOPIC #homework", "OK TOPIC #homework")
+    assert "#homework has no topic" in screen_text(chat)
+    press(chat, "/topic Maths until Friday\r")
+    assert sent(chat) == ["TOPIC #homework Maths until Friday"]
+    hear(chat, "TOPIC #homework alice %s Maths until Friday" % TS, "OK TOPIC #homework")
+    assert "alice changed the topic of #homework to: Maths until Friday" in screen_text(chat)
+    hear(chat, "TOPIC #homework bob %s" % TS)
+    assert "bob cleared the topic of #homework" in screen_text(chat)
+    assert chat.windows.active.topic == ""
+    press(chat, "/topic " + "x" * 5000 + "\r")
+    assert sent(chat) == [] and "too long to send" in screen_text(chat)
+    hear(chat, "ERR 413 topic too long (max 300 bytes)")   # said where the room is
+    press(chat, "/topic -\r")
+    assert sent(chat) == ["TOPIC #homework -"]
+
+
+def test_list_shows_every_room_and_tab_completes_room_names():
+    chat = in_rooms()
+    press(chat, "/list\r")
+    assert sent(chat) == ["LIST"]
+    hear(chat, "ROOM #general 2 2", "ROOM #Homework 1 3 Maths until Friday", "OK LIST 2")
+    text = screen_text(chat)
+    assert "#general  2 of 2 online\n" in text and "#Homework  1 of 3 online  Maths until Friday" in text
+    assert "2 rooms; /join #room joins one" in text
+    press(chat, "/join h", "\t")
+    assert chat.input.text == "/join #Homework "
+    press(chat, "\x15", "see #g", "\t")
+    assert chat.input.text == "see #general "
+    press(chat, "\x15", "/jo", "\t")
+    assert chat.input.text == "/join "
+
+
+def test_names_lists_the_rooms_members_online_first():
+    chat = in_rooms(users=("alice", "bob", "carol"),
+                    rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob", "carol", "dave")})
+    press(chat, "\x1b2", "/names\r")
+    assert sent(chat) == ["HISTORY #homework 50", "NAMES #homework"]
+    hear(chat, "OK HISTORY 0", "MEMBERS #homework 4 alice bob", "MEMBERS #homework 4 carol dave",
+         "OK NAMES #homework")
+    assert "#homework: 4 members, 3 online: alice bob carol; offline: dave" in screen_text(chat)
+    show_names = chat.show_names
+    conversations(chat, "bob")
+    press(chat, "\x1b3", "/names\r")                        # no room here: the list of who is online
+    assert chat.show_names is not show_names
+
+
+def test_a_deleted_rooms_window_says_so():
+    chat = in_rooms(rooms={"#general": ("alice",), "#homework": ("alice",)})
+    hear(chat, "DELETED #homework spam")
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:(#homework)*] ")
+    press(chat, "\x1b2")
+    sent(chat)
+    assert ("#homework was deleted by the server's operator (spam); /join #homework makes a new room"
+            in said(chat))
+    press(chat, "still here?\r")
+    assert sent(chat) == [] and "you are not in #homework" in screen_text(chat)
+
+
+def test_pgup_pages_back_through_a_rooms_and_a_conversations_history():
+    chat = in_rooms(rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    press(chat, "\x1b2")
+    sent(chat)
+    hear(chat, *[rmsg(100 + i, "#homework", "line %d" % i) for i in range(50)], "OK HISTORY 50")
+    chat.scrollback.view(80, 10)
+    page_up_to_the_top(chat)
+    assert sent(chat) == ["HISTORY #homework 50 before=100"]
+    assert "loading history" in chat.status()
+    hear(chat, rmsg(60, "#homework", "older"), "OK HISTORY 1")
+    text = screen_text(chat, height=200)
+    assert text.index("no older messages") < text.index("older") < text.index("line 0")
+    hear(chat, priv(200, "psst"))
+    press(chat, "\x1b3")
+    assert sent(chat) == ["HISTORY @bob 50"]
+    hear(chat, *[priv(150 + i, "old %d" % i) for i in range(49)], priv(200, "psst"), "OK HISTORY 50")
+    assert screen_text(chat, height=200).count("psst") == 1
+    chat.scrollback.view(80, 10)
+    page_up_to_the_top(chat)
+    assert sent(chat) == ["HISTORY @bob 50 before=150"]
+
+
+def reconnect(chat, *rooms):
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
+    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", "OK HISTORY 0", "USERS 2 alice bob")
+    lines = sent(chat)
+    hear(chat, *["ROOM %s 1 1" % room for room in rooms], "OK ROOMS %d" % len(rooms))
+    return lines
+
+
+def test_reconnect_catches_up_every_window_with_history_star():
+    chat = in_rooms(history=[msg(1)], rooms={"#general": ("alice", "bob"), "#homework": ("alice", "bob")})
+    hear(chat, rmsg(2, "#homework", "before the drop"), priv(3, "psst"))
+    assert reconnect(chat, "#general", "#homework") == ["ROOMS", "HISTORY * 500 after=3"]
+    assert sent(chat) == ["NAMES #general", "NAMES #homework"]
+    # Repeats of what was seen are dropped by id; a private message received
+    # while away opens its conversation with activity.
+    hear(chat, rmsg(2, "#homework", "before the drop"), msg(4, "in general"),
+         rmsg(5, "#homework", "in homework"), priv(6, "while you were away", "carol"), "OK HISTORY 4")
+    assert window_names(chat) == ["#general", "#homework", "bob", "carol"]
+    assert [w.activity for w in chat.windows] == [
+        client.QUIET, client.ACTIVITY, client.MENTION, client.MENTION]
+    assert chat.bells == 1                                  # bob's live psst only
+    press(chat, "\x1b2")
+    assert screen_text(chat).count("before the drop") == 1 and "in homework" in screen_text(chat)
+    press(chat, "\x1b4")
+    assert "<carol> while you were away" in screen_text(chat)
+    assert chat.last_id == 6
+
+
+def test_catching_up_with_history_star_repeats_until_a_short_page():
+    chat = in_rooms(history=[msg(10)])
+    assert reconnect(chat, "#general")[-1] == "HISTORY * 500 after=10"
+    hear(chat, "MEMBERS #general 1 alice", "OK NAMES #general")
+    sent(chat)
+    hear(chat, *[priv(i, "p%d" % i) if i % 2 else rmsg(i, "#x", "r%d" % i) for i in range(11, 511)],
+         "OK HISTORY 500")
+    assert sent(chat) == ["HISTORY * 500 after=510"]
+    hear(chat, msg(511), "OK HISTORY 1")
+    assert sent(chat) == [] and chat.last_id == 511
+
+
+def test_a_room_left_while_away_says_so_after_the_reconnect():
+    chat = in_rooms(rooms={"#general": ("alice",), "#homework": ("alice",)})
+    reconnect(chat, "#general")
+    assert chat.status_line(80)[0].startswith(" [1:#general 2:(#homework)] ")
+    press(chat, "\x1b2")
+    assert "you are not in #homework: /join #homework to go back in" in screen_text(chat)
+
+
+def test_an_unconfirmed_room_message_is_given_back_after_catching_up():
+    chat = in_rooms(history=[msg(1)], rooms={"#general": ("alice",), "#homework": ("alice",)})
+    press(chat, "\x1b2")
+    hear(chat, "OK HISTORY 0")
+    press(chat, "did this arrive?\r", "lost one\r")
+    sent(chat)
+    reconnect(chat, "#general", "#homework")
+    hear(chat, rmsg(2, "#homework", "did this arrive?", "alice"), "OK HISTORY 1")
+    assert "not confirmed before the connection dropped: lost one" in screen_text(chat)
+    assert chat.input.text == "lost one"
+    press(chat, "\r")
+    assert sent(chat)[-1] == "RSAY #homework lost one"
+
+
+def test_a_paste_in_a_room_window_goes_to_that_room():
+    chat = in_rooms(rooms={"#general": ("alice",), "#homework": ("alice",)})
+    press(chat, "\x1b2")
+    hear(chat, "OK HISTORY 0")
+    sent(chat)
+    paste(chat, "one\ntwo")
+    assert chat.prompt(80) == "paste 2 lines to #homework? Enter/Esc "
+    press(chat, "\r")
+    assert sent(chat) == ["RSAY #homework one", "RSAY #homework two"]
+
+
+def test_day_changed_lines_and_wide_characters_in_a_room_window(utc):
+    chat = in_rooms(rooms={"#general": ("alice",), "#homework": ("alice",)})
+    press(chat, "\x1b2")
+    hear(chat, rmsg(1, "#homework", "日本語 ok", ts="2026-11-30T23:59:00.000Z"),
+         rmsg(2, "#homework", "next day", ts="2026-12-01T00:01:00.000Z"), "OK HISTORY 2")
+    rows = screen_text(chat, width=20).splitlines()
+    assert rows[:5] == ["-!- Monday 30", "    November 2026", "23:59 <bob> 日本語", "ok",
+                        "-!- Day changed to"]
+    assert rows[5].startswith("    Tuesday 1") and rows[-1].endswith("<bob> next day")
+    assert all(text_width(row) <= 20 for row in rows)
+
+
+def test_a_default_room_of_another_name_is_window_1():
+    chat = in_rooms(default="#lobby", rooms={"#lobby": ("alice", "bob")})
+    assert window_names(chat) == ["#lobby"] and chat.prompt(80) == "> "
+    press(chat, "hi\r", "/part\r")
+    assert sent(chat) == ["SAY hi", "PART #lobby"]

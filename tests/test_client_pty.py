@@ -367,7 +367,7 @@ def test_help_and_the_status_line_fit_a_narrow_terminal(server, terminals, uniqu
     alice = unique_name("alice")
     registered(server, alice)
     # Tall enough for the whole of /help, wrapped at 40 columns.
-    term = terminals(server.port, user=alice, cols=40, rows=60)
+    term = terminals(server.port, user=alice, cols=40, rows=80)
     term.wait_for(lambda t: "logged in as" in t and t.splitlines()[-2].rstrip() == " %s | online | 1 online" % alice)
     term.type("/help\r")
     text = term.wait_for(shows("-!- Ctrl-C", "-!- /msg NAME text  a private message"))
@@ -417,7 +417,15 @@ def test_the_list_of_who_is_online_on_a_wide_terminal(server, terminals, unique_
     term.wait_for(lambda _: "\u2502 " + carol in names_column(term, x))
     term.type(F2)
     term.wait_for(lambda t: "\u2502" not in t)
+    # With rooms, /names in a room's window lists its members; F2 still
+    # shows the list of who is online again.
     term.type("/names\r")
+    term.wait_for("#general: 3 members, 3 online: ")
+    # (A key typed first: an F2 sent straight after the answer was not
+    # seen in this test; see the branch's report.)
+    term.type("x")
+    term.wait_for("> x")
+    term.type(F2)
     term.wait_for(lambda _: names_column(term, x)[0] == "\u2502 3 online")
     # Narrower than 100 columns: the scrollback keeps the whole width.
     term.resize(99, 24)
@@ -622,3 +630,29 @@ def test_a_pasted_block_is_asked_about_before_it_is_sent(server, terminals, uniq
     term.type("\x15/quit\r")
     assert term.wait_exit() == 0
     assert term.output.rindex(b"\x1b[?2004l") > term.output.rindex(b"\x1b[?2004h")  # off again
+
+
+def test_rooms_have_windows_of_their_own_with_activity(server, terminals, unique_name):
+    alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
+    bob_client.send("CAP rooms")
+    bob_client.expect(r"OK CAP rooms #general")
+    bob_client.send("JOIN #homework")
+    bob_client.expect(r"OK JOIN #homework")
+    term.type("/join #Homework\r")
+    term.wait_for(shows("[1:#general 2:#homework]", "#homework: 2 members, 2 online: ", "#homework>"))
+    term.wait_for("--> %s joined #homework" % alice)
+    term.type("page 12\r")
+    term.expect_line(bob_client, r"RMSG \d+ \S+ #homework %s page 12" % alice)
+    term.type("\x1b1")                                  # Esc 1: window 1
+    term.wait_for(shows("[1:#general 2:#homework]", absent=["page 12"]))
+    bob_client.send("RSAY #homework nothing for anyone")
+    term.wait_for("[1:#general 2:#homework*]")
+    bob_client.send("RSAY #homework %s: your turn" % alice)
+    term.wait_for("[1:#general 2:#homework!]")
+    term.wait_for(lambda _: term.screen.bells == 1)
+    assert "your turn" not in term.text()
+    term.type("\x1b2")
+    term.wait_for(shows("<%s> %s: your turn" % (bob, alice), "[1:#general 2:#homework]"))
+    term.type("/part done\r")
+    term.wait_for(shows("you left #homework (done)", absent=["2:#homework"]))
+    term.expect_line(bob_client, r"PARTED #homework %s done" % alice)

@@ -246,3 +246,124 @@ def test_an_action_reaches_the_others_as_an_action(harness):
     bob.until("shown", lambda: "* alice waves at everyone" in bob.screen())
     assert "* alice waves at everyone" in alice.screen()
     assert alice.errors() == []
+
+
+# --- rooms (protocol v1.1) --------------------------------------------------
+
+def rooms_online(harness, name, register=True):
+    """A Wire logged in with rooms, or the test is skipped while the server
+    does not serve them (it answers CAP with ERR 421, as v1.0 did)."""
+    wire = Wire(harness, name, register=register).online()
+    if wire.chat.rooms is not True:
+        pytest.skip("this server does not serve rooms yet (CAP is ERR 421)")
+    return wire
+
+
+def window_text(wire, name):
+    window = next(w for w in wire.chat.windows if w.name.lower() == name.lower())
+    return "\n".join(row_text(row) for row in window.scrollback.view(120, 200))
+
+
+def test_against_the_server_the_client_knows_whether_it_has_rooms(harness):
+    make, clock = harness
+    h = make()
+    alice = Wire(h, "alice", register=True).online()
+    no_rooms = "this server has no rooms (protocol v1): one room, #general, and private conversations"
+    said = [entry.text for entry in alice.chat.scrollback.entries]
+    # Either way the client is online, without an error, and says once
+    # which protocol the server speaks.
+    assert alice.chat.rooms in (True, False) and alice.errors() == []
+    assert said.count(no_rooms) == (0 if alice.chat.rooms else 1)
+
+
+def test_two_accounts_talk_in_a_room_of_their_own(harness):
+    make, clock = harness
+    h = make()
+    alice = rooms_online(h, "alice")
+    bob = rooms_online(h, "bob")
+    alice.type("/join #Homework")
+    alice.until("joined", lambda: not alice.chat.exchange)
+    assert [w.name for w in alice.chat.windows] == ["#general", "#Homework"]
+    assert alice.chat.windows.active.name == "#Homework"
+    assert "#Homework: 1 member, 1 online: alice" in alice.screen()
+    alice.type("/topic Maths until Friday")
+    alice.until("topic set", lambda: not alice.chat.exchange)
+    bob.type("/join #homework")                 # spelled otherwise: the same room
+    bob.until("joined", lambda: not bob.chat.exchange and bob.chat.windows.active.joined)
+    assert bob.chat.windows.active.name == "#Homework"
+    assert "topic of #Homework: Maths until Friday (set by alice" in bob.screen()
+    alice.until("bob's join", lambda: "--> bob joined #Homework" in alice.screen())
+    bob.type("page 12, exercise 3")
+    bob.until("confirmed", lambda: not bob.chat.exchange)
+    alice.until("delivered", lambda: "<bob> page 12, exercise 3" in alice.screen())
+    alice.type("/win 1")
+    bob.type("alice: done?")
+    bob.until("confirmed", lambda: not bob.chat.exchange)
+    alice.until("mention", lambda: alice.chat.windows.get(2).activity == 2)
+    assert alice.chat.status_line(80)[0].startswith(" [1:#general 2:#Homework!] ")
+    assert "done?" not in window_text(alice, "#general")
+    bob.type("/part see you")
+    bob.until("parted", lambda: len(bob.chat.windows) == 1)
+    alice.until("bob's part", lambda: "<-- bob left #Homework (see you)" in window_text(alice, "#Homework"))
+    assert alice.errors() == [] and bob.errors() == []
+
+
+def test_a_room_and_a_conversation_page_back_through_the_servers_history(harness):
+    make, clock = harness
+    h = make()
+    alice = rooms_online(h, "alice")
+    bob = rooms_online(h, "bob")
+    for wire in (alice, bob):
+        wire.type("/join #homework")
+        wire.until("joined", lambda wire=wire: not wire.chat.exchange)
+    for number in range(60):
+        bob.chat.send("RSAY", "#homework", "line %d" % number)
+        bob.chat.send("TELL", "alice", "whisper %d" % number)
+        bob.until("confirmed", lambda: not bob.chat.exchange)
+    fresh = rooms_online(h, "alice", register=False)    # a second session: nothing on hand
+    fresh.type("/win 2")
+    fresh.until("recent history", lambda: "line 59" in fresh.screen() and not fresh.chat.exchange)
+    assert "line 9\n" not in fresh.screen()
+    fresh.chat.scrollback.view(120, 10)
+    for _ in range(30):
+        fresh.chat.key("KEY_PPAGE")
+        fresh.until("page", lambda: not fresh.chat.exchange)
+    assert "no older messages" in fresh.screen()
+    room = fresh.screen()
+    assert all(room.count("<bob> line %d\n" % n) == 1 for n in range(59))
+    fresh.type("/query bob")
+    fresh.until("conversation", lambda: "whisper 59" in fresh.screen() and not fresh.chat.exchange)
+    fresh.chat.scrollback.view(120, 10)
+    for _ in range(30):
+        fresh.chat.key("KEY_PPAGE")
+        fresh.until("page", lambda: not fresh.chat.exchange)
+    assert all(fresh.screen().count("<bob> whisper %d\n" % n) == 1 for n in range(59))
+    assert fresh.errors() == []
+
+
+def test_a_reconnect_catches_up_rooms_and_private_messages_received_while_away(harness):
+    make, clock = harness
+    h = make()
+    alice = rooms_online(h, "alice")
+    bob = rooms_online(h, "bob")
+    for wire in (alice, bob):
+        wire.type("/join #homework")
+        wire.until("joined", lambda wire=wire: not wire.chat.exchange)
+    bob.type("before the drop")
+    bob.until("confirmed", lambda: not bob.chat.exchange)
+    alice.until("delivered", lambda: "before the drop" in alice.screen())
+    alice.type("/win 1")
+    alice._close()
+    alice.chat.connection_lost("reset by the test")
+    bob.until("alice gone", lambda: "<-- alice went offline" in window_text(bob, "#homework"))
+    bob.type("while you were away")
+    bob.type("/msg alice psst, while you were away")
+    bob.until("confirmed", lambda: not bob.chat.exchange)
+    clock.tick(2)
+    alice.until("back", lambda: alice.chat.state == "online" and not alice.chat.exchange)
+    assert [w.name for w in alice.chat.windows] == ["#general", "#homework", "bob"]
+    homework = window_text(alice, "#homework")
+    assert homework.count("before the drop") == 1 and homework.count("while you were away") == 1
+    assert "psst, while you were away" in window_text(alice, "bob")
+    assert alice.chat.status_line(120)[0].startswith(" [1:#general 2:#homework* 3:bob!] ")
+    assert alice.errors() == ["connection lost (reset by the test); reconnecting"]
