@@ -451,3 +451,26 @@ def harness(tmp_path):
         yield make, clock
         for each in made:
             each.close(clock)
+
+
+def turn_until(h, predicate, what):
+    """Turn the Harness's loop until predicate() holds (at most 500 turns)."""
+    for _ in range(500):
+        h.turn()
+        if predicate():
+            return
+    raise AssertionError("never " + what)
+
+
+def record_batches(h, monkeypatch):
+    """The bodies of each batch the Harness's server stores from now on, in a
+    list that fills as it does."""
+    batches = []
+    store_batch = h.server.store.append_messages
+
+    def recorded(batch):
+        batches.append([message.body for message in batch])
+        return store_batch(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    return batches

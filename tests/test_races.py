@@ -15,6 +15,7 @@ import threading
 import pytest
 
 import sae_server
+from conftest import record_batches, turn_until
 
 GATE_TIMEOUT = 10.0
 
@@ -43,14 +44,6 @@ def gate(monkeypatch):
     monkeypatch.setattr(sae_server, "verify_password", verify_at_the_gate)
     yield held
     held.open()
-
-
-def turn_until(h, predicate, what):
-    for _ in range(500):
-        h.turn()
-        if predicate():
-            return
-    raise AssertionError("never " + what)
 
 
 def test_a_ban_stored_while_the_password_is_checked_keeps_the_account_out(harness, gate):
@@ -165,14 +158,7 @@ def test_on_sqlite_a_turn_s_messages_are_one_batch_delivered_in_that_turn(harnes
     h = make()
     assert "storage" not in h.server.workers.pools
     alice = h.logged_in("alice")
-    batches = []
-    store_batch = h.server.store.append_messages
-
-    def recorded(batch):
-        batches.append([message.body for message in batch])
-        return store_batch(batch)
-
-    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    batches = record_batches(h, monkeypatch)
     alice.sendall(b"SAY one\nSAY two\nSAY three\n")
     turn_until(h, lambda: batches, "stored")
     assert batches == [["one", "two", "three"]]
@@ -191,14 +177,7 @@ def test_input_already_there_joins_the_pass_of_this_turn(harness, monkeypatch):
     make, clock = harness
     h = make()
     alice, bob = h.logged_in("alice"), h.logged_in("bob")
-    batches = []
-    store_batch = h.server.store.append_messages
-
-    def recorded(batch):
-        batches.append([message.body for message in batch])
-        return store_batch(batch)
-
-    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    batches = record_batches(h, monkeypatch)
     h.server.last_pass_cost = 0.001
     alice.sendall(b"SAY one\n")
     # bob's line arrives while the turn that read alice's runs (a timer of
@@ -215,14 +194,7 @@ def test_a_quiet_room_is_not_gathered_for(harness, monkeypatch):
     make, clock = harness
     h = make()
     alice, bob = h.logged_in("alice"), h.logged_in("bob")
-    batches = []
-    store_batch = h.server.store.append_messages
-
-    def recorded(batch):
-        batches.append([message.body for message in batch])
-        return store_batch(batch)
-
-    monkeypatch.setattr(h.server.store, "append_messages", recorded)
+    batches = record_batches(h, monkeypatch)
     h.server.last_pass_cost = 0.001
     alice.sendall(b"SAY one\n")
     turn_until(h, lambda: batches, "stored")

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, turn_until
 
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -565,14 +565,6 @@ def held_storage(h):
         yield
     finally:
         release.set()
-
-
-def turn_until(h, predicate, what):
-    for _ in range(500):
-        h.turn()
-        if predicate():
-            return
-    raise AssertionError("never " + what)
 
 
 def operator_link(h, line):
