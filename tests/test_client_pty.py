@@ -643,8 +643,9 @@ def test_rooms_have_windows_of_their_own_with_activity(server, terminals, unique
     term.wait_for("--> %s joined #homework" % alice)
     term.type("page 12\r")
     term.expect_line(bob_client, r"RMSG \d+ \S+ #homework %s page 12" % alice)
+    term.wait_for("page 12")                            # the echo, in window 2
     term.type("\x1b1")                                  # Esc 1: window 1
-    term.wait_for(shows("[1:#general 2:#homework]", absent=["page 12"]))
+    term.wait_for(shows("[1:#general 2:#homework]", "logged in as %s" % alice, absent=["page 12", "#homework>"]))
     bob_client.send("RSAY #homework nothing for anyone")
     term.wait_for("[1:#general 2:#homework*]")
     bob_client.send("RSAY #homework %s: your turn" % alice)
