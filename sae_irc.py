@@ -1006,6 +1006,125 @@ def _is_one_batch(lines: List[bytes]) -> bool:
     return all(_has_tag(line, "batch") for line in lines[1:-1]) and ref is not None
 
 
+def lusers_lines(server_name: str, nick: str, users: int, channels: int, unknown: int = 0,
+                 max_users: Optional[int] = None) -> List[bytes]:
+    """The LUSERS answer (and the registration burst's): one server, no
+    operators, every account online counted as a visible user."""
+    most = max(users, max_users or 0)
+    return [
+        numeric(server_name, nick, RPL_LUSERCLIENT, "There are %d users and 0 invisible on 1 servers" % users),
+        numeric(server_name, nick, RPL_LUSEROP, "0", "operator(s) online"),
+        numeric(server_name, nick, RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)"),
+        numeric(server_name, nick, RPL_LUSERCHANNELS, str(channels), "channels formed"),
+        numeric(server_name, nick, RPL_LUSERME, "I have %d clients and 0 servers" % users),
+        numeric(server_name, nick, RPL_LOCALUSERS, str(users), str(most),
+                "Current local users %d, max %d" % (users, most)),
+        numeric(server_name, nick, RPL_GLOBALUSERS, str(users), str(most),
+                "Current global users %d, max %d" % (users, most)),
+    ]
+
+
+# --- logging in and registering without SASL -----------------------------------
+
+class Credentials(NamedTuple):
+    """A name and password to check. ``account`` "" means the nick the
+    client gives (PASS may come before NICK)."""
+    account: str
+    password: str
+
+
+def parse_pass(param: str) -> Credentials:
+    """PASS as bouncers take it: ``name:password``, or the password alone
+    for the account named by NICK. A password may hold ":" itself, so the
+    part before the first ":" is a name only if it can be one."""
+    name, colon, password = param.partition(":")
+    if colon and check_nick(name) is None and password:
+        return Credentials(name, password)
+    return Credentials("", param)
+
+
+# draft/account-registration's FAIL REGISTER codes.
+ACCOUNT_EXISTS = "ACCOUNT_EXISTS"
+# Ergo's (and irctest's) code when the name is a connected guest's nick.
+USERNAME_EXISTS = "USERNAME_EXISTS"
+BAD_ACCOUNT_NAME = "BAD_ACCOUNT_NAME"
+ACCOUNT_NAME_MUST_BE_NICK = "ACCOUNT_NAME_MUST_BE_NICK"
+NEED_NICK = "NEED_NICK"
+ALREADY_AUTHENTICATED = "ALREADY_AUTHENTICATED"
+WEAK_PASSWORD = "WEAK_PASSWORD"
+UNACCEPTABLE_PASSWORD = "UNACCEPTABLE_PASSWORD"
+COMPLETE_CONNECTION_REQUIRED = "COMPLETE_CONNECTION_REQUIRED"
+TEMPORARILY_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+
+
+def parse_register(params: Sequence[str], nick: str,
+                   password_min_bytes: int = proto.PASSWORD_MIN_BYTES) -> Union[Credentials, Failure]:
+    """``REGISTER <account|*> <email|*> <password>`` checked: the account to
+    make (always the nick: "*" names it, another name is refused) and its
+    password, or the FAIL to answer. The e-mail address is not kept: the
+    server has no mail to send."""
+    if len(params) < 3:
+        return Failure("REGISTER", "NEED_MORE_PARAMS", ("*",), "usage: REGISTER * * <password>")
+    account, _, password = params[0], params[1], params[2]
+    if not nick:
+        return Failure("REGISTER", NEED_NICK, ("*",), "Send NICK first: your account is named after it")
+    if account == "*":
+        account = nick
+    if check_nick(account):
+        return Failure("REGISTER", BAD_ACCOUNT_NAME, (account,), check_nick(account))
+    if nick_key(account) != nick_key(nick):
+        return Failure("REGISTER", ACCOUNT_NAME_MUST_BE_NICK, (account,),
+                       "An account is named after its nick: change your nick to %s first" % account)
+    size = len(password.encode("utf-8"))
+    if size < password_min_bytes:
+        return Failure("REGISTER", WEAK_PASSWORD, (account,),
+                       "Passwords are at least %d bytes" % password_min_bytes)
+    if size > proto.PASSWORD_MAX_BYTES or password == "*":
+        return Failure("REGISTER", UNACCEPTABLE_PASSWORD, (account,),
+                       "Passwords are at most %d bytes" % proto.PASSWORD_MAX_BYTES)
+    return Credentials(account, password)
+
+
+NICKSERV = "NickServ"
+NICKSERV_HELP = (
+    "REGISTER <password>: make an account named after your nick",
+    "IDENTIFY [name] <password>: log in",
+    "HELP: this list",
+)
+
+
+class NickServCommand(NamedTuple):
+    """A PRIVMSG to NickServ, parsed: ``verb`` REGISTER, IDENTIFY or HELP
+    (upper case), ``account`` ("" for the nick) and ``password``. An
+    unknown verb comes back as it is, for the server's "unknown command"
+    NOTICE."""
+    verb: str
+    account: str = ""
+    password: str = ""
+
+
+def parse_nickserv(text: str) -> NickServCommand:
+    """What a user typed to NickServ (``/msg NickServ IDENTIFY hunter22``).
+    A password is the rest of the text after the name, so it may hold
+    spaces; IDENTIFY with one word takes it as the password."""
+    verb, _, rest = text.strip(" ").partition(" ")
+    verb = _ascii_upper(verb)
+    rest = rest.strip(" ")
+    if verb == "IDENTIFY":
+        name, _, password = rest.partition(" ")
+        if password and check_nick(name) is None:
+            return NickServCommand(verb, name, password.strip(" "))
+        return NickServCommand(verb, "", rest)
+    if verb == "REGISTER":
+        return NickServCommand(verb, "", rest)
+    return NickServCommand(verb or "HELP")
+
+
+def register_success_line(server_name: str, account: str, tags=None) -> bytes:
+    return format_line("REGISTER", "SUCCESS", account, "Account %s registered" % account, tags=tags,
+                       source=server_name, trailing=True)
+
+
 # --- SASL PLAIN ----------------------------------------------------------------
 
 class SaslContinue(NamedTuple):

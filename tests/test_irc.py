@@ -745,3 +745,46 @@ def test_labeled_responses():
     assert wrapped[-1] == b":irc.example.org BATCH -L\r\n"
     parsed = [parse_line(line[:-2]) for line in wrapped[1:-1]]
     assert [m.tags.get("batch") for m in parsed] == ["L", "L", "L", "h", "h", "L"]
+
+
+def test_lusers():
+    lines = irc.lusers_lines(SERVER, "alice", users=3, channels=2, max_users=5)
+    parsed = [parse_line(line[:-2]) for line in lines]
+    assert [m.command for m in parsed] == ["251", "252", "253", "254", "255", "265", "266"]
+    assert parsed[3].params[1] == "2" and parsed[5].params[1:3] == ["3", "5"]
+
+
+# --- PASS and REGISTER -----------------------------------------------------------------
+
+def test_pass_takes_name_colon_password_or_the_password_alone():
+    assert irc.parse_pass("alice:correct-horse") == irc.Credentials("alice", "correct-horse")
+    assert irc.parse_pass("correct-horse") == irc.Credentials("", "correct-horse")
+    # Not a name before the colon: all of it is the password.
+    assert irc.parse_pass("a b:c:d") == irc.Credentials("", "a b:c:d")
+    assert irc.parse_pass("alice:pass:word") == irc.Credentials("alice", "pass:word")
+    assert irc.parse_pass("alice:") == irc.Credentials("", "alice:")
+
+
+def test_register_names_the_account_after_the_nick():
+    assert irc.parse_register(["*", "*", "shivarampassphrase"], "bar") == irc.Credentials("bar", "shivarampassphrase")
+    assert irc.parse_register(["BAR", "bar@example.org", "shivarampassphrase"], "bar") == \
+        irc.Credentials("BAR", "shivarampassphrase")
+    assert irc.parse_register(["baz", "*", "shivarampassphrase"], "bar").code == irc.ACCOUNT_NAME_MUST_BE_NICK
+    assert irc.parse_register(["*", "*", "shivarampassphrase"], "").code == irc.NEED_NICK
+    assert irc.parse_register(["*", "*", "short"], "bar").code == irc.WEAK_PASSWORD
+    assert irc.parse_register(["*", "*", "short"], "bar", password_min_bytes=4) == irc.Credentials("bar", "short")
+    assert irc.parse_register(["*", "*", "x" * 1025], "bar").code == irc.UNACCEPTABLE_PASSWORD
+    assert irc.parse_register(["b r", "*", "shivarampassphrase"], "bar").code == irc.BAD_ACCOUNT_NAME
+    assert irc.parse_register(["*", "*"], "bar").code == "NEED_MORE_PARAMS"
+    line = parse_line(irc.parse_register(["b r", "*", "x"], "bar").line(SERVER)[:-2])
+    assert line.params[:3] == ["REGISTER", "BAD_ACCOUNT_NAME", "b_r"]
+    assert irc.register_success_line(SERVER, "bar") == \
+        b":irc.example.org REGISTER SUCCESS bar :Account bar registered\r\n"
+
+
+def test_nickserv_commands_as_users_type_them():
+    assert irc.parse_nickserv("IDENTIFY hunter22xx") == irc.NickServCommand("IDENTIFY", "", "hunter22xx")
+    assert irc.parse_nickserv("identify alice hunter22xx") == irc.NickServCommand("IDENTIFY", "alice", "hunter22xx")
+    assert irc.parse_nickserv("REGISTER correct horse") == irc.NickServCommand("REGISTER", "", "correct horse")
+    assert irc.parse_nickserv("") == irc.NickServCommand("HELP")
+    assert irc.parse_nickserv("GHOST bob").verb == "GHOST"
