@@ -945,6 +945,13 @@ def fingerprint(der: bytes) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def fingerprint_lines(label: str, print_: str) -> List[str]:
+    """A fingerprint in two lines of 16 pairs, the second under the first:
+    whole, it is 95 characters and would wrap in the middle of a pair."""
+    head = "%s SHA256 " % label if label else "SHA256 "
+    return [head + print_[:48], " " * len(head) + print_[48:]]
+
+
 def parse_fingerprint(text: str) -> str:
     """A SHA-256 fingerprint as typed or pasted (hex with or without colons,
     any case, spaces, or openssl's whole ``sha256 Fingerprint=...`` line) in
@@ -1663,8 +1670,8 @@ class Chat:
         return [head,
                 "Someone may be intercepting the connection to read passwords and messages, "
                 "or the server was given a new certificate.",
-                "trusted: SHA256 %s" % expected,
-                "offered: SHA256 %s" % offered,
+                *fingerprint_lines("trusted:", expected),
+                *fingerprint_lines("offered:", offered),
                 "Not connecting. " + reset]
 
     def refuse_certificate(self, lines: List[str]):
@@ -1740,7 +1747,7 @@ class Chat:
         server, print_ = self.trust_question
         return ["The certificate of %s cannot be verified: it is self-signed, or signed by a CA this "
                 "computer does not know." % join_server(self.host, self.port),
-                "SHA256 %s" % print_,
+                *fingerprint_lines("", print_),
                 "Trust it only if this is the fingerprint the server's operator gave you (openssl x509 "
                 "-noout -fingerprint -sha256 -in cert.pem). It is kept in %s." % self.tls.known_servers,
                 "Trust it and connect? y/n"]
@@ -2708,7 +2715,7 @@ class Chat:
         if self.reconnect_at is not None and now >= self.reconnect_at:
             self.open_connection()
         if self.handshake_deadline is not None and now >= self.handshake_deadline:
-            self.drop("the TLS handshake did not finish within %d seconds: the server is stalled, or "
+            self.drop("the TLS handshake did not finish within %g seconds: the server is stalled, or "
                       "that port does not speak TLS" % TLS_HANDSHAKE_TIMEOUT)
         if self.state in ("connecting", "logging in") and now >= self.connect_deadline:
             self.drop("no answer within %d seconds" % CONNECT_TIMEOUT)
