@@ -12,8 +12,12 @@ sae_protocol.py, whose framing and parsing it uses). The second half is thin: ``
 keyboard and a signal wake-up pipe, with the model's timers as its timeout.
 
     sae-client [--host H] [--port P] [--user NAME]
+               [--tls] [--tls-ca FILE] [--tls-fingerprint SHA256]
 
-The password is asked for on the login screen (never echoed), or taken from
+With --tls the connection is encrypted and the server's certificate
+checked (system CAs and host name, or --tls-ca); a certificate nothing
+vouches for is shown by fingerprint and trusted on first use, as ssh does,
+in $XDG_CONFIG_HOME/sae-chat/known_servers. The password is asked for on the login screen (never echoed), or taken from
 the SAE_PASSWORD environment variable for scripted use.
 """
 
@@ -23,6 +27,7 @@ import collections
 import curses
 import datetime
 import errno
+import hashlib
 import locale
 import os
 import random
@@ -31,7 +36,9 @@ import select
 import selectors
 import signal
 import socket
+import ssl
 import sys
+import tempfile
 import time
 import unicodedata
 import zlib
@@ -47,6 +54,13 @@ from sae_protocol import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
+# The server's protocol v1 over TLS (its --tls-port), taken with --tls.
+DEFAULT_TLS_PORT = 12346
+# A TLS handshake that has not finished by then never will: a stalled
+# server, or a port that does not speak TLS and waits for a line.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+# Certificates trusted on first use, under $XDG_CONFIG_HOME (~/.config).
+KNOWN_SERVERS = os.path.join("sae-chat", "known_servers")
 # Older room messages fetched per PgUp past the oldest line.
 HISTORY_PAGE = 50
 # Messages asked for per HISTORY after= while catching up after a reconnect;
@@ -899,6 +913,179 @@ def join_server(host: str, port: int) -> str:
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 
+# --- TLS: whom the client trusts -----------------------------------------
+# A server's certificate is trusted when the system's CAs (or --tls-ca)
+# vouch for it and its host name; when nothing vouches for it (a classroom
+# server's self-signed certificate), its SHA-256 fingerprint is shown and,
+# once the user says yes, kept in known_servers, as ssh keeps host keys in
+# known_hosts: from then on that server must show exactly that certificate.
+
+class TlsOptions(NamedTuple):
+    """What the command line said about TLS; None in Chat means plain TCP."""
+    ca_file: str = ""           # verify against this CA file, not the system's
+    pinned: str = ""            # --tls-fingerprint: exactly this certificate, no question
+    known_servers: str = ""     # the known_servers file (known_servers_path())
+
+
+class TlsPlan(NamedTuple):
+    """How the I/O layer is to make the next connection's handshake.
+    ``verify``: the CAs and the host name decide (``ca_file`` or the
+    system's); ``pin``: any certificate is taken, and the model compares its
+    fingerprint with ``expected``; ``probe``: fetch the certificate to ask
+    the user about it, then hang up."""
+    mode: str
+    ca_file: str = ""
+    expected: str = ""
+
+
+def fingerprint(der: bytes) -> str:
+    """A certificate's SHA-256 fingerprint as openssl prints it (``openssl
+    x509 -noout -fingerprint -sha256``): upper-case hex pairs and colons."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def fingerprint_lines(label: str, print_: str) -> List[str]:
+    """A fingerprint in two lines of 16 pairs, the second under the first:
+    whole, it is 95 characters and would wrap in the middle of a pair."""
+    head = "%s SHA256 " % label if label else "SHA256 "
+    return [head + print_[:48], " " * len(head) + print_[48:]]
+
+
+def parse_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as typed or pasted (hex with or without colons,
+    any case, spaces, or openssl's whole ``sha256 Fingerprint=...`` line) in
+    the form ``fingerprint`` gives; ValueError if it is not one."""
+    text = text.strip()
+    if "=" in text:
+        text = text.rpartition("=")[2]
+    elif text.lower().startswith("sha256:"):
+        text = text[len("sha256:"):]
+    digits = re.sub(r"[\s:]", "", text)
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digits):
+        raise ValueError("a SHA-256 fingerprint is 64 hex digits (colons allowed), "
+                         "as openssl x509 -noout -fingerprint -sha256 prints it")
+    digits = digits.upper()
+    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
+
+
+def known_servers_path(environ=None) -> str:
+    """$XDG_CONFIG_HOME/sae-chat/known_servers, ~/.config/... without it
+    (an empty or relative value is ignored, as the XDG spec says)."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".config")
+    return os.path.join(base, KNOWN_SERVERS)
+
+
+def server_key(host: str, port: int) -> str:
+    """How known_servers names a server: host:port, [v6]:port; host names
+    are case-insensitive."""
+    return join_server(host.lower(), port)
+
+
+KNOWN_SERVERS_HEADER = (
+    "# sae-client: server certificates trusted on first use, one line per server:\n"
+    "# host:port SHA-256 fingerprint. Delete a server's line to be asked again.\n")
+
+
+def read_known_servers(text: str) -> Dict[str, str]:
+    """known_servers' lines as {host:port: fingerprint}. Comments, blank
+    lines and lines that are not a server and a fingerprint are skipped, so a
+    hand-edited file never stops the client; a later line for the same
+    server wins."""
+    known = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 2 or line.lstrip().startswith("#"):
+            continue
+        try:
+            known[fields[0].lower()] = parse_fingerprint(fields[1])
+        except ValueError:
+            continue
+    return known
+
+
+def with_known_server(text: str, key: str, print_: str) -> str:
+    """known_servers' text with ``key``'s line set to ``print_``: in place
+    if the server has a line, else appended; every other line as it was."""
+    lines, found = [], False
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and not line.lstrip().startswith("#") and fields[0].lower() == key:
+            if found:
+                continue
+            line, found = "%s %s" % (key, print_), True
+        lines.append(line)
+    if not found:
+        lines.append("%s %s" % (key, print_))
+    return (KNOWN_SERVERS_HEADER if not text else "") + "\n".join(lines) + "\n"
+
+
+def load_known_servers(path: str) -> Dict[str, str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return read_known_servers(file.read())
+    except FileNotFoundError:
+        return {}
+
+
+def remember_server(path: str, key: str, print_: str):
+    """Write ``key``'s fingerprint to known_servers atomically (a new file,
+    mode 0600 from the start, renamed over the old one), so that a crash or
+    a second client writing at the same time never leaves half a file."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    except FileNotFoundError:
+        text = ""
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".known_servers.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(with_known_server(text, key, print_))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+# What can go wrong in a TLS handshake, from OpenSSL's verify codes
+# (X509_V_ERR_*) and reasons, in the few kinds the user acts on differently.
+_UNKNOWN_CA_CODES = {18, 19, 20, 21, 27}    # self-signed, in chain, no issuer, ..., untrusted
+_EXPIRED_CODES = {9, 10}                    # not yet valid, expired
+_HOSTNAME_CODES = {62, 64}                  # host name, IP address mismatch
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
+                    "PACKET_LENGTH_TOO_LONG", "UNEXPECTED_EOF_WHILE_READING", "WRONG_SSL_VERSION"}
+
+
+def tls_failure(exc: Exception) -> Tuple[str, str]:
+    """A failed handshake's exception as (kind, detail): kind is unknown-ca,
+    expired, hostname, untrusted (another certificate problem), not-tls (the
+    server answered with something that is not TLS, or hung up), or other."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code, detail = exc.verify_code, exc.verify_message or str(exc)
+        if code in _UNKNOWN_CA_CODES:
+            return "unknown-ca", detail
+        if code in _EXPIRED_CODES:
+            return "expired", detail
+        if code in _HOSTNAME_CODES:
+            return "hostname", detail
+        return "untrusted", detail
+    if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+        return "not-tls", "the server closed the connection during the TLS handshake"
+    if isinstance(exc, ssl.SSLError) and (exc.reason in _NOT_TLS_REASONS):
+        return "not-tls", "the server's answer is not TLS (%s)" % exc.reason.lower().replace("_", " ")
+    if isinstance(exc, ssl.SSLError):
+        return "other", (exc.reason or str(exc)).lower().replace("_", " ")
+    return "other", getattr(exc, "strerror", None) or str(exc)
+
+
 # --- the client's state machine ------------------------------------------
 
 # Server error codes in words, for the user. The server's own text follows
@@ -976,8 +1163,20 @@ class Chat:
     bookkeeping, see ``drop``), ``done`` (exit).
     """
 
-    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, name="", password=""):
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, name="", password="",
+                 tls: Optional[TlsOptions] = None):
         self.host, self.port = host, port
+        # TLS (None: plain TCP). ``secure``: the connection up now finished
+        # its handshake and its certificate was accepted. Fingerprints the
+        # user trusted in this session are kept here too, so that reconnects
+        # hold to them even if known_servers could not be written.
+        self.tls = tls
+        self.secure = False
+        self.session_trust: Dict[str, str] = {}
+        self.probing = False                # this connection only fetches the certificate
+        self.trust_question: Optional[Tuple[str, str]] = None   # (server, fingerprint) asked about
+        self.tls_refused = False            # a certificate was refused: no reconnecting
+        self.handshake_deadline: Optional[float] = None
         self.name, self.password = name, password
         self.form = LoginForm(join_server(host, port), name, password)
         self.windows = Windows(on_show=self.window_shown)
@@ -1071,8 +1270,14 @@ class Chat:
             state = "reconnecting in %ds" % max(0, round(self.reconnect_at - clock()))
         elif self.banned:
             state = "banned"
+        elif self.tls_refused:
+            state = "certificate refused"
         fields = [("server", join_server(self.host, self.port)), ("name", self.name or "-"),
                   ("state", state)]
+        if self.secure:
+            # The connection is encrypted: words, not a colour or a glyph a
+            # font may lack, so that NO_COLOR and any terminal show it.
+            fields.insert(0, ("tls", "tls"))
         if self.state == "online":
             fields.append(("count", "%d online" % len(self.users)))
         if self.loading_older:
@@ -1170,6 +1375,9 @@ class Chat:
             return
         if key == "\x03":
             self.quit("quit")
+            return
+        if self.trust_question is not None:
+            self.answer_trust(key)
             return
         if self.escape is not None:
             key = self.after_escape(key)
@@ -1365,8 +1573,9 @@ class Chat:
         self.host, self.port = host, port
         self.name, self.password = form.name, form.password
         self.register_first = register
-        form.notice = "%s to %s ..." % ("registering" if register else "logging in",
-                                       join_server(host, port))
+        self.tls_refused = False
+        form.notice = "%s to %s%s ..." % ("registering" if register else "logging in",
+                                         join_server(host, port), " over TLS" if self.tls else "")
         self.open_connection()
 
     def open_connection(self):
@@ -1384,6 +1593,164 @@ class Chat:
     def send(self, verb: str, *fields: str, tag: str = ""):
         """Queue a line; sae_protocol.Exchange remembers what will answer it."""
         self.outbox += self.exchange.request(verb, *fields, tag=tag)
+
+    # -- TLS ----------------------------------------------------------------
+
+    def tls_plan(self) -> Optional[TlsPlan]:
+        """How the next connection's handshake goes (None: no TLS). A
+        certificate the user trusted (--tls-fingerprint, known_servers, or
+        earlier in this session) is compared by fingerprint, which is
+        stronger than any CA; otherwise the CAs and the host name decide."""
+        if self.tls is None:
+            return None
+        if self.probing:
+            return TlsPlan("probe")
+        expected = self.trusted_fingerprint()[0]
+        if expected:
+            return TlsPlan("pin", expected=expected)
+        return TlsPlan("verify", ca_file=self.tls.ca_file)
+
+    def trusted_fingerprint(self) -> Tuple[str, str]:
+        """The fingerprint this server must show, and where it comes from:
+        pinned, known (known_servers) or session; ("", "") if none."""
+        if self.tls.pinned:
+            return self.tls.pinned, "pinned"
+        key = server_key(self.host, self.port)
+        known = ""
+        if self.tls.known_servers:
+            try:
+                known = load_known_servers(self.tls.known_servers).get(key, "")
+            except OSError:
+                known = ""          # unreadable: as if unknown, so the user is asked
+        if known:
+            return known, "known"
+        if key in self.session_trust:
+            return self.session_trust[key], "session"
+        return "", ""
+
+    def handshake_started(self):
+        """The TCP connection is up; the TLS handshake begins."""
+        self.handshake_deadline = clock() + TLS_HANDSHAKE_TIMEOUT
+
+    def secured(self, print_: str):
+        """The handshake is done and the server showed the certificate whose
+        fingerprint is ``print_``: go on, ask the user, or refuse."""
+        self.handshake_deadline = None
+        if self.probing:
+            # The certificate was all this connection was for.
+            self.probing = False
+            self.want_close = "certificate fetched"
+            self.framer = None
+            self.state = "offline"
+            self.trust_question = (server_key(self.host, self.port), print_)
+            self.form.notice = ""
+            return
+        expected, source = self.trusted_fingerprint()
+        if expected and expected != print_:
+            self.refuse_certificate(self.changed_words(expected, print_, source))
+            return
+        self.secure = True
+        self.connection_made()
+
+    def changed_words(self, expected: str, offered: str, source: str) -> List[str]:
+        """ssh's warning, in our words: what changed, both fingerprints,
+        what it may mean, and what to do."""
+        server = join_server(self.host, self.port)
+        if source == "pinned":
+            head = "WARNING: THE CERTIFICATE OF %s DOES NOT MATCH --tls-fingerprint" % server
+            reset = ("If the server's operator confirms the new fingerprint, "
+                     "give that one with --tls-fingerprint.")
+        else:
+            head = "WARNING: THE CERTIFICATE OF %s HAS CHANGED" % server
+            reset = ("If the server's operator confirms the new fingerprint, delete the line "
+                     "\"%s ...\" from %s and connect again to be asked about it."
+                     % (server_key(self.host, self.port), self.tls.known_servers)
+                     if source == "known" else "If the server's operator confirms the new fingerprint, "
+                     "restart sae-client to be asked about it.")
+        return [head,
+                "Someone may be intercepting the connection to read passwords and messages, "
+                "or the server was given a new certificate.",
+                *fingerprint_lines("trusted:", expected),
+                *fingerprint_lines("offered:", offered),
+                "Not connecting. " + reset]
+
+    def refuse_certificate(self, lines: List[str]):
+        """Refuse the server for good (until the user logs in again): on the
+        login form, or loud in the scrollback; no reconnecting."""
+        self.tls_refused = True
+        if self.screen == "login":
+            self.form.error, self.form.notice = "\n".join(lines), ""
+        else:
+            for line in lines:
+                self.say("error", line)
+        self.drop("certificate refused")
+
+    def tls_failed(self, kind: str, detail: str):
+        """The handshake failed (see tls_failure); the I/O layer has closed
+        the socket. A certificate nothing vouches for is asked about on the
+        login screen (trust on first use); other certificate problems are
+        refused; a server that does not speak TLS is retried like one that
+        is down."""
+        self.handshake_deadline = None
+        server = join_server(self.host, self.port)
+        if kind == "unknown-ca" and self.screen == "login" and not self.tls.ca_file and not self.probing:
+            # Fetch the certificate on a connection of its own (the failed
+            # handshake leaves nothing to read it from), then ask.
+            self.probing = True
+            self.open_connection()
+            return
+        if kind == "unknown-ca":
+            if self.tls.ca_file:
+                why = "it is not signed by the CA in %s (%s)" % (self.tls.ca_file, detail)
+            else:
+                why = ("nothing vouches for it (%s), and the certificate this client trusted "
+                       "was signed by a known CA; not asking in the middle of a session" % detail)
+            self.refuse_certificate(["the certificate of %s cannot be verified: %s" % (server, why)])
+        elif kind == "expired":
+            self.refuse_certificate(["the certificate of %s is out of date (%s): the server's operator "
+                                     "must renew it; not connecting" % (server, detail)])
+        elif kind == "hostname":
+            self.refuse_certificate(["the certificate of %s is for another host name (%s); connect with "
+                                     "a name it is for; not connecting" % (server, detail)])
+        elif kind == "untrusted":
+            self.refuse_certificate(["the certificate of %s is refused: %s; not connecting" % (server, detail)])
+        elif kind == "not-tls":
+            self.probing = False
+            self.connection_lost("%s; is the server started with --tls-cert? Its plain port, %d by "
+                                 "default, takes sae-client without --tls" % (detail, DEFAULT_PORT))
+        else:
+            self.probing = False
+            self.connection_lost("TLS failed: %s" % detail)
+
+    def answer_trust(self, key: str):
+        """y trusts the certificate asked about, and connects; n or Esc
+        does not. Other keys are ignored, so that typing on does not answer."""
+        server, print_ = self.trust_question
+        if key in ("y", "Y"):
+            self.trust_question = None
+            self.session_trust[server] = print_
+            self.form.error = ""
+            try:
+                remember_server(self.tls.known_servers, server, print_)
+                self.form.notice = "trusted, and kept in %s; logging in ..." % self.tls.known_servers
+            except OSError as exc:
+                self.form.notice = "trusted for this session only: cannot write %s (%s); logging in ..." % (
+                    self.tls.known_servers, exc.strerror or exc)
+            self.open_connection()
+        elif key in ("n", "N", "\x1b"):
+            self.trust_question = None
+            self.form.error = "not connecting: the certificate of %s was not trusted" % join_server(
+                self.host, self.port)
+            self.form.notice = ""
+
+    def trust_question_lines(self) -> List[str]:
+        server, print_ = self.trust_question
+        return ["The certificate of %s cannot be verified: it is self-signed, or signed by a CA this "
+                "computer does not know." % join_server(self.host, self.port),
+                *fingerprint_lines("", print_),
+                "Trust it only if this is the fingerprint the server's operator gave you (openssl x509 "
+                "-noout -fingerprint -sha256 -in cert.pem). It is kept in %s." % self.tls.known_servers,
+                "Trust it and connect? y/n"]
 
     def connection_made(self):
         self.framer = LineFramer(max_line=MAX_SERVER_LINE_BYTES)
@@ -2286,6 +2653,9 @@ class Chat:
         if self.state == "offline":
             return                  # already dealt with (we dropped it first)
         was_online = self.state == "online"
+        self.secure = False
+        self.handshake_deadline = None
+        self.probing = False
         self.framer = None
         self.want_connect = False
         self.outbox.clear()
@@ -2315,7 +2685,7 @@ class Chat:
             self.state = "offline"
             return
         self.state = "offline"
-        if self.banned:
+        if self.banned or self.tls_refused:
             return
         delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
         delay = max(delay * (1 + random.random() / 4), self.kicked_for)
@@ -2332,6 +2702,8 @@ class Chat:
             deadlines += [self.reconnect_at, clock() + 1.0]
         if self.state in ("connecting", "logging in"):
             deadlines.append(self.connect_deadline)
+        if self.handshake_deadline is not None:
+            deadlines.append(self.handshake_deadline)
         if self.state == "online":
             if self.ping_sent_at is None:
                 deadlines.append(self.last_heard + KEEPALIVE_IDLE)
@@ -2342,6 +2714,9 @@ class Chat:
     def tick(self, now: float):
         if self.reconnect_at is not None and now >= self.reconnect_at:
             self.open_connection()
+        if self.handshake_deadline is not None and now >= self.handshake_deadline:
+            self.drop("the TLS handshake did not finish within %g seconds: the server is stalled, or "
+                      "that port does not speak TLS" % TLS_HANDSHAKE_TIMEOUT)
         if self.state in ("connecting", "logging in") and now >= self.connect_deadline:
             self.drop("no answer within %d seconds" % CONNECT_TIMEOUT)
         if self.state != "online":
@@ -2509,29 +2884,221 @@ class View:
         if form.notice:
             lines.append((form.notice, 0))
         if form.error:
-            lines.append((form.error, self.attr("error")))
-        for y, (text, attr) in enumerate(lines, start=6):
-            if y < rows:
-                self.put(y, 1, text, attr)
+            lines += [(line, self.attr("error")) for line in form.error.split("\n")]
+        if chat.trust_question is not None:
+            lines += [(line, curses.A_BOLD) for line in chat.trust_question_lines()]
+        y = 6
+        for text, attr in lines:
+            # A certificate's warning or question is longer than a line.
+            for row in wrap([(text, "")], max(1, cols - 2), 2):
+                if y < rows:
+                    self.put(y, 1, row_text(row), attr)
+                y += 1
         self.stdscr.move(*cursor)
         self.stdscr.noutrefresh()
 
 
 # --- the loop ------------------------------------------------------------
 
-class Loop:
-    """One thread: a selectors loop over the server socket, the keyboard and
-    a wake-up pipe for signals, with the model's deadlines as its timeout.
-    Writes go out directly; only what the kernel does not take waits for
+def tls_context(plan: TlsPlan) -> ssl.SSLContext:
+    """The ssl module's secure defaults, TLS 1.2 or newer. ``verify``: the
+    system's CAs (or only ``ca_file``) and the host name; otherwise the
+    certificate is taken as it comes and the model judges its fingerprint."""
+    if plan.mode == "verify":
+        context = ssl.create_default_context(cafile=plan.ca_file or None)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    # Python 3.9's default context still allows TLS 1.0 and 1.1.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class Link:
+    """The connection to the server, plain or TLS, that never blocks the
+    loop: a non-blocking connect, then (with TLS) a handshake driven by
+    want-read / want-write, then reads and writes. It does what the model
+    asks (``sync``) and tells it what happens; it decides nothing. Writes
+    go out directly; only what the kernel does not take waits for
     EVENT_WRITE, registered while (and only while) bytes are pending."""
+
+    def __init__(self, chat: Chat, selector: selectors.BaseSelector):
+        self.chat = chat
+        self.selector = selector
+        self.sock: Optional[socket.socket] = None
+        self.stage = ""             # connecting, handshake, open
+        self.plan: Optional[TlsPlan] = None
+
+    def sync(self):
+        """Do what the model asked for: close, connect, send."""
+        chat = self.chat
+        if chat.want_close:
+            self.close()
+            chat.want_close = ""
+        if chat.want_connect and not self.sock and not chat.done:
+            self.connect()
+        self.write()
+
+    def connect(self):
+        chat = self.chat
+        chat.want_connect = False
+        self.plan = chat.tls_plan()
+        try:
+            # Name resolution blocks; for the few hosts a chat client talks
+            # to it is quick, and it happens only on (re)connecting.
+            family, kind, proto, _, address = socket.getaddrinfo(
+                chat.host, chat.port, type=socket.SOCK_STREAM)[0]
+            self.sock = socket.socket(family, kind, proto)
+            self.sock.setblocking(False)
+            code = self.sock.connect_ex(address)
+        except OSError as exc:
+            self.close()
+            chat.connection_lost(exc.strerror or str(exc))
+            return
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            self.lost(self.unreachable(code))
+            return
+        self.stage = "connecting"
+        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_socket)
+
+    def unreachable(self, code: int) -> str:
+        if code == errno.ECONNREFUSED and self.plan is not None:
+            return ("connection refused: is the server started with --tls-cert? It takes TLS on its "
+                    "--tls-port, %d by default" % DEFAULT_TLS_PORT)
+        return os.strerror(code)
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.sock.close()
+            self.sock = None
+        self.stage = ""
+
+    def lost(self, reason: str):
+        self.close()
+        self.chat.connection_lost(reason)
+
+    def on_socket(self, mask: int):
+        if self.stage == "connecting":
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self.lost(self.unreachable(code))
+            elif self.plan is None:
+                self.stage = "open"
+                self.selector.modify(self.sock, selectors.EVENT_READ, self.on_socket)
+                self.chat.connection_made()
+            else:
+                self.start_tls()
+            return
+        if self.stage == "handshake":
+            self.handshake()
+            return
+        if mask & selectors.EVENT_READ:
+            self.read()
+        # EVENT_WRITE: the pending bytes go out in write(), after this.
+
+    def start_tls(self):
+        # The TLS socket is a new object on the same descriptor: the
+        # selector forgets the plain one first.
+        self.selector.unregister(self.sock)
+        try:
+            self.sock = tls_context(self.plan).wrap_socket(
+                self.sock, server_hostname=self.chat.host, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            self.sock.close()
+            self.sock = None
+            self.stage = ""
+            self.chat.connection_lost("TLS failed: %s" % exc)
+            return
+        self.stage = "handshake"
+        self.selector.register(self.sock, selectors.EVENT_READ, self.on_socket)
+        self.chat.handshake_started()
+        self.handshake()
+
+    def handshake(self):
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(self.sock, selectors.EVENT_READ, self.on_socket)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(self.sock, selectors.EVENT_WRITE, self.on_socket)
+            return
+        except (OSError, ValueError) as exc:
+            # SSLError is an OSError: a refused certificate, a server that
+            # is not TLS, a reset; the model says which in words.
+            self.close()
+            self.chat.tls_failed(*tls_failure(exc))
+            return
+        self.stage = "open"
+        self.selector.modify(self.sock, selectors.EVENT_READ, self.on_socket)
+        self.chat.secured(fingerprint(self.sock.getpeercert(binary_form=True)))
+
+    def read(self):
+        try:
+            data = self.sock.recv(65536)
+            # TLS may hold decrypted bytes that no readiness event will
+            # announce again: take them now.
+            while isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                data += self.sock.recv(self.sock.pending())
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except ssl.SSLError as exc:
+            self.lost("TLS error: %s" % (exc.reason or exc).lower().replace("_", " "))
+            return
+        except OSError as exc:
+            self.lost(exc.strerror or str(exc))
+            return
+        if not data:
+            self.lost("the server closed the connection")
+            return
+        self.chat.receive(data)
+
+    def write(self):
+        if self.sock is None or self.stage != "open":
+            return
+        outbox = self.chat.outbox
+        if outbox:
+            try:
+                sent = self.sock.send(outbox)
+                del outbox[:sent]
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                # TLS: the same bytes (or more after them) are offered again
+                # later, which is what OpenSSL needs of a retried write.
+                pass
+            except OSError as exc:
+                self.lost(exc.strerror or str(exc))
+                return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if outbox else 0)
+        if self.selector.get_key(self.sock).events != events:
+            self.selector.modify(self.sock, events, self.on_socket)
+
+    def flush_before_exit(self):
+        """Give QUIT a moment to leave; the terminal is restored either way."""
+        deadline = clock() + QUIT_FLUSH_SECONDS
+        while self.sock and self.stage == "open" and self.chat.outbox and clock() < deadline:
+            self.write()
+            if self.chat.outbox and self.sock:
+                _, writable, _ = select.select([], [self.sock], [], max(0.0, deadline - clock()))
+                if not writable:
+                    break
+
+
+class Loop:
+    """One thread: a selectors loop over the server's Link, the keyboard
+    and a wake-up pipe for signals, with the model's deadlines as its
+    timeout."""
 
     def __init__(self, stdscr, chat: Chat, view: View):
         self.stdscr = stdscr
         self.chat = chat
         self.view = view
         self.selector = selectors.DefaultSelector()
-        self.sock: Optional[socket.socket] = None
-        self.connecting = False
+        self.link = Link(chat, self.selector)
         self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, self.on_keyboard)
         # Signals (resize, hang-up, terminate) arrive as bytes on this pipe,
         # so they are handled by the loop like everything else, between two
@@ -2547,117 +3114,18 @@ class Loop:
     def run(self):
         try:
             while not self.chat.done:
-                self.sync()
+                self.link.sync()
                 self.view.draw(self.chat)
                 deadline = self.chat.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - clock())
                 for key, mask in self.selector.select(timeout):
                     key.data(mask)
                 self.chat.tick(clock())
-            self.sync()
-            self.flush_before_exit()
+            self.link.sync()
+            self.link.flush_before_exit()
         finally:
             signal.set_wakeup_fd(-1)
-            self.close("quit")
-
-    # -- the connection ----------------------------------------------------
-
-    def sync(self):
-        """Do what the model asked for: close, connect, send."""
-        chat = self.chat
-        if chat.want_close:
-            self.close(chat.want_close)
-            chat.want_close = ""
-        if chat.want_connect and not self.sock and not chat.done:
-            self.connect()
-        self.write()
-
-    def connect(self):
-        chat = self.chat
-        chat.want_connect = False
-        try:
-            # Name resolution blocks; for the few hosts a chat client talks
-            # to it is quick, and it happens only on (re)connecting.
-            family, kind, proto, _, address = socket.getaddrinfo(
-                chat.host, chat.port, type=socket.SOCK_STREAM)[0]
-            self.sock = socket.socket(family, kind, proto)
-            self.sock.setblocking(False)
-            code = self.sock.connect_ex(address)
-        except OSError as exc:
-            self.close("")
-            chat.connection_lost(exc.strerror or str(exc))
-            return
-        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
-            self.close("")
-            chat.connection_lost(os.strerror(code))
-            return
-        self.connecting = True
-        self.selector.register(self.sock, selectors.EVENT_WRITE, self.on_socket)
-
-    def close(self, reason: str):
-        if self.sock is not None:
-            try:
-                self.selector.unregister(self.sock)
-            except (KeyError, ValueError):
-                pass
-            self.sock.close()
-            self.sock = None
-        self.connecting = False
-
-    def lost(self, reason: str):
-        self.close(reason)
-        self.chat.connection_lost(reason)
-
-    def on_socket(self, mask: int):
-        if self.connecting:
-            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self.lost(os.strerror(code))
-                return
-            self.connecting = False
-            self.selector.modify(self.sock, selectors.EVENT_READ, self.on_socket)
-            self.chat.connection_made()
-            return
-        if mask & selectors.EVENT_READ:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.lost(exc.strerror or str(exc))
-                return
-            if not data:
-                self.lost("the server closed the connection")
-                return
-            self.chat.receive(data)
-        # EVENT_WRITE: the pending bytes go out in write(), after this.
-
-    def write(self):
-        if self.sock is None or self.connecting:
-            return
-        outbox = self.chat.outbox
-        if outbox:
-            try:
-                sent = self.sock.send(outbox)
-                del outbox[:sent]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                self.lost(exc.strerror or str(exc))
-                return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if outbox else 0)
-        if self.selector.get_key(self.sock).events != events:
-            self.selector.modify(self.sock, events, self.on_socket)
-
-    def flush_before_exit(self):
-        """Give QUIT a moment to leave; the terminal is restored either way."""
-        deadline = clock() + QUIT_FLUSH_SECONDS
-        while self.sock and not self.connecting and self.chat.outbox and clock() < deadline:
-            self.write()
-            if self.chat.outbox and self.sock:
-                _, writable, _ = select.select([], [self.sock], [], max(0.0, deadline - clock()))
-                if not writable:
-                    break
+            self.link.close()
 
     # -- the terminal -----------------------------------------------------
 
@@ -2739,10 +3207,34 @@ def parse_args(argv=None):
         epilog="The password is asked for, or read from the SAE_PASSWORD environment variable.")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help="server address (default %s)" % DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="server port (default %d)" % DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=None,
+                        help="server port (default %d, or %d with TLS)" % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     parser.add_argument("--user", default="", help="account name")
-    return parser.parse_args(argv)
+    parser.add_argument("--tls", action="store_true",
+                        help="encrypt the connection and check the server's certificate (system CAs and "
+                             "host name); one nothing vouches for is asked about once, as ssh does")
+    parser.add_argument("--tls-ca", metavar="FILE", default="",
+                        help="check the certificate against this CA file (PEM) instead of the system's "
+                             "(implies --tls)")
+    parser.add_argument("--tls-fingerprint", metavar="SHA256", default="",
+                        help="accept exactly the certificate with this SHA-256 fingerprint, without asking "
+                             "(implies --tls; for scripts)")
+    args = parser.parse_args(argv)
+    if args.tls_fingerprint:
+        try:
+            args.tls_fingerprint = parse_fingerprint(args.tls_fingerprint)
+        except ValueError as exc:
+            parser.error("--tls-fingerprint: %s" % exc)
+    args.tls = args.tls or bool(args.tls_ca or args.tls_fingerprint)
+    if args.tls_ca:
+        try:
+            tls_context(TlsPlan("verify", ca_file=args.tls_ca))
+        except (OSError, ssl.SSLError) as exc:
+            parser.error("--tls-ca %s: cannot read a CA certificate from it (%s)"
+                         % (args.tls_ca, getattr(exc, "strerror", None) or exc))
+    if args.port is None:
+        args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
+    return args
 
 
 def main(argv=None) -> int:
@@ -2752,7 +3244,8 @@ def main(argv=None) -> int:
         return 2
     # Taken out of the environment so that nothing started later inherits it.
     password = os.environ.pop("SAE_PASSWORD", "")
-    chat = Chat(args.host, args.port, args.user, password)
+    tls = TlsOptions(args.tls_ca, args.tls_fingerprint, known_servers_path()) if args.tls else None
+    chat = Chat(args.host, args.port, args.user, password, tls)
     locale.setlocale(locale.LC_ALL, "")
     # A lone Esc would otherwise freeze the keyboard for a second.
     os.environ.setdefault("ESCDELAY", "25")

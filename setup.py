@@ -25,7 +25,10 @@ setup(
     },
     extras_require={
         "mysql": ["mysqlclient>=2.1"],
-        "test": ["pytest>=7", "pytest-xdist>=3", "freezegun>=1.2", "hypothesis>=6", "pyte>=0.8"],
+        # trustme makes the TLS tests' CAs and certificates (expired ones,
+        # ones for another host) in a line each, on every OpenSSL version.
+        "test": ["pytest>=7", "pytest-xdist>=3", "freezegun>=1.2", "hypothesis>=6", "pyte>=0.8",
+                 "trustme>=1.1"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -10,6 +10,7 @@ import os
 import re
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -474,3 +475,106 @@ def record_batches(h, monkeypatch):
 
     monkeypatch.setattr(h.server.store, "append_messages", recorded)
     return batches
+
+
+# --- TLS in front of the server, until sae-server speaks it --------------
+
+class TlsTerminator:
+    """Takes TLS on a free loopback port and forwards the plain bytes to a
+    server on ``target_port``: a stand-in for the server's own TLS listener
+    (issue 15), so that the client's TLS can be tested before it exists;
+    the server's --tls-port replaces it later. A thread accepts, and one
+    thread per connection does its handshake (blocking, with a timeout) and
+    then carries bytes both ways.
+
+    ``use_certificate`` changes the certificate shown to new connections
+    (a renewal, or an attacker's); ``cut`` closes every connection (a
+    network drop); with ``stall`` it accepts connections and never answers
+    a handshake."""
+
+    def __init__(self, target_port, chain_file, stall=False):
+        self.target_port = target_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(chain_file))
+        self.stall = stall
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets = []           # every socket open, for cut() and close()
+        self.handshakes = 0         # connections that finished their handshake
+        self.stopping = False
+        threading.Thread(target=self._accept, name="TlsTerminator", daemon=True).start()
+
+    def use_certificate(self, chain_file):
+        self.context.load_cert_chain(str(chain_file))
+
+    def cut(self):
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self):
+        self.stopping = True
+        self.listener.close()
+        self.cut()
+
+    def _keep(self, *sockets):
+        with self.lock:
+            if self.stopping:
+                for sock in sockets:
+                    sock.close()
+                return False
+            self.sockets.extend(sockets)
+            return True
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return          # closed
+            if self._keep(raw) and not self.stall:
+                threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        raw.settimeout(TIMEOUT)
+        try:
+            secure = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ValueError):
+            raw.close()         # a client that gave up, or refused our certificate
+            return
+        with self.lock:
+            self.handshakes += 1
+        try:
+            plain = socket.create_connection(("127.0.0.1", self.target_port), timeout=TIMEOUT)
+        except OSError:
+            secure.close()
+            return
+        if not self._keep(secure, plain):
+            return
+        try:
+            while True:
+                readable, _, _ = select.select([secure, plain], [], [], TIMEOUT)
+                if secure in readable:
+                    data = secure.recv(65536)
+                    while data and secure.pending():
+                        data += secure.recv(secure.pending())
+                    if not data:
+                        break
+                    plain.sendall(data)
+                if plain in readable:
+                    data = plain.recv(65536)
+                    if not data:
+                        break
+                    secure.sendall(data)
+        except (OSError, ValueError):
+            pass                # cut, closed, or the client went away
+        for sock in (secure, plain):
+            sock.close()
