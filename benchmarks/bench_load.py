@@ -82,11 +82,29 @@ def seed_accounts(db_path, count, scrypt_n):
     """Create accounts u00000..u<count-1> with loadgen.PASSWORD in an SQLite file."""
     from sae_db import name_key, open_store
     store = open_store("sqlite:///" + db_path)  # creates the schema
+    rooms = make_default_room(store)
     store.close()
     names, password_hash = bench_accounts(count, scrypt_n)
     with sqlite3.connect(db_path) as db:
         db.executemany("INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
                        [(n, name_key(n), password_hash, "2026-01-01T00:00:00.000Z") for n in names])
+        if rooms:
+            db.execute(SEED_MEMBERSHIPS)
+
+
+# Every seeded account in #general, as REGISTER makes it (a server with rooms
+# answers the SAY of an account that is in no room ERR 404).
+SEED_MEMBERSHIPS = ("INSERT INTO memberships (account_id, room_id, joined_at)"
+                    " SELECT u.id, r.id, u.created_at FROM users u, rooms r WHERE r.name_key = '#general'")
+
+
+def make_default_room(store):
+    """#general made by the store, if it has rooms (--server-dir may name a
+    server from before them); whether it does."""
+    if not hasattr(store, "ensure_room"):
+        return False
+    store.ensure_room("#general", "2026-01-01T00:00:00.000Z")
+    return True
 
 
 # --- sae-server on MariaDB (--sae-db) ------------------------------------------------
@@ -134,6 +152,7 @@ def create_mysql_database(url, count, scrypt_n):
         admin.close()
     try:
         store = open_store(with_database(url, database))  # creates the schema
+        rooms = make_default_room(store)
         store.close()
         names, password_hash = bench_accounts(count, scrypt_n)
         values = []
@@ -144,6 +163,8 @@ def create_mysql_database(url, count, scrypt_n):
             connection.cursor().execute(
                 "INSERT INTO users (name, name_key, password_hash, created_at) VALUES "
                 + ", ".join(["(%s, %s, %s, %s)"] * len(names)), values)
+            if rooms:
+                connection.cursor().execute(SEED_MEMBERSHIPS)
         finally:
             connection.close()
     except BaseException:
