@@ -80,13 +80,18 @@ def bench_accounts(count, scrypt_n):
 
 def seed_accounts(db_path, count, scrypt_n):
     """Create accounts u00000..u<count-1> with loadgen.PASSWORD in an SQLite file."""
-    from sae_db import name_key, open_store
+    from sae_db import DEFAULT_ROOM, name_key, open_store
     store = open_store("sqlite:///" + db_path)  # creates the schema
+    # Members of the default room, as REGISTER makes them: protocol v1's SAY
+    # is refused to an account that is not in it.
+    room = store.ensure_room(DEFAULT_ROOM, "2026-01-01T00:00:00.000Z")
     store.close()
     names, password_hash = bench_accounts(count, scrypt_n)
     with sqlite3.connect(db_path) as db:
         db.executemany("INSERT INTO users (name, name_key, password_hash, created_at) VALUES (?, ?, ?, ?)",
                        [(n, name_key(n), password_hash, "2026-01-01T00:00:00.000Z") for n in names])
+        db.execute("INSERT INTO memberships (account_id, room_id, joined_at)"
+                   " SELECT id, ?, created_at FROM users", (room.id,))
 
 
 # --- sae-server on MariaDB (--sae-db) ------------------------------------------------
