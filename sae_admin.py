@@ -393,6 +393,12 @@ def delete_room(store, name, keep_history, default_room_id):
     return info
 
 
+def admin_reload_tls(server, link, rest):
+    if rest:
+        return admin_usage(link, "reload-tls", "no arguments")
+    link.answer(server.reload_tls())
+
+
 def duration(seconds):
     seconds = int(seconds)
     if seconds < 60:
@@ -414,12 +420,13 @@ ADMIN_COMMANDS = {
     "bans": admin_bans,
     "rooms": admin_rooms,
     "delete-room": admin_delete_room,
+    "reload-tls": admin_reload_tls,
     "kill": admin_kill,
 }
 ADMIN_USAGE = {
     "help": "", "who": "", "stats": "", "say": "TEXT", "kick": "NAME [seconds] [reason]", "unkick": "NAME",
     "ban": "NAME [reason]", "unban": "NAME", "bans": "", "rooms": "",
-    "delete-room": "#ROOM keep-history|delete-history", "kill": "[reason]",
+    "delete-room": "#ROOM keep-history|delete-history", "reload-tls": "", "kill": "[reason]",
 }
 
 

@@ -57,9 +57,11 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import stat
 import sys
 import time
+from functools import partial
 from typing import NamedTuple
 
 import sae_protocol as proto
@@ -98,13 +100,15 @@ LIMITS = {
                          "is refused"),
     "rooms_per_account": (64, "rooms one account may be in"),
     "topic_max": (300, "bytes of a room's topic"),
+    "tls_handshake_timeout": (10.0, "seconds a TLS connection may take to finish its handshake"),
 }
 # Limits that cannot be 0: a rate divides, an interval or a cap of 0 would
 # spin the loop or refuse everyone. (The others may be 0: no history, no
 # failed logins allowed, no delay.)
 POSITIVE_LIMITS = frozenset(("history_max", "ping_interval", "ping_timeout", "login_timeout", "sendq_max",
                              "held_lines_max", "max_connections", "max_per_address", "flood_burst",
-                             "flood_rate", "flood_held_max", "hash_threads", "rooms_max", "rooms_per_account"))
+                             "flood_rate", "flood_held_max", "hash_threads", "rooms_max", "rooms_per_account",
+                             "tls_handshake_timeout"))
 # scrypt takes a power of two, and n * 128 * r bytes must fit in the memory
 # hash_password allows it (256 MiB): 2 to 2**18.
 SCRYPT_N_MAX = 2 ** 18
@@ -141,6 +145,16 @@ COSTLY_VERBS = frozenset(("SAY", "TELL", "HISTORY", "REGISTER", "LOGIN",
 # clients that do not read. Big enough for few send()s to a fast reader,
 # small beside sendq_max (pieces are capped at half of it).
 ANSWER_PIECE_BYTES = 64 * 1024
+# TLS listeners (issue 15): the standard ports, and how soon before its
+# certificate expires the server starts warning (Let's Encrypt renews 30
+# days before; 14 days left means the renewal has failed for two weeks).
+TLS_PORT = 12346
+IRC_TLS_PORT = 6697
+CERT_WARN_DAYS = 14
+CERT_CHECK_INTERVAL = 24 * 3600.0
+# The first byte of a TLS record that carries a handshake: a ClientHello sent
+# to a plain port starts with it (0x16, then the version's 0x03).
+TLS_HANDSHAKE_RECORD = 0x16
 
 
 class Limits:
@@ -509,6 +523,156 @@ class LongAnswer:
         return b"".join(taken)
 
 
+# --- TLS ----------------------------------------------------------------
+
+class TlsSocket(ssl.SSLSocket):
+    """A TLS connection that the loop reads and writes as it does a plain
+    socket: Session, Connection.flush and Server._read call recv() and
+    send() and know nothing of TLS, so a plain connection pays nothing for
+    it. The TLS layer's "try again" (want-read, want-write) is the kernel's
+    EAGAIN here: the same sendq is kept and the selector says when to go on.
+
+    CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER but not partial writes:
+    send() takes all it is given or raises want-write, and OpenSSL then
+    remembers the records it has already made. The retry must start with the
+    same bytes, at least as many: Connection.flush keeps the queue as it was
+    and joins it again, with whatever was queued since behind it."""
+
+    def recv(self, size, flags=0):
+        try:
+            data = super().recv(size, flags)
+            # A readable event comes from the kernel: bytes TLS has already
+            # taken in and decrypted would wait for the next one.
+            while data and self.pending():
+                data += super().recv(self.pending(), flags)
+            return data
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError(errno.EAGAIN, "TLS record incomplete") from None
+
+    def send(self, data, flags=0):
+        try:
+            return super().send(data, flags)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            raise BlockingIOError(errno.EAGAIN, "TLS wants the socket") from None
+
+
+def make_tls_context(cert_file, key_file):
+    """A server context for this certificate and key: TLS 1.2 and newer, the
+    ssl module's defaults for a server (no compression, its ciphers), and no
+    renegotiation, which a client could use to make the server work."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    context.load_cert_chain(cert_file, key_file or None)
+    context.sslsocket_class = TlsSocket
+    return context
+
+
+def describe_certificate(cert_file):
+    """(subject, expiry as a Unix time) of the first certificate in the file,
+    or None if the ssl module cannot say (it has no public way to read a
+    certificate file; _test_decode_cert has been there since Python 3.4)."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert_file)
+        subject = ", ".join("%s=%s" % pair for part in decoded["subject"] for pair in part)
+        return subject, ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (AttributeError, KeyError, ValueError, OSError, ssl.SSLError):
+        return None
+
+
+class TlsCertificate:
+    """The server's certificate and key, and the context that TLS listeners
+    hand to new connections. ``reload`` makes a new context from the files
+    (a renewal); open connections keep the one they were made with."""
+
+    def __init__(self, cert_file, key_file):
+        self.cert_file, self.key_file = cert_file, key_file
+        self.context = make_tls_context(cert_file, key_file)
+        self.described = describe_certificate(cert_file)
+
+    def reload(self):
+        """None, or why the files were not taken (the old ones stay)."""
+        try:
+            context = make_tls_context(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            return "%s" % (getattr(error, "strerror", None) or error)
+        self.context = context
+        self.described = describe_certificate(self.cert_file)
+        return None
+
+    def summary(self):
+        if self.described is None:
+            return "%s (subject and expiry unknown)" % self.cert_file
+        subject, expires = self.described
+        return "%s: %s, expires %s" % (self.cert_file, subject,
+                                       time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires)))
+
+    def days_left(self, now_wall):
+        return None if self.described is None else (self.described[1] - now_wall) / 86400.0
+
+
+# The protocols a listener may speak. IRC (issue 14) adds "irc" here and a
+# branch in Server._open_session.
+V1 = "v1"
+
+
+class Listener:
+    """One listening socket: the port it asks for, the protocol its
+    connections speak, and its TlsCertificate (None: plain). The server's
+    listeners are a list of these."""
+
+    __slots__ = ("kind", "port", "tls", "sock")
+
+    def __init__(self, kind, port, tls=None):
+        self.kind, self.port, self.tls = kind, port, tls
+        self.sock = None
+
+    def describe(self, host):
+        return "%s%s on %s:%d" % ("TLS " if self.tls else "", self.kind, host, self.port)
+
+
+class TlsHandshake:
+    """A TLS connection before its handshake is done: no Session yet, but it
+    counts against the connection limits. Driven by the loop (want-read,
+    want-write), closed at its deadline by a timer."""
+
+    __slots__ = ("sock", "fd", "ip", "port", "exempt", "listener", "address", "events")
+
+    def __init__(self, sock, ip, port, exempt, listener):
+        self.sock, self.fd, self.ip, self.port = sock, sock.fileno(), ip, port
+        self.exempt, self.listener = exempt, listener
+        self.address = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+        self.events = selectors.EVENT_READ
+
+
+def is_loopback(ip):
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def clear_password_refusal(server, session):
+    """Why this session may not send a password (None: it may). With
+    --require-tls, passwords do not cross the network in clear: a session on
+    a plain listener from another machine is told to use TLS. One rule for
+    every protocol: v1's LOGIN and REGISTER ask it, and IRC's PASS, SASL and
+    NickServ are to ask it too."""
+    if not server.require_tls or session.sock.__class__ is TlsSocket or is_loopback(session.ip):
+        return None
+    ports = [listener.port for listener in server.listeners
+             if listener.tls is not None and listener.kind == session_kind(session)]
+    where = "port %d" % ports[0] if ports else "the TLS port"
+    return "passwords are only accepted over TLS here: reconnect with TLS to %s" % where
+
+
+def session_kind(session):
+    return V1 if session.protocol is proto else getattr(session.protocol, "LISTENER_KIND", V1)
+
+
 # --- work off the loop --------------------------------------------------
 
 class Workers:
@@ -701,7 +865,8 @@ def describe_owner(owner):
 # --- the server ---------------------------------------------------------
 
 class Server:
-    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None):
+    def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None,
+                 tls=None, tls_port=None, require_tls=False):
         self.store = store
         self.admin_password = admin_password  # None: the operator needs none
         self.limits = limits or Limits()
@@ -740,7 +905,15 @@ class Server:
         self.counters = Counters(self.now)
         self._timestamp = None  # this iteration's message timestamp
         self.next_sweep = self.now + SWEEP_INTERVAL
-        self.listener = None
+        self.listener = None  # the plain v1 Listener's socket
+        # Every port the server listens on: (protocol, port, TlsCertificate
+        # or None). IRC and IRC over TLS are two more rows.
+        self.listeners = [Listener(V1, port)]
+        self.tls = tls  # the TlsCertificate, if any
+        if tls is not None and tls_port is not None:
+            self.listeners.append(Listener(V1, tls_port, tls))
+        self.require_tls = require_tls
+        self.handshakes = {}  # fd -> TlsHandshake not yet done
         self.console = None  # the AdminLink on stdin, if any
         self.admin_listener = None
         self.admin_path = None
@@ -762,10 +935,15 @@ class Server:
 
     def listen(self):
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self.listener = socket.create_server((self.host, self.port), family=family, backlog=1024)
-        self.listener.setblocking(False)
-        self.port = self.listener.getsockname()[1]
-        self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+        for listener in self.listeners:
+            listener.sock = socket.create_server((self.host, listener.port), family=family, backlog=1024)
+            listener.sock.setblocking(False)
+            listener.port = listener.sock.getsockname()[1]
+            self.selector.register(listener.sock, selectors.EVENT_READ, partial(self._accept, listener))
+        self.listener = self.listeners[0].sock
+        self.port = self.listeners[0].port
+        if self.tls is not None:
+            self.check_certificate()
         soft = raise_open_file_limit(self.max_connections + FD_RESERVE)
         if soft != resource.RLIM_INFINITY and self.max_connections > soft - FD_RESERVE:
             self.max_connections = max(1, soft - FD_RESERVE)
@@ -976,8 +1154,9 @@ class Server:
             self.running_for = None
         if self.accept_paused_until is not None and self.now >= self.accept_paused_until:
             self.accept_paused_until = None
-            if self.listener is not None:
-                self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
+            for listener in self.listeners:
+                if listener.sock is not None:
+                    self.selector.register(listener.sock, selectors.EVENT_READ, partial(self._accept, listener))
         self._dispatch(ready)
         # Messages wait to be stored and delivered: whatever input is already
         # there goes into the same batch and the same pass over the room.
@@ -1052,11 +1231,15 @@ class Server:
         self.next_sweep = math.inf
         in_order = True
         try:
-            if self.listener is not None:
-                if self.accept_paused_until is None:  # else it is not registered
-                    self.selector.unregister(self.listener)
-                self.listener.close()
-                self.listener = None
+            for listener in self.listeners:
+                if listener.sock is not None:
+                    if self.accept_paused_until is None:  # else it is not registered
+                        self.selector.unregister(listener.sock)
+                    listener.sock.close()
+                    listener.sock = None
+            self.listener = None
+            for handshake in list(self.handshakes.values()):
+                self._end_handshake(handshake, None)
             # Lines already read but not executed were never answered: drop them.
             # What was accepted is stored and delivered before anyone gets BYE.
             for session in list(self.sessions.values()):
@@ -1195,10 +1378,10 @@ class Server:
 
     # -- connections --
 
-    def _accept(self):
+    def _accept(self, listener):
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                sock, address = self.listener.accept()
+                sock, address = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
@@ -1208,7 +1391,9 @@ class Server:
                     if not self.accept_failing:
                         log.error("cannot accept: %s; trying again every %.1fs", error.strerror, ACCEPT_PAUSE)
                         self.accept_failing = True
-                    self.selector.unregister(self.listener)
+                    # Every listener: the descriptors are the process's.
+                    for each in self.listeners:
+                        self.selector.unregister(each.sock)
                     self.accept_paused_until = self.now + ACCEPT_PAUSE
                 return
             if self.accept_failing:
@@ -1216,7 +1401,8 @@ class Server:
                 self.accept_failing = False
             ip, port = address[:2]
             exempt = self.limits.is_exempt(ip)
-            if len(self.sessions) >= self.max_connections or not self.guards.admits(ip, exempt):
+            if (len(self.sessions) + len(self.handshakes) >= self.max_connections
+                    or not self.guards.admits(ip, exempt)):
                 log.warning("refused connection from %s: too many connections", ip)
                 try:
                     sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections"))
@@ -1226,11 +1412,125 @@ class Server:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
-            self.sessions[session.fd] = session
             self.guards.connected(ip)
-            self.selector.register(sock, selectors.EVENT_READ, session)
+            if listener.tls is None:
+                self._open_session(sock, ip, port, exempt, listener)
+            else:
+                self._start_handshake(sock, ip, port, exempt, listener)
+
+    def _open_session(self, sock, ip, port, exempt, listener):
+        session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
+        self.sessions[session.fd] = session
+        self.selector.register(sock, selectors.EVENT_READ, session)
+        if listener.tls is None:
             log.info("connection from %s", session.address)
+        else:
+            log.info("connection from %s (%s)", session.address, sock.version())
+        return session
+
+    # -- TLS --
+
+    def _start_handshake(self, sock, ip, port, exempt, listener):
+        try:
+            sock = listener.tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError) as error:  # the peer is gone already
+            log.info("TLS connection from %s failed at once: %s", ip, error)
+            self.guards.disconnected(TlsHandshake(sock, ip, port, exempt, listener))
+            sock.close()
+            return
+        handshake = TlsHandshake(sock, ip, port, exempt, listener)
+        self.handshakes[handshake.fd] = handshake
+        self.selector.register(sock, selectors.EVENT_READ, partial(self._handshake, handshake))
+        # A timer, not a sweep: a stalled handshake costs nothing until then.
+        self._call_at_for_no_one(self.now + self.limits.tls_handshake_timeout,
+                                 partial(self._handshake_timeout, handshake))
+
+    def _handshake(self, handshake):
+        """The handshake's socket is ready: take it a step further."""
+        if self.handshakes.get(handshake.fd) is not handshake:
+            return
+        sock = handshake.sock
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            events = selectors.EVENT_READ
+        except ssl.SSLWantWriteError:
+            events = selectors.EVENT_WRITE
+        except (ssl.SSLError, OSError) as error:
+            # Plain text on a TLS port, a client that refused the
+            # certificate, a reset: one line, no traceback.
+            reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+            self._end_handshake(handshake, "TLS handshake with %s failed: %s" % (handshake.address, reason))
+            return
+        else:
+            del self.handshakes[handshake.fd]
+            self.selector.unregister(sock)
+            session = self._open_session(sock, handshake.ip, handshake.port, handshake.exempt,
+                                         handshake.listener)
+            if sock.pending():  # the client's first lines came with its last handshake message
+                self._read(session)
+            return
+        if events != handshake.events:
+            self.selector.modify(sock, events, partial(self._handshake, handshake))
+            handshake.events = events
+
+    def _handshake_timeout(self, handshake):
+        if self.handshakes.get(handshake.fd) is handshake:
+            self._end_handshake(handshake, "TLS handshake with %s timed out after %gs" % (
+                handshake.address, self.limits.tls_handshake_timeout))
+
+    def _end_handshake(self, handshake, why):
+        if why:
+            log.info("%s", why)
+        del self.handshakes[handshake.fd]
+        self.selector.unregister(handshake.sock)
+        self.guards.disconnected(handshake)
+        handshake.sock.close()
+
+    def check_certificate(self):
+        """Log the certificate's subject and expiry, with a warning from
+        CERT_WARN_DAYS before it expires; again every day."""
+        days = self.tls.days_left(time.time())
+        if days is not None and days < 0:
+            log.warning("TLS certificate EXPIRED %.0f days ago: %s", -days, self.tls.summary())
+        elif days is not None and days < CERT_WARN_DAYS:
+            log.warning("TLS certificate expires in %.1f days: %s (renew it, then SIGHUP or reload-tls)",
+                        days, self.tls.summary())
+        else:
+            log.info("TLS certificate %s", self.tls.summary())
+        self._call_at_for_no_one(self.now + CERT_CHECK_INTERVAL, self._daily_certificate_check)
+
+    def _daily_certificate_check(self):
+        if self.tls is not None:
+            self.check_certificate()
+
+    def reload_tls(self):
+        """Take the certificate and key files again (SIGHUP, admin
+        reload-tls): new connections get them, open ones keep theirs. What
+        happened, in a line."""
+        if self.tls is None:
+            return "no TLS: the server was started without --tls-cert"
+        problem = self.tls.reload()
+        if problem:
+            log.error("TLS reload failed, keeping the certificate in use: %s", problem)
+            return "reload failed, the certificate in use is kept: %s" % problem
+        log.info("TLS certificate reloaded")
+        days = self.tls.days_left(time.time())
+        if days is not None and days < CERT_WARN_DAYS:
+            log.warning("TLS certificate expires in %.1f days: %s", days, self.tls.summary())
+        else:
+            log.info("TLS certificate %s", self.tls.summary())
+        return "reloaded: %s" % self.tls.summary()
+
+    def reload_tls_soon(self):
+        """From a signal handler: the reload runs as a timer of the loop,
+        not in the middle of whatever the handler interrupted."""
+        self._call_at_for_no_one(0.0, self.reload_tls)
+        self.workers.wake()
+
+    def _call_at_for_no_one(self, when, function):
+        # Not charged to the session or operator whose turn it is now.
+        heapq.heappush(self.timers, (when, next(self._timer_order), None, function))
 
     def _read(self, session):
         try:
@@ -1244,6 +1544,8 @@ class Server:
             return
         if session.state is CLOSING:
             return  # what a closing client still says is read and ignored
+        if data[0] == TLS_HANDSHAKE_RECORD and self._tls_on_plain_port(session, data):
+            return
         session.last_heard = self.now
         session.ping_sent_at = None
         held = session.held
@@ -1267,6 +1569,20 @@ class Server:
                 self.close_session(session, proto.format_bye("line too long"), "line too long")
                 return
         self.run_held(session)
+
+    def _tls_on_plain_port(self, session, data):
+        """A TLS ClientHello as a connection's first bytes (a client set to
+        TLS, on the plain port): a line a person debugging it can read, then
+        close, rather than a TLS client waiting for the login timeout."""
+        if (data[1:2] != b"\x03" or session.last_heard != session.connected_at
+                or session.state is not CONNECTED or session.sock.__class__ is TlsSocket):
+            return False
+        ports = [listener.port for listener in self.listeners
+                 if listener.tls is not None and listener.kind == session_kind(session)]
+        hint = ("this port speaks plain text; use TLS on port %d" % ports[0] if ports
+                else "this port speaks plain text, and this server has no TLS")
+        self.close_session(session, proto.format_err(proto.BAD_REQUEST, hint), "TLS sent to the plain port")
+        return True
 
     def run_held(self, session):
         """Execute the session's waiting lines, in order, as far as they may run."""
@@ -1916,6 +2232,10 @@ STORAGE_UNAVAILABLE = proto.format_err(proto.UNAVAILABLE, "storage unavailable, 
 
 
 def cmd_register(server, session, name, password):
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, in_clear))
+        return
     password = password.rstrip(" \t")  # see cmd_login
     problem = proto.check_name(name) or proto.check_password(password)
     if problem:
@@ -1944,6 +2264,10 @@ def cmd_register(server, session, name, password):
 def cmd_login(server, session, name, password):
     if session.account is not None:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
+        return
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, in_clear))
         return
     # Trailing spaces and tabs are not part of a password (REGISTER trims
     # them too): typed by hand or pasted, they are never meant.
@@ -2362,6 +2686,11 @@ def port_number(text):
     return port
 
 
+def port_or_off(text):
+    """A port number, or None for ``off``."""
+    return None if str(text).strip().lower() == "off" else port_number(text)
+
+
 def not_negative(convert):
     def parse(text):
         value = convert(text)
@@ -2384,6 +2713,20 @@ def limits_problem(limits):
         return "--kick-seconds must be 1 to %d" % KICK_SECONDS_MAX
     if proto.check_room(limits.default_room):
         return "--default-room must be a room name: %s" % proto.check_room(limits.default_room)
+    return None
+
+
+def tls_problem(args):
+    """Why these TLS options cannot run a server, or None."""
+    if args.irc_tls_port is not None:
+        return ("--irc-tls-port: this server has no IRC listener yet (issue 14); leave the option out "
+                "or set it to off")
+    if args.tls_key and not args.tls_cert:
+        return "--tls-key needs --tls-cert"
+    if args.require_tls and not args.tls_cert:
+        return "--require-tls needs --tls-cert (and --tls-port): clients need a TLS port to log in on"
+    if args.require_tls and args.tls_port is None:
+        return "--require-tls needs a TLS port: --tls-port is off"
     return None
 
 
@@ -2436,6 +2779,22 @@ def parse_args(argv):
     parser.add_argument("--db", default=environment_default("SAE_DB", "sqlite:///sae.db"),
                         help="sqlite:///FILE (default sqlite:///sae.db) or mysql://USER:PASSWORD@HOST:PORT/NAME")
     add_admin_options(parser)
+    parser.add_argument("--tls-cert", default=environment_default("SAE_TLS_CERT", ""),
+                        help="PEM file of the certificate (and its chain, and the key if --tls-key is not "
+                             "given): turns on the TLS listeners")
+    parser.add_argument("--tls-key", default=environment_default("SAE_TLS_KEY", ""),
+                        help="PEM file of the certificate's private key")
+    parser.add_argument("--tls-port", type=option_type(port_or_off, "a port number (0 to 65535) or off"),
+                        default=environment_default("SAE_TLS_PORT", TLS_PORT),
+                        help="TCP port of protocol v1 over TLS (default %d; off: none)" % TLS_PORT)
+    parser.add_argument("--irc-tls-port", type=option_type(port_or_off, "a port number (0 to 65535) or off"),
+                        default=environment_default("SAE_IRC_TLS_PORT", None),
+                        help="TCP port of IRC over TLS (default %d once the server speaks IRC; off: none)"
+                             % IRC_TLS_PORT)
+    parser.add_argument("--require-tls", action="store_true",
+                        default=os.environ.get("SAE_REQUIRE_TLS", "").lower() in ("1", "yes", "true", "on"),
+                        help="refuse passwords (LOGIN, REGISTER) on the plain port from other machines than "
+                             "this one: they must use TLS")
     parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
                         type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
                         help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
@@ -2466,6 +2825,18 @@ def main(argv=None):
     if problem:
         log.error("%s", problem)
         return 1
+    problem = tls_problem(args)
+    if problem:
+        log.error("%s", problem)
+        return 1
+    tls = None
+    if args.tls_cert:
+        try:
+            tls = TlsCertificate(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            log.error("cannot use the TLS certificate %s: %s", args.tls_cert,
+                      getattr(error, "strerror", None) or error)
+            return 1
     try:
         password = admin_password(args)
     except OSError as error:
@@ -2478,7 +2849,8 @@ def main(argv=None):
         log.error("cannot open the database: %s", error)
         return 1
     try:
-        server = Server(store, args.host, args.port, limits, admin_password=password)
+        server = Server(store, args.host, args.port, limits, admin_password=password,
+                        tls=tls, tls_port=args.tls_port, require_tls=args.require_tls)
     except StorageUnavailable as error:
         log.error("cannot open the database: %s", error)
         store.close()
@@ -2487,6 +2859,8 @@ def main(argv=None):
         server.listen()
         if args.admin_socket:
             server.listen_admin(args.admin_socket)
+        for listener in server.listeners[1:]:
+            log.info("listening for %s", listener.describe(server.host))
         # Written once everything is ready: tests and scripts wait for it.
         log.info("listening on %s:%d, database %s", server.host, server.port, label)
     except OSError as error:
@@ -2498,6 +2872,9 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: server.stop(
             "server shutting down (%s)" % signal.Signals(number).name))
+    if tls is not None:
+        # A renewed certificate (certbot's deploy hook): taken without a restart.
+        signal.signal(signal.SIGHUP, lambda number, frame: server.reload_tls_soon())
     # Under systemd, nohup or a pipe there is no one to type: no console.
     if sys.stdin is not None and sys.stdin.isatty():
         server.open_console(sys.stdin.fileno(), sys.stdout.fileno())

@@ -32,6 +32,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -555,6 +556,100 @@ def run_c_closed(workdir, kind, port, clients, senders, window, seconds, warmup,
     return merged
 
 
+def tls_port_of(server):
+    with open(server.log_path) as log:
+        for line in log:
+            if "listening for TLS v1 on " in line:
+                return int(line.rsplit(":", 1)[1])
+    raise RuntimeError("sae-server has no TLS listener: see %s" % server.log_path)
+
+
+def self_signed(workdir):
+    """A throwaway certificate, made as the README makes one for a LAN."""
+    chain = os.path.join(workdir, "tls.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", chain, "-out", chain + ".crt"],
+                   check=True, capture_output=True)
+    with open(chain, "a") as key_and_chain, open(chain + ".crt") as certificate:
+        key_and_chain.write(certificate.read())
+    return chain
+
+
+def handshakes_once(port, seconds):
+    """Full handshakes (no resumption) one after another for ``seconds``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    done, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw):
+                done += 1
+    return done
+
+
+def idle_connections(port, count, tls):
+    """``count`` connections that finished their handshake (if any) and say nothing."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        held.append(context.wrap_socket(sock) if tls else sock)
+    return held
+
+
+def scenario_tls(args, workdir):
+    """Plain and TLS on the same server in the same run: the fan-out over
+    each, full handshakes per second, and memory per idle connection."""
+    print("\n## TLS beside plain, one sae-server: fan-out (%d senders, %.0f s), handshakes, idle memory"
+          % (args.senders, args.seconds))
+    chain = self_signed(workdir)
+    rows = []
+    for clients in args.clients:
+        for tls in (False, True):
+            server = Server("sae", workdir, extra=["--tls-cert", chain, "--tls-port", "0"])
+            try:
+                port = tls_port_of(server) if tls else server.port
+                cpu = {}
+
+                def on_window(phase, cpu=cpu, pid=server.pid):
+                    cpu[phase] = cpu_seconds(pid)
+
+                result = loadgen.run("sae", port, clients, args.senders, "blast", args.seconds,
+                                     procs=args.procs, on_window=on_window, tls=tls)
+                deliveries = result["window_lines"]
+                server_cpu = cpu["end"] - cpu["start"]
+                rows.append(("fan-out %d clients" % clients, "TLS" if tls else "plain",
+                             "%.0f deliveries/s" % (deliveries / args.seconds),
+                             "%.3f µs CPU/delivery" % (server_cpu / deliveries * 1e6 if deliveries else float("nan")),
+                             "%d failed" % result["failed"]))
+            finally:
+                server.stop()
+    server = Server("sae", workdir, extra=["--tls-cert", chain, "--tls-port", "0"])
+    try:
+        port = tls_port_of(server)
+        before = cpu_seconds(server.pid)
+        done = handshakes_once(port, args.seconds)
+        spent = cpu_seconds(server.pid) - before
+        rows.append(("handshakes, one client after another", "TLS", "%.0f handshakes/s" % (done / args.seconds),
+                     "%.0f µs server CPU/handshake" % (spent / done * 1e6), ""))
+        for tls in (False, True):
+            time.sleep(1.0)
+            base = rss_kib(server.pid)
+            held = idle_connections(port if tls else server.port, args.tls_idle, tls)
+            time.sleep(1.0)
+            grown = rss_kib(server.pid) - base
+            rows.append(("%d idle connections, not logged in" % args.tls_idle, "TLS" if tls else "plain",
+                         "%d KiB RSS more" % grown, "%.2f KiB/connection" % (grown / args.tls_idle), ""))
+            for sock in held:
+                sock.close()
+    finally:
+        server.stop()
+    table(("what", "transport", "rate or size", "cost", ""), rows)
+
+
 def scenario_memory(args, workdir):
     print("\n## memory: server RSS with idle logged-in connections")
     header = ("server", "connections", "RSS KiB", "KiB per connection over 0")
@@ -933,7 +1028,7 @@ def table(header, rows):
     sys.stdout.flush()
 
 
-SCENARIOS = {"fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
+SCENARIOS = {"tls": scenario_tls, "fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
              "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept, "rooms": scenario_rooms}
 DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
@@ -966,6 +1061,7 @@ def main(argv=None):
                         help="single's closed loop with the C generator: processes the clients are dealt to")
     parser.add_argument("--memory-clients", type=int, nargs="+", default=[0, 1000, 4000])
     parser.add_argument("--storm-clients", type=int, default=500)
+    parser.add_argument("--tls-idle", type=int, default=1000, help="tls: idle connections for the memory figure")
     parser.add_argument("--storm-chatters", type=int, default=100)
     parser.add_argument("--storm-rate", type=float, default=100.0)
     parser.add_argument("--storm-seconds", type=float, default=25.0)

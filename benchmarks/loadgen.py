@@ -266,6 +266,24 @@ class Worker:
             return
         self._set_events(client, selectors.EVENT_WRITE)
 
+    def _start_tls(self, client):
+        """--tls: the handshake, blocking (setup only), then the socket as the
+        server's TlsSocket has it: want-read/want-write as EAGAIN, so that the
+        rest of the generator is the same for both."""
+        import ssl
+
+        import sae_server
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the server's own throwaway certificate
+        context.sslsocket_class = sae_server.TlsSocket
+        self._set_events(client, 0)
+        client.sock.setblocking(True)
+        client.sock.settimeout(30)
+        client.sock = context.wrap_socket(client.sock)
+        client.sock.setblocking(False)
+        self._set_events(client, selectors.EVENT_READ)
+
     def fail(self, client, why):
         if client.state in ("connecting", "login"):
             self.pending_logins -= 1
@@ -282,6 +300,8 @@ class Worker:
                 self.fail(client, "connect: %s" % os.strerror(err))
                 return
             client.state = "login"
+            if self.spec.get("tls"):
+                self._start_tls(client)
             client.sock.send(self.proto.login(client))
             self._set_events(client, selectors.EVENT_READ)
             return
@@ -596,7 +616,7 @@ class LoadError(Exception):
 def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0, procs=2,
         warmup=1.0, storm=0, storm_after=2.0, host="127.0.0.1", first_index=0,
         setup_concurrency=None, setup_timeout=180.0, sample=0, drain=10.0, on_ready=None, on_window=None,
-        window=SINGLE_WINDOW):
+        window=SINGLE_WINDOW, tls=False):
     """One bounded load run; returns a dict of figures.
 
     clients: connections logged in at setup; the first `senders` of them send.
@@ -604,6 +624,7 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
     per second in total), "single" (each sender keeps `window` single
     lines outstanding, one send() each, closed loop), or "idle" (nothing is sent: on_ready(result) is
     called with every client online, then the run ends).
+    tls: every client speaks TLS (port is then the server's TLS port).
     storm: that many more clients connect and log in all at once
     `storm_after` seconds after the load starts.
     on_window(phase): called with "start" and "end" at the edges of the
@@ -619,7 +640,7 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
         setup_concurrency = 64 if target.startswith("sae") else 2
     spec = dict(target=target, host=host, port=port, mode=mode, rate=rate,
                 total_senders=max(1, senders), sample=sample, setup_concurrency=setup_concurrency,
-                setup_timeout=setup_timeout, window=window)
+                setup_timeout=setup_timeout, window=window, tls=tls)
     procs = max(1, min(procs, clients + storm))
     shares = [[] for _ in range(procs)]
     # Senders spread round-robin like everyone else, so each worker has some.

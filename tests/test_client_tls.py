@@ -1,8 +1,8 @@
 """sae-client over TLS (issue 15, the client's part).
 
-The server does not speak TLS yet, so a TlsTerminator (conftest) takes TLS
-in front of a real sae-server and forwards the plain bytes to it; its
-certificates are made here by trustme. The client is its model (Chat) and
+The first tests of verification run against the server's own TLS listener;
+the rest keep a TlsTerminator (conftest) in front of a real sae-server,
+which can also stall or be cut at will. Certificates are made here by trustme. The client is its model (Chat) and
 its I/O (Link) on a selectors loop of the test's, as its Loop runs them
 without the terminal; the prompt and the status line are read through a
 real pty (test_client_pty's Terminal). Nothing is mocked: real handshakes,
@@ -236,19 +236,28 @@ def test_the_command_line_takes_tls_and_its_port(capsys):
 
 # --- verification ----------------------------------------------------------------
 
-def test_a_certificate_signed_by_the_given_ca_is_verified(server, alice, certificates, fronts, drivers, tmp_path):
+def tls_listener(make_server, chain, unique_name):
+    """The server's own TLS listener (--tls-cert): its port, and an account on it."""
+    server = make_server("--tls-cert", str(chain), "--tls-port", "0")
+    port = next(int(line.rsplit(":", 1)[1]) for line in server.log if "listening for TLS v1 on " in line)
+    name = unique_name("alice")
+    server.client().register(name, PASSWORD)
+    return port, name
+
+
+def test_a_certificate_signed_by_the_given_ca_is_verified(make_server, unique_name, certificates, drivers, tmp_path):
     chain, _ = certificates.server()
-    front = fronts(server.port, chain)
-    driver = drivers(front.port, alice, TlsOptions(str(certificates.ca_file), "", known_file(tmp_path))).online()
+    port, alice = tls_listener(make_server, chain, unique_name)
+    driver = drivers(port, alice, TlsOptions(str(certificates.ca_file), "", known_file(tmp_path))).online()
     assert driver.chat.secure
-    assert driver.chat.status().startswith("tls | 127.0.0.1:%d | %s | online" % (front.port, alice))
+    assert driver.chat.status().startswith("tls | 127.0.0.1:%d | %s | online" % (port, alice))
     assert not os.path.exists(known_file(tmp_path))     # verified: nothing to remember
 
 
-def test_a_certificate_for_another_host_name_is_refused(server, alice, certificates, fronts, drivers, tmp_path):
+def test_a_certificate_for_another_host_name_is_refused(make_server, unique_name, certificates, drivers, tmp_path):
     chain, _ = certificates.server("chat.example.org")
-    front = fronts(server.port, chain)
-    error = drivers(front.port, alice, TlsOptions(str(certificates.ca_file), "", known_file(tmp_path))).refused()
+    port, alice = tls_listener(make_server, chain, unique_name)
+    error = drivers(port, alice, TlsOptions(str(certificates.ca_file), "", known_file(tmp_path))).refused()
     assert "for another host name" in error and "127.0.0.1" in error
     assert not os.path.exists(known_file(tmp_path))
 

@@ -1,0 +1,449 @@
+"""The server's own TLS (issue 15): protocol v1 over TLS end to end, the
+handshake in the loop (slow, stalled, plain text on the TLS port, TLS on the
+plain port), certificate reloads while clients chat, the expiry warning and
+--require-tls.
+
+Certificates are made at test time by trustme; the server is a real
+sae-server process; clients are real TLS sockets that verify the server's
+certificate as sae-client does (the test's CA, the host name).
+"""
+
+import datetime
+import os
+import re
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+trustme = pytest.importorskip("trustme")
+
+from conftest import TIMEOUT, LineClient, ServerProcess  # noqa: E402
+
+PASSWORD = "password1"
+
+
+class Certificates:
+    """The test's CA, and server certificates it signs, written as the PEM
+    files --tls-cert reads (key first, then the chain, as certbot's
+    fullchain plus privkey would be if put in one file)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.ca = trustme.CA()
+        self.made = 0
+
+    def server(self, **kwargs):
+        leaf = self.ca.issue_cert("127.0.0.1", "localhost", **kwargs)
+        self.made += 1
+        chain = self.folder / ("server%d.pem" % self.made)
+        leaf.private_key_and_cert_chain_pem.write_to_path(str(chain))
+        return chain, ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+    def client_context(self):
+        """What sae-client --tls --tls-ca does: verify the chain and the name."""
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        return context
+
+
+class TlsLineClient(LineClient):
+    """LineClient over TLS: bytes TLS has decrypted already are read before
+    select() is asked, which knows only the kernel's."""
+
+    def __init__(self, port, context, server_hostname="localhost"):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.sock = context.wrap_socket(raw, server_hostname=server_hostname)
+        self.buffer = b""
+        self.seen = []
+
+    def read_line(self, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no complete line within %.1fs; lines so far: %r" % (timeout, self.seen[-20:]))
+            if not self.sock.pending() and not select.select([self.sock], [], [], left)[0]:
+                continue
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                chunk = b""
+            if not chunk:
+                if self.buffer:
+                    line, self.buffer = self.buffer, b""
+                    return line.decode("utf-8", "replace")
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        text = line.decode("utf-8", "replace")
+        self.seen.append(text)
+        return text
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    return Certificates(tmp_path)
+
+
+def tls_port_of(server):
+    for line in server.log:
+        match = re.match(r".*listening for TLS v1 on 127\.0\.0\.1:(\d+)", line)
+        if match:
+            return int(match.group(1))
+    raise AssertionError("no TLS listener in the log: %s" % "".join(server.log))
+
+
+@pytest.fixture
+def tls_server(make_server, certificates):
+    """``start(*args)``: a server with a certificate of the test's CA on a
+    free TLS port; its ``tls_port`` and ``chain`` (the --tls-cert file) set."""
+    def start(*args, chain=None, **kwargs):
+        chain = chain or certificates.server()[0]
+        server = make_server("--tls-cert", str(chain), "--tls-port", "0", *args, **kwargs)
+        server.tls_port = tls_port_of(server)
+        server.chain = chain
+        return server
+    return start
+
+
+def tls_client(server, certificates):
+    client = TlsLineClient(server.tls_port, certificates.client_context())
+    server.clients.append(client)
+    return client
+
+
+def peer_certificate(port, certificates):
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+        with certificates.client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+            return sock.getpeercert(binary_form=True)
+
+
+def round_trip(alice, bob, text):
+    """alice says ``text``; both see it: the time it took."""
+    started = time.monotonic()
+    alice.send("SAY " + text)
+    alice.expect(r"MSG \S+ \S+ alice %s$" % re.escape(text))
+    bob.expect(r"MSG \S+ \S+ alice %s$" % re.escape(text))
+    return time.monotonic() - started
+
+
+# --- protocol v1 over TLS -----------------------------------------------------
+
+def test_v1_over_tls_end_to_end_beside_a_plain_client(tls_server, certificates):
+    server = tls_server()
+    alice = tls_client(server, certificates)
+    alice.register("alice")
+    alice.login("alice")
+    bob = server.client()
+    bob.register("bob")
+    bob.login("bob")
+    alice.expect(r"JOIN bob$")
+    round_trip(alice, bob, "over TLS, verified against our CA")
+    bob.send("SAY and back in plain text")
+    alice.expect(r"MSG \S+ \S+ bob and back in plain text$")
+    # A long answer (more than a TLS record, more than a socket buffer) arrives whole.
+    for n in range(60):
+        bob.send("SAY line %d %s" % (n, "x" * 3000))
+    bob.expect(r"MSG \S+ \S+ bob line 59 ")
+    alice.expect(r"MSG \S+ \S+ bob line 59 ")
+    alice.send("HISTORY 1000")
+    lines = alice.lines_until(r"OK HISTORY \d+")
+    assert sum(1 for line in lines if " bob line " in line) == 60
+    assert re.match(r".*connection from 127\.0\.0\.1:\d+ \(TLSv1\.[23]\)", "".join(server.log), re.S)
+
+
+def test_the_server_says_its_certificate_and_listener_at_start(tls_server, certificates):
+    server = tls_server()
+    log = "".join(server.log)
+    assert re.search(r"INFO TLS certificate .*server\d\.pem: .*expires \d{4}-\d\d-\d\d", log)
+    assert "listening for TLS v1 on 127.0.0.1:%d" % server.tls_port in log
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
+def test_tls_1_1_is_refused_with_one_log_line(tls_server, certificates):
+    server = tls_server()
+    context = certificates.client_context()
+    try:
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, AttributeError):
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            context.wrap_socket(raw, server_hostname="localhost")
+    server.wait_log(r".*TLS handshake with 127\.0\.0\.1:\d+ failed: ")
+    assert "Traceback" not in "".join(server.log)
+
+
+# --- the handshake in the loop -----------------------------------------------
+
+def test_plain_text_on_the_tls_port_is_closed_cleanly(tls_server):
+    server = tls_server()
+    plain = LineClient(server.tls_port)
+    plain.send("REGISTER alice password1")
+    assert plain.expect_closed() == []
+    server.wait_log(r".*TLS handshake with 127\.0\.0\.1:\d+ failed: ")
+    assert "Traceback" not in "".join(server.log)
+
+
+def test_tls_on_the_plain_port_gets_a_hint_naming_the_tls_port(tls_server, certificates):
+    server = tls_server()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        certificates.client_context().wrap_socket(raw, server_hostname="localhost")
+    # What a person sees with a raw client: the ClientHello's bytes, then the hint.
+    hello = LineClient(server.port)
+    hello.send_raw(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + os.urandom(32))
+    assert hello.expect_closed() == [
+        "ERR 400 this port speaks plain text; use TLS on port %d" % server.tls_port]
+    server.wait_log(r".*closing 127\.0\.0\.1:\d+ \(not logged in\): TLS sent to the plain port")
+
+
+def test_tls_on_the_plain_port_of_a_server_without_tls(server):
+    hello = server.client()
+    hello.send_raw(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + os.urandom(32))
+    assert hello.expect_closed() == ["ERR 400 this port speaks plain text, and this server has no TLS"]
+
+
+def test_a_hundred_stalled_handshakes_do_not_slow_chat_and_time_out(tls_server, certificates):
+    server = tls_server("--tls-handshake-timeout", "3", "--max-per-address", "300")
+    alice = tls_client(server, certificates)
+    alice.register("alice")
+    alice.login("alice")
+    bob = server.client()
+    bob.register("bob")
+    bob.login("bob")
+    quiet = round_trip(alice, bob, "before")
+    # Fifty say nothing at all; fifty stop half-way through their ClientHello.
+    stalled = [socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT) for _ in range(100)]
+    for sock in stalled[50:]:
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(20))
+    started = time.monotonic()
+    slowest = max(round_trip(alice, bob, "while they stall %d" % n) for n in range(20))
+    assert slowest < max(0.5, 20 * quiet), "a round trip took %.3fs beside 100 stalled handshakes" % slowest
+    # The server is idle meanwhile: the stalled ones cost no CPU.
+    with open("/proc/%d/stat" % server.proc.pid) as stat:
+        cpu_before = sum(int(field) for field in stat.read().split(")")[1].split()[11:13])
+    for sock in stalled:
+        sock.settimeout(max(0.1, started + TIMEOUT - time.monotonic()))
+        assert sock.recv(1024) == b"", "a stalled handshake was not closed at its timeout"
+        sock.close()
+    took = time.monotonic() - started
+    assert 2.0 <= took < 8.0, "stalled handshakes closed after %.1fs, the timeout is 3s" % took
+    with open("/proc/%d/stat" % server.proc.pid) as stat:
+        cpu_after = sum(int(field) for field in stat.read().split(")")[1].split()[11:13])
+    assert (cpu_after - cpu_before) / os.sysconf("SC_CLK_TCK") < 1.0
+    assert sum(1 for line in server.log if "timed out after 3s" in line) == 100
+    round_trip(alice, bob, "after")
+    assert "Traceback" not in "".join(server.log)
+
+
+def test_a_slow_handshake_that_finishes_in_time_is_served(tls_server, certificates):
+    """A client that sends its ClientHello a few bytes at a time."""
+    server = tls_server()
+    context = certificates.client_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    sock = socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pending = outgoing.read()
+            for start in range(0, len(pending), 7):
+                sock.sendall(pending[start:start + 7])
+            if not pending:
+                incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    tls.write(b"REGISTER slow password1\n")
+    sock.sendall(outgoing.read())
+    answer = b""
+    while b"\n" not in answer:
+        try:
+            answer += tls.read(4096)
+        except ssl.SSLWantReadError:
+            incoming.write(sock.recv(65536))
+            sock.sendall(outgoing.read())
+    assert answer == b"OK REGISTER slow\n"
+    sock.close()
+
+
+# --- certificates: reload, expiry ------------------------------------------------
+
+def test_sighup_reloads_the_certificate_for_new_connections_only(tls_server, certificates):
+    server = tls_server()
+    first = peer_certificate(server.tls_port, certificates)
+    alice = tls_client(server, certificates)
+    alice.register("alice")
+    alice.login("alice")
+    bob = tls_client(server, certificates)
+    bob.register("bob")
+    bob.login("bob")
+    renewed, renewed_der = certificates.server()
+    server.chain.write_bytes(renewed.read_bytes())  # certbot's deploy hook, then:
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r".*INFO TLS certificate reloaded")
+    assert peer_certificate(server.tls_port, certificates) == renewed_der != first
+    # The open connections go on with theirs.
+    assert alice.sock.getpeercert(binary_form=True) == first
+    round_trip(alice, bob, "still here after the renewal")
+    carol = tls_client(server, certificates)
+    carol.register("carol")
+    carol.login("carol")
+    round_trip(alice, carol, "and the newcomer too")
+
+
+def test_a_bad_file_keeps_the_certificate_in_use(tls_server, certificates):
+    server = tls_server()
+    first = peer_certificate(server.tls_port, certificates)
+    server.chain.write_text("not a certificate\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_log(r".*ERROR TLS reload failed, keeping the certificate in use: ")
+    assert peer_certificate(server.tls_port, certificates) == first
+    assert "Traceback" not in "".join(server.log)
+
+
+def test_the_operator_reloads_with_reload_tls(tls_server, certificates, tmp_path):
+    path = str(tmp_path / "admin.sock")
+    server = tls_server("--admin-socket", path)
+    renewed, renewed_der = certificates.server()
+    server.chain.write_bytes(renewed.read_bytes())
+    done = subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", path, "reload-tls"],
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"reloaded: .*server\d\.pem: .*expires ", done.stdout)
+    assert peer_certificate(server.tls_port, certificates) == renewed_der
+    server.chain.write_text("broken\n")
+    done = subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", path, "reload-tls"],
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=str(tmp_path))
+    assert done.stdout.startswith("reload failed, the certificate in use is kept: ")
+    assert peer_certificate(server.tls_port, certificates) == renewed_der
+
+
+def test_a_certificate_close_to_expiry_is_warned_about(tls_server, certificates):
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)
+    chain, _ = certificates.server(not_after=soon)
+    server = tls_server(chain=chain)
+    assert any(re.match(r".* WARNING TLS certificate expires in 3\.0 days: ", line) for line in server.log), \
+        "".join(server.log)
+
+
+# --- command line ---------------------------------------------------------------
+
+def failed_start(tmp_path, *args):
+    done = subprocess.run([sys.executable, "-m", "sae_server", "--port", "0", "--db",
+                           "sqlite:///%s" % (tmp_path / "sae.db")] + list(args),
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=str(tmp_path))
+    return done.returncode, done.stderr
+
+
+def test_options_that_cannot_work_stop_the_start_with_a_reason(tmp_path, certificates):
+    chain, _ = certificates.server()
+    status, log = failed_start(tmp_path, "--tls-cert", str(chain), "--irc-tls-port", "6697")
+    assert status == 1 and "--irc-tls-port: this server has no IRC listener yet" in log
+    status, log = failed_start(tmp_path, "--require-tls")
+    assert status == 1 and "--require-tls needs --tls-cert" in log
+    status, log = failed_start(tmp_path, "--tls-cert", str(tmp_path / "missing.pem"))
+    assert status == 1 and "cannot use the TLS certificate" in log and "Traceback" not in log
+    status, log = failed_start(tmp_path, "--tls-cert", str(chain), "--tls-port", "nope")
+    assert status == 2 and "'nope' is not a port number (0 to 65535) or off" in log
+
+
+def test_tls_port_off_leaves_only_the_plain_port(make_server, certificates):
+    chain, _ = certificates.server()
+    server = make_server("--tls-cert", str(chain), "--tls-port", "off")
+    assert not any("listening for TLS" in line for line in server.log)
+
+
+# --- --require-tls -----------------------------------------------------------------
+
+def test_require_tls_lets_loopback_log_in_on_the_plain_port(tls_server, certificates):
+    server = tls_server("--require-tls")
+    alice = server.client()
+    alice.register("alice")
+    alice.login("alice")
+
+
+@pytest.fixture
+def network_namespace():
+    """A network namespace linked to this one by a veth pair: (the address
+    of this side, a command prefix that runs in the other side)."""
+    name = "saetls%s" % uuid.uuid4().hex[:8]
+    here, there = "vh%s" % name[-8:], "vt%s" % name[-8:]
+    subnet = 10 + os.getpid() % 200
+    steps = [["ip", "netns", "add", name],
+             ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
+             ["ip", "link", "set", there, "netns", name],
+             ["ip", "addr", "add", "10.%d.77.1/24" % subnet, "dev", here],
+             ["ip", "link", "set", here, "up"],
+             ["ip", "netns", "exec", name, "ip", "addr", "add", "10.%d.77.2/24" % subnet, "dev", there],
+             ["ip", "netns", "exec", name, "ip", "link", "set", there, "up"]]
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=TIMEOUT)
+            if done.returncode:
+                pytest.skip("cannot make a network namespace here (%s: %s)" % (" ".join(step), done.stderr.strip()))
+    except FileNotFoundError:
+        pytest.skip("no `ip` command: cannot make a network namespace")
+    try:
+        yield "10.%d.77.1" % subnet, ["ip", "netns", "exec", name]
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=TIMEOUT)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=TIMEOUT)
+
+
+class AnyAddressServer(ServerProcess):
+    """A server on every address (--host 0.0.0.0), for clients from elsewhere."""
+
+    def start(self, port=0):
+        self.args += ["--host", "0.0.0.0"]
+        original, self.wait_log = self.wait_log, lambda pattern: original(r".*listening on 0\.0\.0\.0:(\d+)")
+        try:
+            return super().start(port)
+        finally:
+            del self.wait_log
+
+
+REMOTE_CLIENT = """
+import socket, ssl, sys
+host, port, tls_port, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def ask(sock, line):
+    sock.sendall(line.encode() + b"\\n")
+    answer = b""
+    while not answer.endswith(b"\\n"):
+        answer += sock.recv(4096)
+    print(answer.decode().strip())
+plain = socket.create_connection((host, port), timeout=10)
+ask(plain, "REGISTER remote password1")
+ask(plain, "LOGIN remote password1")
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+secure = context.wrap_socket(socket.create_connection((host, tls_port), timeout=10))
+ask(secure, "REGISTER remote password1")
+"""
+
+
+def test_require_tls_refuses_passwords_in_clear_from_another_machine(tmp_path, certificates, network_namespace):
+    address, inside = network_namespace
+    chain, _ = certificates.server()
+    ca = tmp_path / "ca.pem"
+    certificates.ca.cert_pem.write_to_path(str(ca))
+    server = AnyAddressServer(tmp_path, "--tls-cert", str(chain), "--tls-port", "0", "--require-tls").start()
+    try:
+        tls_port = int(next(re.match(r".*listening for TLS v1 on 0\.0\.0\.0:(\d+)", line).group(1)
+                            for line in server.log if "listening for TLS" in line))
+        done = subprocess.run(inside + [sys.executable, "-c", REMOTE_CLIENT, address, str(server.port),
+                                        str(tls_port), str(ca)],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        refusal = "ERR 400 passwords are only accepted over TLS here: reconnect with TLS to port %d" % tls_port
+        assert done.stdout.splitlines() == [refusal, refusal, "OK REGISTER remote"]
+    finally:
+        server.stop()
