@@ -185,11 +185,11 @@ def drop_mysql_database(url, database):
 class Server:
     """A server process on a free loopback port, stopped with SIGINT."""
 
-    def __init__(self, kind, workdir, scrypt_n=1024, accounts=5000, extra=(), profile=None):
+    def __init__(self, kind, workdir, scrypt_n=1024, accounts=5000, extra=(), profile=None, environment=None):
         self.kind = kind
         self.log_path = os.path.join(workdir, "%s-%d.log" % (kind, time.monotonic_ns()))
         self.log = open(self.log_path, "w")
-        env = dict(os.environ)
+        env = dict(os.environ, **(environment or {}))
         self.mysql_database = None
         self.stopped_line = None  # sae-server's last words: what its loop did (Counters)
         if kind == "sae":
@@ -282,6 +282,14 @@ class Server:
 
 # --- scenarios ------------------------------------------------------------------
 
+# The block regime floods a room faster than a Python receiver reads it (a
+# sender's generator process is busy sending): at sae-server's default
+# --sendq-max, 256 KiB, the senders are cut with BYE sendq exceeded, as a
+# real client that far behind should be. miniircd buffers without a limit;
+# sae-server gets 64 MiB here to compare like with like.
+BLAST_ENVIRONMENT = {"SAE_SENDQ_MAX": str(64 * 1024 * 1024)}
+
+
 def fan_out_once(server, clients, senders, seconds, procs, rooms=False):
     """rooms: every client in loadgen.ROOMS_EACH of loadgen.ROOMS_TOTAL rooms,
     each sender saying everything in its first room."""
@@ -323,7 +331,7 @@ def scenario_fanout(args, workdir):
             if kind == "irc" and clients > 1000 and not args.irc_over_select:
                 rows.append((clients, "miniircd", "n/a: select() stops at fd 1024",) + ("",) * 5)
                 continue
-            server = Server(kind, workdir)
+            server = Server(kind, workdir, environment=BLAST_ENVIRONMENT)
             try:
                 f = fan_out_once(server, clients, args.senders, args.seconds, args.procs)
             except loadgen.LoadError as error:
@@ -358,7 +366,7 @@ def scenario_rooms(args, workdir):
     header = ("server", "deliveries/s", "server CPU", "CPU µs/delivery", "sent", "delivered/expected", "setup s")
     rows, notes, figures = [], [], {}
     for kind in ("sae", "irc"):
-        server = Server(kind, workdir)
+        server = Server(kind, workdir, environment=BLAST_ENVIRONMENT)
         try:
             f = fan_out_once(server, clients, args.senders, args.seconds, args.procs, rooms=True)
         except loadgen.LoadError as error:
