@@ -235,3 +235,31 @@ def test_a_message_said_during_a_long_pass_reaches_the_rest_of_that_pass(harness
     assert flushed[3][0] == first and flushed[3][1].endswith(b" two\n") and b" one\n" not in flushed[3][1]
     for client in (alice, bob, carol):
         assert h.expect(client, r"MSG \d+ \S+ bob two").endswith("two")
+
+
+def test_a_flood_s_pass_is_not_cut_into_pieces(harness, monkeypatch):
+    """Batches of more than PASS_POLL_BATCH_MAX messages are a flood: its
+    passes are full anyway, and the pass does not stop to take input."""
+    make, clock = harness
+    h = make()
+    monkeypatch.setattr(sae_server, "PASS_CHUNK", 1)
+    monkeypatch.setattr(sae_server, "PASS_SLICE", 0.0)
+    alice, bob, carol = h.logged_in("alice"), h.logged_in("bob"), h.logged_in("carol")
+    flushed = []  # (account, the bytes of one send)
+    flush = sae_server.Connection.flush
+
+    def recorded(session):
+        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
+        if b" flood " in data or b" two\n" in data:
+            flushed.append((session.name, data))
+            if len(flushed) == 1:
+                bob.sendall(b"SAY two\n")  # said while the pass has just begun
+        return flush(session)
+
+    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    flood = sae_server.PASS_POLL_BATCH_MAX + 1
+    alice.sendall(b"".join(b"SAY flood %d\n" % n for n in range(flood)))
+    turn_until(h, lambda: len(flushed) >= 6, "both sent to everyone")
+    # The whole pass carries the flood alone; "two" comes in a pass of its own.
+    assert [data.count(b"MSG ") for _, data in flushed[:3]] == [flood] * 3
+    assert all(data.endswith(b" two\n") and data.count(b"MSG ") == 1 for _, data in flushed[3:6])
