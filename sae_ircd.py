@@ -35,7 +35,8 @@ from sae_db import StorageUnavailable, name_key
 from sae_protocol import room_key
 from sae_server import (BAD, BANNED, CLOSING, GONE, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN, TOO_FAST,
                         UNAVAILABLE, IrcSession, Refused, join_room, login_checked, login_steps,
-                        register_steps, render_topic, storage, wall_ms)
+                        hash_password, hashing, password_problem, register_steps, render_topic, storage,
+                        wall_ms)
 
 log = logging.getLogger("sae-server")
 
@@ -66,9 +67,10 @@ class IrcOptions(NamedTuple):
     network: str = NETWORK
     motd: Optional[str] = None
     created: str = ""
+    guests: bool = False
 
 
-def irc_options(server_name=None, network=NETWORK, motd_file=None) -> IrcOptions:
+def irc_options(server_name=None, network=NETWORK, motd_file=None, guests=False) -> IrcOptions:
     """The options from the command line; reads the MOTD file (OSError if it cannot)."""
     motd = None
     if motd_file:
@@ -78,7 +80,7 @@ def irc_options(server_name=None, network=NETWORK, motd_file=None) -> IrcOptions
     # The name is the source of every reply: it must be one word.
     name = "".join(ch for ch in name if ch.isalnum() or ch in ".-_") or "sae-chat"
     created = proto.format_timestamp(wall_ms())
-    return IrcOptions(name, network, motd, created)
+    return IrcOptions(name, network, motd, created, guests)
 
 
 # --- sessions -------------------------------------------------------------------
@@ -354,6 +356,12 @@ def _registration(server, session):
         session.pending_login = outcome[:2]
     if session.state is CLOSING:
         return
+    if session.pending_login is None and server.irc.guests:
+        guest = yield from guest_account(server, session)
+        if guest is None:
+            return  # refused: the client may try another nick
+        session.pending_login = guest
+        session.guest = True
     if session.pending_login is not None:
         session.nick = session.pending_login[0].name
     session.registered = True
@@ -361,9 +369,54 @@ def _registration(server, session):
     if session.pending_login is not None:
         account, rooms = session.pending_login
         session.pending_login = None
+        if session.guest:
+            server.reply(session, notice(server, session, "You are a guest here. To keep your nick: "
+                                         "/msg NickServ REGISTER <password>"))
         yield from come_online(server, session, account, rooms)
     else:
         server.reply(session, notice(server, session, HOW_TO_LOG_IN))
+
+
+# A guest's account: a real row, so that its messages are stored and its
+# history kept like anyone's, with a mark for a hash that no password
+# matches (verify_password refuses anything that is not scrypt), so that
+# nobody logs in to it; its guest may REGISTER it later.
+GUEST_HASH = "!guest"
+
+
+def guest_account(server, session):
+    """--irc-guests: (account, rooms) for a client that registered without
+    logging in, under its nick, or None after saying why not (433: the
+    nick is a registered account's, or a guest online has it)."""
+    nick = session.nick
+    try:
+        account = yield storage(server.store.find_account, nick)
+        if account is None:
+            if not session.exempt:
+                wait = server.guards.registration_wait(session.ip, server.now)
+                if wait:
+                    server.reply(session, notice(server, session, "Too many new nicks from your address: "
+                                                 "try again in %d seconds" % max(1, int(wait + 0.999))))
+                    return None
+                server.guards.registered(session.ip, server.now)
+            account = yield storage(server.store.create_account, nick, GUEST_HASH, server.timestamp(),
+                                    server.room.info.id)
+            if account is not None:
+                log.info("%s is a guest as %s", session.address, account.name)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "Storage unavailable, try again"))
+        return None
+    if account is None or account.password_hash != GUEST_HASH or name_key(nick) in server.online:
+        # Not registered yet: the client has no nick until it gives one that works.
+        session.nick = None
+        server.reply(session, numeric(server, session, irc.ERR_NICKNAMEINUSE, nick,
+                                      "Nickname is registered or in use: log in, or choose another"))
+        return None
+    checked = yield from login_checked(server, session, account.name)
+    if checked.__class__ is Refused:
+        refused_login(server, session, checked)
+        return None
+    return checked[:2]
 
 
 def welcome(server, session):
@@ -502,6 +555,8 @@ def sasl_login(server, session, credentials):
 def cmd_register(server, session, params):
     """draft/account-registration: REGISTER <account|*> <email|*> <password>."""
     name = server.irc.server_name
+    if session.guest and len(params) >= 3:
+        return register_guest(server, session, params[2], via_nickserv=False)
     if session.account is not None or session.pending_login is not None:
         return answer(server, session, [irc.fail(name, "REGISTER", irc.ALREADY_AUTHENTICATED, session.nick or "*",
                                                  description="You are already logged in")])
@@ -546,6 +601,37 @@ def register_account(server, session, account_name, password, via_nickserv):
     yield from logged_in(server, session, account, rooms)
 
 
+def register_guest(server, session, password, via_nickserv):
+    """A guest makes its guest account its own: the password replaces the
+    guest mark, and from now on it logs in like anyone."""
+    account = session.account
+    source = nickserv_mask(server)
+    problem = password_problem(password.rstrip(" \t"), server.limits.password_min_bytes)
+    if problem:
+        server.reply(session, notice(server, session, problem, source) if via_nickserv else irc.fail(
+            server.irc.server_name, "REGISTER", irc.WEAK_PASSWORD, account.name, description=problem))
+        return
+    password_hash = yield hashing(hash_password, password.rstrip(" \t"), server.limits.scrypt_n)
+    try:
+        done = yield storage(server.store.replace_password, account.name, GUEST_HASH, password_hash)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "Storage unavailable, try again"))
+        return
+    if not done:
+        server.reply(session, notice(server, session, "Account %s is registered already" % account.name))
+        return
+    log.info("%s registered %s (was a guest)", session.address, account.name)
+    for other in server.online.get(name_key(account.name), ()):
+        other.guest = False
+    if via_nickserv:
+        server.reply(session, notice(server, session, "Account %s registered; you are logged in" % account.name,
+                                     source))
+    else:
+        server.reply(session, irc.register_success_line(server.irc.server_name, account.name))
+    server.reply(session, numeric(server, session, irc.RPL_LOGGEDIN, me(server, session), account.name,
+                                  "You are now logged in as %s" % account.name))
+
+
 def nickserv_mask(server):
     return irc.hostmask(irc.NICKSERV, server.irc.server_name)
 
@@ -562,6 +648,8 @@ def nickserv(server, session, text):
             return answer(server, session, [notice(server, session, "usage: IDENTIFY [name] <password>", source)])
         return identify(server, session, command.account or session.nick, command.password)
     if command.verb == "REGISTER":
+        if session.guest and command.password:
+            return register_guest(server, session, command.password, via_nickserv=True)
         if session.account is not None:
             return answer(server, session, [notice(server, session, "You are already logged in", source)])
         if not command.password:
@@ -818,7 +906,8 @@ def cmd_whois(server, session, params):
     away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
     if away:
         lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
-    lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
+    if not all(s.__class__ is IrcSession and s.guest for s in found):
+        lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
     answer(server, session, lines)
 

@@ -481,7 +481,7 @@ class IrcSession(Session):
     Its commands are sae_ircd's; the Server only routes to them."""
 
     __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
-                 "registered", "away", "echo", "pending_login", "label")
+                 "registered", "away", "echo", "pending_login", "label", "guest")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
         Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
@@ -499,6 +499,7 @@ class IrcSession(Session):
         self.echo = False  # echo-message: the sender gets its own messages
         self.pending_login = None  # (account, rooms) logged in before registration ended
         self.label = None  # labeled-response: the label of the command being answered
+        self.guest = False  # chatting under a guest account (--irc-guests) until it registers
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
@@ -1781,7 +1782,11 @@ class Server:
         room = self.rooms.get(key)
         if room is None or room.info.id != info.id:
             return 0
-        self.room_event(room, lambda protocol: protocol.format_deleted(room.info.name, reason))
+        sent = self.room_event(room, lambda protocol: protocol.format_deleted(room.info.name, reason))
+        for session in sent:
+            if session.__class__ is IrcSession:  # IRC clients leave a channel only by a KICK or PART
+                self.reply(session, sae_irc.kick_line(self.irc.server_name, room.info.name, session.nick,
+                                                      reason or "room deleted"))
         online = len(room.accounts)
         for account in room.accounts:
             self.account_rooms[account].discard(room)
@@ -2613,6 +2618,9 @@ def parse_args(argv):
                         help="the network's name IRC clients are told (default %s)" % sae_ircd.NETWORK)
     parser.add_argument("--motd-file", default=environment_default("SAE_MOTD_FILE", None),
                         help="text IRC clients get as the message of the day (default: none)")
+    parser.add_argument("--irc-guests", action="store_true",
+                        default=os.environ.get("SAE_IRC_GUESTS", "").lower() not in ("", "0", "no", "off"),
+                        help="let IRC clients that do not log in chat as guests under their nick")
     parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
                         type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
                         help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
@@ -2655,7 +2663,7 @@ def main(argv=None):
         log.error("cannot open the database: %s", error)
         return 1
     try:
-        irc = sae_ircd.irc_options(args.server_name, args.network_name, args.motd_file)
+        irc = sae_ircd.irc_options(args.server_name, args.network_name, args.motd_file, args.irc_guests)
     except OSError as error:
         log.error("cannot read the MOTD file: %s", error.strerror or error)
         store.close()

@@ -53,6 +53,7 @@ FIND_ACCOUNT = sql.for_mysql(sql.FIND_ACCOUNT)
 INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
 INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row INSERT_MESSAGE
 SET_BAN = sql.for_mysql(sql.SET_BAN)
+REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
 INSERT_ROOM = sql.for_mysql(sql.INSERT_ROOM)
 FIND_ROOM = sql.for_mysql(sql.FIND_ROOM)
@@ -524,6 +525,12 @@ class MySQLStore(Store):
 
         def update(cursor):
             cursor.execute(SET_BAN, (reason, moment, name_key(name)))
+            return cursor.rowcount > 0
+        return self._run(update)
+
+    def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
+        def update(cursor):
+            cursor.execute(REPLACE_PASSWORD, (new_hash, name_key(name), old_hash))
             return cursor.rowcount > 0
         return self._run(update)
 

@@ -25,6 +25,7 @@ FIND_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE name_key = ?"
 FIND_RECIPIENT = "SELECT id, name FROM users WHERE name_key = ?"
 INSERT_MESSAGE = "INSERT INTO messages (sender_id, recipient_id, room_id, body, created_at) VALUES (?, ?, ?, ?, ?)"
 SET_BAN = "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?"
+REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"
 
 # -- rooms -------------------------------------------------------------------

@@ -297,6 +297,12 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
         return self._run(update)
 
+    def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
+        def update():
+            cursor = self.db.execute(sql.REPLACE_PASSWORD, (new_hash, name_key(name), old_hash))
+            return cursor.rowcount > 0
+        return self._run(update)
+
     def banned_accounts(self) -> List[Account]:
         def select():
             return [Account(*row) for row in self.db.execute(sql.BANNED_ACCOUNTS)]

@@ -441,3 +441,49 @@ def test_say_from_the_console_is_a_notice(ircd, tmp_path):
     link.sendall(b"say maintenance at noon\n")
     bob.expect(r"NOTICE \* :maintenance at noon")
     link.close()
+
+
+def test_without_guests_a_client_that_does_not_log_in_is_told_how_and_closed(ircd):
+    server = ircd("--login-timeout", "2")
+    irc = server.irc()
+    irc.send("NICK visitor")
+    irc.send("USER v 0 * :v")
+    irc.expect(r"001 visitor ")
+    irc.expect(r"NOTICE visitor :This server needs an account. Log in with SASL: irssi: .*WeeChat: .*NickServ")
+    irc.send("JOIN #general")
+    irc.expect(r"NOTICE visitor :Log in first")
+    irc.send("PRIVMSG #general :hello?")
+    irc.expect(r"NOTICE visitor :Log in first")
+    assert irc.expect_closed()[-1].startswith("ERROR :Closing Link: ")
+
+
+def test_guests_chat_under_their_nick_and_may_register_it(ircd):
+    server = ircd("--irc-guests")
+    alice = v1_user(server, "alice")
+    guest = server.irc()
+    guest.send("NICK visitor")
+    guest.send("USER v 0 * :v")
+    guest.expect(r"001 visitor ")
+    guest.expect(r"NOTICE visitor :You are a guest here")
+    guest.expect(r"366 visitor #general ")
+    guest.send("PRIVMSG #general :hi, just visiting")
+    alice.expect(r"MSG \d+ \S+ visitor hi, just visiting")
+    # A registered account's name is refused to a guest.
+    other = server.irc()
+    other.send("NICK alice")
+    other.send("USER a 0 * :a")
+    other.expect(r"433 \* alice ")
+    other.send("NICK visitor")  # and a guest's nick while its guest is online
+    other.expect(r"433 \* visitor ")
+    other.send("NICK someone-else")
+    other.expect(r"001 someone-else ")
+    # Nobody logs in to a guest's account, on either protocol.
+    v1 = server.client()
+    v1.send("LOGIN visitor anything-at-all")
+    v1.expect(r"ERR 401 ")
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"NOTICE visitor :Account visitor registered")
+    v1.login("visitor", "my-own-password")
+    # The guest's earlier message is in the history like any other.
+    v1.send("HISTORY 10")
+    v1.expect(r"MSG \d+ \S+ visitor hi, just visiting")

@@ -887,3 +887,14 @@ def test_sqlite_checkpoints_off_the_loop(tmp_path, monkeypatch):
         assert count == 500
     finally:
         store.close()
+
+
+def test_replace_password_only_from_the_hash_it_still_has(store):
+    # An IRC guest's account is taken over by its guest registering it:
+    # only while its hash is still the guest mark, so never a real account.
+    store.create_account("guest1", "!guest", T0)
+    assert store.replace_password("GUEST1", "!guest", "scrypt$new") is True
+    assert store.find_account("guest1").password_hash == "scrypt$new"
+    assert store.replace_password("guest1", "!guest", "scrypt$other") is False
+    assert store.find_account("guest1").password_hash == "scrypt$new"
+    assert store.replace_password("nobody", "!guest", "scrypt$x") is False
