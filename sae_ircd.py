@@ -33,7 +33,8 @@ import sae_irc as irc
 import sae_protocol as proto
 from sae_db import StorageUnavailable, name_key
 from sae_protocol import room_key
-from sae_server import (BAD, BANNED, CLOSING, GONE, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN, TOO_FAST,
+from sae_server import (BAD, BANNED, CLOSING, GONE, GUEST_HASH, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN,
+                        TOO_FAST,
                         UNAVAILABLE, IrcSession, Refused, join_room, login_checked, login_steps,
                         hash_password, hashing, password_problem, register_steps, render_topic, storage,
                         wall_ms)
@@ -377,11 +378,10 @@ def _registration(server, session):
         server.reply(session, notice(server, session, HOW_TO_LOG_IN))
 
 
-# A guest's account: a real row, so that its messages are stored and its
-# history kept like anyone's, with a mark for a hash that no password
-# matches (verify_password refuses anything that is not scrypt), so that
-# nobody logs in to it; its guest may REGISTER it later.
-GUEST_HASH = "!guest"
+# A guest's account is a real row, so that its messages are stored and its
+# history kept like anyone's, with GUEST_HASH for a hash that no password
+# matches, so that nobody logs in to it; its guest (or anyone, while its
+# guest is away: sae_server.claim_guest_account) may REGISTER it later.
 
 
 def guest_account(server, session):
@@ -1063,7 +1063,7 @@ def chathistory(server, session, request):
             peer = store.find_account(target)
             return None if peer is None else store.conversation_history(account_id, peer.id, count, before, after)
     try:
-        messages = yield storage(history_for, fetch, irc.history_windows(request))
+        messages = yield storage(history_for, store, fetch, irc.history_windows(request))
     except StorageUnavailable:
         answer(server, session, [irc.fail(name, "CHATHISTORY", "MESSAGE_ERROR", request.subcommand, target,
                                           description="Storage unavailable, try again")])
@@ -1075,37 +1075,47 @@ def chathistory(server, session, request):
     answer(server, session, session.protocol.history_lines(messages, target, batch=True))
 
 
-def history_for(fetch, windows):
+def history_for(store, fetch, windows):
     """On the storage thread: the messages of each window, in order.
     ``fetch(count, before, after)`` is room_history's shape, which takes one
     bound (``before`` for the newest, ``after`` for the oldest); the other
     bound filters what it returns (the newest N before B, those after A
-    among them, are the newest N between them). A timestamp bound is
-    applied to what the store returns, on created_at (see bound_id)."""
+    among them, are the newest N between them)."""
     found = []
     for window in windows:
         if window.newest:
-            messages = fetch(window.count, bound_id(window.before, "before"), None)
+            messages = fetch(window.count, bound_id(store, window.before, "before"), None)
         else:
-            messages = fetch(window.count, None, bound_id(window.after, "after"))
+            messages = fetch(window.count, None, bound_id(store, window.after, "after"))
         if messages is None:
             return None
         found += irc.select_history(messages, window)
     return found
 
 
-def bound_id(bound, side):
-    """A msgid bound as store.room_history's id bound. A timestamp has no
-    id bound (None): the store is asked for the newest (or oldest) messages
-    and select_history keeps those within it, which is exact while fewer
-    than the limit lie beyond the timestamp (a store lookup of the id at a
-    time would lift that)."""
-    if bound is None or bound.ref.kind != "msgid":
+# An id bound past every message: "after the last one" when a timestamp is later than all.
+NO_MESSAGE_ID = 2 ** 62
+
+
+def bound_id(store, bound, side):
+    """A bound as store.room_history's exclusive id bound (None: none). A
+    timestamp becomes the id of the message on its far side (Store.ids_at):
+    ids grow with time."""
+    if bound is None:
         return None
-    msg_id = bound.ref.msg_id
-    if bound.inclusive:
-        return msg_id - 1 if side == "after" else msg_id + 1
-    return msg_id
+    ref = bound.ref
+    if ref.kind == "msgid":
+        if bound.inclusive:
+            return ref.msg_id - 1 if side == "after" else ref.msg_id + 1
+        return ref.msg_id
+    last_until, first_from = store.ids_at(ref.timestamp)
+    if side == "after":
+        if bound.inclusive:  # created_at >= t
+            return NO_MESSAGE_ID if first_from is None else first_from - 1
+        return last_until or 0  # created_at > t
+    if bound.inclusive:  # created_at <= t
+        return 1 if last_until is None else last_until + 1
+    return first_from  # created_at < t; None: every message is before it
 
 
 COMMANDS = {

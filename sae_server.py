@@ -2050,9 +2050,33 @@ def register_steps(server, session, name, password):
     except StorageUnavailable:
         return Refused(UNAVAILABLE)
     if account is None:
-        return Refused(TAKEN)
+        # The name may be an IRC guest's (--irc-guests): anyone may chat
+        # under it while its guest is away, so anyone may make it theirs.
+        try:
+            account = yield storage(claim_guest_account, server.store, name, password_hash,
+                                    name_key(name) in server.online)
+        except StorageUnavailable:
+            return Refused(UNAVAILABLE)
+        if account is None:
+            return Refused(TAKEN)
     log.info("%s registered %s", session.address, account.name)
     return account
+
+
+# The password hash of an IRC guest's account (sae_ircd): no password
+# matches it, as verify_password refuses anything but scrypt.
+GUEST_HASH = "!guest"
+
+
+def claim_guest_account(store, name, password_hash, online):
+    """On the storage thread: the guest account ``name`` with its new
+    password, or None if it is no guest's (or its guest is online)."""
+    account = store.find_account(name)
+    if online or account is None or account.password_hash != GUEST_HASH:
+        return None
+    if not store.replace_password(name, GUEST_HASH, password_hash):
+        return None
+    return account._replace(password_hash=password_hash)
 
 
 def cmd_register(server, session, name, password):

@@ -297,6 +297,9 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
         return self._run(update)
 
+    def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
+        return self._select(sql.LAST_ID_UNTIL, (at,))[0][0], self._select(sql.FIRST_ID_FROM, (at,))[0][0]
+
     def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
         def update():
             cursor = self.db.execute(sql.REPLACE_PASSWORD, (new_hash, name_key(name), old_hash))

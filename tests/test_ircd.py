@@ -487,3 +487,20 @@ def test_guests_chat_under_their_nick_and_may_register_it(ircd):
     # The guest's earlier message is in the history like any other.
     v1.send("HISTORY 10")
     v1.expect(r"MSG \d+ \S+ visitor hi, just visiting")
+
+
+def test_an_offline_guest_nick_may_be_registered_by_anyone_but_not_an_online_one(ircd):
+    server = ircd("--irc-guests")
+    guest = server.irc()
+    guest.send("NICK drifter")
+    guest.send("USER d 0 * :d")
+    guest.expect(r"366 drifter #general ")
+    v1 = server.client()
+    v1.send("REGISTER drifter password1")
+    v1.expect(r"ERR 409 name drifter is taken")
+    guest.send("QUIT")
+    guest.expect_closed()
+    server.wait_log(r".*closing .*drifter\): quit")
+    v1.send("REGISTER drifter password1")
+    v1.expect(r"OK REGISTER drifter")
+    v1.login("drifter")
