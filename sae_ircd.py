@@ -967,7 +967,10 @@ def cmd_notice(server, session, params):
 def cmd_ping(server, session, params):
     if not params:
         return answer(server, session, [numeric(server, session, irc.ERR_NOORIGIN, "No origin specified")])
-    answer(server, session, [session.protocol.format_pong(params[0])])
+    # The token comes back as sent, even empty (the formatter's PONG, for
+    # the server's own pings, would put the server's name in its place).
+    name = server.irc.server_name
+    answer(server, session, [irc.format_line("PONG", name, params[0], source=name)])
 
 
 def cmd_pong(server, session, params):
