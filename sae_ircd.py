@@ -846,6 +846,8 @@ def cmd_mode(server, session, params):
         return answer(server, session, [numeric(server, session, "502", "Can't change mode for other users")])
     if len(params) == 1:
         return answer(server, session, [numeric(server, session, irc.RPL_UMODEIS, "+i")])
+    if not params[1].strip("+-iw"):
+        return None  # irssi and others set +i at connect: invisible is what everyone is already
     return answer(server, session, [numeric(server, session, "501", "Unknown MODE flag")])
 
 
