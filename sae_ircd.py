@@ -314,7 +314,7 @@ def cmd_user(server, session, params):
     if session.registered:
         return answer(server, session, [numeric(server, session, irc.ERR_ALREADYREGISTERED,
                                                 "You may not reregister")])
-    if len(params) < 4 or not params[0]:
+    if len(params) < 4 or not params[0] or not params[3]:
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "USER",
                                                 "Not enough parameters")])
     session.user_given = True
@@ -930,31 +930,35 @@ def message_ready(server, session, message):
 
 
 def cmd_privmsg(server, session, params, command="PRIVMSG"):
+    def refuse(lines):
+        # A NOTICE is never answered (RFC 1459: no automatic replies to it).
+        return None if command == "NOTICE" else answer(server, session, lines)
+
     if not params or not params[0]:
-        return answer(server, session, [numeric(server, session, irc.ERR_NORECIPIENT,
+        return refuse([numeric(server, session, irc.ERR_NORECIPIENT,
                                                 "No recipient given (%s)" % command)])
     if len(params) < 2 or not params[1]:
-        return answer(server, session, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
     target, text = params[0], params[1]
     if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
         return nickserv(server, session, text) if command == "PRIVMSG" else None
     if session.account is None:
-        return answer(server, session, [notice(server, session, "Log in first. " + HOW_TO_LOG_IN)])
+        return refuse([notice(server, session, "Log in first. " + HOW_TO_LOG_IN)])
     stored = irc.irc_text_for_store(text)
     if stored is None:
         return None  # a CTCP query other than ACTION: not something said
     if not (irc.irc_text_for_v1(stored) or "").strip():
-        return answer(server, session, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
     if irc.is_channel(target):
         room = server.member_room(session, target)
         if room is None:
             code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
-            return answer(server, session, [numeric(server, session, code, target, "Cannot send to channel"
+            return refuse([numeric(server, session, code, target, "Cannot send to channel"
                                                     if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
         server.accept_message(session, None, stored, room)
         return None
     if irc.check_nick(target):
-        return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, target,
+        return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
                                                 "No such nick/channel")])
     server.accept_message(session, target, stored)
     return None
