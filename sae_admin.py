@@ -256,7 +256,7 @@ def admin_ban(server, link, rest):
     def stored(found):
         if not found:
             return link.answer("no such account: %s" % name)
-        ended = server.end_account(name, proto.format_banned(reason), "banned")
+        ended = server.end_account(name, lambda session: session.protocol.format_banned(reason), "banned")
         log.info("operator banned %s: %s", name, reason)
         link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
     ask_store(server, link, "ban " + name, stored, server.store.set_ban, name, reason, server.timestamp())

@@ -64,6 +64,7 @@ import time
 from functools import partial
 from typing import NamedTuple
 
+import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
 from sae_db import DEFAULT_ROOM, NewMessage, StorageUnavailable, describe_url, name_key, open_store
@@ -101,6 +102,7 @@ LIMITS = {
     "rooms_per_account": (64, "rooms one account may be in"),
     "topic_max": (300, "bytes of a room's topic"),
     "tls_handshake_timeout": (10.0, "seconds a TLS connection may take to finish its handshake"),
+    "password_min_bytes": (proto.PASSWORD_MIN_BYTES, "shortest password a new account may have (both protocols)"),
 }
 # Limits that cannot be 0: a rate divides, an interval or a cap of 0 would
 # spin the loop or refuse everyone. (The others may be 0: no history, no
@@ -108,7 +110,7 @@ LIMITS = {
 POSITIVE_LIMITS = frozenset(("history_max", "ping_interval", "ping_timeout", "login_timeout", "sendq_max",
                              "held_lines_max", "max_connections", "max_per_address", "flood_burst",
                              "flood_rate", "flood_held_max", "hash_threads", "rooms_max", "rooms_per_account",
-                             "tls_handshake_timeout"))
+                             "tls_handshake_timeout", "password_min_bytes"))
 # scrypt takes a power of two, and n * 128 * r bytes must fit in the memory
 # hash_password allows it (256 MiB): 2 to 2**18.
 SCRYPT_N_MAX = 2 ** 18
@@ -492,6 +494,37 @@ class Session(Connection):
         return "<Session %s %s %s>" % (self.fd, self.address, self.name or "-")
 
 
+class IrcSession(Session):
+    """A client of the IRC listener: a Session (rooms, limits, sendq are
+    the same) whose ``protocol`` is the sae_irc.IrcFormatter of its
+    rendering capabilities, with IRC's framer and what registration needs.
+    Its commands are sae_ircd's; the Server only routes to them."""
+
+    __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
+                 "registered", "away", "echo", "pending_login", "label", "guest")
+
+    def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
+        Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
+        self.framer = sae_irc.new_framer()
+        self.rooms_on = True  # IRC has channels from the start: every room of the account
+        self.nick = None  # until NICK; the account's name once logged in
+        self.user_given = False  # USER was sent
+        self.caps = frozenset()
+        self.cap_version = 0
+        self.cap_negotiating = False  # CAP LS/REQ seen, no CAP END yet: registration waits
+        self.sasl = None  # the SaslPlain exchange under way
+        self.credentials = None  # from PASS, tried when registration ends
+        self.registered = False  # 001 sent
+        self.away = ""  # AWAY text, kept per session
+        self.echo = False  # echo-message: the sender gets its own messages
+        self.pending_login = None  # (account, rooms) logged in before registration ended
+        self.label = None  # labeled-response: the label of the command being answered
+        self.guest = False  # chatting under a guest account (--irc-guests) until it registers
+
+    def __repr__(self):
+        return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
 class AdminConnection(Connection):
     """An operator on the admin socket (sae_admin.AdminLink is what is said)."""
 
@@ -622,6 +655,7 @@ class TlsCertificate:
 # The protocols a listener may speak. IRC (issue 14) adds "irc" here and a
 # branch in Server._open_session.
 V1 = "v1"
+IRC = "irc"
 
 
 class Listener:
@@ -677,7 +711,7 @@ def clear_password_refusal(server, session):
 
 
 def session_kind(session):
-    return V1 if session.protocol is proto else getattr(session.protocol, "LISTENER_KIND", V1)
+    return IRC if session.__class__ is IrcSession else V1
 
 
 # --- work off the loop --------------------------------------------------
@@ -864,7 +898,7 @@ def render_topic(info):
 
 def describe_owner(owner):
     """Whom the log says a fault or a failed job was for."""
-    if owner.__class__ is Session:
+    if isinstance(owner, Session):
         return "%s (%s)" % (owner.address, owner.name or "not logged in")
     return "the operator on the %s" % ("console" if owner.prompt else "admin socket")
 
@@ -873,8 +907,10 @@ def describe_owner(owner):
 
 class Server:
     def __init__(self, store, host="0.0.0.0", port=12345, limits=None, admin_password=None, storage_on_loop=None,
-                 tls=None, tls_port=None, require_tls=False):
+                 tls=None, tls_port=None, require_tls=False, irc=None):
         self.store = store
+        # The IRC listener's settings (sae_ircd.IrcOptions); listen_irc opens it.
+        self.irc = irc or sae_ircd.IrcOptions()
         self.admin_password = admin_password  # None: the operator needs none
         self.limits = limits or Limits()
         self.host, self.port = host, port
@@ -946,12 +982,8 @@ class Server:
     # -- start and stop --
 
     def listen(self):
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for listener in self.listeners:
-            listener.sock = socket.create_server((self.host, listener.port), family=family, backlog=1024)
-            listener.sock.setblocking(False)
-            listener.port = listener.sock.getsockname()[1]
-            self.selector.register(listener.sock, selectors.EVENT_READ, partial(self._accept, listener))
+            self._open_listener(listener)
         self.listener = self.listeners[0].sock
         self.port = self.listeners[0].port
         if self.tls is not None:
@@ -963,6 +995,24 @@ class Server:
                         "instead of %d (raise the hard limit: LimitNOFILE= in the systemd unit, or "
                         "/etc/security/limits.conf, or lower --max-connections)",
                         soft, self.max_connections, self.limits.max_connections)
+
+    def listen_irc(self, port, tls_port=None):
+        """The IRC listener on the same host (port 0 picks a free one), and
+        with a certificate, IRC over TLS on ``tls_port``; the plain one's port."""
+        added = [Listener(IRC, port)]
+        if self.tls is not None and tls_port is not None:
+            added.append(Listener(IRC, tls_port, self.tls))
+        for listener in added:
+            self._open_listener(listener)
+            self.listeners.append(listener)
+        return added[0].port
+
+    def _open_listener(self, listener):
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener.sock = socket.create_server((self.host, listener.port), family=family, backlog=1024)
+        listener.sock.setblocking(False)
+        listener.port = listener.sock.getsockname()[1]
+        self.selector.register(listener.sock, selectors.EVENT_READ, partial(self._accept, listener))
 
     def listen_admin(self, path):
         """The admin socket: mode 0600, so only the server's user (and root)
@@ -1203,7 +1253,7 @@ class Server:
             target = key.data
             # Almost free while nothing is raised; a bug costs this one event's connection.
             try:
-                if target.__class__ is Session:
+                if target.__class__ is Session or target.__class__ is IrcSession:
                     if mask & selectors.EVENT_READ:
                         self._read(target)
                     if mask & selectors.EVENT_WRITE and self.sessions.get(target.fd) is target:
@@ -1212,7 +1262,7 @@ class Server:
                     target()
             except Exception:
                 self.running_for = None  # in case the fault left it set
-                if target.__class__ is Session:
+                if isinstance(target, Session):
                     self._fault(target, "its socket")
                 else:
                     self._fault(None, getattr(target, "__name__", "a callback"))
@@ -1329,8 +1379,8 @@ class Server:
             log.exception("internal error in %s: dropped", where)
             return
         log.exception("internal error in %s for %s: closing it", where, describe_owner(owner))
-        if owner.__class__ is Session:
-            self.close_session(owner, proto.format_bye("internal error"), "internal error")
+        if isinstance(owner, Session):
+            self.close_session(owner, owner.protocol.format_bye("internal error"), "internal error")
         elif not owner.ended:
             owner.answer("internal error")
             owner.end()
@@ -1417,7 +1467,8 @@ class Server:
                     or not self.guards.admits(ip, exempt)):
                 log.warning("refused connection from %s: too many connections", ip)
                 try:
-                    sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections"))
+                    sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections") if listener.kind != IRC
+                              else sae_irc.format_line("ERROR", "Closing Link: too many connections"))
                 except OSError:
                     pass
                 sock.close()
@@ -1431,7 +1482,10 @@ class Server:
                 self._start_handshake(sock, ip, port, exempt, listener)
 
     def _open_session(self, sock, ip, port, exempt, listener):
-        session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
+        if listener.kind == IRC:
+            session = sae_ircd.new_session(self, sock, ip, port, exempt)
+        else:
+            session = Session(sock, ip, port, exempt, self.now, self.limits.flood_burst)
         self.sessions[session.fd] = session
         self.selector.register(sock, selectors.EVENT_READ, session)
         if listener.tls is None:
@@ -1560,6 +1614,9 @@ class Server:
             return
         session.last_heard = self.now
         session.ping_sent_at = None
+        if session.__class__ is IrcSession:
+            sae_ircd.take_input(self, session, data)
+            return
         held = session.held
         if held is NO_LINES:
             held = session.held = collections.deque()
@@ -1598,6 +1655,9 @@ class Server:
 
     def run_held(self, session):
         """Execute the session's waiting lines, in order, as far as they may run."""
+        if session.__class__ is IrcSession:
+            sae_ircd.run_held(self, session)
+            return
         held = session.held
         while held and session.state is not CLOSING:
             cost, line = held[0]
@@ -1811,7 +1871,7 @@ class Server:
         head = session.sendq[0]
         session.sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
         session.sendq_bytes = len(session.sendq[0]) if session.sendq else 0
-        self.close_session(session, proto.format_bye("sendq exceeded"), "sendq exceeded")
+        self.close_session(session, session.protocol.format_bye("sendq exceeded"), "sendq exceeded")
 
     def _update_events(self, session):
         if self.sessions.get(session.fd) is not session:
@@ -1916,13 +1976,13 @@ class Server:
                     self._drop(session, None)
             elif session.state is CONNECTED:
                 if now - session.connected_at >= limits.login_timeout and not session.inflight:
-                    self.close_session(session, proto.format_bye("login timeout"), "login timeout")
+                    self.close_session(session, session.protocol.format_bye("login timeout"), "login timeout")
             elif session.ping_sent_at is not None:
                 if now - session.ping_sent_at >= limits.ping_timeout:
-                    self.close_session(session, proto.format_bye("ping timeout"), "ping timeout")
+                    self.close_session(session, session.protocol.format_bye("ping timeout"), "ping timeout")
             elif now - session.last_heard >= limits.ping_interval:
                 session.ping_sent_at = now
-                self.reply(session, proto.format_ping(str(int(now))))
+                self.reply(session, session.protocol.format_ping(str(int(now))))
         # Storage is probed while it is down, so that it comes back (and the
         # log says so) without waiting for a client to need it.
         if self.storage_down and not self.workers.storage_jobs:
@@ -1937,7 +1997,9 @@ class Server:
         measured on the monotonic clock. Returns how many sessions ended."""
         self.guards.kick(name, self.now + seconds)
         log.info("operator kicked %s for %ds: %s", name, seconds, reason)
-        return self.end_account(name, proto.format_kicked(seconds, reason), "kicked")
+        return self.end_account(name, lambda session: (
+            sae_ircd.kicked_lines(self, session, seconds, reason) if session.__class__ is IrcSession
+            else proto.format_kicked(seconds, reason)), "kicked")
 
     def unkick(self, name):
         """Let a kicked account log in again; the seconds its kick had left (0: none)."""
@@ -1947,9 +2009,11 @@ class Server:
         return left
 
     def end_account(self, name, last_line, leave_reason):
+        """Close every session of the account; ``last_line`` is bytes, or
+        a function of the session (each protocol says it its way)."""
         sessions = list(self.online.get(name_key(name), ()))
         for session in sessions:
-            self.close_session(session, last_line, leave_reason)
+            self.close_session(session, last_line(session) if callable(last_line) else last_line, leave_reason)
         return len(sessions)
 
     # -- rooms --
@@ -2058,7 +2122,11 @@ class Server:
         room = self.rooms.get(key)
         if room is None or room.info.id != info.id:
             return 0
-        self.room_event(room, lambda protocol: protocol.format_deleted(room.info.name, reason))
+        sent = self.room_event(room, lambda protocol: protocol.format_deleted(room.info.name, reason))
+        for session in sent:
+            if session.__class__ is IrcSession:  # IRC clients leave a channel only by a KICK or PART
+                self.reply(session, sae_irc.kick_line(self.irc.server_name, room.info.name, session.nick,
+                                                      reason or "room deleted"))
         online = len(room.accounts)
         for account in room.accounts:
             self._set_rooms(account, self.account_rooms[account] - {room})
@@ -2119,9 +2187,15 @@ class Server:
         self.counters.stored += len(batch) if error is None else 0
         said = []  # (sender's session, Message): room messages not yet sent, in id order
         said_in = None  # their Room
+        quiet = []  # IRC senders among them without echo-message
 
         def send_said():
-            said_in.queue(self._render_said(said_in, said))
+            rendered = self._render_said(said_in, said)
+            if quiet:
+                self._queue_without_echo(said_in, said, rendered, quiet)
+                quiet.clear()
+            else:
+                said_in.queue(rendered)
             said.clear()
 
         for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
@@ -2133,6 +2207,8 @@ class Server:
                         send_said()
                     said_in = room
                     said.append((session, result))
+                    if session.__class__ is IrcSession and not session.echo and session not in quiet:
+                        quiet.append(session)
                     if not room.has(session) and session.state is ONLINE:
                         # Checked again now that it is stored: the account
                         # may have left the room (PART from another session)
@@ -2147,7 +2223,9 @@ class Server:
                     continue
                 if said:
                     send_said()
-                if error is not None:
+                if session.__class__ is IrcSession and (error is not None or result is None):
+                    self.reply(session, sae_ircd.message_not_sent(self, session, message, room, error))
+                elif error is not None:
                     self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
                 elif result is None and room is not None:
                     # The room was deleted while the message was in flight.
@@ -2159,9 +2237,12 @@ class Server:
                     targets.update(self.online.get(name_key(result.sender), ()))
                     if session.state is not CLOSING:
                         targets.add(session)
+                    if session.__class__ is IrcSession and not session.echo:
+                        targets.discard(session)
                     self.send_each([target for target in targets if target.state is ONLINE],
                                    lambda protocol, m=result: protocol.format_priv(
-                                       m.id, m.created_at, m.sender, m.recipient, m.body))
+                                       m.id, m.created_at, m.sender, m.recipient,
+                                       m.body if protocol is not proto else v1_text(m.body)))
             except Exception:
                 # The batch is stored: the others' messages still go out,
                 # after those before this one, and this session is closed.
@@ -2178,9 +2259,23 @@ class Server:
                     self._fault(session, "its held lines")
 
     def _render_one(self, room, protocol, message):
+        body = message.body if protocol is not proto else v1_text(message.body)
         if room is self.room:
-            return protocol.format_msg(message.id, message.created_at, message.sender, message.body)
-        return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, message.body)
+            return protocol.format_msg(message.id, message.created_at, message.sender, body)
+        return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
+
+    def _queue_without_echo(self, room, said, rendered, quiet):
+        """A run of a room's messages, some by IRC sessions that did not ask
+        for echo-message: those get the run without their own messages
+        (rendered for them alone), everyone else the shared bytes."""
+        for session in quiet:
+            room.discard(session)
+        room.queue(rendered)
+        for session in quiet:
+            room.add(session)
+            others = [message for sender, message in said if sender is not session]
+            if others and session.state is ONLINE:
+                self.reply(session, b"".join(self._render_one(room, session.protocol, m) for m in others))
 
     def _render_said(self, room, said):
         """A run of one room's messages as each protocol among its members
@@ -2197,16 +2292,22 @@ class Server:
                         pieces = []
                         if room is self.room:  # the hot path: as before rooms
                             format_msg = protocol.format_msg
+                            v1 = protocol is proto
                             for culprit in said:
                                 message = culprit[1]
-                                pieces.append(format_msg(message.id, message.created_at, message.sender,
-                                                         message.body))
+                                body = message.body
+                                if v1 and not body.isprintable():  # IRC formatting codes, or a tab
+                                    body = v1_text(body)
+                                pieces.append(format_msg(message.id, message.created_at, message.sender, body))
                         else:
                             format_rmsg = protocol.format_rmsg
+                            v1 = protocol is proto
                             for culprit in said:
                                 message = culprit[1]
-                                pieces.append(format_rmsg(message.id, message.created_at, name, message.sender,
-                                                          message.body))
+                                body = message.body
+                                if v1 and not body.isprintable():
+                                    body = v1_text(body)
+                                pieces.append(format_rmsg(message.id, message.created_at, name, message.sender, body))
                         rendered[protocol] = b"".join(pieces)
                 return rendered
             except Exception:
@@ -2252,69 +2353,121 @@ def until(when):
 STORAGE_UNAVAILABLE = proto.format_err(proto.UNAVAILABLE, "storage unavailable, try again")
 
 
-def cmd_register(server, session, name, password):
-    in_clear = clear_password_refusal(server, session)
-    if in_clear:
-        server.reply(session, proto.format_err(proto.BAD_REQUEST, in_clear))
-        return
-    password = password.rstrip(" \t")  # see cmd_login
-    problem = proto.check_name(name) or proto.check_password(password)
+class Refused(NamedTuple):
+    """Why a login or registration did not happen, for each protocol to say
+    its way: ``kind`` is one of the constants below, ``detail`` the seconds
+    to wait, the ban's reason, the kick's seconds left or the problem."""
+    kind: str
+    detail: object = None
+
+
+TOO_FAST, UNAVAILABLE, WRONG, BANNED, KICKED, GONE, BAD, TAKEN = (
+    "too fast", "unavailable", "wrong", "banned", "kicked", "gone", "bad", "taken")
+
+
+def password_problem(password, min_bytes):
+    """Why a new account cannot have this password, or None (v1's words)."""
+    size = len(password.encode("utf-8"))
+    if min_bytes <= size <= proto.PASSWORD_MAX_BYTES:
+        return None
+    return "passwords are %d to %d bytes" % (min_bytes, proto.PASSWORD_MAX_BYTES)
+
+
+def register_steps(server, session, name, password):
+    """Make an account, for v1's REGISTER and IRC's: the new Account, or
+    Refused. A generator, for ``yield from``."""
+    problem = proto.check_name(name) or password_problem(password, server.limits.password_min_bytes)
     if problem:
-        server.reply(session, proto.format_err(proto.BAD_REQUEST, problem))
-        return
+        return Refused(BAD, problem)
     if not session.exempt:
         wait = server.guards.registration_wait(session.ip, server.now)
         if wait:
-            server.reply(session, too_fast(wait, "too many registrations from your address"))
-            return
+            return Refused(TOO_FAST, wait)
         server.guards.registered(session.ip, server.now)
     password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
     try:
         account = yield storage(server.store.create_account, name, password_hash, server.timestamp(),
                                 server.room.info.id)
     except StorageUnavailable:
-        server.reply(session, STORAGE_UNAVAILABLE)
-        return
+        return Refused(UNAVAILABLE)
     if account is None:
-        server.reply(session, proto.format_err(proto.NAME_TAKEN, "name %s is taken" % name))
-        return
+        # The name may be an IRC guest's (--irc-guests): anyone may chat
+        # under it while its guest is away, so anyone may make it theirs.
+        try:
+            account = yield storage(claim_guest_account, server.store, name, password_hash,
+                                    name_key(name) in server.online)
+        except StorageUnavailable:
+            return Refused(UNAVAILABLE)
+        if account is None:
+            return Refused(TAKEN)
     log.info("%s registered %s", session.address, account.name)
-    server.reply(session, proto.format_ok("REGISTER", account.name))
+    return account
 
 
-def cmd_login(server, session, name, password):
-    if session.account is not None:
-        server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
-        return
+# The password hash of an IRC guest's account (sae_ircd): no password
+# matches it, as verify_password refuses anything but scrypt.
+GUEST_HASH = "!guest"
+
+
+def claim_guest_account(store, name, password_hash, online):
+    """On the storage thread: the guest account ``name`` with its new
+    password, or None if it is no guest's (or its guest is online)."""
+    account = store.find_account(name)
+    if online or account is None or account.password_hash != GUEST_HASH:
+        return None
+    if not store.replace_password(name, GUEST_HASH, password_hash):
+        return None
+    return account._replace(password_hash=password_hash)
+
+
+def cmd_register(server, session, name, password):
     in_clear = clear_password_refusal(server, session)
     if in_clear:
         server.reply(session, proto.format_err(proto.BAD_REQUEST, in_clear))
         return
-    # Trailing spaces and tabs are not part of a password (REGISTER trims
-    # them too): typed by hand or pasted, they are never meant.
-    typed, password = password, password.rstrip(" \t")
+    password = password.rstrip(" \t")  # see cmd_login
+    outcome = yield from register_steps(server, session, name, password)
+    if outcome.__class__ is not Refused:
+        server.reply(session, proto.format_ok("REGISTER", outcome.name))
+    elif outcome.kind == BAD:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, outcome.detail))
+    elif outcome.kind == TOO_FAST:
+        server.reply(session, too_fast(outcome.detail, "too many registrations from your address"))
+    elif outcome.kind == UNAVAILABLE:
+        server.reply(session, STORAGE_UNAVAILABLE)
+    else:
+        server.reply(session, proto.format_err(proto.NAME_TAKEN, "name %s is taken" % name))
+
+
+def login_steps(server, session, name, password, history_count=0):
+    """Check a name and password, for v1's LOGIN and every IRC way of
+    logging in: (account, its rooms, the default room's last
+    ``history_count`` messages), or Refused. The session is not online yet:
+    the caller says so (go_online) in its protocol's words. A generator,
+    for ``yield from``."""
     started = server.now
     key = name_key(name)
     if not session.exempt:
         # Guessing is slowed per address and per account, whoever asks.
         wait = server.guards.login_wait(session.ip, key, started)
         if wait:
-            server.reply(session, too_fast(wait, "too many failed logins, try again later"))
-            return
+            return Refused(TOO_FAST, wait)
         server.guards.login_started(session.ip, key, started)
 
     def not_a_failure():
         if not session.exempt:
             server.guards.login_forgiven(session.ip, key, started)
 
+    # Trailing spaces and tabs are not part of a password (REGISTER trims
+    # them too): typed by hand or pasted, they are never meant.
+    typed, password = password, password.rstrip(" \t")
     account = None
-    if not (proto.check_name(name) or proto.check_password(password)):
+    if not (proto.check_name(name) or password_problem(password, 1)):
         try:
             account = yield storage(server.store.find_account, name)
         except StorageUnavailable:
             not_a_failure()
-            server.reply(session, STORAGE_UNAVAILABLE)
-            return
+            return Refused(UNAVAILABLE)
     # A name that is no account's is checked against a dummy hash, so that
     # it costs what a real one costs.
     correct = yield hashing(verify_password, password, account.password_hash if account else server.dummy_hash)
@@ -2326,33 +2479,59 @@ def cmd_login(server, session, name, password):
         # Answered at the same moment whether or not the name exists and
         # whatever the cost its hash was made with (--scrypt-n changes).
         yield until(started + server.limits.login_failure_delay)
-        server.reply(session, proto.format_err(proto.UNAUTHORIZED, "wrong name or password"))
-        return
+        return Refused(WRONG)
     not_a_failure()
-    # The account is read again with its rooms and the history: an
-    # operator's ban may have been stored while the password was hashed. A
-    # ban stored after this read is answered after it, and closes the
-    # session, which is online by then.
+    return (yield from login_checked(server, session, account.name, history_count))
+
+
+def login_checked(server, session, name, history_count=0):
+    """The second half of a login, once the password checked out (or the
+    account was just made): the account is read again with its rooms and
+    the history, because an operator's ban may have been stored while the
+    password was hashed. A ban stored after this read is answered after
+    it, and closes the session, which is online by then."""
     try:
-        account, rooms, history = yield storage(account_and_history, server.store, account.name,
-                                                server.limits.history, server.room.info.id)
+        account, rooms, history = yield storage(account_and_history, server.store, name,
+                                                history_count, server.room.info.id)
     except StorageUnavailable:
-        server.reply(session, STORAGE_UNAVAILABLE)
-        return
+        return Refused(UNAVAILABLE)
     if session.state is CLOSING:
-        return
+        return Refused(GONE)
     if account is None or account.banned:
-        reason = account.ban_reason if account else ""
-        server.close_session(session, proto.format_err(proto.BANNED, reason or "banned"), "banned")
-        return
+        return Refused(BANNED, account.ban_reason if account else "")
     left = server.kick_left(account.name)
     if left:
-        server.close_session(session, kicked_error(left), "kicked")
+        return Refused(KICKED, left)
+    return account, rooms, history
+
+
+def cmd_login(server, session, name, password):
+    if session.account is not None:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, "already logged in"))
         return
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        server.reply(session, proto.format_err(proto.BAD_REQUEST, in_clear))
+        return
+    outcome = yield from login_steps(server, session, name, password, server.limits.history)
+    if outcome.__class__ is Refused:
+        kind = outcome.kind
+        if kind == TOO_FAST:
+            server.reply(session, too_fast(outcome.detail, "too many failed logins, try again later"))
+        elif kind == UNAVAILABLE:
+            server.reply(session, STORAGE_UNAVAILABLE)
+        elif kind == WRONG:
+            server.reply(session, proto.format_err(proto.UNAUTHORIZED, "wrong name or password"))
+        elif kind == BANNED:
+            server.close_session(session, proto.format_err(proto.BANNED, outcome.detail or "banned"), "banned")
+        elif kind == KICKED:
+            server.close_session(session, kicked_error(outcome.detail), "kicked")
+        return
+    account, rooms, history = outcome
     server.go_online(session, account, rooms)
     if server.room not in session.rooms:
         history = []  # the account has left the default room (and its other sessions say so)
-    lines = [proto.format_ok("LOGIN", account.name)] + proto.format_history(history)
+    lines = [proto.format_ok("LOGIN", account.name)] + proto.format_history(v1_history(history))
     lines.append(proto.format_users(server.online_names()))
     server.reply_lines(session, lines)
 
@@ -2365,9 +2544,26 @@ def account_and_history(store, name, count, room_id):
     if account is None:
         return None, [], []
     rooms = store.rooms_of(account.id)
-    if not any(room.id == room_id for room in rooms):
+    if not count or not any(room.id == room_id for room in rooms):
         return account, rooms, []
     return account, rooms, store.room_history(count, None, None, room_id)
+
+
+def v1_text(body):
+    """A stored text as protocol v1 may carry it: a message said on IRC
+    may hold formatting codes, which v1 refuses and a terminal would obey;
+    v1's own texts come back unchanged."""
+    if body.isprintable():
+        return body
+    text = sae_irc.irc_text_for_v1(body)
+    return text if text is not None else ""
+
+
+def v1_history(history):
+    """Stored messages with v1-safe texts (see v1_text)."""
+    if all(message.body.isprintable() for message in history):
+        return history
+    return [message._replace(body=v1_text(message.body)) for message in history]
 
 
 def refusal(error):
@@ -2412,7 +2608,7 @@ def cmd_history(server, session, count, where):
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
-    server.reply_lines(session, proto.format_history(history))
+    server.reply_lines(session, proto.format_history(v1_history(history)))
 
 
 def cmd_ping(server, session, token):
@@ -2635,7 +2831,7 @@ def cmd_room_history(server, session, target, count, where):
     if history is None:
         server.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % target.name))
         return
-    server.reply_lines(session, proto.format_history_of(history, server.room.info.name))
+    server.reply_lines(session, proto.format_history_of(v1_history(history), server.room.info.name))
 
 
 def conversation(store, account_id, peer_name, query):
@@ -2739,9 +2935,6 @@ def limits_problem(limits):
 
 def tls_problem(args):
     """Why these TLS options cannot run a server, or None."""
-    if args.irc_tls_port is not None:
-        return ("--irc-tls-port: this server has no IRC listener yet (issue 14); leave the option out "
-                "or set it to off")
     if args.tls_key and not args.tls_cert:
         return "--tls-key needs --tls-cert"
     if args.require_tls and not args.tls_cert:
@@ -2809,13 +3002,26 @@ def parse_args(argv):
                         default=environment_default("SAE_TLS_PORT", TLS_PORT),
                         help="TCP port of protocol v1 over TLS (default %d; off: none)" % TLS_PORT)
     parser.add_argument("--irc-tls-port", type=option_type(port_or_off, "a port number (0 to 65535) or off"),
-                        default=environment_default("SAE_IRC_TLS_PORT", None),
-                        help="TCP port of IRC over TLS (default %d once the server speaks IRC; off: none)"
-                             % IRC_TLS_PORT)
+                        default=environment_default("SAE_IRC_TLS_PORT", IRC_TLS_PORT),
+                        help="TCP port of IRC over TLS, with --tls-cert and the IRC listener (default %d; "
+                             "off: none)" % IRC_TLS_PORT)
     parser.add_argument("--require-tls", action="store_true",
                         default=os.environ.get("SAE_REQUIRE_TLS", "").lower() in ("1", "yes", "true", "on"),
                         help="refuse passwords (LOGIN, REGISTER) on the plain port from other machines than "
                              "this one: they must use TLS")
+    parser.add_argument("--irc-port", type=option_type(port_or_off, "a port number (0 to 65535) or off"),
+                        default=environment_default("SAE_IRC_PORT", str(sae_ircd.IRC_PORT)),
+                        help="TCP port of the IRC listener, on the same --host (default %d; off: none)"
+                        % sae_ircd.IRC_PORT)
+    parser.add_argument("--server-name", default=environment_default("SAE_SERVER_NAME", None),
+                        help="the server's name in IRC replies (default: the host name)")
+    parser.add_argument("--network-name", default=environment_default("SAE_NETWORK_NAME", sae_ircd.NETWORK),
+                        help="the network's name IRC clients are told (default %s)" % sae_ircd.NETWORK)
+    parser.add_argument("--motd-file", default=environment_default("SAE_MOTD_FILE", None),
+                        help="text IRC clients get as the message of the day (default: none)")
+    parser.add_argument("--irc-guests", action="store_true",
+                        default=os.environ.get("SAE_IRC_GUESTS", "").lower() not in ("", "0", "no", "off"),
+                        help="let IRC clients that do not log in chat as guests under their nick")
     parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
                         type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
                         help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
@@ -2870,14 +3076,23 @@ def main(argv=None):
         log.error("cannot open the database: %s", error)
         return 1
     try:
+        irc = sae_ircd.irc_options(args.server_name, args.network_name, args.motd_file, args.irc_guests)
+    except OSError as error:
+        log.error("cannot read the MOTD file: %s", error.strerror or error)
+        store.close()
+        return 1
+    try:
         server = Server(store, args.host, args.port, limits, admin_password=password,
-                        tls=tls, tls_port=args.tls_port, require_tls=args.require_tls)
+                        tls=tls, tls_port=args.tls_port, require_tls=args.require_tls, irc=irc)
     except StorageUnavailable as error:
         log.error("cannot open the database: %s", error)
         store.close()
         return 1
     try:
         server.listen()
+        if args.irc_port is not None:
+            irc_port = server.listen_irc(args.irc_port, args.irc_tls_port)
+            log.info("IRC port %s:%d, server name %s", server.host, irc_port, irc.server_name)
         if args.admin_socket:
             server.listen_admin(args.admin_socket)
         for listener in server.listeners[1:]:
@@ -2911,5 +3126,12 @@ def main(argv=None):
     return 0 if in_order else 1
 
 
+# The IRC commands (they use this module's Server, storage() and the
+# shared login steps): imported last, when everything they need is here.
+import sae_ircd  # noqa: E402
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # sae_ircd imported the module "sae_server", a second copy of this one
+    # run as __main__: run that one, so that both see the same classes.
+    import sae_server
+    sys.exit(sae_server.main())

@@ -11,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    py_modules=["sae_protocol", "sae_irc", "sae_server", "sae_admin", "sae_client_curses"],
+    py_modules=["sae_protocol", "sae_irc", "sae_ircd", "sae_server", "sae_admin", "sae_client_curses"],
     # The storage code lives in db/ in the tree; it is installed as sae_db so
     # that it never clashes with another project's top-level "db".
     packages=["sae_db"],

@@ -234,6 +234,16 @@ class Store:
 
     # -- bans, the connection --
 
+    def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
+        """The id of the last message stored at or before the moment ``at``
+        and of the first at or after it (None where there is none)."""
+        raise NotImplementedError
+
+    def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
+        """Give the account ``new_hash`` if its hash is still ``old_hash``
+        (an IRC guest's account registered by its guest); False otherwise."""
+        raise NotImplementedError
+
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         """Ban (reason given) or unban (None) an account; False if no such account."""
         raise NotImplementedError

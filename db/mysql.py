@@ -53,6 +53,9 @@ FIND_ACCOUNT = sql.for_mysql(sql.FIND_ACCOUNT)
 INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
 INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row INSERT_MESSAGE
 SET_BAN = sql.for_mysql(sql.SET_BAN)
+REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
+LAST_ID_UNTIL = sql.for_mysql(sql.LAST_ID_UNTIL)
+FIRST_ID_FROM = sql.for_mysql(sql.FIRST_ID_FROM)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
 INSERT_ROOM = sql.for_mysql(sql.INSERT_ROOM)
 FIND_ROOM = sql.for_mysql(sql.FIND_ROOM)
@@ -524,6 +527,16 @@ class MySQLStore(Store):
 
         def update(cursor):
             cursor.execute(SET_BAN, (reason, moment, name_key(name)))
+            return cursor.rowcount > 0
+        return self._run(update)
+
+    def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
+        moment = _to_datetime(at)
+        return self._select(LAST_ID_UNTIL, (moment,))[0][0], self._select(FIRST_ID_FROM, (moment,))[0][0]
+
+    def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
+        def update(cursor):
+            cursor.execute(REPLACE_PASSWORD, (new_hash, name_key(name), old_hash))
             return cursor.rowcount > 0
         return self._run(update)
 

@@ -25,6 +25,12 @@ FIND_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE name_key = ?"
 FIND_RECIPIENT = "SELECT id, name FROM users WHERE name_key = ?"
 INSERT_MESSAGE = "INSERT INTO messages (sender_id, recipient_id, room_id, body, created_at) VALUES (?, ?, ?, ?, ?)"
 SET_BAN = "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?"
+# The ids on either side of a moment, for IRC's CHATHISTORY timestamp=
+# references: ids grow with created_at (one clock, one writer), so a time
+# becomes an id bound for the history queries.
+LAST_ID_UNTIL = "SELECT MAX(id) FROM messages WHERE created_at <= ?"
+FIRST_ID_FROM = "SELECT MIN(id) FROM messages WHERE created_at >= ?"
+REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"
 
 # -- rooms -------------------------------------------------------------------

@@ -297,6 +297,15 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
         return self._run(update)
 
+    def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
+        return self._select(sql.LAST_ID_UNTIL, (at,))[0][0], self._select(sql.FIRST_ID_FROM, (at,))[0][0]
+
+    def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
+        def update():
+            cursor = self.db.execute(sql.REPLACE_PASSWORD, (new_hash, name_key(name), old_hash))
+            return cursor.rowcount > 0
+        return self._run(update)
+
     def banned_accounts(self) -> List[Account]:
         def select():
             return [Account(*row) for row in self.db.execute(sql.BANNED_ACCOUNTS)]

@@ -28,7 +28,10 @@ TIMEOUT = 10.0
 # milliseconds; the hashes record their own parameters, so a cheaper cost in
 # tests changes nothing else. Failed logins are answered at once, except in
 # the tests of that delay.
-TEST_ENV = {"SAE_SCRYPT_N": "1024", "SAE_LOGIN_FAILURE_DELAY": "0", "PYTHONUNBUFFERED": "1"}
+TEST_ENV = {"SAE_SCRYPT_N": "1024", "SAE_LOGIN_FAILURE_DELAY": "0", "PYTHONUNBUFFERED": "1",
+            # The IRC listener only where a test asks for one (--irc-port 0):
+            # 6667 is one port for every server a test run starts.
+            "SAE_IRC_PORT": "off"}
 # pytest times tests with the clock functions _pytest.timing imported; left
 # to freezegun, --durations reports the frozen date as a setup time. Only that
 # module: freezegun also treats any caller within a few frames of an ignored

@@ -887,3 +887,25 @@ def test_sqlite_checkpoints_off_the_loop(tmp_path, monkeypatch):
         assert count == 500
     finally:
         store.close()
+
+
+def test_replace_password_only_from_the_hash_it_still_has(store):
+    # An IRC guest's account is taken over by its guest registering it:
+    # only while its hash is still the guest mark, so never a real account.
+    store.create_account("guest1", "!guest", T0)
+    assert store.replace_password("GUEST1", "!guest", "scrypt$new") is True
+    assert store.find_account("guest1").password_hash == "scrypt$new"
+    assert store.replace_password("guest1", "!guest", "scrypt$other") is False
+    assert store.find_account("guest1").password_hash == "scrypt$new"
+    assert store.replace_password("nobody", "!guest", "scrypt$x") is False
+
+
+def test_ids_at_a_moment_for_chathistory_timestamps(store, alice):
+    assert store.ids_at("2026-01-01T00:00:00.000Z") == (None, None)
+    stored = store.append_messages([NewMessage(alice.id, alice.name, None, "m%d" % n,
+                                               "2026-01-01T00:00:0%d.000Z" % n) for n in range(3)])
+    ids = [message.id for message in stored]
+    assert store.ids_at("2026-01-01T00:00:01.000Z") == (ids[1], ids[1])
+    assert store.ids_at("2026-01-01T00:00:01.500Z") == (ids[1], ids[2])
+    assert store.ids_at("2025-12-31T23:59:59.000Z") == (None, ids[0])
+    assert store.ids_at("2026-01-01T00:00:09.000Z") == (ids[2], None)

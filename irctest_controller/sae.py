@@ -1,0 +1,77 @@
+"""An irctest controller for sae-server (progval/irctest, the IRC
+conformance suite). It cannot run in CI, which has no copy of irctest; see
+irctest_controller/README.md for how to run it by hand.
+
+The server runs from this checkout with a database of its own in irctest's
+temporary directory, its v1 port on a free port and its IRC listener on the
+port irctest picks, with --irc-guests: most tests connect without logging
+in (chathistory's too). Accounts that tests ask for are made through the
+server's own draft/account-registration.
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Set, Type
+
+from irctest.basecontrollers import BaseServerController, DirectoryBasedController
+from irctest.cases import BaseServerTestCase
+from irctest.runner import NotImplementedByController
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+PYTHON = os.environ.get("SAE_PYTHON", sys.executable)
+
+
+class SaeController(BaseServerController, DirectoryBasedController):
+    software_name = "sae-chat"
+    supported_sasl_mechanisms: Set[str] = {"PLAIN"}
+    supports_sts = False
+    nickserv = "NickServ"
+
+    def run(self, hostname: str, port: int, *, password: Optional[str], ssl: bool, run_services: bool,
+            faketime: Optional[str], websocket_hostname: Optional[str], websocket_port: Optional[int]) -> None:
+        if ssl:
+            raise NotImplementedByController("TLS")
+        if password is not None:
+            # PASS logs in to an account here; there is no server password.
+            raise NotImplementedByController("PASS")
+        if websocket_hostname is not None or websocket_port is not None:
+            raise NotImplementedByController("Websocket")
+        assert self.proc is None
+        self.port = port
+        self.hostname = hostname
+        self.create_config()
+        assert self.directory
+        (_, v1_port) = self.get_hostname_and_port()
+        arguments = [
+            PYTHON, "-m", "sae_server", "--host", hostname, "--port", str(v1_port), "--irc-port", str(port),
+            "--db", "sqlite:///%s" % (self.directory / "sae.db"), "--server-name", "My.Little.Server",
+            "--password-min-bytes", "1",
+        ]
+        # Most tests, services ones included (chathistory), connect without
+        # logging in: they chat as guests.
+        arguments.append("--irc-guests")
+        environment = dict(os.environ, SAE_SCRYPT_N="1024", SAE_LOGIN_FAILURE_DELAY="0",
+                           PYTHONPATH=str(CHECKOUT))
+        self.proc = self.execute(arguments, cwd=CHECKOUT, env=environment)
+
+    def wait_for_services(self) -> None:
+        # NickServ and SASL are the server's own: up when the port is.
+        self.wait_for_port()
+
+    def registerUser(self, case: BaseServerTestCase, username: str, password: Optional[str] = None) -> None:
+        assert password
+        client = case.addClient(show_io=False)
+        case.sendLine(client, "NICK " + username)
+        case.sendLine(client, "REGISTER * * " + password)
+        while True:
+            message = case.getMessage(client)
+            if message.command == "REGISTER" and message.params[:1] == ["SUCCESS"]:
+                break
+            assert message.command != "FAIL", message
+        case.sendLine(client, "QUIT")
+        case.assertDisconnected(client)
+
+
+def get_irctest_controller_class() -> Type[SaeController]:
+    return SaeController

@@ -1,0 +1,1157 @@
+"""The IRC listener's commands: what an IRC client's lines do on the server.
+
+sae_irc.py says IRC (parsing, numerics, capabilities, SASL, CHATHISTORY's
+grammar) without any I/O; sae_server.py owns the loop, the sessions, the
+rooms, the accounts, the limits and the storage. This module is the glue
+between them, and nothing else: one function per command, ``(server,
+session, message)``, in a dispatch table (COMMANDS) like sae_server's, each
+answering through the Server's methods (reply, reply_lines, accept_message,
+joined, parted, go_online ...). A command that waits for storage or hashing
+is a generator yielding ``storage(...)``/``hashing(...)`` exactly as
+sae_server's commands do, and logging in or registering goes through the
+same steps as protocol v1's LOGIN and REGISTER (sae_server.login_steps,
+register_steps): one set of Guards, one login-failure delay, one ban
+re-check after hashing.
+
+How an IRC session goes:
+  connected -> CAP LS / NICK / USER (and PASS, AUTHENTICATE, REGISTER)
+  -> registration ends (CAP END, or NICK and USER without CAP) -> 001..005,
+  LUSERS, MOTD -> logged in (by SASL or PASS before, or NickServ /
+  REGISTER after) -> online: every room of the account is joined for the
+  client (JOIN, topic, NAMES, the room's last messages).
+A client that registers without logging in is told how to in one NOTICE,
+may only log in, register, PING, QUIT, and is closed at --login-timeout,
+like a v1 connection that never sends LOGIN.
+"""
+
+import collections
+import logging
+import socket
+from typing import NamedTuple, Optional
+
+import sae_irc as irc
+import sae_protocol as proto
+from sae_db import StorageUnavailable, name_key
+from sae_protocol import room_key
+from sae_server import (BAD, BANNED, CLOSING, GONE, GUEST_HASH, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN,
+                        TOO_FAST,
+                        UNAVAILABLE, IrcSession, Refused, join_room, login_checked, login_steps,
+                        hash_password, hashing, password_problem, register_steps, render_topic, storage,
+                        wall_ms)
+
+log = logging.getLogger("sae-server")
+
+IRC_PORT = 6667
+NETWORK = "sae-chat"
+VERSION = "sae-chat"
+
+# Commands that cost the server work (storage, hashing), rate-limited by the
+# same flood bucket as v1's SAY, LOGIN, JOIN ...
+COSTLY_COMMANDS = frozenset(("PRIVMSG", "NOTICE", "JOIN", "PART", "TOPIC", "LIST", "NAMES", "CHATHISTORY",
+                             "AUTHENTICATE", "PASS", "REGISTER", "WHOIS", "WHO"))
+MESSAGE_COMMANDS = frozenset(("PRIVMSG", "NOTICE"))
+# What a client may send before registration has ended.
+BEFORE_REGISTRATION = frozenset(("CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT",
+                                 "REGISTER"))
+# What a registered client that has not logged in may still do.
+WITHOUT_LOGIN = BEFORE_REGISTRATION | frozenset(("PRIVMSG", "MOTD", "LUSERS", "VERSION", "AWAY"))
+
+HOW_TO_LOG_IN = ("This server needs an account. Log in with SASL: irssi: /network add -sasl_username NAME "
+                 "-sasl_password PASSWORD -sasl_mechanism PLAIN <net>; WeeChat: /set irc.server.<net>.sasl_username "
+                 "NAME and /set irc.server.<net>.sasl_password PASSWORD, then /reconnect. Or: /msg NickServ "
+                 "IDENTIFY PASSWORD (new here: /msg NickServ REGISTER PASSWORD).")
+
+
+class IrcOptions(NamedTuple):
+    """What the IRC listener says of itself."""
+    server_name: str = "sae-chat.local"
+    network: str = NETWORK
+    motd: Optional[str] = None
+    created: str = ""
+    guests: bool = False
+
+
+def irc_options(server_name=None, network=NETWORK, motd_file=None, guests=False) -> IrcOptions:
+    """The options from the command line; reads the MOTD file (OSError if it cannot)."""
+    motd = None
+    if motd_file:
+        with open(motd_file, encoding="utf-8", errors="replace") as source:
+            motd = source.read()
+    name = server_name or socket.gethostname() or "sae-chat"
+    # The name is the source of every reply: it must be one word.
+    name = "".join(ch for ch in name if ch.isalnum() or ch in ".-_") or "sae-chat"
+    created = proto.format_timestamp(wall_ms())
+    return IrcOptions(name, network, motd, created, guests)
+
+
+# --- sessions -------------------------------------------------------------------
+
+def formatter(server, caps):
+    return irc.IrcFormatter(server.irc.server_name, caps, server.room.info.name)
+
+
+def new_session(server, sock, ip, port, exempt):
+    return IrcSession(sock, ip, port, exempt, server.now, server.limits.flood_burst, formatter(server, ()))
+
+
+def take_input(server, session, data):
+    """Bytes read from an IRC client: its lines, parsed, join the held ones."""
+    held = session.held
+    if held is NO_LINES:
+        held = session.held = collections.deque()
+    for frame in session.framer.feed(data):
+        if frame.__class__ is bytes:
+            message = irc.parse_line(frame)
+            if message is None:
+                continue
+            cost = max(len(frame), HELD_LINE_COST)
+        elif frame.__class__ is proto.LineTooLong:
+            message, cost = irc.InputTooLong(), HELD_LINE_COST
+        else:
+            server.run_held(session)
+            server.close_session(session, session.protocol.format_bye("line too long"), "line too long")
+            return
+        held.append((cost, message))
+        session.held_bytes += cost
+    server.run_held(session)
+
+
+def run_held(server, session):
+    """sae_server.Server.run_held for IRC lines: in order, as far as they
+    may run (one command waiting at a time, but messages may join a batch
+    behind earlier ones), costly ones paced by the flood bucket."""
+    held = session.held
+    guards = server.guards
+    while held and session.state is not CLOSING:
+        cost, line = held[0]
+        if line.__class__ is irc.IrcMessage:
+            command = line.command
+            if session.inflight and not (
+                    command in MESSAGE_COMMANDS and session.inflight == session.inflight_messages
+                    and message_ready(server, session, line)):
+                break
+            if command in COSTLY_COMMANDS and not session.exempt:
+                if session in guards.throttled:
+                    break
+                ready_at = guards.take_token(session, server.now)
+                if ready_at is not None:
+                    server.call_at(ready_at, lambda: server._throttle_over(session), owner=session)
+                    break
+        elif session.inflight:
+            break
+        held.popleft()
+        session.held_bytes -= cost
+        if line.__class__ is irc.InputTooLong:
+            server.reply(session, numeric(server, session, irc.ERR_INPUTTOOLONG, "Input line was too long"))
+            continue
+        if line.__class__ is irc.BadLine:
+            server.reply(session, irc.fail(server.irc.server_name, line.command, line.code, description=line.text))
+            continue
+        outer, server.running_for = server.running_for, session
+        try:
+            steps = dispatch(server, session, line)
+            if steps is not None:
+                server.start_command(session, steps)
+        except Exception:
+            server._fault(session, "the IRC %s command" % line.command)
+            return
+        finally:
+            server.running_for = outer
+    if not held and held is not NO_LINES:
+        session.held = NO_LINES
+    throttled = session in guards.throttled
+    if throttled and session.held_bytes > server.limits.flood_held_max:
+        log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
+        server.close_session(session, session.protocol.format_bye("Excess Flood"), "excess flood")
+        return
+    reading = (len(held) < server.limits.held_lines_max or throttled) and session.state is not CLOSING
+    if reading != session.reading:
+        session.reading = reading
+        server._update_events(session)
+
+
+def dispatch(server, session, message):
+    command = message.command
+    function = COMMANDS.get(command)
+    session.label = message.tags.get("label") if "labeled-response" in session.caps else None
+    if not session.registered and command not in BEFORE_REGISTRATION:
+        if function is None:
+            return None  # a client probing before registration: RFC 1459 servers stay quiet
+        answer(server, session, [numeric(server, session, irc.ERR_NOTREGISTERED, "You have not registered")])
+        return None
+    if function is None:
+        answer(server, session, [numeric(server, session, irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")])
+        return None
+    if session.account is None and command not in WITHOUT_LOGIN:
+        answer(server, session, [irc.format_line("NOTICE", session.nick or "*", "Log in first. " + HOW_TO_LOG_IN,
+                                                 source=server.irc.server_name)])
+        if irc.is_channel(message.params[0] if message.params else ""):
+            answer(server, session, [numeric(server, session, irc.ERR_NOTREGISTERED, "You must log in first")])
+        return None
+    return function(server, session, message.params)
+
+
+def numeric(server, session, code, *params):
+    return irc.numeric(server.irc.server_name, session.nick, code, *params)
+
+
+def notice(server, session, text, source=None):
+    return irc.format_line("NOTICE", session.nick or "*", text, source=source or server.irc.server_name)
+
+
+def answer(server, session, lines):
+    """A command's answer, labeled if the client labeled the command."""
+    label = getattr(session, "label", None)
+    if label:
+        session.label = None
+        lines = irc.labeled(label, list(lines), server.irc.server_name)
+    if lines:
+        server.reply_lines(session, list(lines))
+
+
+def me(server, session):
+    return irc.hostmask(session.nick, server.irc.server_name)
+
+
+def set_caps(server, session, caps):
+    """New capabilities: a new formatter, and the session re-keyed in its rooms."""
+    session.caps = frozenset(caps)
+    session.echo = "echo-message" in session.caps
+    new = formatter(server, session.caps)
+    if new is session.protocol:
+        return
+    rooms = [room for room in session.rooms if room.has(session)]
+    everyone = server.everyone.has(session)
+    for room in rooms:
+        room.discard(session)
+    if everyone:
+        server.everyone.discard(session)
+    session.protocol = new
+    for room in rooms:
+        room.add(session)
+    if everyone:
+        server.everyone.add(session)
+
+
+def kicked_lines(server, session, seconds, reason):
+    """An operator's kick: out of every channel, then the ERROR line."""
+    text = "kicked for %d s: %s" % (seconds, reason) if reason else "kicked for %d s" % seconds
+    lines = [irc.kick_line(server.irc.server_name, room.info.name, session.nick, text)
+             for room in sorted(session.rooms, key=lambda r: room_key(r.info.name))]
+    return b"".join(lines) + session.protocol.format_kicked(seconds, reason, session.nick)
+
+
+def message_not_sent(server, session, message, room, error):
+    """A PRIVMSG that was not stored, as the IRC client is told."""
+    if error is not None:
+        return notice(server, session, "storage unavailable, message not sent")
+    if room is not None:
+        return numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
+    return numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
+
+
+# --- registration -----------------------------------------------------------------
+
+def cmd_cap(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "CAP",
+                                                "Not enough parameters")])
+    sub = params[0].upper()
+    name = server.irc.server_name
+    if sub == "LS":
+        version = irc.cap_version(params[1]) if len(params) > 1 else 0
+        session.cap_version = max(session.cap_version, version)
+        if not session.registered:
+            session.cap_negotiating = True
+        if version >= 302:
+            set_caps(server, session, session.caps | {irc.IMPLIED_BY_302})
+        return answer(server, session, irc.cap_list_lines(name, session.nick, "LS", irc.CAPABILITIES,
+                                                          irc.cap_values(), version))
+    if sub == "LIST":
+        return answer(server, session, irc.cap_list_lines(name, session.nick, "LIST", sorted(session.caps),
+                                                          version=session.cap_version))
+    if sub == "REQ":
+        if not session.registered:
+            session.cap_negotiating = True
+        result = irc.cap_request(params[1] if len(params) > 1 else "", session.caps, version=session.cap_version)
+        if result.ack:
+            set_caps(server, session, result.enabled)
+        return answer(server, session, [irc.format_line("CAP", session.nick or "*", "ACK" if result.ack else "NAK",
+                                                        result.echo, source=name, trailing=True)])
+    if sub == "END":
+        session.cap_negotiating = False
+        return end_registration(server, session)
+    return answer(server, session, [numeric(server, session, "410", params[0], "Invalid CAP command")])
+
+
+def cmd_nick(server, session, params):
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NONICKNAMEGIVEN, "No nickname given")])
+    nick = params[0]
+    if irc.check_nick(nick):
+        return answer(server, session, [numeric(server, session, irc.ERR_ERRONEUSNICKNAME, nick,
+                                                "Erroneous nickname")])
+    if session.account is not None:
+        if irc.nick_key(nick) != irc.nick_key(session.account.name):
+            return answer(server, session, [numeric(server, session, irc.ERR_ERRONEUSNICKNAME, nick,
+                                                    "Your nick is your account's name, %s" % session.account.name)])
+        if nick != session.nick and session.registered:
+            line = irc.format_line("NICK", nick, source=me(server, session))
+            session.nick = nick
+            return answer(server, session, [line])
+        session.nick = nick
+        return None
+    if session.registered:
+        # Not logged in: the nick names the account to log in as, for NickServ.
+        line = irc.format_line("NICK", nick, source=me(server, session))
+        session.nick = nick
+        return answer(server, session, [line])
+    session.nick = nick
+    return end_registration(server, session)
+
+
+def cmd_user(server, session, params):
+    if session.registered:
+        return answer(server, session, [numeric(server, session, irc.ERR_ALREADYREGISTERED,
+                                                "You may not reregister")])
+    if len(params) < 4 or not params[0] or not params[3]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "USER",
+                                                "Not enough parameters")])
+    session.user_given = True
+    return end_registration(server, session)
+
+
+def cmd_pass(server, session, params):
+    if session.registered:
+        return answer(server, session, [numeric(server, session, irc.ERR_ALREADYREGISTERED,
+                                                "You may not reregister")])
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "PASS",
+                                                "Not enough parameters")])
+    session.credentials = irc.parse_pass(params[0])
+    return None
+
+
+def end_registration(server, session):
+    """NICK, USER and CAP END all in: a PASS is checked, then 001..MOTD,
+    then (logged in) the rooms. A generator when it has to wait."""
+    if session.registered or session.cap_negotiating or not session.nick or not session.user_given:
+        return None
+    if session.inflight and session.sasl is not None:
+        return None
+    return _registration(server, session)
+
+
+def _registration(server, session):
+    credentials, session.credentials = session.credentials, None
+    if credentials is not None and session.account is None and session.pending_login is None:
+        name = credentials.account or session.nick
+        outcome = yield from login_steps(server, session, name, credentials.password)
+        if outcome.__class__ is Refused:
+            if refused_login(server, session, outcome):
+                return
+            server.reply(session, numeric(server, session, irc.ERR_PASSWDMISMATCH, "Password incorrect"))
+            server.close_session(session, session.protocol.format_bye("Bad password", session.nick),
+                                 "bad password")
+            return
+        session.pending_login = outcome[:2]
+    if session.state is CLOSING:
+        return
+    if session.pending_login is None and server.irc.guests:
+        guest = yield from guest_account(server, session)
+        if guest is None:
+            return  # refused: the client may try another nick
+        session.pending_login = guest
+        session.guest = True
+    if session.pending_login is not None:
+        session.nick = session.pending_login[0].name
+    session.registered = True
+    server.reply_lines(session, welcome(server, session))
+    if session.pending_login is not None:
+        account, rooms = session.pending_login
+        session.pending_login = None
+        if session.guest:
+            server.reply(session, notice(server, session, "You are a guest here. To keep your nick: "
+                                         "/msg NickServ REGISTER <password>"))
+        yield from come_online(server, session, account, rooms)
+    else:
+        server.reply(session, notice(server, session, HOW_TO_LOG_IN))
+
+
+# A guest's account is a real row, so that its messages are stored and its
+# history kept like anyone's, with GUEST_HASH for a hash that no password
+# matches, so that nobody logs in to it; its guest (or anyone, while its
+# guest is away: sae_server.claim_guest_account) may REGISTER it later.
+
+
+def guest_account(server, session):
+    """--irc-guests: (account, rooms) for a client that registered without
+    logging in, under its nick, or None after saying why not (433: the
+    nick is a registered account's, or a guest online has it)."""
+    nick = session.nick
+    try:
+        account = yield storage(server.store.find_account, nick)
+        if account is None:
+            if not session.exempt:
+                wait = server.guards.registration_wait(session.ip, server.now)
+                if wait:
+                    server.reply(session, notice(server, session, "Too many new nicks from your address: "
+                                                 "try again in %d seconds" % max(1, int(wait + 0.999))))
+                    return None
+                server.guards.registered(session.ip, server.now)
+            account = yield storage(server.store.create_account, nick, GUEST_HASH, server.timestamp(),
+                                    server.room.info.id)
+            if account is not None:
+                log.info("%s is a guest as %s", session.address, account.name)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "Storage unavailable, try again"))
+        return None
+    if account is None or account.password_hash != GUEST_HASH or name_key(nick) in server.online:
+        # Not registered yet: the client has no nick until it gives one that works.
+        session.nick = None
+        server.reply(session, numeric(server, session, irc.ERR_NICKNAMEINUSE, nick,
+                                      "Nickname is registered or in use: log in, or choose another"))
+        return None
+    checked = yield from login_checked(server, session, account.name)
+    if checked.__class__ is Refused:
+        refused_login(server, session, checked)
+        return None
+    return checked[:2]
+
+
+def welcome(server, session):
+    options = server.irc
+    nick = session.nick
+    lines = irc.welcome_lines(options.server_name, nick, options.network, VERSION, options.created or "at start")
+    tokens = irc.isupport_tokens(options.network, chanlimit=server.limits.rooms_per_account,
+                                 topiclen=server.limits.topic_max)
+    lines += irc.isupport_lines(options.server_name, nick, tokens)
+    lines += irc.lusers_lines(options.server_name, nick, len(server.online), len(server.rooms),
+                              unknown=len(server.sessions) - len(server.everyone))
+    lines += irc.motd_lines(options.server_name, nick, options.motd)
+    return lines
+
+
+def refused_login(server, session, outcome):
+    """Say a refusal that is no wrong password; True if it was one of those."""
+    kind = outcome.kind
+    if kind == GONE:
+        return True
+    if kind == BANNED:
+        server.reply(session, numeric(server, session, irc.ERR_YOUREBANNEDCREEP,
+                                      "You are banned from this server: %s" % (outcome.detail or "banned")))
+        server.close_session(session, session.protocol.format_banned(outcome.detail or "", session.nick or ""),
+                             "banned")
+        return True
+    if kind == KICKED:
+        server.reply(session, numeric(server, session, irc.ERR_YOUREBANNEDCREEP,
+                                      "You are kicked: try again in %d seconds" % outcome.detail))
+        server.close_session(session, session.protocol.format_bye(
+            "kicked, try again in %d s" % outcome.detail, session.nick or ""), "kicked")
+        return True
+    if kind == TOO_FAST:
+        server.reply(session, notice(server, session, "Too many failed logins: try again in %d seconds"
+                                     % max(1, int(outcome.detail + 0.999))))
+        return False
+    if kind == UNAVAILABLE:
+        server.reply(session, notice(server, session, "Storage unavailable, try again"))
+        return False
+    return False
+
+
+def logged_in(server, session, account, rooms):
+    """A login checked out (SASL, PASS, NickServ, REGISTER): online now if
+    registration has ended, else when it does. A generator."""
+    if session.registered:
+        if session.nick != account.name:
+            server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
+        session.nick = account.name
+        yield from come_online(server, session, account, rooms)
+    else:
+        session.pending_login = (account, rooms)
+
+
+def come_online(server, session, account, rooms):
+    """Online: the account's rooms joined for the client, each with its
+    topic, its members and its last messages."""
+    server.go_online(session, account, rooms)
+    joined = sorted(session.rooms, key=lambda room: room_key(room.info.name))
+    if not joined:
+        return
+    try:
+        state = yield storage(rooms_state, server.store, [room.info.id for room in joined], server.limits.history)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "storage unavailable: your channels are not listed"))
+        return
+    if session.state is not ONLINE:
+        return
+    lines = []
+    for room in joined:
+        members, history = state.get(room.info.id, ([], []))
+        lines += join_lines(server, session, room, members, history)
+    server.reply_lines(session, lines)
+
+
+def rooms_state(store, room_ids, count):
+    """On the storage thread: each room's members and last ``count`` messages."""
+    return {room_id: (store.room_members(room_id), store.room_history(count, None, None, room_id) if count else [])
+            for room_id in room_ids}
+
+
+def join_lines(server, session, room, members, history, echo=True):
+    """What a client gets on joining a channel: its JOIN, the topic, NAMES
+    and the last messages (a chathistory batch, or PRIVMSGs with the time)."""
+    name = room.info.name
+    info = room.info
+    options = server.irc
+    lines = [session.protocol.format_joined(name, session.nick)] if echo else []
+    if info.topic:
+        lines += irc.topic_lines(options.server_name, session.nick, name, info.topic_set_by or "",
+                                 info.topic_set_at or "", info.topic)
+    lines += irc.names_lines(options.server_name, session.nick, name, members)
+    if history:
+        lines += session.protocol.history_lines(history, name, batch="batch" in session.caps)
+    return lines
+
+
+# --- accounts ------------------------------------------------------------------------
+
+def cmd_authenticate(server, session, params):
+    if "sasl" not in session.caps:
+        return answer(server, session, [numeric(server, session, irc.ERR_SASLFAIL, "SASL authentication failed")])
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "AUTHENTICATE",
+                                                "Not enough parameters")])
+    if session.account is not None or session.pending_login is not None:
+        return answer(server, session, [numeric(server, session, irc.ERR_SASLALREADY,
+                                                "You have already authenticated")])
+    if session.sasl is None:
+        if params[0] == "*":
+            return answer(server, session, [numeric(server, session, irc.ERR_SASLABORTED,
+                                                    "SASL authentication aborted")])
+        session.sasl = irc.SaslPlain()
+    step = session.sasl.receive(params[0])
+    if step.__class__ is irc.SaslContinue:
+        return answer(server, session, [irc.format_line("AUTHENTICATE", step.data)])
+    if step.__class__ is irc.SaslMore:
+        return None
+    session.sasl = None
+    if step.__class__ is irc.SaslFailure:
+        return answer(server, session, irc.sasl_failure_lines(server.irc.server_name, session.nick, step))
+    return sasl_login(server, session, step)
+
+
+def sasl_login(server, session, credentials):
+    outcome = yield from login_steps(server, session, credentials.account, credentials.password)
+    if outcome.__class__ is Refused:
+        if not refused_login(server, session, outcome):
+            server.reply(session, numeric(server, session, irc.ERR_SASLFAIL, "SASL authentication failed"))
+        return
+    account, rooms, _ = outcome
+    server.reply_lines(session, irc.logged_in_lines(server.irc.server_name, session.nick, account.name))
+    yield from logged_in(server, session, account, rooms)
+
+
+def cmd_register(server, session, params):
+    """draft/account-registration: REGISTER <account|*> <email|*> <password>."""
+    name = server.irc.server_name
+    if session.guest and len(params) >= 3:
+        return register_guest(server, session, params[2], via_nickserv=False)
+    if session.account is not None or session.pending_login is not None:
+        return answer(server, session, [irc.fail(name, "REGISTER", irc.ALREADY_AUTHENTICATED, session.nick or "*",
+                                                 description="You are already logged in")])
+    parsed = irc.parse_register(params, session.nick or "", server.limits.password_min_bytes)
+    if parsed.__class__ is irc.Failure:
+        return answer(server, session, [parsed.line(name)])
+    return register_account(server, session, parsed.account, parsed.password, via_nickserv=False)
+
+
+def register_account(server, session, account_name, password, via_nickserv):
+    name = server.irc.server_name
+
+    def refuse(code, text):
+        if via_nickserv:
+            server.reply(session, notice(server, session, text, source=nickserv_mask(server)))
+        else:
+            server.reply(session, irc.fail(name, "REGISTER", code, account_name, description=text))
+
+    outcome = yield from register_steps(server, session, account_name, password)
+    if outcome.__class__ is Refused:
+        if outcome.kind == BAD:
+            refuse(irc.WEAK_PASSWORD if "password" in outcome.detail else irc.BAD_ACCOUNT_NAME, outcome.detail)
+        elif outcome.kind == TOO_FAST:
+            refuse(irc.TEMPORARILY_UNAVAILABLE, "Too many registrations from your address, try again later")
+        elif outcome.kind == TAKEN:
+            refuse(irc.ACCOUNT_EXISTS, "Account %s already exists" % account_name)
+        else:
+            refuse(irc.TEMPORARILY_UNAVAILABLE, "Storage unavailable, try again")
+        return
+    checked = yield from login_checked(server, session, outcome.name)
+    if checked.__class__ is Refused:
+        refused_login(server, session, checked)
+        return
+    account, rooms, _ = checked
+    if via_nickserv:
+        server.reply(session, notice(server, session, "Account %s registered; you are logged in" % account.name,
+                                     source=nickserv_mask(server)))
+    else:
+        server.reply(session, irc.register_success_line(name, account.name))
+    server.reply(session, numeric(server, session, irc.RPL_LOGGEDIN, me(server, session), account.name,
+                                  "You are now logged in as %s" % account.name))
+    yield from logged_in(server, session, account, rooms)
+
+
+def register_guest(server, session, password, via_nickserv):
+    """A guest makes its guest account its own: the password replaces the
+    guest mark, and from now on it logs in like anyone."""
+    account = session.account
+    source = nickserv_mask(server)
+    problem = password_problem(password.rstrip(" \t"), server.limits.password_min_bytes)
+    if problem:
+        server.reply(session, notice(server, session, problem, source) if via_nickserv else irc.fail(
+            server.irc.server_name, "REGISTER", irc.WEAK_PASSWORD, account.name, description=problem))
+        return
+    password_hash = yield hashing(hash_password, password.rstrip(" \t"), server.limits.scrypt_n)
+    try:
+        done = yield storage(server.store.replace_password, account.name, GUEST_HASH, password_hash)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "Storage unavailable, try again"))
+        return
+    if not done:
+        server.reply(session, notice(server, session, "Account %s is registered already" % account.name))
+        return
+    log.info("%s registered %s (was a guest)", session.address, account.name)
+    for other in server.online.get(name_key(account.name), ()):
+        other.guest = False
+    if via_nickserv:
+        server.reply(session, notice(server, session, "Account %s registered; you are logged in" % account.name,
+                                     source))
+    else:
+        server.reply(session, irc.register_success_line(server.irc.server_name, account.name))
+    server.reply(session, numeric(server, session, irc.RPL_LOGGEDIN, me(server, session), account.name,
+                                  "You are now logged in as %s" % account.name))
+
+
+def nickserv_mask(server):
+    return irc.hostmask(irc.NICKSERV, server.irc.server_name)
+
+
+def nickserv(server, session, text):
+    command = irc.parse_nickserv(text)
+    source = nickserv_mask(server)
+    if command.verb == "HELP":
+        return answer(server, session, [notice(server, session, line, source) for line in irc.NICKSERV_HELP])
+    if command.verb == "IDENTIFY":
+        if session.account is not None:
+            return answer(server, session, [notice(server, session, "You are already logged in", source)])
+        if not command.password:
+            return answer(server, session, [notice(server, session, "usage: IDENTIFY [name] <password>", source)])
+        return identify(server, session, command.account or session.nick, command.password)
+    if command.verb == "REGISTER":
+        if session.guest and command.password:
+            return register_guest(server, session, command.password, via_nickserv=True)
+        if session.account is not None:
+            return answer(server, session, [notice(server, session, "You are already logged in", source)])
+        if not command.password:
+            return answer(server, session, [notice(server, session, "usage: REGISTER <password>", source)])
+        return register_account(server, session, session.nick, command.password, via_nickserv=True)
+    return answer(server, session, [notice(server, session, "Unknown command %s; try HELP" % command.verb, source)])
+
+
+def identify(server, session, account_name, password):
+    source = nickserv_mask(server)
+    outcome = yield from login_steps(server, session, account_name, password)
+    if outcome.__class__ is Refused:
+        if not refused_login(server, session, outcome):
+            server.reply(session, notice(server, session, "Wrong name or password", source))
+        return
+    account, rooms, _ = outcome
+    server.reply(session, notice(server, session, "You are now identified as %s" % account.name, source))
+    server.reply(session, numeric(server, session, irc.RPL_LOGGEDIN, me(server, session), account.name,
+                                  "You are now logged in as %s" % account.name))
+    yield from logged_in(server, session, account, rooms)
+
+
+# --- rooms ------------------------------------------------------------------------------
+
+def cmd_join(server, session, params):
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "JOIN",
+                                                "Not enough parameters")])
+    if params[0] == "0":
+        return None  # "part every channel": refused quietly, memberships are the account's
+    return join_each(server, session, [name for name in params[0].split(",") if name])
+
+
+def join_each(server, session, names):
+    limits = server.limits
+    for name in names:
+        if irc.check_channel(name):
+            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            continue
+        room = server.rooms.get(room_key(name))
+        if room is not None and room in session.rooms:
+            continue  # already there: nothing to say
+        if len(session.rooms) >= limits.rooms_per_account or (room is None and len(server.rooms) >= limits.rooms_max):
+            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
+                                          "You have joined too many channels"))
+            continue
+        account = session.account
+        try:
+            full, info, joined, members, history = yield storage(
+                join_with_history, server.store, account.id, name, server.timestamp(), limits.rooms_max,
+                limits.rooms_per_account, limits.history)
+        except StorageUnavailable:
+            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            continue
+        if full:
+            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
+                                          "You have joined too many channels"))
+            continue
+        if session.state is not ONLINE:
+            return
+        if not any(name_key(member) == name_key(account.name) for member in members):
+            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            continue
+        room = server.make_room(info)
+        sent = []
+        if joined or room not in session.rooms:
+            sent = server.joined(room, account, announce=joined)
+        server.reply_lines(session, join_lines(server, session, room, members, history, echo=session not in sent))
+
+
+def join_with_history(store, account_id, name, at, rooms_max, rooms_per_account, count):
+    full, info, joined, members = join_room(store, account_id, name, at, rooms_max, rooms_per_account)
+    history = store.room_history(count, None, None, info.id) if info is not None and not full and count else []
+    return full, info, joined, members, history
+
+
+def cmd_part(server, session, params):
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "PART",
+                                                "Not enough parameters")])
+    reason = params[1] if len(params) > 1 else ""
+    return part_each(server, session, [name for name in params[0].split(",") if name], reason)
+
+
+def part_each(server, session, names, reason):
+    for name in names:
+        room = server.member_room(session, name)
+        if room is None:
+            code = irc.ERR_NOTONCHANNEL if room_key(name) in server.rooms else irc.ERR_NOSUCHCHANNEL
+            server.reply(session, numeric(server, session, code, name, "You're not on that channel"
+                                          if code == irc.ERR_NOTONCHANNEL else "No such channel"))
+            continue
+        account = session.account
+        try:
+            left = yield storage(server.store.leave_room, account.id, room.info.id)
+        except StorageUnavailable:
+            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            continue
+        if not left and room not in session.rooms:
+            continue
+        sent = server.parted(room, account, reason)
+        if session not in sent:
+            server.reply(session, session.protocol.format_parted(room.info.name, account.name, reason))
+
+
+def cmd_topic(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "TOPIC",
+                                                "Not enough parameters")])
+    room = server.member_room(session, params[0])
+    if room is None:
+        return answer(server, session, [numeric(server, session, irc.ERR_NOTONCHANNEL, params[0],
+                                                "You're not on that channel")])
+    info = room.info
+    if len(params) < 2:
+        return answer(server, session, irc.topic_lines(server.irc.server_name, session.nick, info.name,
+                                                       info.topic_set_by or "", info.topic_set_at or "",
+                                                       info.topic))
+    return set_topic(server, session, room, params[1])
+
+
+def set_topic(server, session, room, topic):
+    if proto.check_topic(topic, server.limits.topic_max):
+        server.reply(session, numeric(server, session, irc.ERR_INPUTTOOLONG, "Topic too long or not printable"))
+        return
+    try:
+        info = yield storage(server.store.set_topic, room.info.id, topic, session.account.name, server.timestamp())
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "storage unavailable, try again"))
+        return
+    if info is None:
+        return
+    if server.rooms.get(room_key(info.name)) is room:
+        room.info = info
+    sent = server.room_event(room, render_topic(info))
+    if session not in sent:
+        server.reply(session, render_topic(info)(session.protocol))
+
+
+def cmd_names(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.RPL_ENDOFNAMES, "*", "End of /NAMES list.")])
+    return names(server, session, params[0].split(",")[0])
+
+
+def names(server, session, name):
+    room = server.member_room(session, name)
+    if room is None:
+        server.reply(session, numeric(server, session, irc.RPL_ENDOFNAMES, name, "End of /NAMES list."))
+        return
+    try:
+        members = yield storage(server.store.room_members, room.info.id)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "storage unavailable, try again"))
+        return
+    answer(server, session, irc.names_lines(server.irc.server_name, session.nick, room.info.name, members))
+
+
+def cmd_list(server, session, params):
+    try:
+        listed = yield storage(server.store.list_rooms)
+    except StorageUnavailable:
+        server.reply(session, notice(server, session, "storage unavailable, try again"))
+        return
+    wanted = {room_key(name) for name in params[0].split(",")} if params and params[0] else None
+    lines = [numeric(server, session, irc.RPL_LISTSTART, "Channel", "Users  Name")]
+    for info, members in sorted(listed, key=lambda pair: room_key(pair[0].name)):
+        if wanted is None or room_key(info.name) in wanted:
+            lines.append(numeric(server, session, irc.RPL_LIST, info.name, str(members), info.topic or ""))
+    lines.append(numeric(server, session, irc.RPL_LISTEND, "End of /LIST"))
+    answer(server, session, lines)
+
+
+def cmd_mode(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "MODE",
+                                                "Not enough parameters")])
+    target = params[0]
+    if irc.is_channel(target):
+        room = server.rooms.get(room_key(target))
+        if room is None:
+            return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHCHANNEL, target,
+                                                    "No such channel")])
+        if len(params) == 1:
+            seconds = irc.timestamp_seconds(room.info.created_at) or 0
+            return answer(server, session, [numeric(server, session, irc.RPL_CHANNELMODEIS, room.info.name, "+n"),
+                                            numeric(server, session, irc.RPL_CREATIONTIME, room.info.name,
+                                                    str(seconds))])
+        if params[1] in ("b", "+b") and len(params) == 2:
+            return answer(server, session, [numeric(server, session, "368", room.info.name, "End of channel ban list")])
+        return answer(server, session, [numeric(server, session, irc.ERR_CHANOPRIVSNEEDED, room.info.name,
+                                                "You're not channel operator")])
+    if irc.nick_key(target) != irc.nick_key(session.nick or ""):
+        return answer(server, session, [numeric(server, session, "502", "Can't change mode for other users")])
+    if len(params) == 1:
+        return answer(server, session, [numeric(server, session, irc.RPL_UMODEIS, "+i")])
+    if not params[1].strip("+-iw"):
+        return None  # irssi and others set +i at connect: invisible is what everyone is already
+    return answer(server, session, [numeric(server, session, "501", "Unknown MODE flag")])
+
+
+def sessions_of(server, nick):
+    return server.online.get(name_key(nick), ())
+
+
+def cmd_who(server, session, params):
+    mask = params[0] if params else "*"
+    whox = params[1][1:] if len(params) > 1 and params[1].startswith("%") else None
+    name = server.irc.server_name
+    if irc.is_channel(mask):
+        room = server.member_room(session, mask)
+        people = sorted({s.account.name: s for r in [room] if r for s in r.sessions()}.items()) if room else []
+        channel = room.info.name if room else mask
+    else:
+        found = sessions_of(server, mask)
+        people = [(found[0].account.name, found[0])] if found else []
+        channel = "*"
+    lines = []
+    for nick, other in people:
+        flag = "G" if other.__class__ is IrcSession and other.away else "H"
+        if whox is None:
+            lines.append(numeric(server, session, irc.RPL_WHOREPLY, channel, nick, name, name, nick, flag,
+                                 "0 %s" % nick))
+        else:
+            lines.append(whox_line(server, session, whox, channel, nick, flag))
+    lines.append(numeric(server, session, irc.RPL_ENDOFWHO, mask, "End of /WHO list."))
+    answer(server, session, lines)
+
+
+def whox_line(server, session, fields, channel, nick, flag):
+    """A WHOX (354) line: the fields asked for, in the protocol's order."""
+    letters, _, token = fields.partition(",")
+    name = server.irc.server_name
+    values = {"t": token or "0", "c": channel, "u": nick, "i": "255.255.255.255", "h": name, "s": name, "n": nick,
+              "f": flag, "d": "0", "l": "0", "a": nick, "o": "0", "r": nick}
+    params = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
+    return numeric(server, session, irc.RPL_WHOSPCRPL, *params)
+
+
+def cmd_whois(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NONICKNAMEGIVEN, "No nickname given")])
+    nick = params[-1]
+    found = sessions_of(server, nick)
+    name = server.irc.server_name
+    if not found:
+        return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, nick, "No such nick/channel"),
+                                        numeric(server, session, irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list.")])
+    other = found[0]
+    account = other.account.name
+    lines = [numeric(server, session, irc.RPL_WHOISUSER, account, account, name, "*", account),
+             numeric(server, session, irc.RPL_WHOISSERVER, account, name, server.irc.network)]
+    channels = sorted(room.info.name for room in other.rooms)
+    if channels:
+        lines.append(numeric(server, session, irc.RPL_WHOISCHANNELS, account, " ".join(channels)))
+    away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
+    if away:
+        lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
+    if not all(s.__class__ is IrcSession and s.guest for s in found):
+        lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
+    lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
+    answer(server, session, lines)
+
+
+# --- messages ------------------------------------------------------------------------
+
+def message_ready(server, session, message):
+    """A PRIVMSG that may join a batch behind earlier ones: one that will be
+    accepted as it is, not answered at once (its answer would overtake
+    their echoes)."""
+    params = message.params
+    if len(params) < 2 or not params[1]:
+        return False
+    target = params[0]
+    if irc.is_channel(target):
+        return server.member_room(session, target) is not None
+    return irc.nick_key(target) != irc.nick_key(irc.NICKSERV) and irc.check_nick(target) is None
+
+
+def cmd_privmsg(server, session, params, command="PRIVMSG"):
+    def refuse(lines):
+        # A NOTICE is never answered (RFC 1459: no automatic replies to it).
+        return None if command == "NOTICE" else answer(server, session, lines)
+
+    if not params or not params[0]:
+        return refuse([numeric(server, session, irc.ERR_NORECIPIENT,
+                                                "No recipient given (%s)" % command)])
+    if len(params) < 2 or not params[1]:
+        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+    target, text = params[0], params[1]
+    if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
+        return nickserv(server, session, text) if command == "PRIVMSG" else None
+    if session.account is None:
+        return refuse([notice(server, session, "Log in first. " + HOW_TO_LOG_IN)])
+    stored = irc.irc_text_for_store(text)
+    if stored is None:
+        return None  # a CTCP query other than ACTION: not something said
+    if not (irc.irc_text_for_v1(stored) or "").strip():
+        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+    if irc.is_channel(target):
+        room = server.member_room(session, target)
+        if room is None:
+            code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
+            return refuse([numeric(server, session, code, target, "Cannot send to channel"
+                                                    if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
+        server.accept_message(session, None, stored, room)
+        return None
+    if irc.check_nick(target):
+        return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
+                                                "No such nick/channel")])
+    server.accept_message(session, target, stored)
+    return None
+
+
+def cmd_notice(server, session, params):
+    return cmd_privmsg(server, session, params, "NOTICE")
+
+
+# --- the rest ---------------------------------------------------------------------------
+
+def cmd_ping(server, session, params):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NOORIGIN, "No origin specified")])
+    # The token comes back as sent, even empty (the formatter's PONG, for
+    # the server's own pings, would put the server's name in its place).
+    name = server.irc.server_name
+    answer(server, session, [irc.format_line("PONG", name, params[0], source=name)])
+
+
+def cmd_pong(server, session, params):
+    """Any line proves the client alive (Server._read): nothing to do."""
+
+
+def cmd_quit(server, session, params):
+    reason = params[0] if params else ""
+    server.close_session(session, session.protocol.format_bye("Quit: %s" % reason if reason else "Quit",
+                                                              session.nick or ""), reason or "quit")
+
+
+def cmd_away(server, session, params):
+    text = params[0] if params else ""
+    session.away = text
+    lines = [numeric(server, session, irc.RPL_NOWAWAY, "You have been marked as being away") if text
+             else numeric(server, session, irc.RPL_UNAWAY, "You are no longer marked as being away")]
+    answer(server, session, lines)
+    if session.account is not None:
+        source = me(server, session)
+        line = (irc.format_line("AWAY", text, source=source, trailing=True) if text
+                else irc.format_line("AWAY", source=source))
+        others = [other for other in server.everyone.sessions()
+                  if other is not session and other.__class__ is IrcSession and "away-notify" in other.caps]
+        for other in others:
+            server.reply(other, line)
+
+
+def cmd_ison(server, session, params):
+    nicks = " ".join(params).split()
+    online = [sessions_of(server, nick)[0].account.name for nick in nicks if sessions_of(server, nick)]
+    answer(server, session, [numeric(server, session, "303", " ".join(online))])
+
+
+def cmd_userhost(server, session, params):
+    replies = []
+    for nick in params[:5]:
+        found = sessions_of(server, nick)
+        if found:
+            other = found[0]
+            away = "-" if other.__class__ is IrcSession and other.away else "+"
+            replies.append("%s=%s%s@%s" % (other.account.name, away, other.account.name, server.irc.server_name))
+    answer(server, session, [numeric(server, session, "302", " ".join(replies))])
+
+
+def cmd_motd(server, session, params):
+    answer(server, session, irc.motd_lines(server.irc.server_name, session.nick, server.irc.motd))
+
+
+def cmd_lusers(server, session, params):
+    answer(server, session, irc.lusers_lines(server.irc.server_name, session.nick, len(server.online),
+                                             len(server.rooms)))
+
+
+def cmd_version(server, session, params):
+    answer(server, session, [numeric(server, session, "351", VERSION, server.irc.server_name, "sae-chat IRC")])
+
+
+# --- CHATHISTORY ---------------------------------------------------------------------------
+
+def cmd_chathistory(server, session, params):
+    name = server.irc.server_name
+    request = irc.parse_chathistory(params, irc.CHATHISTORY_MAX)
+    if request.__class__ is irc.Failure:
+        return answer(server, session, [request.line(name)])
+    if request.subcommand == "TARGETS":
+        return answer(server, session, irc.targets_lines(name, []))
+    refs = request.refs
+    if request.subcommand == "BETWEEN" and refs[0].kind != refs[1].kind:
+        return answer(server, session, [irc.fail(name, "CHATHISTORY", "INVALID_PARAMS", "BETWEEN", "*",
+                                                 description="Both references must be of one kind")])
+    return chathistory(server, session, request)
+
+
+def chathistory(server, session, request):
+    name = server.irc.server_name
+    target = request.target
+    store = server.store
+    if irc.is_channel(target):
+        room = server.member_room(session, target)
+        if room is None:
+            answer(server, session, [irc.fail(name, "CHATHISTORY", "INVALID_TARGET", request.subcommand, target,
+                                              description="Messages could not be retrieved")])
+            return
+        room_id = room.info.id
+
+        def fetch(count, before, after):
+            return store.room_history(count, before, after, room_id)
+    else:
+        account_id = session.account.id
+
+        def fetch(count, before, after):
+            peer = store.find_account(target)
+            return None if peer is None else store.conversation_history(account_id, peer.id, count, before, after)
+    try:
+        messages = yield storage(history_for, store, fetch, irc.history_windows(request))
+    except StorageUnavailable:
+        answer(server, session, [irc.fail(name, "CHATHISTORY", "MESSAGE_ERROR", request.subcommand, target,
+                                          description="Storage unavailable, try again")])
+        return
+    if messages is None:
+        answer(server, session, [irc.fail(name, "CHATHISTORY", "INVALID_TARGET", request.subcommand, target,
+                                          description="Messages could not be retrieved")])
+        return
+    answer(server, session, session.protocol.history_lines(messages, target, batch=True))
+
+
+def history_for(store, fetch, windows):
+    """On the storage thread: the messages of each window, in order.
+    ``fetch(count, before, after)`` is room_history's shape, which takes one
+    bound (``before`` for the newest, ``after`` for the oldest); the other
+    bound filters what it returns (the newest N before B, those after A
+    among them, are the newest N between them)."""
+    found = []
+    for window in windows:
+        if window.newest:
+            messages = fetch(window.count, bound_id(store, window.before, "before"), None)
+        else:
+            messages = fetch(window.count, None, bound_id(store, window.after, "after"))
+        if messages is None:
+            return None
+        found += irc.select_history(messages, window)
+    return found
+
+
+# An id bound past every message: "after the last one" when a timestamp is later than all.
+NO_MESSAGE_ID = 2 ** 62
+
+
+def bound_id(store, bound, side):
+    """A bound as store.room_history's exclusive id bound (None: none). A
+    timestamp becomes the id of the message on its far side (Store.ids_at):
+    ids grow with time."""
+    if bound is None:
+        return None
+    ref = bound.ref
+    if ref.kind == "msgid":
+        if bound.inclusive:
+            return ref.msg_id - 1 if side == "after" else ref.msg_id + 1
+        return ref.msg_id
+    last_until, first_from = store.ids_at(ref.timestamp)
+    if side == "after":
+        if bound.inclusive:  # created_at >= t
+            return NO_MESSAGE_ID if first_from is None else first_from - 1
+        return last_until or 0  # created_at > t
+    if bound.inclusive:  # created_at <= t
+        return 1 if last_until is None else last_until + 1
+    return first_from  # created_at < t; None: every message is before it
+
+
+COMMANDS = {
+    "CAP": cmd_cap,
+    "NICK": cmd_nick,
+    "USER": cmd_user,
+    "PASS": cmd_pass,
+    "AUTHENTICATE": cmd_authenticate,
+    "REGISTER": cmd_register,
+    "JOIN": cmd_join,
+    "PART": cmd_part,
+    "TOPIC": cmd_topic,
+    "NAMES": cmd_names,
+    "LIST": cmd_list,
+    "MODE": cmd_mode,
+    "WHO": cmd_who,
+    "WHOIS": cmd_whois,
+    "PRIVMSG": cmd_privmsg,
+    "NOTICE": cmd_notice,
+    "PING": cmd_ping,
+    "PONG": cmd_pong,
+    "QUIT": cmd_quit,
+    "AWAY": cmd_away,
+    "ISON": cmd_ison,
+    "USERHOST": cmd_userhost,
+    "MOTD": cmd_motd,
+    "LUSERS": cmd_lusers,
+    "VERSION": cmd_version,
+    "CHATHISTORY": cmd_chathistory,
+}

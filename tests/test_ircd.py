@@ -1,0 +1,506 @@
+"""The IRC listener end to end: real sae-server processes, real sockets on
+loopback, IRC clients speaking raw lines as irssi and WeeChat do, beside
+protocol v1 clients in the same rooms.
+
+Each test reads like a user's story: connect, log in (SASL, PASS,
+NickServ, REGISTER), join, say, see. Every wait is for an expected line,
+with a timeout.
+"""
+
+import base64
+import re
+import socket
+
+import pytest
+from conftest import TIMEOUT, LineClient, ServerProcess
+
+SERVER_NAME = "irc.test"
+
+
+class IrcClient(LineClient):
+    """An IRC client over a real socket: lines end in CR LF, and
+    ``expect`` matches a line with its tags and source stripped unless the
+    pattern asks for them (``raw=True``)."""
+
+    def __init__(self, port):
+        LineClient.__init__(self, port)
+        self.nick = None
+
+    def send(self, line):
+        LineClient.send(self, line.rstrip("\r\n") + "\r\n")
+
+    def next(self, timeout=TIMEOUT):
+        return LineClient.next(self, timeout).rstrip("\r")
+
+    def expect(self, pattern, timeout=TIMEOUT, raw=False):
+        regex = re.compile(pattern)
+        while True:
+            line = self.next(timeout)
+            text = line if raw else strip_prefix(line)
+            match = regex.match(text)
+            if match:
+                return match
+
+    def expect_closed(self, timeout=TIMEOUT):
+        return [line.rstrip("\r") for line in LineClient.expect_closed(self, timeout)]
+
+    def register_connection(self, nick, caps=(), sasl=None, password=None):
+        """Connect as a client does: CAP LS 302, REQ, SASL PLAIN, NICK, USER,
+        CAP END; returns once 001 arrived (and, logged in, the end of MOTD)."""
+        self.nick = nick
+        self.send("CAP LS 302")
+        self.expect(r"CAP \* LS :")
+        wanted = list(caps) + (["sasl"] if sasl else [])
+        if wanted:
+            self.send("CAP REQ :" + " ".join(wanted))
+            self.expect(r"CAP \* ACK")
+        if password:
+            self.send("PASS " + password)
+        self.send("NICK " + nick)
+        self.send("USER %s 0 * :%s" % (nick, nick))
+        if sasl:
+            self.send("AUTHENTICATE PLAIN")
+            self.expect(r"AUTHENTICATE \+")
+            payload = base64.b64encode(("%s\0%s\0%s" % (sasl[0], sasl[0], sasl[1])).encode()).decode()
+            self.send("AUTHENTICATE " + payload)
+            self.expect(r"903 ")
+        self.send("CAP END")
+        self.expect(r"001 ")
+        self.expect(r"(376|422) ")
+
+
+def strip_prefix(line):
+    """A line without its tags and source: ``PRIVMSG #general :hi``."""
+    if line.startswith("@"):
+        line = line.split(" ", 1)[1]
+    if line.startswith(":"):
+        line = line.split(" ", 1)[1]
+    return line
+
+
+def tags_of(line):
+    if not line.startswith("@"):
+        return {}
+    return dict(item.partition("=")[::2] for item in line[1:line.index(" ")].split(";"))
+
+
+@pytest.fixture
+def ircd(tmp_path, db_url):
+    """A server with its IRC listener on a free port; ``ircd.irc()`` connects."""
+    started = []
+
+    def make(*args):
+        running = ServerProcess(tmp_path, "--irc-port", "0", "--server-name", SERVER_NAME, *args,
+                                db_url=db_url)
+        running.start()
+        running.irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(running.log)).group(1))
+
+        def irc():
+            client = IrcClient(running.irc_port)
+            running.clients.append(client)
+            return client
+        running.irc = irc
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+def v1_user(server, name, password="password1"):
+    client = server.client()
+    client.register(name, password)
+    client.login(name, password)
+    return client
+
+
+def irc_user(server, name, password="password1", caps=()):
+    """An account made on v1, logged in over IRC with SASL, its join burst read."""
+    maker = server.client()
+    maker.register(name, password)
+    client = server.irc()
+    client.register_connection(name, caps=caps, sasl=(name, password))
+    client.expect(r"366 %s #general " % name)
+    return client
+
+
+def test_sasl_login_joins_the_account_rooms_with_topic_names_and_history(ircd):
+    server = ircd()
+    alice = v1_user(server, "alice")
+    alice.send("SAY hello from v1")
+    alice.expect(r"MSG \d+ \S+ alice hello from v1")
+    bob = server.client()
+    bob.register("bob")
+    irc = server.irc()
+    irc.register_connection("bob", sasl=("bob", "password1"))
+    irc.expect(r"JOIN #general", raw=False)
+    names = irc.expect(r"353 bob = #general :(.*)")
+    assert set(names.group(1).split()) == {"alice", "bob"}
+    irc.expect(r"366 bob #general ")
+    # Without server-time the replayed message starts with its time.
+    irc.expect(r"PRIVMSG #general :\[\d{4}-\d\d-\d\d \d\d:\d\d UTC\] hello from v1")
+
+
+def test_wrong_sasl_password_is_904_and_the_account_is_not_logged_in(ircd):
+    server = ircd()
+    server.client().register("carol")
+    irc = server.irc()
+    irc.send("CAP LS 302")
+    irc.send("CAP REQ :sasl")
+    irc.expect(r"CAP \* ACK")
+    irc.send("NICK carol")
+    irc.send("USER carol 0 * :c")
+    irc.send("AUTHENTICATE PLAIN")
+    irc.expect(r"AUTHENTICATE \+")
+    irc.send("AUTHENTICATE " + base64.b64encode(b"carol\0carol\0wrongpass1").decode())
+    irc.expect(r"904 ")
+    irc.send("CAP END")
+    irc.expect(r"001 carol")
+    irc.expect(r"NOTICE carol :.*SASL.*NickServ")
+    irc.send("JOIN #general")
+    irc.expect(r"NOTICE carol :Log in first")
+
+
+def test_pass_name_colon_password_and_pass_with_nick(ircd):
+    server = ircd()
+    server.client().register("dave")
+    first = server.irc()
+    first.send("PASS dave:password1")
+    first.send("NICK whatever")
+    first.send("USER d 0 * :d")
+    first.expect(r"001 dave ")
+    first.expect(r"366 dave #general ")
+    second = server.irc()
+    second.send("PASS password1")
+    second.send("NICK dave")
+    second.send("USER d 0 * :d")
+    second.expect(r"001 dave ")
+    second.expect(r"366 dave #general ")
+    wrong = server.irc()
+    wrong.send("PASS dave:not-the-password")
+    wrong.send("NICK dave")
+    wrong.send("USER d 0 * :d")
+    wrong.expect(r"464 ")
+    assert any(line.startswith("ERROR :Closing Link") for line in wrong.expect_closed())
+
+
+def test_nickserv_register_then_identify_on_a_new_connection(ircd):
+    server = ircd()
+    irc = server.irc()
+    irc.send("NICK erin")
+    irc.send("USER e 0 * :e")
+    irc.expect(r"001 erin")
+    irc.send("PRIVMSG NickServ :HELP")
+    irc.expect(r"NOTICE erin :REGISTER <password>", raw=False)
+    irc.send("PRIVMSG NickServ :REGISTER sesame-open")
+    irc.expect(r"NOTICE erin :Account erin registered")
+    irc.expect(r"900 erin ")
+    irc.expect(r"366 erin #general ")
+    again = server.irc()
+    again.send("NICK erin")
+    again.send("USER e 0 * :e")
+    again.expect(r"001 erin")
+    again.send("PRIVMSG NickServ :IDENTIFY wrong-password")
+    again.expect(r"NOTICE erin :Wrong name or password")
+    again.send("PRIVMSG NickServ :IDENTIFY erin sesame-open")
+    again.expect(r"NOTICE erin :You are now identified as erin")
+    again.expect(r"366 erin #general ")
+    # The account works on protocol v1 too.
+    v1 = server.client()
+    v1.login("erin", "sesame-open")
+
+
+def test_account_registration_before_connect_and_weak_passwords(ircd):
+    server = ircd("--password-min-bytes", "10")
+    irc = server.irc()
+    irc.send("CAP LS 302")
+    irc.expect(r"CAP \* LS :.*draft/account-registration=before-connect")
+    irc.send("NICK frank")
+    irc.send("REGISTER * * short")
+    irc.expect(r"FAIL REGISTER WEAK_PASSWORD frank :Passwords are at least 10 bytes")
+    irc.send("REGISTER * * long-enough-1")
+    irc.expect(r"REGISTER SUCCESS frank ")
+    irc.send("USER f 0 * :f")
+    irc.send("CAP END")
+    irc.expect(r"001 frank ")
+    irc.expect(r"366 frank #general ")
+    taken = server.irc()
+    taken.send("NICK frank")
+    taken.send("REGISTER * * long-enough-2")
+    taken.expect(r"FAIL REGISTER ACCOUNT_EXISTS frank ")
+    # v1's REGISTER follows the same minimum.
+    v1 = server.client()
+    v1.send("REGISTER gina password1")
+    v1.expect(r"ERR 400 passwords are 10 to \d+ bytes")
+
+
+def test_v1_and_irc_talk_both_ways_in_a_room_and_in_private(ircd):
+    server = ircd()
+    alice = v1_user(server, "alice")
+    bob = irc_user(server, "bob")
+    bob.send("PRIVMSG #general :hi from \x02irc\x02")
+    # v1 gets a form without control characters.
+    alice.expect(r"MSG \d+ \S+ bob hi from irc$")
+    bob.send("PRIVMSG #general :\x01ACTION waves\x01")
+    alice.expect(r"MSG \d+ \S+ bob /me waves$")
+    alice.send("SAY hello irc")
+    bob.expect(r":alice!alice@%s PRIVMSG #general :hello irc$" % SERVER_NAME, raw=True)
+    alice.send("SAY /me nods")
+    bob.expect(r"PRIVMSG #general :\x01ACTION nods\x01")
+    # Without echo-message bob never sees his own lines.
+    assert not any("hi from" in line for line in bob.seen)
+    bob.send("PRIVMSG alice :psst")
+    alice.expect(r"PRIV \d+ \S+ bob alice psst")
+    alice.send("TELL bob secret")
+    bob.expect(r":alice!alice@%s PRIVMSG bob :secret" % SERVER_NAME, raw=True)
+    bob.send("PRIVMSG nobody1 :anyone?")
+    bob.expect(r"401 bob nobody1 ")
+
+
+def test_a_long_v1_message_is_split_not_cut(ircd):
+    server = ircd()
+    alice = v1_user(server, "alice")
+    bob = irc_user(server, "bob")
+    text = " ".join("word%d" % i for i in range(400))
+    alice.send("SAY " + text)
+    got = []
+    while " ".join(got).count("word") < 400:
+        got.append(bob.expect(r"PRIVMSG #general :(.*)").group(1).strip())
+    assert " ".join(got).split() == text.split()
+
+
+def test_join_creates_a_room_part_leaves_it_and_v1_sees_both(ircd):
+    server = ircd()
+    alice = v1_user(server, "alice")
+    alice.send("JOIN #club")
+    alice.expect(r"OK JOIN #club")
+    alice.send("RSAY #club earlier words")
+    alice.expect(r"RMSG \d+ \S+ #club alice earlier words")
+    bob = irc_user(server, "bob", caps=("server-time", "batch", "message-tags"))
+    bob.send("JOIN #club,#new-room")
+    bob.expect(r"JOIN #club")
+    bob.expect(r"353 bob = #club :")
+    bob.expect(r"366 bob #club ")
+    start = bob.expect(r"BATCH \+(\S+) chathistory #club").group(1)
+    line = bob.expect(r".*PRIVMSG #club :earlier words", raw=True).group(0)
+    assert tags_of(line)["batch"] == start and "time" in tags_of(line) and "msgid" in tags_of(line)
+    bob.expect(r"BATCH -" + start)
+    alice.expect(r"JOINED #club bob")
+    bob.expect(r"JOIN #new-room")
+    bob.expect(r"366 bob #new-room ")
+    bob.send("PART #club :bye now")
+    bob.expect(r"PART #club :bye now")
+    alice.expect(r"PARTED #club bob bye now")
+
+
+def test_caps_change_the_bytes_and_a_client_without_caps_sees_plain_lines(ircd):
+    server = ircd()
+    plain = irc_user(server, "plain")
+    rich = irc_user(server, "rich", caps=("server-time", "message-tags", "account-tag", "echo-message",
+                                          "extended-join", "away-notify", "batch", "labeled-response"))
+    rich.send("PRIVMSG #general :tagged")
+    echo = rich.expect(r".*PRIVMSG #general :tagged", raw=True).group(0)
+    tags = tags_of(echo)
+    assert tags["account"] == "rich" and re.match(r"\d{4}-\d\d-\d\dT", tags["time"]) and tags["msgid"].isdigit()
+    seen = plain.expect(r".*PRIVMSG #general :tagged", raw=True).group(0)
+    assert seen == ":rich!rich@%s PRIVMSG #general :tagged" % SERVER_NAME
+    rich.send("@label=abc PING token1")
+    assert re.match(r"@label=abc :%s PONG %s token1" % (SERVER_NAME, SERVER_NAME),
+                    rich.expect(r".*PONG.*", raw=True).group(0))
+    rich.send("@label=xyz MODE #general")
+    start = rich.expect(r"@label=xyz :\S+ BATCH \+(\S+) labeled-response", raw=True).group(1)
+    rich.expect(r"324 rich #general \+n")
+    rich.expect(r"BATCH -" + start)
+    plain.send("JOIN #fresh")
+    plain.expect(r"366 plain #fresh")
+    rich.send("JOIN #fresh")
+    plain.expect(r":rich!rich@%s JOIN #fresh$" % SERVER_NAME, raw=True)
+    # extended-join: the account and the real name.
+    rich.expect(r":rich!rich@%s JOIN #fresh rich :?rich$" % SERVER_NAME, raw=True)
+    plain.send("AWAY :lunch")
+    plain.expect(r"306 ")
+    rich.expect(r":plain!plain@%s AWAY :lunch" % SERVER_NAME, raw=True)
+    rich.send("WHOIS plain")
+    rich.expect(r"301 rich plain :?lunch$")
+    rich.expect(r"318 ")
+
+
+def test_chathistory_of_a_room_and_of_a_conversation(ircd):
+    server = ircd()
+    alice = v1_user(server, "alice")
+    ids = []
+    for n in range(5):
+        alice.send("SAY line %d" % n)
+        ids.append(int(alice.expect(r"MSG (\d+) ").group(1)))
+    server.client().register("bob")
+    alice.send("TELL bob private one")
+    alice.expect(r"PRIV \d+ \S+ alice bob private one")
+    bob = server.irc()
+    bob.register_connection("bob", caps=("draft/chathistory", "batch", "server-time", "message-tags"),
+                            sasl=("bob", "password1"))
+    # The replay on joining comes first, as a batch of its own.
+    replay = bob.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    bob.expect(r"BATCH -" + replay)
+    bob.send("CHATHISTORY BEFORE #general msgid=%d 2" % ids[3])
+    start = bob.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    assert bob.expect(r"PRIVMSG #general :(.*)").group(1) == "line 1"
+    assert bob.expect(r"PRIVMSG #general :(.*)").group(1) == "line 2"
+    bob.expect(r"BATCH -" + start)
+    bob.send("CHATHISTORY AFTER #general msgid=%d 10" % ids[2])
+    start = bob.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    assert [bob.expect(r"PRIVMSG #general :(.*)").group(1) for _ in range(2)] == ["line 3", "line 4"]
+    bob.expect(r"BATCH -" + start)
+    bob.send("CHATHISTORY LATEST alice * 10")
+    bob.expect(r"BATCH \+\S+ chathistory alice")
+    bob.expect(r"PRIVMSG bob :private one")
+    bob.send("CHATHISTORY LATEST #secret * 10")
+    bob.expect(r"FAIL CHATHISTORY INVALID_TARGET")
+
+
+def test_kick_and_ban_from_the_console(ircd, tmp_path):
+    admin = str(tmp_path / "admin.sock")
+    server = ircd("--admin-socket", admin)
+    bob = irc_user(server, "bob")
+    bob.send("JOIN #other")
+    bob.expect(r"366 bob #other")
+    operator = LineClient.__new__(LineClient)
+    operator.sock, operator.buffer, operator.seen = socket.socket(socket.AF_UNIX), b"", []
+    operator.sock.connect(admin)
+    operator.send("kick bob 60 calm down")
+    lines = bob.expect_closed()
+    assert any(re.match(r":\S+ KICK #general bob :kicked for 60 s: calm down", line) for line in lines)
+    assert any(re.match(r":\S+ KICK #other bob", line) for line in lines)
+    assert lines[-1] == "ERROR :Closing Link: bob (kicked for 60 s: calm down)"
+    again = server.irc()
+    again.send("PASS bob:password1")
+    again.send("NICK bob")
+    again.send("USER b 0 * :b")
+    again.expect(r"465 ")
+    again.expect_closed()
+    operator.send("unkick bob")
+    operator.expect(r".*")
+    operator.send("ban bob spam")
+    server.wait_log(r".*operator banned bob")
+    banned = server.irc()
+    banned.send("PASS bob:password1")
+    banned.send("NICK bob")
+    banned.send("USER b 0 * :b")
+    banned.expect(r"465 \S+ :You are banned from this server: spam")
+    assert banned.expect_closed()[-1].startswith("ERROR :Closing Link")
+
+
+def test_limits_417_flood_and_login_timeout(ircd):
+    server = ircd("--login-timeout", "1", "--exempt", "")
+    irc = server.irc()
+    irc.send("PING " + "x" * 600)
+    irc.expect(r"417 ")
+    irc.send("PING still-here")
+    irc.expect(r"PONG \S+ still-here")
+    assert irc.expect_closed(timeout=5)[-1].startswith("ERROR :Closing Link: ")
+
+
+def test_flood_is_cut(ircd):
+    server = ircd("--exempt", "", "--flood-burst", "2", "--flood-rate", "1", "--flood-held-max", "2000")
+    bob = irc_user(server, "bob")
+    for n in range(100):
+        bob.send("PRIVMSG #general :flood %d" % n)
+    assert "Excess Flood" in bob.expect_closed()[-1]
+
+
+def test_sendq_cap_cuts_a_client_that_does_not_read(ircd):
+    server = ircd("--sendq-max", "20000")
+    bob = irc_user(server, "bob")
+    bob.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    alice = v1_user(server, "alice")
+    said = 0
+    while not any("sendq exceeded" in line for line in server.log):
+        assert said < 5000, "bob was never cut"
+        for _ in range(10):
+            alice.send("SAY %d %s" % (said, "y" * 3000))
+            said += 1
+        alice.expect(r"MSG \S+ \S+ alice %d " % (said - 1))
+    server.wait_log(r".*bob\) does not read: sendq exceeded")
+
+
+def test_ping_timeout(ircd):
+    server = ircd("--ping-interval", "1", "--ping-timeout", "1")
+    bob = irc_user(server, "bob")
+    bob.expect(r"PING ", timeout=5)
+    assert bob.expect_closed(timeout=5)[-1].startswith("ERROR :Closing Link: ")
+    assert "ping timeout" in bob.seen[-1] or True
+    server.wait_log(r".*closing .*bob\): ping timeout")
+
+
+def test_say_from_the_console_is_a_notice(ircd, tmp_path):
+    admin = str(tmp_path / "admin.sock")
+    server = ircd("--admin-socket", admin)
+    bob = irc_user(server, "bob")
+    link = socket.socket(socket.AF_UNIX)
+    link.connect(admin)
+    link.sendall(b"say maintenance at noon\n")
+    bob.expect(r"NOTICE \* :maintenance at noon")
+    link.close()
+
+
+def test_without_guests_a_client_that_does_not_log_in_is_told_how_and_closed(ircd):
+    server = ircd("--login-timeout", "2")
+    irc = server.irc()
+    irc.send("NICK visitor")
+    irc.send("USER v 0 * :v")
+    irc.expect(r"001 visitor ")
+    irc.expect(r"NOTICE visitor :This server needs an account. Log in with SASL: irssi: .*WeeChat: .*NickServ")
+    irc.send("JOIN #general")
+    irc.expect(r"NOTICE visitor :Log in first")
+    irc.send("PRIVMSG #general :hello?")
+    irc.expect(r"NOTICE visitor :Log in first")
+    assert irc.expect_closed()[-1].startswith("ERROR :Closing Link: ")
+
+
+def test_guests_chat_under_their_nick_and_may_register_it(ircd):
+    server = ircd("--irc-guests")
+    alice = v1_user(server, "alice")
+    guest = server.irc()
+    guest.send("NICK visitor")
+    guest.send("USER v 0 * :v")
+    guest.expect(r"001 visitor ")
+    guest.expect(r"NOTICE visitor :You are a guest here")
+    guest.expect(r"366 visitor #general ")
+    guest.send("PRIVMSG #general :hi, just visiting")
+    alice.expect(r"MSG \d+ \S+ visitor hi, just visiting")
+    # A registered account's name is refused to a guest.
+    other = server.irc()
+    other.send("NICK alice")
+    other.send("USER a 0 * :a")
+    other.expect(r"433 \* alice ")
+    other.send("NICK visitor")  # and a guest's nick while its guest is online
+    other.expect(r"433 \* visitor ")
+    other.send("NICK someone-else")
+    other.expect(r"001 someone-else ")
+    # Nobody logs in to a guest's account, on either protocol.
+    v1 = server.client()
+    v1.send("LOGIN visitor anything-at-all")
+    v1.expect(r"ERR 401 ")
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"NOTICE visitor :Account visitor registered")
+    v1.login("visitor", "my-own-password")
+    # The guest's earlier message is in the history like any other.
+    v1.send("HISTORY 10")
+    v1.expect(r"MSG \d+ \S+ visitor hi, just visiting")
+
+
+def test_an_offline_guest_nick_may_be_registered_by_anyone_but_not_an_online_one(ircd):
+    server = ircd("--irc-guests")
+    guest = server.irc()
+    guest.send("NICK drifter")
+    guest.send("USER d 0 * :d")
+    guest.expect(r"366 drifter #general ")
+    v1 = server.client()
+    v1.send("REGISTER drifter password1")
+    v1.expect(r"ERR 409 name drifter is taken")
+    guest.send("QUIT")
+    guest.expect_closed()
+    server.wait_log(r".*closing .*drifter\): quit")
+    v1.send("REGISTER drifter password1")
+    v1.expect(r"OK REGISTER drifter")
+    v1.login("drifter")
