@@ -210,6 +210,9 @@ class Server:
                 command += ["-m", "cProfile", "-o", profile]
             command += ["-m", "sae_server", "--host", "127.0.0.1", "--port", "0",
                         "--db", db_url] + list(extra)
+            self.irc_port = None
+            if os.path.exists(os.path.join(SERVER_DIR, "sae_ircd.py")):
+                command += ["--irc-port", "0"]  # a free port, not 6667: runs never collide
             # The server's own folder first, so that --server-dir can point at
             # another checkout (e.g. `git archive HEAD`) than the one running.
             # The caller's PYTHONPATH after it: e.g. a folder with sae_db -> CHECKOUT/db, for
@@ -236,6 +239,9 @@ class Server:
         while time.monotonic() < deadline:
             with open(self.log_path) as f:
                 for line in f:
+                    match = re.search(r"IRC port \S+:(\d+)", line)
+                    if match:
+                        self.irc_port = int(match.group(1))
                     if "listening on" in line:
                         return int(line.split("listening on ")[1].split(",")[0].rsplit(":", 1)[1])
             if self.process.poll() is not None:
@@ -290,20 +296,25 @@ class Server:
 BLAST_ENVIRONMENT = {"SAE_SENDQ_MAX": str(64 * 1024 * 1024)}
 
 
-def fan_out_once(server, clients, senders, seconds, procs, rooms=False):
+def fan_out_once(server, clients, senders, seconds, procs, rooms=False, irc=False):
     """rooms: every client in loadgen.ROOMS_EACH of loadgen.ROOMS_TOTAL rooms,
-    each sender saying everything in its first room."""
+    each sender saying everything in its first room. irc: sae-server through
+    its IRC listener (the accounts log in with PASS), as miniircd is."""
     cpu = {}
 
     def on_window(phase):
         cpu[phase] = cpu_seconds(server.pid)
 
     target = server.kind if server.kind == "sae" else "irc"
-    result = loadgen.run(target + "-rooms" if rooms else target, server.port, clients,
-                         senders, "blast", seconds, procs=procs, on_window=on_window)
+    port = server.port
+    if irc and server.kind == "sae":
+        target, port = "irc-accounts", server.irc_port
+    elif rooms:
+        target += "-rooms"
+    result = loadgen.run(target, port, clients, senders, "blast", seconds, procs=procs, on_window=on_window)
     server_cpu = cpu["end"] - cpu["start"]
     deliveries = result["window_lines"]
-    recipients = clients if server.kind == "sae" else clients - 1
+    recipients = clients if server.kind == "sae" and not irc else clients - 1
     if rooms:  # the members of a sender's first room, on average over the senders
         members = collections.Counter(room for i in range(clients)
                                       for room in loadgen.rooms_of(loadgen.Client(i, False, False)))
@@ -319,8 +330,14 @@ def fan_out_once(server, clients, senders, seconds, procs, rooms=False):
         alive=server.alive())
 
 
-def scenario_fanout(args, workdir):
-    print("\n## fan-out: N clients, %d senders as fast as the server takes, %.0f s measured" % (
+def scenario_ircfanout(args, workdir):
+    """scenario_fanout with sae-server spoken to through its IRC listener."""
+    scenario_fanout(args, workdir, irc=True)
+
+
+def scenario_fanout(args, workdir, irc=False):
+    print("\n## fan-out%s: N clients, %d senders as fast as the server takes, %.0f s measured" % (
+        " over IRC (sae-server's IRC listener, the accounts logging in with PASS)" if irc else "",
         args.senders, args.seconds))
     header = ("clients", "server", "deliveries/s", "server CPU", "CPU µs/delivery",
               "sent", "delivered/expected", "setup s")
@@ -333,7 +350,7 @@ def scenario_fanout(args, workdir):
                 continue
             server = Server(kind, workdir, environment=BLAST_ENVIRONMENT)
             try:
-                f = fan_out_once(server, clients, args.senders, args.seconds, args.procs)
+                f = fan_out_once(server, clients, args.senders, args.seconds, args.procs, irc=irc)
             except loadgen.LoadError as error:
                 rows.append((clients, label(kind), "failed: %s" % str(error)[:120]) + ("",) * 5)
                 continue
@@ -1037,14 +1054,15 @@ def table(header, rows):
 
 
 SCENARIOS = {"tls": scenario_tls, "fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
-             "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept, "rooms": scenario_rooms}
+             "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept, "rooms": scenario_rooms,
+             "ircfanout": scenario_ircfanout}
 DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
     parser.add_argument("scenarios", nargs="*",
-                        help="any of %s (default: all but single, kept and rooms)" % ", ".join(SCENARIOS))
+                        help="any of %s (default: all but single, kept, rooms and ircfanout)" % ", ".join(SCENARIOS))
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
     parser.add_argument("--kept-clients", type=int, default=900, help="kept: clients in the login burst")
     parser.add_argument("--rooms-clients", type=int, default=1000,

@@ -187,7 +187,18 @@ class IrcRooms(Irc):
         return ("PRIVMSG %s :%s\r\n" % (rooms_of(client)[0], text)).encode()
 
 
-PROTOCOLS = {"sae": Sae, "irc": Irc, "sae-rooms": SaeRooms, "irc-rooms": IrcRooms}
+class IrcAccounts(Irc):
+    """IRC to sae-server's IRC listener: the seeded accounts log in with
+    PASS (sae-server wants an account; miniircd takes any nick)."""
+    name = "irc-accounts"
+
+    @staticmethod
+    def login(client):
+        return ("PASS {0}:{2}\r\nNICK {0}\r\nUSER {0} 0 * :{0}\r\nJOIN {1}\r\n".format(
+            client.name, CHANNEL, PASSWORD)).encode()
+
+
+PROTOCOLS = {"sae": Sae, "irc": Irc, "sae-rooms": SaeRooms, "irc-rooms": IrcRooms, "irc-accounts": IrcAccounts}
 
 
 # --- one worker process -------------------------------------------------------
