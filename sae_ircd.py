@@ -35,7 +35,8 @@ from sae_db import StorageUnavailable, name_key
 from sae_protocol import room_key
 from sae_server import (BAD, BANNED, CLOSING, GONE, GUEST_HASH, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN,
                         TOO_FAST,
-                        UNAVAILABLE, IrcSession, Refused, join_room, login_checked, login_steps,
+                        UNAVAILABLE, IrcSession, Refused, clear_password_refusal, join_room, login_checked,
+                        login_steps,
                         hash_password, hashing, password_problem, register_steps, render_topic, storage,
                         wall_ms)
 
@@ -328,6 +329,11 @@ def cmd_pass(server, session, params):
     if not params or not params[0]:
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "PASS",
                                                 "Not enough parameters")])
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        # The password is dropped, not checked: registration goes on as if
+        # no PASS came, and the client may log in again over TLS.
+        return answer(server, session, [numeric(server, session, irc.ERR_PASSWDMISMATCH, in_clear)])
     session.credentials = irc.parse_pass(params[0])
     return None
 
@@ -529,6 +535,11 @@ def cmd_authenticate(server, session, params):
         if params[0] == "*":
             return answer(server, session, [numeric(server, session, irc.ERR_SASLABORTED,
                                                     "SASL authentication aborted")])
+        in_clear = clear_password_refusal(server, session)
+        if in_clear:
+            # Refused at the mechanism, before the client sends its
+            # password: with SASL it need not cross the network at all.
+            return answer(server, session, [numeric(server, session, irc.ERR_SASLFAIL, in_clear)])
         session.sasl = irc.SaslPlain()
     step = session.sasl.receive(params[0])
     if step.__class__ is irc.SaslContinue:
@@ -555,6 +566,13 @@ def sasl_login(server, session, credentials):
 def cmd_register(server, session, params):
     """draft/account-registration: REGISTER <account|*> <email|*> <password>."""
     name = server.irc.server_name
+    in_clear = len(params) >= 3 and clear_password_refusal(server, session)
+    if in_clear:
+        # UNACCEPTABLE_PASSWORD: not this password, on this connection; the
+        # description says what to do.
+        account = params[0] if params[0] != "*" else session.nick or "*"
+        return answer(server, session, [irc.fail(name, "REGISTER", irc.UNACCEPTABLE_PASSWORD, account,
+                                                 description=in_clear)])
     if session.guest and len(params) >= 3:
         return register_guest(server, session, params[2], via_nickserv=False)
     if session.account is not None or session.pending_login is not None:
@@ -641,6 +659,10 @@ def nickserv(server, session, text):
     source = nickserv_mask(server)
     if command.verb == "HELP":
         return answer(server, session, [notice(server, session, line, source) for line in irc.NICKSERV_HELP])
+    in_clear = (command.verb in ("IDENTIFY", "REGISTER") and command.password
+                and clear_password_refusal(server, session))
+    if in_clear:
+        return answer(server, session, [notice(server, session, in_clear, source)])
     if command.verb == "IDENTIFY":
         if session.account is not None:
             return answer(server, session, [notice(server, session, "You are already logged in", source)])

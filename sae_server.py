@@ -700,8 +700,9 @@ def clear_password_refusal(server, session):
     """Why this session may not send a password (None: it may). With
     --require-tls, passwords do not cross the network in clear: a session on
     a plain listener from another machine is told to use TLS. One rule for
-    every protocol: v1's LOGIN and REGISTER ask it, and IRC's PASS, SASL and
-    NickServ are to ask it too."""
+    every protocol: v1's LOGIN and REGISTER ask it, and so do IRC's PASS,
+    AUTHENTICATE (SASL), REGISTER and NickServ's IDENTIFY and REGISTER,
+    each naming the TLS port of its own protocol."""
     if not server.require_tls or session.sock.__class__ is TlsSocket or is_loopback(session.ip):
         return None
     ports = [listener.port for listener in server.listeners
@@ -3007,8 +3008,8 @@ def parse_args(argv):
                              "off: none)" % IRC_TLS_PORT)
     parser.add_argument("--require-tls", action="store_true",
                         default=os.environ.get("SAE_REQUIRE_TLS", "").lower() in ("1", "yes", "true", "on"),
-                        help="refuse passwords (LOGIN, REGISTER) on the plain port from other machines than "
-                             "this one: they must use TLS")
+                        help="refuse passwords (LOGIN, REGISTER; IRC's PASS, SASL, REGISTER, NickServ) on the "
+                             "plain ports from other machines than this one: they must use TLS")
     parser.add_argument("--irc-port", type=option_type(port_or_off, "a port number (0 to 65535) or off"),
                         default=environment_default("SAE_IRC_PORT", str(sae_ircd.IRC_PORT)),
                         help="TCP port of the IRC listener, on the same --host (default %d; off: none)"

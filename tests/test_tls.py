@@ -461,3 +461,108 @@ def test_require_tls_refuses_passwords_in_clear_from_another_machine(tmp_path, c
         assert done.stdout.splitlines() == [refusal, refusal, "OK REGISTER remote"]
     finally:
         server.stop()
+
+
+def test_require_tls_lets_loopback_log_in_over_irc_on_the_plain_port(tls_server, certificates):
+    from test_ircd import IrcClient
+    server = tls_server("--require-tls", "--irc-port", "0", "--irc-tls-port", "0")
+    irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(server.log)).group(1))
+    server.client().register("alice")
+    server.client().register("bob")
+    alice = IrcClient(irc_port)
+    server.clients.append(alice)
+    alice.register_connection("alice", sasl=("alice", PASSWORD))
+    alice.expect(r"366 alice #general ")
+    bob = IrcClient(irc_port)
+    server.clients.append(bob)
+    bob.register_connection("bob")
+    bob.send("PRIVMSG NickServ :IDENTIFY " + PASSWORD)
+    bob.expect(r"NOTICE bob :You are now identified as bob")
+
+
+REMOTE_IRC_CLIENT = """
+import re, socket, ssl, sys
+host, port, tls_port, ca = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+class Irc:
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+    def send(self, line):
+        self.sock.sendall(line.encode() + b"\\r\\n")
+    def until(self, pattern):
+        while True:
+            while b"\\n" not in self.buffer:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    sys.exit("closed while waiting for %r" % pattern)
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\\n", 1)
+            text = line.decode().rstrip("\\r")
+            if re.search(pattern, text):
+                print(text)
+                return
+plain = Irc(socket.create_connection((host, port), timeout=5))
+plain.send("CAP LS 302")
+plain.until(" CAP \\\\* LS ")
+plain.send("CAP REQ :sasl")
+plain.until(" CAP \\\\* ACK ")
+plain.send("PASS remote:password1")
+plain.until(" 464 ")
+plain.send("NICK remote")
+plain.send("USER remote 0 * :remote")
+plain.send("AUTHENTICATE PLAIN")
+plain.until(" 90[0-9] |AUTHENTICATE")
+plain.send("REGISTER * * password1")
+plain.until(" FAIL | REGISTER ")
+plain.send("CAP END")
+plain.until(" 001 ")
+plain.send("PRIVMSG NickServ :IDENTIFY password1")
+plain.until("^:NickServ")
+plain.send("PRIVMSG NickServ :REGISTER password1")
+plain.until("^:NickServ")
+plain.send("PING still-here")
+plain.until(" PONG ")
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False
+secure = Irc(context.wrap_socket(socket.create_connection((host, tls_port), timeout=5)))
+secure.send("NICK remote")
+secure.send("USER remote 0 * :remote")
+secure.until(" 001 ")
+secure.send("PRIVMSG NickServ :REGISTER password1")
+secure.until("^:NickServ")
+"""
+
+
+def test_require_tls_refuses_irc_passwords_in_clear_from_another_machine(tmp_path, certificates,
+                                                                         network_namespace):
+    """From another machine on the plain IRC port, each way of sending a
+    password is refused with the reply its client shows, naming the IRC TLS
+    port; nothing is logged in and the connection stays. Over TLS the same
+    client registers."""
+    address, inside = network_namespace
+    chain, _ = certificates.server()
+    ca = tmp_path / "ca.pem"
+    certificates.ca.cert_pem.write_to_path(str(ca))
+    server = AnyAddressServer(tmp_path, "--tls-cert", str(chain), "--tls-port", "0", "--require-tls",
+                              "--irc-port", "0", "--irc-tls-port", "0", "--server-name", "irc.test").start()
+    try:
+        log = "".join(server.log)
+        irc_port = int(re.search(r"listening for irc on 0\.0\.0\.0:(\d+)", log).group(1))
+        irc_tls_port = int(re.search(r"listening for TLS irc on 0\.0\.0\.0:(\d+)", log).group(1))
+        done = subprocess.run(inside + [sys.executable, "-c", REMOTE_IRC_CLIENT, address, str(irc_port),
+                                        str(irc_tls_port), str(ca)],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr + done.stdout
+        refusal = "passwords are only accepted over TLS here: reconnect with TLS to port %d" % irc_tls_port
+        lines = done.stdout.splitlines()
+        assert lines[2:] == [
+            ":irc.test 464 * :" + refusal,
+            ":irc.test 904 remote :" + refusal,
+            ":irc.test FAIL REGISTER UNACCEPTABLE_PASSWORD remote :" + refusal,
+            ":irc.test 001 remote :Welcome to the sae-chat IRC network, remote",
+            ":NickServ!NickServ@irc.test NOTICE remote :" + refusal,
+            ":NickServ!NickServ@irc.test NOTICE remote :" + refusal,
+            ":irc.test PONG irc.test still-here",
+            ":irc.test 001 remote :Welcome to the sae-chat IRC network, remote",
+            ":NickServ!NickServ@irc.test NOTICE remote :Account remote registered; you are logged in"]
+    finally:
+        server.stop()
