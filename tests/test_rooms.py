@@ -9,7 +9,6 @@ sees what it always saw.
 
 import contextlib
 import re
-import socket
 import threading
 
 import pytest
@@ -506,7 +505,7 @@ def test_an_rsay_in_flight_while_its_room_is_deleted_is_refused(harness, db_url)
         assert request(h, sock, "JOIN #club")[-1] == "OK JOIN #club"
     collect(h, alice, r"JOINED #club bob")
     with held_storage(h):
-        link = operator_link(h, "delete-room #club delete-history")
+        link = h.operator_link("delete-room #club delete-history")
         turn_until(h, lambda: h.server.workers.storage_jobs == 1, "the deletion handed to storage")
         alice.sendall(b"RSAY #club too late\n")
         # Checked when it is run: alice is in the room (the deletion is not stored yet).
@@ -515,7 +514,7 @@ def test_an_rsay_in_flight_while_its_room_is_deleted_is_refused(harness, db_url)
         "DELETED #club deleted by the operator", "ERR 404 no such room #club, or you are not in it"]
     assert collect(h, bob, r"DELETED ") == ["DELETED #club deleted by the operator"]
     assert request(h, bob, "HISTORY * 10 after=0") == ["OK HISTORY 0"]
-    assert operator_answer(h, link) == "deleted #club, history deleted (2 members online)"
+    assert h.operator_answer(link) == "deleted #club, history deleted (2 members online)"
 
 
 def test_a_member_who_parts_while_their_rsay_is_in_flight(harness):
@@ -567,27 +566,3 @@ def held_storage(h):
         release.set()
 
 
-def operator_link(h, line):
-    """An operator's command on the admin socket, not waited for."""
-    path = str(h.folder / "admin.sock")
-    if h.server.admin_listener is None:
-        h.server.listen_admin(path)
-    link = socket.socket(socket.AF_UNIX)
-    link.connect(path)
-    link.sendall(line.encode() + b"\n")
-    link.setblocking(False)
-    return link
-
-
-def operator_answer(h, link):
-    answer = b""
-    for _ in range(500):
-        h.turn()
-        try:
-            answer += link.recv(4096)
-        except BlockingIOError:
-            pass
-        if answer.endswith(b"\n"):
-            link.close()
-            return answer.decode().strip()
-    raise AssertionError("no answer; got %r" % answer)

@@ -11,7 +11,6 @@ certificate as sae-client does (the test's CA, the host name).
 import datetime
 import os
 import re
-import select
 import signal
 import socket
 import ssl
@@ -54,37 +53,13 @@ class Certificates:
 
 
 class TlsLineClient(LineClient):
-    """LineClient over TLS: bytes TLS has decrypted already are read before
-    select() is asked, which knows only the kernel's."""
+    """LineClient over TLS (LineClient.read_line knows TLS's pending bytes)."""
 
     def __init__(self, port, context, server_hostname="localhost"):
         raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         self.sock = context.wrap_socket(raw, server_hostname=server_hostname)
         self.buffer = b""
         self.seen = []
-
-    def read_line(self, timeout=TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no complete line within %.1fs; lines so far: %r" % (timeout, self.seen[-20:]))
-            if not self.sock.pending() and not select.select([self.sock], [], [], left)[0]:
-                continue
-            try:
-                chunk = self.sock.recv(65536)
-            except (ConnectionResetError, ssl.SSLError):
-                chunk = b""
-            if not chunk:
-                if self.buffer:
-                    line, self.buffer = self.buffer, b""
-                    return line.decode("utf-8", "replace")
-                return None
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        text = line.decode("utf-8", "replace")
-        self.seen.append(text)
-        return text
 
 
 @pytest.fixture
