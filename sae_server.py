@@ -64,6 +64,7 @@ import time
 from functools import partial
 from typing import NamedTuple
 
+import sae_cluster
 import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
@@ -969,6 +970,13 @@ class Server:
         self.admin_links = set()  # AdminLinks on the admin socket
         self.stop_reason = None
         self.storage_down = False
+        # Several servers, one chat (sae_cluster; start_cluster): None alone.
+        self.cluster = None  # the RedisLink
+        self.instance = None  # this server's name in the cluster
+        self.sequencer = None  # links of the chain delivered in order
+        self.cluster_heard = collections.deque()  # (kind, payload) from the RedisLink's threads
+        self.redis_up = None  # None until the first subscription
+        self.chain_reading = False  # a read of missed links is due or under way
         # The session (or operator's AdminLink) whose command or completion
         # runs now, as asyncio keeps a callback's context: work it offloads
         # is charged to it, so that a failing completion costs that session.
@@ -1245,6 +1253,8 @@ class Server:
         while True:
             if self.outbox and not self.batches_in_flight:
                 self._store_outbox()
+            if self.cluster_heard:
+                self._cluster_news()
             if not self.workers.done:
                 break
             self._run_completed()
@@ -1333,6 +1343,8 @@ class Server:
                 pass
         if self.console is not None:
             self.console.end()
+        if self.cluster is not None:
+            self.cluster.close()
         self.workers.close(self.store)
         self.selector.close()
         log.info("stopped; %s", self.counters.describe(self.now))
@@ -2175,15 +2187,32 @@ class Server:
         # Many sessions' messages: _deliver answers for each session itself,
         # so the batch is no one session's (even when a command stores it).
         outer, self.running_for = self.running_for, None
-        self.offload("storage", lambda stored, error: self._deliver(batch, stored, error),
-                     self.store.append_messages, [message for _, message, _ in batch])
+        self.offload("storage", lambda stored, error: self._stored(batch, stored, error),
+                     self.store.append_chained if self.cluster else self.store.append_messages,
+                     [message for _, message, _ in batch])
         self.running_for = outer
+
+    def _stored(self, batch, stored, error):
+        self.batches_in_flight -= 1
+        if self.cluster is None or error is not None:
+            self._deliver(batch, stored, error)
+            return
+        # In a cluster the batch is a link of the chain, delivered once
+        # every link before it is.
+        previous, last, stored = stored
+        if previous == last:  # nothing stored: only refusals to answer
+            self._deliver(batch, stored, None)
+            return
+        link = sae_cluster.Link(previous, last, [(message, entry[1].room_id) for entry, message in zip(batch, stored)
+                                                 if message is not None], (batch, stored))
+        self.cluster.publish(sae_cluster.link_event(self.instance, link))
+        self.sequencer.add(link)
+        self._deliver_links()
 
     def _deliver(self, batch, stored, error):
         """A batch is stored (or not): tell everyone concerned, in id order.
         Room messages in a row in one room go out as one rendering per
         protocol; a change of room, or a private message, ends the run."""
-        self.batches_in_flight -= 1
         self.counters.batches += 1
         self.counters.stored += len(batch) if error is None else 0
         said = []  # (sender's session, Message): room messages not yet sent, in id order
@@ -2240,10 +2269,7 @@ class Server:
                         targets.add(session)
                     if session.__class__ is IrcSession and not session.echo:
                         targets.discard(session)
-                    self.send_each([target for target in targets if target.state is ONLINE],
-                                   lambda protocol, m=result: protocol.format_priv(
-                                       m.id, m.created_at, m.sender, m.recipient,
-                                       m.body if protocol is not proto else v1_text(m.body)))
+                    self._send_private(result, targets)
             except Exception:
                 # The batch is stored: the others' messages still go out,
                 # after those before this one, and this session is closed.
@@ -2258,6 +2284,130 @@ class Server:
                     self.run_held(session)
                 except Exception:
                     self._fault(session, "its held lines")
+
+    def _send_private(self, message, targets):
+        self.send_each([target for target in targets if target.state is ONLINE],
+                       lambda protocol: protocol.format_priv(
+                           message.id, message.created_at, message.sender, message.recipient,
+                           message.body if protocol is not proto else v1_text(message.body)))
+
+    # -- the cluster (sae_cluster) --
+
+    def start_cluster(self, url, instance):
+        """Join the cluster of servers that share this database, through
+        Redis at ``url``, as ``instance``."""
+        self.instance = instance
+        # Links stored before this moment are history, not news.
+        self.sequencer = sae_cluster.Sequencer(self.store.chain_last())
+        self.cluster = sae_cluster.RedisLink(url, sae_cluster.channel_name(self.store.url), instance,
+                                             self._cluster_hand_over)
+        self.cluster.start()
+        log.info("cluster: instance %s, Redis %s, channel %s", instance, sae_cluster.describe(url),
+                 self.cluster.channel)
+
+    def _cluster_hand_over(self, kind, payload):
+        # On a RedisLink thread: hand over, touch nothing else.
+        self.cluster_heard.append((kind, payload))
+        self.workers.wake()
+
+    def _cluster_news(self):
+        heard = self.cluster_heard
+        while heard:
+            kind, payload = heard.popleft()
+            try:
+                if kind == "event":
+                    self._cluster_event(payload)
+                elif kind == "up":
+                    if self.redis_up is None:
+                        log.info("cluster: listening to the other servers")
+                    elif self.redis_up is False:
+                        log.warning("cluster: Redis is back; reading what the other servers stored meanwhile")
+                    self.redis_up = True
+                    # Whatever was published while this server did not
+                    # listen is in the database.
+                    self._read_chain()
+                elif self.redis_up is not False:
+                    log.error("cluster: Redis unreachable (%s): messages are still stored and delivered to this "
+                              "server's clients; the other servers' are read from the database", payload)
+                    self.redis_up = False
+            except Exception:
+                self._fault(None, "news from the cluster")
+
+    def _cluster_event(self, event):
+        kind = event["t"]
+        if kind == "said":
+            try:
+                link = sae_cluster.event_link(event)
+            except (KeyError, TypeError, ValueError):
+                log.warning("cluster: a malformed link from %s, ignored: it is read from the database", event["i"])
+                return
+            self.sequencer.add(link)
+            self._deliver_links()
+
+    def _deliver_links(self):
+        """Deliver the links that are next in the chain; if some wait for a
+        range no one told this server of, read it from the database soon."""
+        for link in self.sequencer.ready():
+            if link.batch is not None:
+                self._deliver(*link.batch, None)
+            else:
+                self._deliver_remote(link.messages)
+        if self.sequencer.waiting and not self.chain_reading:
+            self.chain_reading = True
+            grace = sae_cluster.GAP_GRACE if self.redis_up else 0.0
+            self.call_at(self.now + grace, self._read_chain)
+
+    def _read_chain(self):
+        """Read the links after the last delivered from the database."""
+        self.chain_reading = True
+        after = self.sequencer.last
+        self.offload("storage", lambda found, error: self._chain_read(after, found, error),
+                     self.store.chain_since, after, sae_cluster.GAP_READ_MAX)
+
+    def _chain_read(self, after, found, error):
+        self.chain_reading = False
+        if error is not None:
+            # Storage is down; the sweep probes it. Try again in a while.
+            self.chain_reading = True
+            self.call_at(self.now + 1.0, self._read_chain)
+            return
+        upto, messages = found
+        # Never past a link of this server's own that waits: its senders'
+        # echoes go with it.
+        waiting = [previous for previous, link in self.sequencer.waiting.items() if link.batch is not None]
+        if waiting and upto > min(waiting):
+            upto = min(waiting)
+            messages = [entry for entry in messages if entry[0].id <= upto]
+        if upto > after:
+            self.sequencer.add(sae_cluster.Link(after, upto, messages))
+        more = len(messages) >= sae_cluster.GAP_READ_MAX
+        self._deliver_links()
+        if more and not self.chain_reading:
+            self._read_chain()
+
+    def _deliver_remote(self, messages):
+        """Messages another server stored, to this server's sessions: runs
+        of one room's messages rendered once per protocol, as _deliver does."""
+        said, said_in = [], None
+        for message, room_id in messages:
+            if message.room is None:
+                if said:
+                    said_in.queue(self._render_said(said_in, said))
+                    said = []
+                targets = set(self.online.get(name_key(message.recipient), ()))
+                targets.update(self.online.get(name_key(message.sender), ()))
+                self._send_private(message, targets)
+                continue
+            room = self.rooms.get(room_key(message.room))
+            if room is None or room.info.id != room_id:
+                continue  # a room no one here is in
+            if said and room is not said_in:
+                said_in.queue(self._render_said(said_in, said))
+                said = []
+            said_in = room
+            said.append((None, message))
+        if said:
+            said_in.queue(self._render_said(said_in, said))
 
     def _render_one(self, room, protocol, message):
         body = message.body if protocol is not proto else v1_text(message.body)
@@ -3023,6 +3173,12 @@ def parse_args(argv):
     parser.add_argument("--irc-guests", action="store_true",
                         default=os.environ.get("SAE_IRC_GUESTS", "").lower() not in ("", "0", "no", "off"),
                         help="let IRC clients that do not log in chat as guests under their nick")
+    parser.add_argument("--cluster", default=environment_default("SAE_CLUSTER", ""),
+                        help="redis://HOST:6379/0 (rediss:// for TLS): serve one chat with the other servers "
+                             "on the same MariaDB --db, through this Redis (pip install 'sae-chat[cluster]')")
+    parser.add_argument("--instance-name", default=environment_default("SAE_INSTANCE_NAME", ""),
+                        help="this server's name in the cluster, in logs and the admin's who "
+                             "(default: host name:port)")
     parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),
                         type=option_type(log_level, "one of " + ", ".join(LOG_LEVELS)),
                         help="one of %s (default INFO)" % ", ".join(LOG_LEVELS))
@@ -3070,11 +3226,21 @@ def main(argv=None):
     except OSError as error:
         log.error("cannot read the admin password file: %s", error)
         return 1
+    if args.cluster:
+        problem = sae_cluster.cluster_problem(args.cluster)
+        if problem:
+            log.error("%s", problem)
+            return 1
     label = describe_url(args.db)
     try:
         store = open_store(args.db)
     except (ValueError, StorageUnavailable) as error:
         log.error("cannot open the database: %s", error)
+        return 1
+    if args.cluster and not store.chained:
+        log.error("--cluster needs a database every server of the cluster can reach (--db mysql://...), "
+                  "not %s", label)
+        store.close()
         return 1
     try:
         irc = sae_ircd.irc_options(args.server_name, args.network_name, args.motd_file, args.irc_guests)
@@ -3096,6 +3262,8 @@ def main(argv=None):
             log.info("IRC port %s:%d, server name %s", server.host, irc_port, irc.server_name)
         if args.admin_socket:
             server.listen_admin(args.admin_socket)
+        if args.cluster:
+            server.start_cluster(args.cluster, args.instance_name or "%s:%d" % (socket.gethostname(), server.port))
         for listener in server.listeners[1:]:
             log.info("listening for %s", listener.describe(server.host))
         # Written once everything is ready: tests and scripts wait for it.

@@ -11,7 +11,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    py_modules=["sae_protocol", "sae_irc", "sae_ircd", "sae_server", "sae_admin", "sae_client_curses"],
+    py_modules=["sae_protocol", "sae_irc", "sae_ircd", "sae_cluster", "sae_server", "sae_admin", "sae_client_curses"],
     # The storage code lives in db/ in the tree; it is installed as sae_db so
     # that it never clashes with another project's top-level "db".
     packages=["sae_db"],
@@ -25,10 +25,13 @@ setup(
     },
     extras_require={
         "mysql": ["mysqlclient>=2.1"],
+        # Several servers sharing MariaDB (--cluster): redis-py, pure Python.
+        "cluster": ["mysqlclient>=2.1", "redis>=4.2"],
         # trustme makes the TLS tests' CAs and certificates (expired ones,
-        # ones for another host) in a line each, on every OpenSSL version.
+        # ones for another host) in a line each, on every OpenSSL version;
+        # redis-py runs the cluster tests' servers.
         "test": ["pytest>=7", "pytest-xdist>=3", "freezegun>=1.2", "hypothesis>=6", "pyte>=0.8",
-                 "trustme>=1.1"],
+                 "trustme>=1.1", "redis>=4.2"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

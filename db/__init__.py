@@ -213,6 +213,28 @@ class Store:
         a room that does not exist any more."""
         raise NotImplementedError
 
+    # A cluster of servers on one database (sae_cluster) stores and reads
+    # messages as a chain of batches; only a database several servers can
+    # reach has these (see mysql/0003_message_chain.sql).
+    chained = False
+
+    def append_chained(self, batch: Sequence[NewMessage]) -> Tuple[int, int, List[Optional[Message]]]:
+        """append_messages, as a link of the chain: (previous, last,
+        stored), where the batch's ids are all those in (previous, last],
+        committed after every id up to ``previous`` and before any after
+        ``last``. ``previous == last`` when nothing was stored."""
+        raise NotImplementedError
+
+    def chain_last(self) -> int:
+        """The highest id of the chain: every id up to it is committed."""
+        raise NotImplementedError
+
+    def chain_since(self, after: int, count: int) -> Tuple[int, List[Tuple[Message, Optional[int]]]]:
+        """(upto, [(message, room id or None)]): every stored message with
+        an id in (after, upto], oldest first; ``upto`` is the chain's last
+        id, or the last message's when ``count`` of them came back."""
+        raise NotImplementedError
+
     def room_history(self, count: int, before: Optional[int] = None,
                      after: Optional[int] = None, room_id: Optional[int] = None) -> List[Message]:
         """A room's messages, oldest first: the last ``count`` (before

@@ -75,6 +75,15 @@ DELETE_MEMBERSHIPS = sql.for_mysql(sql.DELETE_MEMBERSHIPS)
 UNNAME_ROOM = sql.for_mysql(sql.UNNAME_ROOM)
 DELETE_ROOM_MESSAGES = sql.for_mysql(sql.DELETE_ROOM_MESSAGES)
 DELETE_ROOM = sql.for_mysql(sql.DELETE_ROOM)
+# The chain of batches, for a cluster of servers (see mysql/0003_message_chain.sql).
+LOCK_CHAIN = "SELECT last_id FROM message_chain WHERE id = 1 FOR UPDATE"
+EXTEND_CHAIN = "UPDATE message_chain SET last_id = %s WHERE id = 1"
+CHAIN_LAST = "SELECT last_id FROM message_chain WHERE id = 1"
+CHAINED_MESSAGES = ("SELECT m.id, m.created_at, s.name, r.name, m.body, g.name, m.room_id FROM messages m"
+                    " JOIN users s ON s.id = m.sender_id"
+                    " LEFT JOIN users r ON r.id = m.recipient_id"
+                    " LEFT JOIN rooms g ON g.id = m.room_id"
+                    " WHERE m.id > %s AND m.id <= %s ORDER BY m.id LIMIT %s")
 
 _SESSION_SQL = [
     # DATETIME is not converted by time_zone, but NOW() and friends are:
@@ -163,6 +172,8 @@ def _connection_lost(error: Exception) -> bool:
 
 
 class MySQLStore(Store):
+    chained = True
+
     def __init__(self, url: str):
         self.url = url
         self.where = describe_url(url)
@@ -407,39 +418,72 @@ class MySQLStore(Store):
     def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
         if not batch:
             return []
+        return self._run(self._store_batch, batch)
+
+    def append_chained(self, batch: Sequence[NewMessage]) -> Tuple[int, int, List[Optional[Message]]]:
+        def insert(cursor):
+            # The lock on the chain's row is held until COMMIT: no other
+            # server takes an id until this batch's are committed.
+            cursor.execute(LOCK_CHAIN)
+            previous = cursor.fetchone()[0]
+            stored = self._store_batch(cursor, batch)
+            last = max((m.id for m in stored if m is not None), default=previous)
+            if last != previous:
+                cursor.execute(EXTEND_CHAIN, (last,))
+            return previous, last, stored
+        return self._run(insert)
+
+    def chain_last(self) -> int:
+        return self._select(CHAIN_LAST)[0][0]
+
+    def chain_since(self, after: int, count: int) -> Tuple[int, List[Tuple[Message, Optional[int]]]]:
+        def select(cursor):
+            # One snapshot (REPEATABLE READ) for both reads: every id up to
+            # the chain's last is committed in it.
+            cursor.execute(CHAIN_LAST)
+            last = cursor.fetchone()[0]
+            cursor.execute(CHAINED_MESSAGES, (after, last, count))
+            found = [(self._message(row[:6]), row[6]) for row in cursor.fetchall()]
+            if len(found) == count:
+                last = found[-1][0].id
+            return max(last, after), found
+        return self._run(select)
+
+    def _store_batch(self, cursor, batch):
+        """Insert the batch (see Store.append_messages) in the transaction."""
+        if not batch:
+            return []
         keys = {name_key(m.recipient) for m in batch if m.recipient is not None}
         room_ids = {m.room_id for m in batch if m.recipient is None}
-        rows = [(m.sender_id, m.recipient, m.body, _to_datetime(m.created_at)) for m in batch]
-
-        def insert(cursor):
-            recipients: Dict[str, Tuple[int, str]] = {}
-            if keys:
-                cursor.execute("SELECT id, name, name_key FROM users WHERE name_key IN (%s)"
-                               % ", ".join(["%s"] * len(keys)), sorted(keys))
-                recipients = {key: (user_id, name) for user_id, name, key in cursor.fetchall()}
-            rooms = self._rooms_for(cursor, room_ids)
-            stored: List[Optional[Message]] = []
-            values = []  # (sender_id, recipient_id, room_id, body, created_at) to insert
-            for message, (sender_id, recipient, body, moment) in zip(batch, rows):
-                recipient_id = room_id = room = None
-                if recipient is not None:
-                    found = recipients.get(name_key(recipient))
-                    if found is None:
-                        stored.append(None)
-                        continue
-                    recipient_id, recipient = found
-                else:
-                    target = rooms.get(message.room_id)
-                    if target is None:
-                        stored.append(None)  # the room was deleted meanwhile
-                        continue
-                    room_id, room = target
-                values.append((sender_id, recipient_id, room_id, body, moment))
-                stored.append(Message(0, _to_text(moment), message.sender, recipient, body, room))
-            ids = self._insert_messages(cursor, values)
-            next_id = iter(ids)
-            return [m._replace(id=next(next_id)) if m is not None else None for m in stored]
-        return self._run(insert)
+        recipients: Dict[str, Tuple[int, str]] = {}
+        if keys:
+            cursor.execute("SELECT id, name, name_key FROM users WHERE name_key IN (%s)"
+                           % ", ".join(["%s"] * len(keys)), sorted(keys))
+            recipients = {key: (user_id, name) for user_id, name, key in cursor.fetchall()}
+        rooms = self._rooms_for(cursor, room_ids)
+        stored: List[Optional[Message]] = []
+        values = []  # (sender_id, recipient_id, room_id, body, created_at) to insert
+        for message in batch:
+            moment = _to_datetime(message.created_at)
+            recipient_id = room_id = room = None
+            recipient = message.recipient
+            if recipient is not None:
+                found = recipients.get(name_key(recipient))
+                if found is None:
+                    stored.append(None)
+                    continue
+                recipient_id, recipient = found
+            else:
+                target = rooms.get(message.room_id)
+                if target is None:
+                    stored.append(None)  # the room was deleted meanwhile
+                    continue
+                room_id, room = target
+            values.append((message.sender_id, recipient_id, room_id, message.body, moment))
+            stored.append(Message(0, _to_text(moment), message.sender, recipient, message.body, room))
+        ids = self._insert_messages(cursor, values)
+        next_id = iter(ids)
+        return [m._replace(id=next(next_id)) if m is not None else None for m in stored]
 
     @staticmethod
     def _rooms_for(cursor, room_ids):

@@ -150,7 +150,7 @@ def test_an_upgraded_store_keeps_every_account_ban_and_message(db_url):
         store.close()
     versions = OldDatabase(db_url)
     try:
-        assert versions.run("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,)]
+        assert versions.run("SELECT version FROM schema_version ORDER BY version") == [(1,), (2,), (3,)]
     finally:
         versions.close()
 

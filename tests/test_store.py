@@ -742,7 +742,7 @@ def test_both_backends_have_the_same_schema(tmp_path, mysql_url):
         open_store(url).close()
     assert columns(sqlite_url) == columns(mysql_url)
     assert latest_version("sqlite") == latest_version("mysql")
-    assert set(columns(sqlite_url)) == {"users", "messages", "rooms", "memberships", "schema_version"}
+    assert set(columns(sqlite_url)) == {"users", "messages", "rooms", "memberships", "message_chain", "schema_version"}
 
 
 # -- MySQL only: types, outages, secrets ----------------------------------
@@ -752,7 +752,8 @@ def test_mysql_tables_are_innodb_utf8mb4(mysql_url):
     database = urlsplit(mysql_url).path.strip("/")
     rows = query(mysql_url, "SELECT table_name, engine, table_collation FROM information_schema.tables"
                             " WHERE table_schema = '%s'" % database)
-    assert {name for name, _, _ in rows} == {"users", "messages", "rooms", "memberships", "schema_version"}
+    assert {name for name, _, _ in rows} == {"users", "messages", "rooms", "memberships", "message_chain",
+                                             "schema_version"}
     for name, engine, collation in rows:
         assert engine == "InnoDB" and collation.startswith("utf8mb4_"), (name, engine, collation)
 

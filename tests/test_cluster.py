@@ -1,0 +1,261 @@
+"""Several sae-server instances sharing one MariaDB database and one Redis
+(issue 16): real server processes on loopback, a real MariaDB, a Redis
+server of the test's own (started on a free port, so that a test can stop
+and restart it), clients spread across the instances.
+
+What every test checks is what a user sees: every client, on any instance,
+gets the messages of a room in the same order, with strictly increasing
+ids, each once, whatever failed meanwhile."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import TIMEOUT, LineClient, ServerProcess
+from sae_cluster import Link, Sequencer
+from sae_db import Message
+
+MSG = re.compile(r"MSG (\d+) \S+ (\S+) (.*)")
+
+
+# -- the Sequencer, without sockets -------------------------------------------
+
+def said(first, last, sender="alice"):
+    return Link(first - 1, last, [(Message(i, "t", sender, None, "m%d" % i, "#general"), 1)
+                                  for i in range(first, last + 1)])
+
+
+def ids(links):
+    return [message.id for link in links for message, _ in link.messages]
+
+
+def test_links_go_out_in_chain_order_whatever_order_they_come_in():
+    sequencer = Sequencer(10)
+    sequencer.add(said(16, 20))
+    assert ids(sequencer.ready()) == [] and sequencer.gap() == (10, 15)
+    sequencer.add(said(11, 15))
+    assert ids(sequencer.ready()) == list(range(11, 21))
+    assert sequencer.gap() is None and sequencer.last == 20
+
+
+def test_a_range_read_from_the_database_and_heard_later_goes_out_once():
+    sequencer = Sequencer(0)
+    sequencer.add(said(6, 8))
+    sequencer.add(said(1, 5))  # read from the database: 1 to 5
+    assert ids(sequencer.ready()) == [1, 2, 3, 4, 5, 6, 7, 8]
+    sequencer.add(said(1, 3))  # the publications arrive after all
+    sequencer.add(said(4, 5))
+    sequencer.add(said(3, 9))  # overlaps: only 9 is news
+    assert ids(sequencer.ready()) == [9]
+
+
+def test_a_link_with_holes_in_its_ids_covers_its_whole_range():
+    # Ids burnt by a transaction that rolled back never come: the chain says
+    # the range is whole.
+    sequencer = Sequencer(0)
+    link = Link(0, 10, [(Message(3, "t", "a", None, "x", "#general"), 1)])
+    sequencer.add(link)
+    assert ids(sequencer.ready()) == [3] and sequencer.last == 10
+
+
+# -- real instances -----------------------------------------------------------
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, in a temporary
+    directory, that the test can stop and start again on the same port."""
+
+    def __init__(self, tmp_path):
+        program = shutil.which("redis-server")
+        if program is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed (.ci/run installs it)", pytrace=False)
+            pytest.skip("redis-server is not installed (apt install redis-server)")
+        self.program = program
+        self.dir = tmp_path / "redis"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.proc = None
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling a process that is starting: there is nothing to wait on
+        raise AssertionError("redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, mysql_url, redis_server):
+    """make(n): n instances on one database and one Redis, each listening to
+    the others."""
+    started = []
+
+    def make(count):
+        for _ in range(count):
+            folder = tmp_path / ("instance%d" % (len(started) + 1))
+            folder.mkdir()
+            instance = ServerProcess(folder, "--cluster", redis_server.url,
+                                     "--instance-name", "s%d" % (len(started) + 1), db_url=mysql_url)
+            instance.start()
+            instance.wait_log(r".*cluster: listening to the other servers")
+            started.append(instance)
+        return started
+
+    yield make
+    for instance in started:
+        instance.stop()
+
+
+def login(instance, name, register=False):
+    client = instance.client()
+    if register:
+        client.register(name)
+    client.login(name)
+    return client
+
+
+def messages(client, count, timeout=TIMEOUT):
+    """The next ``count`` MSG lines as (id, sender, text)."""
+    found = []
+    while len(found) < count:
+        match = MSG.match(client.next(timeout))
+        if match:
+            found.append((int(match.group(1)), match.group(2), match.group(3)))
+    return found
+
+
+def test_every_client_on_every_instance_sees_one_order(cluster):
+    instances = cluster(3)
+    names = ["alice", "bob", "carol"]
+    senders = [login(instance, name, register=True) for instance, name in zip(instances, names)]
+    readers = [login(instance, "reader%d" % n, register=True) for n, instance in enumerate(instances)]
+    each = 60
+
+    def say_all(client, name):
+        client.send_raw(b"".join(b"SAY %s %d\n" % (name.encode(), n) for n in range(each)))
+
+    threads = [threading.Thread(target=say_all, args=(client, name)) for client, name in zip(senders, names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seen = [messages(reader, each * 3) for reader in readers]
+    assert seen[0] == seen[1] == seen[2]
+    order = [message_id for message_id, _, _ in seen[0]]
+    assert order == sorted(set(order)), "ids strictly increasing, each once"
+    for name in names:  # each sender's own messages in the order it said them
+        assert [text for _, sender, text in seen[0] if sender == name] == ["%s %d" % (name, n) for n in range(each)]
+    # The senders see the same stream as everyone.
+    for sender in senders:
+        assert messages(sender, each * 3) == seen[0]
+
+
+def test_a_client_that_moves_to_another_instance_gets_exactly_what_it_missed(cluster):
+    first, second = cluster(2)
+    alice = login(first, "alice", register=True)
+    bob = login(second, "bob", register=True)
+    alice.send("SAY before")
+    [(last_seen, _, _)] = messages(bob, 1)
+    bob.close()
+    for n in range(5):
+        alice.send("SAY missed %d" % n)
+    missed = messages(alice, 6)[1:]
+    bob = LineClient(first.port)
+    bob.login("bob")
+    bob.send("HISTORY 100 after=%d" % last_seen)
+    found = [line for line in bob.lines_until(r"OK HISTORY") if line.startswith("MSG ")]
+    assert [MSG.match(line).group(3) for line in found] == ["missed %d" % n for n in range(5)]
+    assert [int(MSG.match(line).group(1)) for line in found] == [message_id for message_id, _, _ in missed]
+
+
+def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, redis_server):
+    first, second = cluster(2)
+    alice = login(first, "alice", register=True)
+    carol = login(first, "carol", register=True)
+    bob = login(second, "bob", register=True)
+    alice.send("SAY before")
+    assert [text for _, _, text in messages(bob, 1)] == ["before"]
+
+    redis_server.stop()
+    for instance in (first, second):
+        instance.wait_log(r".*ERROR cluster: Redis unreachable")
+    for n in range(5):
+        alice.send("SAY during %d" % n)
+    # Stored and delivered on the instance it was said on.
+    assert [text for _, _, text in messages(carol, 6)][1:] == ["during %d" % n for n in range(5)]
+    bob.send("SAY bob, alone")  # stored on the second, whose chain now has a gap
+    assert [text for _, _, text in messages(bob, 6)] == ["during %d" % n for n in range(5)] + ["bob, alone"]
+
+    redis_server.start()
+    for instance in (first, second):
+        instance.wait_log(r".*WARNING cluster: Redis is back")
+    alice.send("SAY after")
+    assert [text for _, _, text in messages(bob, 1)] == ["after"]
+    assert [text for _, _, text in messages(carol, 2)] == ["bob, alone", "after"]
+    for instance in (first, second):
+        assert sum("Redis unreachable" in line for line in instance.log) == 1, "logged once"
+
+
+def test_kill_9_of_an_instance_loses_nothing_it_acknowledged(cluster):
+    first, second, third = cluster(3)
+    alice = login(second, "alice", register=True)
+    readers = [login(first, "bob", register=True), login(third, "carol", register=True)]
+    acknowledged = []
+    for n in range(20):
+        alice.send("SAY %d" % n)
+        acknowledged.append(messages(alice, 1)[0])
+    alice.send_raw(b"".join(b"SAY unacknowledged %d\n" % n for n in range(50)))
+    second.proc.send_signal(signal.SIGKILL)
+    second.proc.wait()
+    # alice's client moves to another instance; whatever of her burst was
+    # stored before the kill is in everyone's history, and what a reader
+    # saw live is that history's order.
+    alice = LineClient(first.port)
+    alice.login("alice")
+    alice.send("SAY back on the first")
+    for reader in readers:
+        seen = []
+        while not seen or seen[-1][2] != "back on the first":
+            seen += messages(reader, 1)
+        assert seen[:20] == acknowledged
+        order = [message_id for message_id, _, _ in seen]
+        assert order == sorted(set(order))
+        reader.send("HISTORY 100")
+        history = [MSG.match(line) for line in reader.lines_until(r"OK HISTORY") if line.startswith("MSG ")]
+        assert [(int(m.group(1)), m.group(2), m.group(3)) for m in history] == seen
