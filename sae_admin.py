@@ -256,7 +256,7 @@ def admin_ban(server, link, rest):
     def stored(found):
         if not found:
             return link.answer("no such account: %s" % name)
-        ended = server.end_account(name, lambda session: session.protocol.format_banned(reason), "banned")
+        ended = server.banned(name, reason)
         log.info("operator banned %s: %s", name, reason)
         link.answer("banned %s (%d session%s closed)" % (name, ended, "" if ended == 1 else "s"))
     ask_store(server, link, "ban " + name, stored, server.store.set_ban, name, reason, server.timestamp())
@@ -321,16 +321,27 @@ def admin_who(server, link, rest):
         session.name or "-", session.address, duration(now - session.connected_at),
         duration(now - session.last_heard), ", " + session_rooms(server, session) if session.account else "")
         for session in server.sessions.values()]
-    link.answer("\n".join(lines + ["%d connection%s, %d online" % (
-        len(lines), "" if len(lines) == 1 else "s", len(server.online))]))
+    total = "%d connection%s, %d online" % (len(lines), "" if len(lines) == 1 else "s", len(server.online))
+    if server.cluster is not None:
+        # The other servers' accounts, by server: where to look for them.
+        for instance, peer in sorted(server.elsewhere.items()):
+            lines.extend("%s on %s" % (name, instance) for name in sorted(peer.accounts.values()))
+        total += " here (%s), %d in the cluster" % (server.instance, len(server.online_names()))
+    link.answer("\n".join(lines + [total]))
 
 
 def admin_stats(server, link, rest):
     if rest:
         return admin_usage(link, "stats", "no arguments")
-    link.answer("%s; %d connections, %d online, %d storage jobs in flight" % (
+    cluster = ""
+    if server.cluster is not None:
+        others = sorted(server.elsewhere)
+        cluster = "; instance %s, Redis %s, %d other server%s: %s" % (
+            server.instance, {True: "up", False: "DOWN", None: "not yet reached"}[server.redis_up],
+            len(others), "" if len(others) == 1 else "s", ", ".join(others) or "-")
+    link.answer("%s; %d connections, %d online, %d storage jobs in flight%s" % (
         server.counters.describe(server.now), len(server.sessions), len(server.online),
-        server.workers.storage_jobs))
+        server.workers.storage_jobs, cluster))
 
 
 def admin_say(server, link, rest):
@@ -339,8 +350,7 @@ def admin_say(server, link, rest):
     problem = text_problem(rest, proto.format_info(rest))
     if problem:
         return admin_usage(link, "say", problem)
-    server.everyone.send(lambda protocol: protocol.format_info(rest))
-    said_to = len(server.everyone)
+    said_to = server.operator_say(rest)
     link.answer("said to %d session%s" % (said_to, "" if said_to == 1 else "s"))
 
 

@@ -106,6 +106,20 @@ class Sequencer:
         return self.last, min(self.waiting)
 
 
+class Peer:
+    """Another server of the cluster, as this one knows it: when it was
+    last heard of, and the accounts online on it."""
+
+    def __init__(self, heard_at: float):
+        self.heard_at = heard_at
+        self.accounts: Dict[str, str] = {}  # name_key -> name
+
+
+class Someone(NamedTuple):
+    """An account known by its name only: one online on another server."""
+    name: str
+
+
 # -- the events on the wire ----------------------------------------------------
 # One JSON object per publication: "i" the instance that sent it, "t" what it
 # is. Messages travel as lists, the fields of Message then the room id.

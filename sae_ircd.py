@@ -804,9 +804,7 @@ def set_topic(server, session, room, topic):
         return
     if info is None:
         return
-    if server.rooms.get(room_key(info.name)) is room:
-        room.info = info
-    sent = server.room_event(room, render_topic(info))
+    sent = server.topic_changed(room, info)
     if session not in sent:
         server.reply(session, render_topic(info)(session.protocol))
 

@@ -68,7 +68,7 @@ import sae_cluster
 import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
-from sae_db import DEFAULT_ROOM, NewMessage, StorageUnavailable, describe_url, name_key, open_store
+from sae_db import DEFAULT_ROOM, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
 from sae_protocol import room_key
 
 log = logging.getLogger("sae-server")
@@ -977,6 +977,8 @@ class Server:
         self.cluster_heard = collections.deque()  # (kind, payload) from the RedisLink's threads
         self.redis_up = None  # None until the first subscription
         self.chain_reading = False  # a read of missed links is due or under way
+        self.elsewhere = {}  # instance name -> sae_cluster.Peer: the other servers heard of
+        self.next_beat = 0.0
         # The session (or operator's AdminLink) whose command or completion
         # runs now, as asyncio keeps a callback's context: work it offloads
         # is charged to it, so that a failing completion costs that session.
@@ -1344,6 +1346,7 @@ class Server:
         if self.console is not None:
             self.console.end()
         if self.cluster is not None:
+            self.relay("gone")
             self.cluster.close()
         self.workers.close(self.store)
         self.selector.close()
@@ -1976,7 +1979,9 @@ class Server:
             for room in self.account_rooms.pop(key):
                 room.accounts.discard(key)
             name = session.account.name
-            self.everyone.send(lambda protocol: protocol.format_leave(name, reason))
+            if not self.online_elsewhere(key):
+                self.everyone.send(lambda protocol: protocol.format_leave(name, reason))
+            self.relay("off", n=name, r=reason)
 
     def sweep(self):
         """Once a second: pings, ping and login timeouts, closing sockets."""
@@ -2002,6 +2007,8 @@ class Server:
             self.offload("storage", lambda result, error: None, self.store.ping)
         # Kicks and strikes that have run out are forgotten here.
         self.guards.forget_old(now)
+        if self.cluster is not None:
+            self._cluster_sweep()
 
     # -- moderation --
 
@@ -2010,6 +2017,10 @@ class Server:
         measured on the monotonic clock. Returns how many sessions ended."""
         self.guards.kick(name, self.now + seconds)
         log.info("operator kicked %s for %ds: %s", name, seconds, reason)
+        self.relay("kick", n=name, s=seconds, r=reason)
+        return self._kicked(name, seconds, reason)
+
+    def _kicked(self, name, seconds, reason):
         return self.end_account(name, lambda session: (
             sae_ircd.kicked_lines(self, session, seconds, reason) if session.__class__ is IrcSession
             else proto.format_kicked(seconds, reason)), "kicked")
@@ -2019,7 +2030,24 @@ class Server:
         left = self.guards.unkick(name, self.now)
         if left:
             log.info("operator lifted the kick of %s (%ds left)", name, left)
+        self.relay("unkick", n=name)
         return left
+
+    def banned(self, name, reason):
+        """The account's ban is stored: its sessions end, on every server."""
+        self.relay("ban", n=name, r=reason)
+        return self.end_account(name, lambda session: session.protocol.format_banned(reason), "banned")
+
+    def operator_say(self, text):
+        """The operator's announcement to everyone online, on every server."""
+        self.relay("say", x=text)
+        self.everyone.send(lambda protocol: protocol.format_info(text))
+        return len(self.everyone)
+
+    def login_failed(self, ip, key):
+        """A LOGIN failed (its strikes are counted already, see login_steps):
+        the other servers count it too."""
+        self.relay("failed", a=ip, k=key)
 
     def end_account(self, name, last_line, leave_reason):
         """Close every session of the account; ``last_line`` is bytes, or
@@ -2040,8 +2068,11 @@ class Server:
         key = name_key(account.name)
         rooms = self.account_rooms.get(key)
         if rooms is None:
-            # Everyone else hears of the account's first session only.
-            self.everyone.send(lambda protocol: protocol.format_join(account.name))
+            # Everyone else hears of the account's first session only (in a
+            # cluster: on any server).
+            if not self.online_elsewhere(key):
+                self.everyone.send(lambda protocol: protocol.format_join(account.name))
+            self.relay("on", n=account.name)
             # While the account is online its rooms are kept here, changed
             # as its JOINs and PARTs are stored; so only its first session's
             # read counts. A room deleted since the read is left out.
@@ -2079,10 +2110,12 @@ class Server:
         self.send_each(sessions, render)
         return sessions
 
-    def joined(self, room, account, announce=True):
+    def joined(self, room, account, announce=True, relay=True):
         """The account's JOIN of the room is stored: every session of it
         is in the room, and (``announce``) the members hear of it, its own
         sessions too; the sessions that heard."""
+        if relay:
+            self.relay("joined", room=list(room.info), n=account.name, j=announce)
         key = name_key(account.name)
         rooms = self.account_rooms.get(key)
         if rooms is not None:  # else it is offline by now: its next LOGIN reads it
@@ -2095,9 +2128,11 @@ class Server:
             return []
         return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name))
 
-    def parted(self, room, account, reason):
+    def parted(self, room, account, reason, relay=True):
         """The account's PART of the room is stored: the members hear of it
         (its own sessions too), then its sessions are out of the room."""
+        if relay:
+            self.relay("parted", room=list(room.info), n=account.name, r=reason)
         sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason))
         key = name_key(account.name)
         rooms = self.account_rooms.get(key)
@@ -2128,9 +2163,20 @@ class Server:
             room = self.rooms[key] = Room(info, self.flushes)
         return room
 
-    def room_deleted(self, info, reason):
+    def topic_changed(self, room, info, relay=True):
+        """The room's new topic is stored (``info``): its members hear of
+        it; the sessions that heard."""
+        if relay:
+            self.relay("topic", room=list(info))
+        if self.rooms.get(room_key(info.name)) is room:
+            room.info = info
+        return self.room_event(room, render_topic(info))
+
+    def room_deleted(self, info, reason, relay=True):
         """The operator's deletion of the room is stored: its members
         online hear of it and are out of it. How many accounts that was."""
+        if relay:
+            self.relay("deleted", room=list(info), r=reason)
         key = room_key(info.name)
         room = self.rooms.get(key)
         if room is None or room.info.id != info.id:
@@ -2149,7 +2195,19 @@ class Server:
         return online
 
     def online_names(self):
-        return [sessions[0].account.name for sessions in self.online.values()]
+        names = [sessions[0].account.name for sessions in self.online.values()]
+        if self.elsewhere:
+            seen = set(self.online)
+            for peer in self.elsewhere.values():
+                for key, name in peer.accounts.items():
+                    if key not in seen:
+                        seen.add(key)
+                        names.append(name)
+        return names
+
+    def online_elsewhere(self, key):
+        """Whether the account is online on another server of the cluster."""
+        return any(key in peer.accounts for peer in self.elsewhere.values())
 
     def kick_left(self, name) -> int:
         """Seconds left of a kick on the account, 0 if none."""
@@ -2324,8 +2382,13 @@ class Server:
                         log.warning("cluster: Redis is back; reading what the other servers stored meanwhile")
                     self.redis_up = True
                     # Whatever was published while this server did not
-                    # listen is in the database.
+                    # listen is in the database; who is online where, the
+                    # other servers say again.
                     self._read_chain()
+                    self.relay("hello")
+                    self.relay("beat", c=len(self.online))
+                    for peer in self.elsewhere.values():
+                        peer.heard_at = self.now  # not their fault
                 elif self.redis_up is not False:
                     log.error("cluster: Redis unreachable (%s): messages are still stored and delivered to this "
                               "server's clients; the other servers' are read from the database", payload)
@@ -2333,16 +2396,124 @@ class Server:
             except Exception:
                 self._fault(None, "news from the cluster")
 
+    def relay(self, kind, **fields):
+        """Tell the other servers of the cluster, if there is one."""
+        if self.cluster is not None:
+            self.cluster.publish(sae_cluster.encode(self.instance, kind, **fields))
+
     def _cluster_event(self, event):
-        kind = event["t"]
+        """What another server said (see sae_cluster for the events)."""
+        kind, instance = event["t"], event["i"]
+        peer = self.elsewhere.get(instance)
+        if peer is None:
+            if kind == "gone":
+                return
+            peer = self.elsewhere[instance] = sae_cluster.Peer(self.now)
+            log.info("cluster: %s joined", instance)
+            # What it said before this server heard of it: its roster.
+            self.relay("hello", to=instance)
+        peer.heard_at = self.now
         if kind == "said":
             try:
                 link = sae_cluster.event_link(event)
             except (KeyError, TypeError, ValueError):
-                log.warning("cluster: a malformed link from %s, ignored: it is read from the database", event["i"])
+                log.warning("cluster: a malformed link from %s, ignored: it is read from the database", instance)
                 return
             self.sequencer.add(link)
             self._deliver_links()
+        elif kind == "on":
+            self._online_elsewhere(peer, {name_key(event["n"]): event["n"]}, {})
+        elif kind == "off":
+            key = name_key(event["n"])
+            if key in peer.accounts:
+                self._online_elsewhere(peer, {}, {key: event["n"]}, event.get("r", ""))
+        elif kind == "beat":
+            if event.get("c") != len(peer.accounts):
+                self.relay("hello", to=instance)  # an "on" or "off" was missed
+        elif kind == "hello":
+            if event.get("to") in (None, self.instance):
+                self.relay("roster", names=[sessions[0].account.name for sessions in self.online.values()],
+                           kicks={key: left for key in list(self.guards.kicks)
+                                  if (left := self.guards.kick_left(key, self.now))})
+        elif kind == "roster":
+            now_on = {name_key(name): name for name in event["names"]}
+            self._online_elsewhere(peer, {key: name for key, name in now_on.items() if key not in peer.accounts},
+                                   {key: name for key, name in peer.accounts.items() if key not in now_on})
+            for key, left in event.get("kicks", {}).items():
+                if self.guards.kick_left(key, self.now) < left:
+                    self.guards.kick(key, self.now + left)
+        elif kind == "gone":
+            self._peer_gone(instance, "left the cluster")
+        elif kind == "kick":
+            self.guards.kick(event["n"], self.now + event["s"])
+            self._kicked(event["n"], event["s"], event["r"])
+        elif kind == "unkick":
+            self.guards.unkick(event["n"], self.now)
+        elif kind == "ban":
+            self.end_account(event["n"], lambda session: session.protocol.format_banned(event["r"]), "banned")
+        elif kind == "say":
+            self.everyone.send(lambda protocol: protocol.format_info(event["x"]))
+        elif kind == "failed":
+            self.guards.login_started(event["a"], event["k"], self.now)
+        elif kind in ("joined", "parted", "topic", "deleted"):
+            self._room_news(kind, event)
+
+    def _room_news(self, kind, event):
+        """A change to a room that another server stored."""
+        info = RoomInfo(*event["room"])
+        if kind == "deleted":
+            self.room_deleted(info, event["r"], relay=False)
+            return
+        room = self.rooms.get(room_key(info.name))
+        if kind == "joined":
+            room = self.make_room(info)
+            self.joined(room, sae_cluster.Someone(event["n"]), announce=event["j"], relay=False)
+        elif room is None or room.info.id != info.id:
+            return  # a room this server does not know (yet): nothing here to change
+        elif kind == "parted":
+            self.parted(room, sae_cluster.Someone(event["n"]), event["r"], relay=False)
+        else:
+            self.topic_changed(room, info, relay=False)
+
+    def _online_elsewhere(self, peer, came, left, reason="gone"):
+        """Accounts came online (``came``) or went offline (``left``) on
+        another server ({name_key: name}): the sessions here hear of those
+        that are online nowhere else, as of an account's first and last
+        session on a single server."""
+        for key, name in came.items():
+            if key not in self.online and not self.online_elsewhere(key):
+                self.everyone.send(lambda protocol, name=name: protocol.format_join(name))
+            peer.accounts[key] = name
+        for key, name in left.items():
+            peer.accounts.pop(key, None)
+            if key not in self.online and not self.online_elsewhere(key):
+                self.everyone.send(lambda protocol, name=name: protocol.format_leave(name, reason))
+
+    def _peer_gone(self, instance, why):
+        peer = self.elsewhere.pop(instance, None)
+        if peer is None:
+            return
+        log.warning("cluster: %s %s; its %d account%s online are offline", instance, why, len(peer.accounts),
+                    "" if len(peer.accounts) == 1 else "s")
+        left, peer.accounts = peer.accounts, {}
+        self._online_elsewhere(peer, {}, left, "server gone")
+        # A server killed between a COMMIT and its publication told no one
+        # of that link: the database has it.
+        if not self.chain_reading:
+            self._read_chain()
+
+    def _cluster_sweep(self):
+        """Once a second, in a cluster: say this server is alive, and
+        forget the servers not heard of for the ping timeout."""
+        if self.redis_up is not True:
+            return  # no one hears, and no one could be heard
+        if self.now >= self.next_beat:
+            # Three beats at least within the ping timeout: one lost is no death.
+            self.next_beat = self.now + min(sae_cluster.BEAT_INTERVAL, self.limits.ping_timeout / 3)
+            self.relay("beat", c=len(self.online))
+        for instance, peer in list(self.elsewhere.items()):
+            if self.now - peer.heard_at > self.limits.ping_timeout:
+                self._peer_gone(instance, "silent for %ds" % (self.now - peer.heard_at))
 
     def _deliver_links(self):
         """Deliver the links that are next in the chain; if some wait for a
@@ -2627,6 +2798,8 @@ def login_steps(server, session, name, password, history_count=0):
         correct = yield hashing(verify_password, typed, account.password_hash)
     if not correct or account is None:
         log.info("%s failed to log in as %s", session.address, name)
+        if not session.exempt:
+            server.login_failed(session.ip, key)
         # Answered at the same moment whether or not the name exists and
         # whatever the cost its hash was made with (--scrypt-n changes).
         yield until(started + server.limits.login_failure_delay)
@@ -2892,9 +3065,7 @@ def cmd_topic(server, session, name, text):
     if info is None:  # deleted meanwhile
         server.reply(session, refusal(proto.not_in_room(name)))
         return
-    if server.rooms.get(room_key(info.name)) is room:
-        room.info = info
-    sent = server.room_event(room, render_topic(info))
+    sent = server.topic_changed(room, info)
     if session not in sent:  # its account left the room meanwhile: the line is still its answer
         server.reply(session, render_topic(info)(session.protocol))
     server.reply(session, proto.format_ok("TOPIC", info.name))

@@ -259,3 +259,167 @@ def test_kill_9_of_an_instance_loses_nothing_it_acknowledged(cluster):
         reader.send("HISTORY 100")
         history = [MSG.match(line) for line in reader.lines_until(r"OK HISTORY") if line.startswith("MSG ")]
         assert [(int(m.group(1)), m.group(2), m.group(3)) for m in history] == seen
+
+
+# -- presence and moderation, cluster-wide --------------------------------------
+
+def in_step(speaker, *listeners):
+    """Wait until everything the speaker's instance published so far has
+    been taken in by the listeners' instances: Redis hands a subscriber
+    what it publishes in the order it received it, so once a message said
+    now reaches a listener, so has everything before it."""
+    marker = "in step %f" % time.monotonic()
+    speaker.send("SAY " + marker)
+    for listener in listeners:
+        listener.expect(r"MSG \d+ \S+ \S+ %s$" % re.escape(marker))
+
+def test_who_shows_everyone_online_on_any_instance(cluster):
+    first, second, third = cluster(3)
+    alice = login(first, "alice", register=True)
+    bob = login(second, "bob", register=True)
+    alice.expect(r"JOIN bob$")  # bob's login, heard of on the first instance
+    carol = login(third, "carol", register=True)
+    in_step(alice, carol)
+    carol.send("WHO")
+    assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "bob", "carol"]
+    bob.send("QUIT")
+    bob.expect_closed()
+    alice.expect(r"LEAVE bob")
+    carol.expect(r"LEAVE bob")
+    carol.send("WHO")
+    assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "carol"]
+
+
+def test_an_instance_killed_has_its_users_dropped_within_the_ping_timeout(tmp_path, mysql_url, redis_server):
+    instances = []
+    try:
+        for number in (1, 2):
+            folder = tmp_path / ("s%d" % number)
+            folder.mkdir()
+            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
+                                     "--ping-timeout", "3", db_url=mysql_url).start()
+            instance.wait_log(r".*cluster: listening to the other servers")
+            instances.append(instance)
+        alice = login(instances[0], "alice", register=True)
+        login(instances[1], "bob", register=True)
+        alice.expect(r"JOIN bob$")
+        instances[1].proc.send_signal(signal.SIGKILL)
+        instances[1].proc.wait()
+        assert alice.expect(r"LEAVE bob (.*)").group(1) == "server gone"
+        instances[0].wait_log(r".*WARNING cluster: s2 silent for \ds; its 1 account online are offline")
+        alice.send("WHO")
+        assert alice.expect(r"USERS \d+ ?(.*)").group(1).split() == ["alice"]
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
+def admin(instance, *command):
+    import sys
+    return subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", instance.admin_socket]
+                          + list(command), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def operated(tmp_path, mysql_url, redis_server):
+    """Two instances, the first with an admin socket (``admin_socket``)."""
+    instances = []
+    for number in (1, 2):
+        folder = tmp_path / ("s%d" % number)
+        folder.mkdir()
+        extra = ["--admin-socket", str(folder / "admin.sock")] if number == 1 else []
+        instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
+                                 "--login-failures", "2", "--exempt", "", *extra, db_url=mysql_url)
+        instance.admin_socket = str(folder / "admin.sock")
+        instance.start()
+        instance.wait_log(r".*cluster: listening to the other servers")
+        instances.append(instance)
+    yield instances
+    for instance in instances:
+        instance.stop()
+
+
+def test_a_kick_on_one_instance_holds_on_every_instance(operated):
+    first, second = operated
+    bob = login(second, "bob", register=True)
+    answer = admin(first, "kick", "bob", "60", "calm down")
+    assert answer.returncode == 0, answer.stderr
+    assert bob.expect(r"KICKED (\d+) (.*)").groups() == ("60", "calm down")
+    bob.expect_closed()
+    for instance in (first, second):
+        again = instance.client()
+        again.send("LOGIN bob password1")
+        assert again.expect(r"ERR 423 \d+ (.*)").group(1).startswith("kicked, try again")
+    assert admin(first, "unkick", "bob").returncode == 0
+    alice = login(first, "alice", register=True)
+    in_step(alice, login(second, "carol", register=True))
+    second.client().login("bob")  # the unkick holds there too
+
+
+def test_a_ban_and_the_operators_say_reach_every_instance(operated):
+    first, second = operated
+    alice = login(second, "alice", register=True)
+    bob = login(second, "bob", register=True)
+    assert admin(first, "say", "maintenance at noon").returncode == 0
+    assert alice.expect(r"INFO (.*)").group(1) == "maintenance at noon"
+    assert admin(first, "ban", "bob", "spam").returncode == 0
+    assert bob.expect(r"BANNED (.*)").group(1) == "spam"
+    bob.expect_closed()
+    alice.expect(r"LEAVE bob")
+
+
+def test_failed_logins_are_counted_across_instances(operated):
+    first, second = operated
+    login(first, "alice", register=True).close()
+    bob, carol = login(first, "bob", register=True), login(second, "carol", register=True)
+    guesser = first.client()
+    for _ in range(2):
+        guesser.send("LOGIN alice wrong-guess")
+        guesser.expect(r"ERR 401")
+    in_step(bob, carol)
+    # The other instance heard of both failures: the third guess waits,
+    # and so does the right password for a while.
+    elsewhere = second.client()
+    elsewhere.send("LOGIN alice wrong-guess")
+    assert elsewhere.expect(r"ERR (\d+)").group(1) == "429", "".join(second.log + first.log)
+
+
+def test_rooms_joined_and_changed_on_one_instance_work_on_another(cluster):
+    first, second = cluster(2)
+    alice = login(first, "alice", register=True)
+    bob = login(second, "bob", register=True)
+    for client in (alice, bob):
+        client.send("CAP rooms")
+        client.expect(r"OK CAP")
+    alice.send("JOIN #club")
+    alice.expect(r"OK JOIN #club")
+    bob.send("JOIN #club")
+    bob.expect(r"OK JOIN #club")
+    alice.expect(r"JOINED #club bob")
+    alice.send("RSAY #club hello club")
+    assert bob.expect(r"RMSG \d+ \S+ #club (\S+) (.*)").groups() == ("alice", "hello club")
+    bob.send("TOPIC #club board games")
+    assert alice.expect(r"TOPIC #club (.*)").group(1).endswith("board games")
+    alice.send("PART #club bye")
+    assert bob.expect(r"PARTED #club alice (.*)").group(1) == "bye"
+
+
+def test_instances_join_and_leave_without_restarting_the_others(cluster):
+    first, second = cluster(2)
+    alice = login(first, "alice", register=True)
+    alice.send("SAY before the third")
+    messages(alice, 1)
+    [third] = cluster(1)[2:]
+    third.wait_log(r".*cluster: s[12] joined")
+    carol = login(third, "carol", register=True)
+    alice.expect(r"JOIN carol$")
+    carol.send("WHO")
+    assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "carol"]
+    alice.send("SAY hello third")
+    assert [text for _, _, text in messages(carol, 1)] == ["hello third"]
+    third.clients.remove(carol)  # so that the server, not the test, ends her connection
+    third.stop()  # an orderly stop: the others hear of it at once
+    assert alice.expect(r"LEAVE carol (.*)").group(1) == "server shutting down"
+    carol.close()
+    first.wait_log(r".*WARNING cluster: s3 left the cluster")
+    second.wait_log(r".*WARNING cluster: s3 left the cluster")
