@@ -915,6 +915,14 @@ def cmd_whois(server, session, params):
     nick = params[-1]
     found = sessions_of(server, nick)
     name = server.irc.server_name
+    if not found and server.where_elsewhere(name_key(nick)):
+        # Online on another server of the cluster: what this one knows.
+        instance, account = server.where_elsewhere(name_key(nick))
+        return answer(server, session, [
+            numeric(server, session, irc.RPL_WHOISUSER, account, account, instance, "*", account),
+            numeric(server, session, irc.RPL_WHOISSERVER, account, instance, server.irc.network),
+            numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"),
+            numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list.")])
     if not found:
         return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, nick, "No such nick/channel"),
                                         numeric(server, session, irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list.")])
@@ -1027,7 +1035,12 @@ def cmd_away(server, session, params):
 
 def cmd_ison(server, session, params):
     nicks = " ".join(params).split()
-    online = [sessions_of(server, nick)[0].account.name for nick in nicks if sessions_of(server, nick)]
+    online = []
+    for nick in nicks:
+        here = sessions_of(server, nick)
+        elsewhere = None if here else server.where_elsewhere(name_key(nick))
+        if here or elsewhere:
+            online.append(here[0].account.name if here else elsewhere[1])
     answer(server, session, [numeric(server, session, "303", " ".join(online))])
 
 

@@ -2209,6 +2209,14 @@ class Server:
         """Whether the account is online on another server of the cluster."""
         return any(key in peer.accounts for peer in self.elsewhere.values())
 
+    def where_elsewhere(self, key):
+        """(instance, account name) of another server the account is online
+        on, or None."""
+        for instance, peer in self.elsewhere.items():
+            if key in peer.accounts:
+                return instance, peer.accounts[key]
+        return None
+
     def kick_left(self, name) -> int:
         """Seconds left of a kick on the account, 0 if none."""
         return self.guards.kick_left(name, self.now)

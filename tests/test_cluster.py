@@ -423,3 +423,34 @@ def test_instances_join_and_leave_without_restarting_the_others(cluster):
     carol.close()
     first.wait_log(r".*WARNING cluster: s3 left the cluster")
     second.wait_log(r".*WARNING cluster: s3 left the cluster")
+
+
+def test_irc_and_v1_users_on_different_instances_talk_in_one_room(tmp_path, mysql_url, redis_server):
+    from test_ircd import IrcClient
+    instances = []
+    try:
+        for number, extra in ((1, ["--irc-port", "0"]), (2, [])):
+            folder = tmp_path / ("s%d" % number)
+            folder.mkdir()
+            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
+                                     *extra, db_url=mysql_url).start()
+            instance.wait_log(r".*cluster: listening to the other servers")
+            instances.append(instance)
+        irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instances[0].log)).group(1))
+        login(instances[0], "dave", register=True).close()
+        alice = login(instances[1], "alice", register=True)
+        dave = IrcClient(irc_port)
+        instances[0].clients.append(dave)
+        dave.register_connection("dave", password="dave:password1")
+        alice.expect(r"JOIN dave$")
+        dave.send("PRIVMSG #general :hello from irc")
+        assert alice.expect(r"MSG \d+ \S+ (\S+) (.*)").groups() == ("dave", "hello from irc")
+        alice.send("SAY hello from v1")
+        assert dave.expect(r"PRIVMSG #general :(.*)").group(1) == "hello from v1"
+        dave.send("WHOIS alice")
+        assert dave.expect(r"312 dave alice (\S+)").group(1) == "s2"
+        dave.send("ISON alice nobody")
+        assert dave.expect(r"303 dave :?(.*)").group(1) == "alice"
+    finally:
+        for instance in instances:
+            instance.stop()
