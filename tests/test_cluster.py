@@ -454,3 +454,19 @@ def test_irc_and_v1_users_on_different_instances_talk_in_one_room(tmp_path, mysq
     finally:
         for instance in instances:
             instance.stop()
+
+
+def test_a_cluster_on_sqlite_or_without_a_redis_url_is_refused_at_start(tmp_path):
+    from test_admin import failed_start
+    status, log = failed_start(tmp_path, "--cluster", "redis://127.0.0.1:6379/0")
+    assert status == 1 and "--cluster needs a database every server of the cluster can reach" in log
+    status, log = failed_start(tmp_path, "--cluster", "http://user:secret@example.org/")
+    assert status == 1 and "--cluster takes a redis://" in log and "secret" not in log
+
+
+def test_without_cluster_redis_is_never_imported(tmp_path):
+    import sys
+    script = ("import sys, sae_server; sae_server.main(['--help']) if False else None; "
+              "print('redis' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.stdout.strip() == "False", done.stderr
