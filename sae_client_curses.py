@@ -11,8 +11,13 @@ sae_protocol.py, whose framing and parsing it uses). The second half is thin: ``
 ``Loop`` is the one thread, a selectors loop over the server socket, the
 keyboard and a signal wake-up pipe, with the model's timers as its timeout.
 
-    sae-client [--host H] [--port P] [--user NAME]
+    sae-client [--host H[:P][,H2[:P2]...]] [--port P] [--user NAME]
                [--tls] [--tls-ca FILE] [--tls-fingerprint SHA256]
+
+Several servers of one chat (instances sharing a database) are tried in
+turn: the first login goes down the list until one answers, and a lost
+connection goes on to the next at once, the lost one last, backing off
+only once all have failed.
 
 With --tls the connection is encrypted and the server's certificate
 checked (system CAs and host name, or --tls-ca); a certificate nothing
@@ -28,6 +33,7 @@ import curses
 import datetime
 import errno
 import hashlib
+import ipaddress
 import locale
 import os
 import random
@@ -42,7 +48,7 @@ import tempfile
 import time
 import unicodedata
 import zlib
-from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import sae_protocol as proto
 from sae_protocol import (
@@ -894,23 +900,75 @@ class LoginForm:
         self.focus = (self.focus + step) % len(self.fields)
 
 
+# A port as typed: ASCII digits only (str.isdigit also takes "²" and "٣").
+_PORT = re.compile(r"[0-9]{1,5}")
+# What no host name or address holds: a URL's punctuation, brackets out of
+# place, spaces and control characters (a pasted "http://host/" or a typo).
+_NOT_IN_HOST = re.compile(r"[\s/@?#\[\],\x00-\x1f\x7f]")
+
+
+def _check_port(entry: str, port: str) -> int:
+    if not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
+        raise ValueError("%r: the port must be a number from 1 to 65535" % entry)
+    return int(port)
+
+
 def split_server(text: str, default_port: int = DEFAULT_PORT) -> Tuple[str, int]:
-    """"host", "host:port", "[v6]:port" or "v6" as (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError("the port must be a number from 1 to 65535")
-    return host or DEFAULT_HOST, int(port) if port else default_port
+    """One server as typed: "host", "host:port", "[v6]:port", "[v6]" or a
+    bare "v6" address, as (host, port); ValueError, naming the entry and
+    what is wrong with it, for anything else."""
+    entry = text.strip()
+    if not entry:
+        raise ValueError("an empty server in the list (two commas in a row, or one at an end)")
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket:
+            raise ValueError("%r: no ']' after the IPv6 address" % entry)
+        if rest and not rest.startswith(":"):
+            raise ValueError("%r: after ']' comes ':port' or nothing" % entry)
+        port = _check_port(entry, rest[1:]) if rest else default_port
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("%r: brackets are for an IPv6 address, and %r is not one" % (entry, host)) from None
+        return host, port
+    if _NOT_IN_HOST.search(entry):
+        raise ValueError("%r: not a host name or address (give host or host:port, not a URL)" % entry)
+    if entry.count(":") > 1:
+        # Bare IPv6, as getaddrinfo takes it; with a port it needs brackets,
+        # since "::1:5000" is an address too.
+        try:
+            ipaddress.IPv6Address(entry)
+        except ValueError:
+            raise ValueError("%r: not an IPv6 address; with a port, one is written [::1]:12345" % entry) from None
+        return entry, default_port
+    host, colon, port = entry.partition(":")
+    if not host:
+        raise ValueError("%r: no host before the port" % entry)
+    return host, _check_port(entry, port) if colon else default_port
+
+
+def parse_servers(text: str, default_port: int = DEFAULT_PORT) -> List[Tuple[str, int]]:
+    """The servers of one chat, comma-separated, each as split_server takes
+    it, in the order given; an entry without a port gets ``default_port``.
+    A server named twice is kept once, where it first appears."""
+    servers: List[Tuple[str, int]] = []
+    keys = set()
+    for entry in text.split(","):
+        host, port = split_server(entry, default_port)
+        if server_key(host, port) not in keys:
+            keys.add(server_key(host, port))
+            servers.append((host, port))
+    return servers
 
 
 def join_server(host: str, port: int) -> str:
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def join_servers(servers: List[Tuple[str, int]]) -> str:
+    """The servers as parse_servers reads them back: "a:1,[::1]:2"."""
+    return ",".join(join_server(host, port) for host, port in servers)
 
 
 # --- TLS: whom the client trusts -----------------------------------------
@@ -1158,14 +1216,33 @@ class Chat:
     ``receive``; the I/O layer reports ``connection_made`` and
     ``connection_lost`` and calls ``tick`` when ``next_deadline`` comes.
     What the client wants done is left in plain attributes: ``outbox`` (bytes
-    to send), ``want_connect`` (open a connection to ``host``:``port``),
+    to send), ``want_connect`` (open a connection to ``host``:``port``, the
+    one of ``servers`` whose turn it is),
     ``want_close`` (close the socket; the model has already done its own
     bookkeeping, see ``drop``), ``done`` (exit).
     """
 
     def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, name="", password="",
-                 tls: Optional[TlsOptions] = None):
-        self.host, self.port = host, port
+                 tls: Optional[TlsOptions] = None, servers: Optional[List[Tuple[str, int]]] = None):
+        # The servers of the chat (several share one database in a cluster),
+        # tried in turn; ``host`` and ``port`` are the one whose turn it is.
+        # ``port`` stays the default for a server typed without one.
+        self.servers = list(servers) if servers else [(host, port)]
+        self.turn = 0
+        self.host, self.port = self.servers[0]
+        self.default_port = port
+        # Servers that failed one after the other since the last login or
+        # the last back-off: once each has, a round is over and the back-off
+        # comes before the next; until then the next one is tried at once.
+        # On the login screen, why each could not be reached.
+        self.failed_in_round = 0
+        self.unreachable: List[str] = []
+        # Servers whose certificate was refused during this login: skipped
+        # while another is left.
+        self.refused_servers: Set[str] = set()
+        # Servers this client has been connected to, for the words of a
+        # certificate refused on one it has never met.
+        self.connected_servers: Set[str] = set()
         # TLS (None: plain TCP). ``secure``: the connection up now finished
         # its handshake and its certificate was accepted. Fingerprints the
         # user trusted in this session are kept here too, so that reconnects
@@ -1178,7 +1255,7 @@ class Chat:
         self.tls_refused = False            # a certificate was refused: no reconnecting
         self.handshake_deadline: Optional[float] = None
         self.name, self.password = name, password
-        self.form = LoginForm(join_server(host, port), name, password)
+        self.form = LoginForm(join_servers(self.servers), name, password)
         self.windows = Windows(on_show=self.window_shown)
         self.input = InputLine()
         self.screen = "login"               # login, chat
@@ -1553,7 +1630,7 @@ class Chat:
         form = self.form
         form.error = form.notice = ""
         try:
-            host, port = split_server(form.server, self.port)
+            servers = parse_servers(form.server or DEFAULT_HOST, self.default_port)
         except ValueError as exc:
             form.error, form.focus = str(exc), 0
             return
@@ -1570,19 +1647,38 @@ class Chat:
         if self.state != "offline":
             self.drop("logging in again")
             form.error = ""
-        self.host, self.port = host, port
+        self.servers, self.turn = servers, 0
+        self.host, self.port = servers[0]
+        self.failed_in_round, self.unreachable = 0, []
+        self.refused_servers = set()
         self.name, self.password = form.name, form.password
         self.register_first = register
         self.tls_refused = False
-        form.notice = "%s to %s%s ..." % ("registering" if register else "logging in",
-                                         join_server(host, port), " over TLS" if self.tls else "")
+        form.notice = self.logging_in_words()
         self.open_connection()
+
+    def logging_in_words(self) -> str:
+        return "%s to %s%s ..." % ("registering" if self.register_first else "logging in",
+                                  join_server(self.host, self.port), " over TLS" if self.tls else "")
 
     def open_connection(self):
         self.want_connect = True
         self.reconnect_at = None
         self.connect_deadline = clock() + CONNECT_TIMEOUT
         self.state = "connecting"
+
+    def next_server(self):
+        """The next server's turn (after the last comes the first again),
+        skipping those whose certificate was refused."""
+        for _ in self.servers:
+            self.turn = (self.turn + 1) % len(self.servers)
+            self.host, self.port = self.servers[self.turn]
+            if server_key(self.host, self.port) not in self.refused_servers:
+                return
+
+    def servers_left(self) -> int:
+        """How many servers a round goes through: those not refused."""
+        return sum(server_key(*server) not in self.refused_servers for server in self.servers)
 
     def drop(self, reason: str):
         """Give up on the connection ourselves: the same bookkeeping as when
@@ -1676,13 +1772,21 @@ class Chat:
 
     def refuse_certificate(self, lines: List[str]):
         """Refuse the server for good (until the user logs in again): on the
-        login form, or loud in the scrollback; no reconnecting."""
-        self.tls_refused = True
+        login form, or loud in the scrollback. While reconnecting, the
+        other servers of the chat are still tried; once none is left, no
+        more reconnecting."""
+        server = server_key(self.host, self.port)
+        self.refused_servers.add(server)
         if self.screen == "login":
+            self.tls_refused = True
             self.form.error, self.form.notice = "\n".join(lines), ""
         else:
             for line in lines:
                 self.say("error", line)
+            if self.servers_left():
+                self.say("error", "%s is left out from now on; reconnecting to the other servers" % server)
+            else:
+                self.tls_refused = True
         self.drop("certificate refused")
 
     def tls_failed(self, kind: str, detail: str):
@@ -1702,6 +1806,9 @@ class Chat:
         if kind == "unknown-ca":
             if self.tls.ca_file:
                 why = "it is not signed by the CA in %s (%s)" % (self.tls.ca_file, detail)
+            elif server_key(self.host, self.port) not in self.connected_servers:
+                why = ("nothing vouches for it (%s), and a certificate is only asked about on the login "
+                       "screen: give --tls-fingerprint, or log in to %s once by itself" % (detail, server))
             else:
                 why = ("nothing vouches for it (%s), and the certificate this client trusted "
                        "was signed by a known CA; not asking in the middle of a session" % detail)
@@ -1753,6 +1860,7 @@ class Chat:
                 "Trust it and connect? y/n"]
 
     def connection_made(self):
+        self.connected_servers.add(server_key(self.host, self.port))
         self.framer = LineFramer(max_line=MAX_SERVER_LINE_BYTES)
         self.want_connect = False
         self.state = "logging in"
@@ -1932,6 +2040,7 @@ class Chat:
         self.screen = "chat"
         self.form.notice = self.form.error = ""
         self.attempt = 0
+        self.failed_in_round, self.unreachable = 0, []
         self.kicked_for = 0
         self.banned = False
         self.history_newest = 0
@@ -1940,9 +2049,14 @@ class Chat:
             # joined or left some meanwhile); their windows follow it.
             self.room_lines = []
             self.send("ROOMS")
+        # Which server, since in a cluster it may be another than before.
+        back = "reconnected to %s as %s" % (join_server(self.host, self.port), name)
         if resuming:
-            self.say("info", "reconnected as %s; fetching what was said meanwhile" % name)
+            self.say("info", back + "; fetching what was said meanwhile")
             self.send_resync(self.last_id)
+        elif self.logged_in_once:
+            # Nothing seen before the drop: LOGIN's history is all there is.
+            self.say("info", back)
         else:
             # Said once LOGIN's history is in, so that it comes after that
             # history in the scrollback, as it does in time.
@@ -2678,22 +2792,52 @@ class Chat:
         if self.done:
             self.state = "offline"
             return
+        lost = join_server(self.host, self.port)
+        self.state = "offline"
         if self.screen == "login":
             if not self.form.error:
-                self.form.error = "cannot reach %s: %s" % (join_server(self.host, self.port), reason)
-                self.form.notice = ""
-            self.state = "offline"
+                self.first_login_failed(reason)
             return
-        self.state = "offline"
         if self.banned or self.tls_refused:
             return
-        delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
-        delay = max(delay * (1 + random.random() / 4), self.kicked_for)
+        # The next server is tried at once, so that a dead one costs no
+        # wait. The loss is the round's first failure, so the server just
+        # lost comes last, after the others and the back-off; a refused one
+        # is out of the rounds altogether.
+        if server_key(self.host, self.port) not in self.refused_servers:
+            self.failed_in_round += 1
+        delay = 0.0
+        if self.failed_in_round >= self.servers_left():
+            delay = RECONNECT_DELAYS[min(self.attempt, len(RECONNECT_DELAYS) - 1)]
+            delay *= 1 + random.random() / 4
+            self.attempt += 1
+            self.failed_in_round = 0
+        delay = max(delay, self.kicked_for)
         self.kicked_for = 0
-        self.attempt += 1
+        self.next_server()
         self.reconnect_at = clock() + delay
-        if was_online:
+        if was_online and len(self.servers) > 1:
+            self.say("error", "connection to %s lost (%s); reconnecting to %s"
+                     % (lost, reason, join_server(self.host, self.port)))
+        elif was_online:
             self.say("error", "connection lost (%s); reconnecting" % reason)
+
+    def first_login_failed(self, reason: str):
+        """The login screen's connection failed before any login: the
+        servers are tried in order until one answers; when none has, the
+        form says why for each."""
+        self.unreachable.append("%s (%s)" % (join_server(self.host, self.port), reason))
+        self.failed_in_round += 1
+        if self.failed_in_round < len(self.servers):
+            self.next_server()
+            self.form.notice = "cannot reach %s; %s" % (self.unreachable[-1], self.logging_in_words())
+            self.open_connection()
+            return
+        if len(self.servers) == 1:
+            self.form.error = "cannot reach %s: %s" % (join_server(self.host, self.port), reason)
+        else:
+            self.form.error = "cannot reach any of the servers: %s" % ", ".join(self.unreachable)
+        self.form.notice = ""
 
     def next_deadline(self) -> Optional[float]:
         deadlines = []
@@ -3205,9 +3349,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="sae-client", description="Terminal client for sae-chat.",
         epilog="The password is asked for, or read from the SAE_PASSWORD environment variable.")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="server address (default %s)" % DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--host", default=DEFAULT_HOST, metavar="HOST[:PORT][,...]",
+                        help="server address (default %s); several servers of one chat, comma-separated, "
+                             "are tried in turn, e.g. a.example,b.example:7000,[::1]:12345; "
+                             "one without a port uses --port" % DEFAULT_HOST)
+    parser.add_argument("--port", default=None,
                         help="server port (default %d, or %d with TLS)" % (DEFAULT_PORT, DEFAULT_TLS_PORT))
     parser.add_argument("--user", default="", help="account name")
     parser.add_argument("--tls", action="store_true",
@@ -3234,6 +3380,14 @@ def parse_args(argv=None):
                          % (args.tls_ca, getattr(exc, "strerror", None) or exc))
     if args.port is None:
         args.port = DEFAULT_TLS_PORT if args.tls else DEFAULT_PORT
+    elif _PORT.fullmatch(args.port.strip()) and 0 < int(args.port) < 65536:
+        args.port = int(args.port)
+    else:
+        parser.error("argument --port: %r is not a port number (1 to 65535)" % args.port)
+    try:
+        args.servers = parse_servers(args.host, args.port)
+    except ValueError as exc:
+        parser.error("argument --host: %s" % exc)
     return args
 
 
@@ -3245,7 +3399,7 @@ def main(argv=None) -> int:
     # Taken out of the environment so that nothing started later inherits it.
     password = os.environ.pop("SAE_PASSWORD", "")
     tls = TlsOptions(args.tls_ca, args.tls_fingerprint, known_servers_path()) if args.tls else None
-    chat = Chat(args.host, args.port, args.user, password, tls)
+    chat = Chat(port=args.port, name=args.user, password=password, tls=tls, servers=args.servers)
     locale.setlocale(locale.LC_ALL, "")
     # A lone Esc would otherwise freeze the keyboard for a second.
     os.environ.setdefault("ESCDELAY", "25")

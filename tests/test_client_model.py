@@ -1673,3 +1673,245 @@ def test_a_default_room_of_another_name_is_window_1():
     assert window_names(chat) == ["#lobby"] and chat.prompt(80) == "> "
     press(chat, "hi\r", "/part\r")
     assert sent(chat) == ["SAY hi", "PART #lobby"]
+
+
+# --- several servers of one chat ------------------------------------------
+
+@pytest.mark.parametrize("typed, servers", [
+    ("chat.example", [("chat.example", 12345)]),
+    (" a.example:7000 , b.example ", [("a.example", 7000), ("b.example", 12345)]),
+    ("[::1]:12346,127.0.0.1", [("::1", 12346), ("127.0.0.1", 12345)]),
+    ("::1", [("::1", 12345)]),                              # bare IPv6: no port possible
+    ("[fe80::1%eth0]", [("fe80::1%eth0", 12345)]),
+    ("a:00080", [("a", 80)]),
+    ("A.example,a.example:12345,b,a.example", [("A.example", 12345), ("b", 12345)]),  # once each
+    ("bücher.example:1", [("bücher.example", 1)]),
+])
+def test_servers_are_read_from_a_comma_separated_list(typed, servers):
+    assert client.parse_servers(typed, 12345) == servers
+    assert client.parse_servers(client.join_servers(servers), 1) == servers
+
+
+@pytest.mark.parametrize("typed, words", [
+    ("", "an empty server in the list"),
+    ("a,,b", "an empty server in the list"),
+    ("a,", "an empty server in the list"),
+    ("a:", "'a:': the port must be a number from 1 to 65535"),
+    ("a:0", "'a:0': the port must be a number from 1 to 65535"),
+    ("a:65536", "'a:65536': the port must be"),
+    ("a:٣", "'a:٣': the port must be"),                    # a digit, but not one a port is typed with
+    ("a:-1", "'a:-1': the port must be"),
+    (":12345", "':12345': no host before the port"),
+    ("[::1", "'[::1': no ']' after the IPv6 address"),
+    ("[::1]12345", "'[::1]12345': after ']' comes ':port' or nothing"),
+    ("[127.0.0.1]:1", "brackets are for an IPv6 address, and '127.0.0.1' is not one"),
+    ("[]:1", "brackets are for an IPv6 address"),
+    ("a:b:c", "'a:b:c': not an IPv6 address; with a port, one is written [::1]:12345"),
+    ("http://chat.example", "'http://chat.example': not a host name or address (give host or host:port, not a URL)"),
+    ("http://chat.example:7000", "not a host name or address"),
+    ("chat.example/x", "'chat.example/x': not a host name or address"),
+    ("alice@chat.example", "not a host name or address"),
+    ("two words", "not a host name or address"),
+    ("tab\there", "not a host name or address"),
+])
+def test_a_server_that_cannot_be_one_is_refused_in_words(typed, words):
+    with pytest.raises(ValueError) as refused:
+        client.parse_servers(typed, 12345)
+    assert words in str(refused.value)
+
+
+def test_the_command_line_takes_several_servers_and_refuses_a_bad_one(capsys):
+    args = client.parse_args(["--host", "a,b:7000", "--port", "6000"])
+    assert args.servers == [("a", 6000), ("b", 7000)]
+    assert client.parse_args(["--tls", "--host", "a"]).servers == [("a", 12346)]
+    assert client.parse_args([]).servers == [("127.0.0.1", 12345)]
+    for argv, words in [(["--host", "a,,b"], "argument --host: an empty server in the list"),
+                        (["--host", "a:x"], "argument --host: 'a:x': the port must be a number"),
+                        (["--port", "70000"], "argument --port: '70000' is not a port number (1 to 65535)"),
+                        (["--port", "0"], "argument --port: '0' is not a port number")]:
+        with pytest.raises(SystemExit) as stopped:
+            client.parse_args(argv)
+        assert stopped.value.code == 2
+        assert words in capsys.readouterr().err
+
+
+SERVERS = [("a.example", 12345), ("b.example", 12345), ("c.example", 7000)]
+
+
+def at(chat):
+    return client.join_server(chat.host, chat.port)
+
+
+def test_the_first_login_tries_the_servers_in_order_until_one_answers():
+    chat = Chat(name="alice", password="password1", servers=SERVERS)
+    assert chat.form.server == "a.example:12345,b.example:12345,c.example:7000"
+    chat.submit_login(register=False)
+    assert chat.want_connect and at(chat) == "a.example:12345"
+    chat.connection_lost("connection refused")
+    # The next one at once, and the form says why.
+    assert chat.want_connect and at(chat) == "b.example:12345" and chat.reconnect_at is None
+    assert chat.form.notice == "cannot reach a.example:12345 (connection refused); logging in to b.example:12345 ..."
+    chat.connection_made()
+    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    assert chat.status().startswith("b.example:12345 | alice | online")
+
+
+def test_when_no_server_answers_the_form_says_why_for_each_and_enter_starts_again():
+    chat = Chat(name="alice", password="password1", servers=SERVERS)
+    chat.submit_login(register=False)
+    for reason in ("connection refused", "no route to host"):
+        chat.connection_lost(reason)
+    chat.drop("no answer within 15 seconds")
+    assert not chat.want_connect and chat.reconnect_at is None and chat.state == "offline"
+    assert chat.form.error == ("cannot reach any of the servers: a.example:12345 (connection refused), "
+                               "b.example:12345 (no route to host), c.example:7000 (no answer within 15 seconds)")
+    chat.key("\r")
+    assert chat.want_connect and at(chat) == "a.example:12345" and not chat.form.error
+
+
+def test_a_wrong_password_is_not_taken_to_the_next_server():
+    chat = Chat(name="alice", password="wrong", servers=SERVERS)
+    chat.submit_login(register=False)
+    chat.connection_made()
+    hear(chat, NO_ROOMS, "ERR 401 wrong name or password")
+    chat.connection_lost("login failed")
+    assert not chat.want_connect and at(chat) == "a.example:12345"
+    assert chat.form.error == "wrong name or password"
+
+
+def test_the_form_takes_a_list_too_and_says_what_is_wrong_with_it():
+    chat = Chat("a.example", 7000, "alice", "password1")
+    chat.form.fields[0].set("a.example, [::1]")
+    chat.key("\r")
+    assert chat.servers == [("a.example", 7000), ("::1", 7000)] and at(chat) == "a.example:7000"
+    chat = Chat("a.example", 7000, "alice", "password1")
+    chat.form.fields[0].set("a.example,b.example:x")
+    chat.key("\r")
+    assert not chat.want_connect and chat.form.error == "'b.example:x': the port must be a number from 1 to 65535"
+
+
+def failover_online(servers=SERVERS):
+    chat = Chat(name="alice", password="password1", servers=servers)
+    chat.submit_login(register=False)
+    chat.connection_made()
+    sent(chat)
+    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", msg(7), "OK HISTORY 1", "USERS 1 alice")
+    hear(chat, "ROOM #general 1 1", "OK ROOMS 1", "MEMBERS #general 1 alice", "OK NAMES #general")
+    sent(chat)
+    return chat
+
+
+def test_a_lost_server_is_skipped_at_once_and_the_back_off_comes_after_a_round():
+    with freeze_time("2026-11-24 13:06:00"):
+        chat = failover_online()
+        chat.connection_lost("the server closed the connection")
+        assert ("connection to a.example:12345 lost (the server closed the connection); "
+                "reconnecting to b.example:12345") in screen_text(chat, width=300)
+        # No wait for the next server: due now.
+        assert chat.reconnect_at == client.clock() and at(chat) == "b.example:12345"
+        chat.tick(client.clock())
+        assert chat.want_connect
+        chat.connection_lost("connection refused")
+        assert chat.reconnect_at == client.clock() and at(chat) == "c.example:7000"
+        chat.tick(client.clock())
+        # The one lost comes last, after the back-off: it failed first in this round.
+        chat.connection_lost("connection refused")
+        assert at(chat) == "a.example:12345"
+        assert 0.5 <= chat.reconnect_at - client.clock() <= 0.625
+        assert chat.status().startswith("a.example:12345 | alice | reconnecting in 1s")
+        chat.tick(chat.reconnect_at)
+        assert chat.want_connect
+        for expected in ("b.example:12345", "c.example:7000"):
+            chat.connection_lost("connection refused")
+            assert chat.reconnect_at == client.clock() and at(chat) == expected
+            chat.tick(client.clock())
+        chat.connection_lost("connection refused")
+        assert at(chat) == "a.example:12345"
+        assert 1 <= chat.reconnect_at - client.clock() <= 1.25          # the next step of the back-off
+
+
+def test_wherever_it_lands_it_says_so_and_catches_up_after_the_last_id():
+    chat = failover_online()
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
+    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    # Message ids are the cluster's, so after= means the same on any server.
+    assert sent(chat) == ["ROOMS", "HISTORY * 500 after=7"]
+    assert "reconnected to b.example:12345 as alice; fetching what was said meanwhile" in screen_text(chat, width=300)
+    assert chat.status().startswith("b.example:12345 | alice | online")
+    # Once back, a round starts afresh: the next loss goes on at once.
+    chat.connection_lost("reset")
+    assert chat.reconnect_at <= client.clock() and at(chat) == "c.example:7000"
+
+
+def test_one_server_backs_off_as_before():
+    chat = failover_online(servers=[("a.example", 12345)])
+    now = client.clock()
+    chat.connection_lost("reset")
+    assert at(chat) == "a.example:12345" and chat.reconnect_at - now >= 0.5
+    assert "connection lost (reset); reconnecting" in screen_text(chat, width=300)
+
+
+PRINT_A, PRINT_B = "A1:" * 31 + "A1", "B2:" * 31 + "B2"
+
+
+def test_a_refused_certificate_leaves_that_server_out_and_the_others_are_still_tried():
+    tls = client.TlsOptions(pinned=PRINT_A)
+    chat = Chat(name="alice", password="password1", tls=tls, servers=SERVERS[:2])
+    chat.submit_login(register=False)
+    assert chat.tls_plan() == client.TlsPlan("pin", expected=PRINT_A)
+    chat.secured(PRINT_A)
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    # --tls-fingerprint holds for every server of the chat.
+    assert at(chat) == "b.example:12345" and chat.tls_plan() == client.TlsPlan("pin", expected=PRINT_A)
+    chat.secured(PRINT_B)
+    text = screen_text(chat, width=300)
+    assert "WARNING: THE CERTIFICATE OF b.example:12345 DOES NOT MATCH --tls-fingerprint" in text
+    assert "b.example:12345 is left out from now on; reconnecting to the other servers" in text
+    assert chat.want_close and not chat.tls_refused and at(chat) == "a.example:12345"
+    assert chat.reconnect_at > client.clock()               # a's round was over: the back-off
+    chat.tick(chat.reconnect_at)
+    chat.connection_lost("connection refused")
+    assert at(chat) == "a.example:12345"                    # b is skipped
+    chat.tick(chat.reconnect_at)
+    chat.secured(PRINT_B)                                   # and now a shows another one too
+    assert chat.tls_refused and chat.reconnect_at is None
+    assert chat.status().endswith("certificate refused")
+
+
+def test_a_reconnect_before_any_message_names_the_server_too():
+    chat = Chat(name="alice", password="password1", servers=SERVERS[:2])
+    chat.submit_login(register=False)
+    chat.connection_made()
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.connection_made()
+    sent(chat)
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    assert sent(chat) == []                                 # nothing to catch up after
+    entries = [e.text for e in chat.scrollback.entries if e.kind == "info"]
+    assert entries.count("logged in as alice; /help lists the commands") == 1
+    assert "reconnected to b.example:12345 as alice" in entries
+
+
+def test_a_refused_server_does_not_count_towards_the_round():
+    chat = Chat(name="alice", password="password1", tls=client.TlsOptions(pinned=PRINT_A), servers=SERVERS)
+    chat.submit_login(register=False)
+    chat.secured(PRINT_A)
+    hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    chat.connection_lost("reset")
+    chat.tick(chat.reconnect_at)
+    chat.secured(PRINT_B)                                   # b: refused, and c is next at once
+    assert at(chat) == "c.example:7000" and chat.reconnect_at <= client.clock()
+    chat.tick(client.clock())
+    chat.connection_lost("connection refused")              # c: the round is over
+    assert at(chat) == "a.example:12345" and chat.reconnect_at > client.clock()
+    chat.tick(chat.reconnect_at)
+    chat.connection_lost("connection refused")
+    assert at(chat) == "c.example:7000"                     # b is passed over

@@ -12,6 +12,7 @@ import os
 import re
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -53,7 +54,7 @@ class RingingScreen(pyte.Screen):
 class Terminal:
     """sae-client in a pty, its screen read back through pyte."""
 
-    def __init__(self, port, user=None, password=PASSWORD, cols=80, rows=24, env=None):
+    def __init__(self, port, user=None, password=PASSWORD, cols=80, rows=24, env=None, host="127.0.0.1"):
         self.master, self.slave = os.openpty()
         self.set_size(cols, rows)
         self.screen = RingingScreen(cols, rows)
@@ -71,8 +72,7 @@ class Terminal:
         if password is not None:
             child_env["SAE_PASSWORD"] = password
         child_env.update(env or {})
-        cmd = [sys.executable, "-m", "sae_client_curses", "--host", "127.0.0.1",
-               "--port", str(port)]
+        cmd = [sys.executable, "-m", "sae_client_curses", "--host", host, "--port", str(port)]
         if user:
             cmd += ["--user", user]
         self.proc = subprocess.Popen(cmd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
@@ -463,10 +463,80 @@ def test_server_restart_reconnects_without_gaps(make_server, terminals, unique_n
 
         # Each message exactly once: those said while away came with HISTORY
         # after=, and the login burst (the last two) did not repeat them.
-        term.wait_for(shows("reconnected as", "> typed while offline",
+        term.wait_for(shows("reconnected to 127.0.0.1:%d as %s" % (link.port, alice), "> typed while offline",
                             once=["missed %d" % n for n in range(1, 6)] + ["before the restart"]))
         term.type("\r")
         term.expect_line(bob_client, r"MSG \d+ \S+ %s typed while offline$" % alice)
+    finally:
+        link.close()
+
+
+def test_a_dead_server_first_in_the_list_is_passed_over(server, terminals, unique_name):
+    alice = unique_name("alice")
+    registered(server, alice)
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))                 # bound and never listening: refused
+        hosts = "127.0.0.1:%d,127.0.0.1:%d" % (dead.getsockname()[1], server.port)
+        term = terminals(server.port, user=alice, host=hosts)
+        term.wait_for(shows("logged in as %s" % alice, " 127.0.0.1:%d | %s | online |" % (server.port, alice)))
+
+
+def test_a_client_whose_server_stops_goes_on_to_the_next(make_server, tmp_path, terminals, unique_name):
+    # Two servers, each with its own database (one SQLite file is never
+    # shared): the account is on both.
+    first = make_server()
+    second = make_server(db_url="sqlite:///%s" % (tmp_path / "second.db"))
+    alice, bob = unique_name("alice"), unique_name("bob")
+    for running in (first, second):
+        registered(running, alice)
+    bob_client = account(second, bob)
+    hosts = "127.0.0.1:%d,127.0.0.1:%d" % (first.port, second.port)
+    term = terminals(first.port, user=alice, host=hosts)
+    term.wait_for(shows("logged in as %s" % alice, " 127.0.0.1:%d | %s | online |" % (first.port, alice)))
+
+    first.stop()
+    term.wait_for(shows("connection to 127.0.0.1:%d lost" % first.port,
+                        "reconnected to 127.0.0.1:%d as %s" % (second.port, alice),
+                        " 127.0.0.1:%d | %s | online |" % (second.port, alice)))
+    term.expect_line(bob_client, r"JOIN %s$" % alice)
+    bob_client.send("SAY welcome to the second server")
+    term.wait_for("<%s> welcome to the second server" % bob)
+    term.type("glad to be here\r")
+    term.expect_line(bob_client, r"MSG \d+ \S+ %s glad to be here$" % alice)
+
+
+def test_after_a_failover_what_was_said_meanwhile_is_caught_up(mysql_url, make_server, terminals, unique_name):
+    # A cluster: two servers on one MariaDB database, where message ids are
+    # the database's. alice reaches the second through a link the test can
+    # cut, so that she is certainly away while bob speaks there.
+    first = make_server(db_url=mysql_url)
+    second = make_server("--history", "2", db_url=mysql_url)
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(first, alice)
+    bob_client = account(first, bob)
+    link = TcpProxy("127.0.0.1", second.port)
+    try:
+        hosts = "127.0.0.1:%d,127.0.0.1:%d" % (first.port, link.port)
+        term = terminals(first.port, user=alice, host=hosts)
+        logged_in(term, alice)
+        bob_client.send("SAY before the failover")
+        term.wait_for("before the failover")
+
+        link.cut()
+        first.stop()
+        term.wait_for(lambda t: "connection to 127.0.0.1:%d lost" % first.port in t
+                      and re.search(r"reconnecting in \d+s", t))
+        bob_client = account(second, bob, register=False)
+        for number in range(1, 6):
+            bob_client.send("SAY missed %d" % number)
+        bob_client.expect(r"MSG \d+ \S+ %s missed 5" % bob)
+        link.resume()
+
+        # HISTORY * after= the id of "before the failover", on the other
+        # server: each message exactly once.
+        term.wait_for(shows("reconnected to 127.0.0.1:%d as %s; fetching" % (link.port, alice),
+                            " 127.0.0.1:%d | %s | online |" % (link.port, alice),
+                            once=["missed %d" % n for n in range(1, 6)] + ["before the failover"]))
     finally:
         link.close()
 

@@ -90,8 +90,8 @@ class Driver:
     """A Chat and its Link on a selectors loop, as the client's Loop runs
     them, without a terminal; logging in as soon as it is made."""
 
-    def __init__(self, port, name, tls, password=PASSWORD, host="127.0.0.1"):
-        self.chat = Chat(host, port, name, password, tls)
+    def __init__(self, port, name, tls, password=PASSWORD, host="127.0.0.1", servers=None):
+        self.chat = Chat(host, port, name, password, tls, servers=servers)
         self.selector = selectors.DefaultSelector()
         self.link = Link(self.chat, self.selector)
         self.chat.submit_login(register=False)
@@ -401,7 +401,7 @@ def test_reconnects_keep_tls_and_refuse_a_changed_certificate(
     driver.until("bob heard", lambda: "before the drop" in driver.screen())
 
     front.cut()
-    driver.until("reconnected", lambda: "reconnected as %s" % alice in driver.screen()
+    driver.until("reconnected", lambda: "reconnected to 127.0.0.1:%d as %s" % (front.port, alice) in driver.screen()
                  and driver.chat.state == "online")
     assert driver.chat.secure and front.handshakes == 2
 
@@ -413,6 +413,52 @@ def test_reconnects_keep_tls_and_refuse_a_changed_certificate(
     assert "WARNING: THE CERTIFICATE OF 127.0.0.1:%d DOES NOT MATCH --tls-fingerprint" % front.port in screen
     assert all(line in screen for line in fingerprint_lines("offered:", other_print))
     assert not driver.chat.secure and driver.chat.next_deadline() is None
+
+
+# --- several servers of one chat ----------------------------------------------------
+
+def test_each_server_is_verified_for_its_own_address_and_one_refused_is_left_out(
+        server, alice, certificates, fronts, drivers, tmp_path, monkeypatch):
+    monkeypatch.setattr(client, "RECONNECT_DELAYS", (0.05,))
+    chain, _ = certificates.server("127.0.0.1")
+    first, second = fronts(server.port, chain), fronts(server.port, chain)
+    servers = [("127.0.0.1", first.port), ("127.0.0.1", second.port)]
+    options = TlsOptions(str(certificates.ca_file), "", known_file(tmp_path))
+    driver = drivers(first.port, alice, options, servers=servers).online()
+    assert driver.chat.status().startswith("tls | 127.0.0.1:%d | " % first.port)
+
+    first.close()
+    driver.until("reconnected to the second", lambda: driver.chat.state == "online" and driver.chat.secure
+                 and "reconnected to 127.0.0.1:%d as %s" % (second.port, alice) in driver.screen())
+    # The second now shows a certificate for another name: refused, loudly,
+    # and left out; the first is still tried (it may come back).
+    other, _ = certificates.server("chat.example.org")
+    second.use_certificate(other)
+    second.cut()
+    driver.until("refused", lambda: "is left out from now on" in driver.screen())
+    assert "the certificate of 127.0.0.1:%d is for another host name" % second.port in driver.screen()
+    driver.until("back to the first", lambda: driver.chat.port == first.port and driver.chat.state == "offline")
+    assert not driver.chat.tls_refused and driver.chat.next_deadline() is not None
+    assert "certificate refused" not in driver.chat.status()
+
+
+def test_known_servers_vouches_for_one_server_only(server, alice, certificates, fronts, drivers, tmp_path):
+    # Two servers with one self-signed certificate; the user trusted the
+    # first on first use, never the second.
+    chain, print_ = certificates.self_signed()
+    first, second = fronts(server.port, chain), fronts(server.port, chain)
+    remember_server(known_file(tmp_path), "127.0.0.1:%d" % first.port, print_)
+    servers = [("127.0.0.1", first.port), ("127.0.0.1", second.port)]
+    driver = drivers(first.port, alice, TlsOptions("", "", known_file(tmp_path)), servers=servers).online()
+    first.close()
+    # Not asked in the middle of a session: said, with what to do.
+    driver.until("refused", lambda: "is left out from now on" in driver.screen())
+    screen = " ".join(driver.screen().split())              # unwrapped
+    assert ("the certificate of 127.0.0.1:%d cannot be verified: nothing vouches for it" % second.port) in screen
+    assert ("a certificate is only asked about on the login screen: give --tls-fingerprint, or log in to "
+            "127.0.0.1:%d once by itself" % second.port) in screen
+    with open(known_file(tmp_path)) as file:
+        assert list(read_known_servers(file.read())) == ["127.0.0.1:%d" % first.port]
 
 
 # --- in the terminal ------------------------------------------------------------------
