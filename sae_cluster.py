@@ -220,7 +220,9 @@ class RedisLink:
         for thread in self.threads:
             thread.start()
 
-    def publish(self, payload: str) -> None:
+    def publish(self, payload) -> None:
+        """Queue a publication: a str, or a function that makes it, called
+        on the publisher thread (encoding a link is not the loop's work)."""
         self.outgoing.put(payload)
 
     def close(self):
@@ -240,7 +242,7 @@ class RedisLink:
             if time.monotonic() < retry_at:
                 continue  # Redis is down: dropped, the database has it
             try:
-                client.publish(self.channel, payload)
+                client.publish(self.channel, payload() if callable(payload) else payload)
                 backoff = 0.0
             except self._redis.RedisError:
                 backoff = min(max(backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
@@ -264,6 +266,12 @@ class RedisLink:
                     elif heard["type"] == "message":
                         event = decode(heard["data"])
                         if event is not None and event["i"] != self.instance:
+                            if event["t"] == "said":
+                                # Parsed here, off the loop; None if malformed.
+                                try:
+                                    event["link"] = event_link(event)
+                                except (KeyError, TypeError, ValueError):
+                                    event["link"] = None
                             self.hand_over("event", event)
             except self._redis.RedisError as error:
                 self.hand_over("down", str(error) or error.__class__.__name__)

@@ -404,7 +404,7 @@ def guest_account(server, session):
                     server.reply(session, notice(server, session, "Too many new nicks from your address: "
                                                  "try again in %d seconds" % max(1, int(wait + 0.999))))
                     return None
-                server.guards.registered(session.ip, server.now)
+                server.count_registration(session.ip)
             account = yield storage(server.store.create_account, nick, GUEST_HASH, server.timestamp(),
                                     server.room.info.id)
             if account is not None:

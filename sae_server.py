@@ -2044,6 +2044,12 @@ class Server:
         self.everyone.send(lambda protocol: protocol.format_info(text))
         return len(self.everyone)
 
+    def count_registration(self, ip):
+        """A registration from ``ip`` starts: it counts against the
+        address's limit here and on the other servers."""
+        self.guards.registered(ip, self.now)
+        self.relay("registered", a=ip)
+
     def login_failed(self, ip, key):
         """A LOGIN failed (its strikes are counted already, see login_steps):
         the other servers count it too."""
@@ -2271,7 +2277,7 @@ class Server:
             return
         link = sae_cluster.Link(previous, last, [(message, entry[1].room_id) for entry, message in zip(batch, stored)
                                                  if message is not None], (batch, stored))
-        self.cluster.publish(sae_cluster.link_event(self.instance, link))
+        self.cluster.publish(partial(sae_cluster.link_event, self.instance, link))
         self.sequencer.add(link)
         self._deliver_links()
 
@@ -2422,9 +2428,8 @@ class Server:
             self.relay("hello", to=instance)
         peer.heard_at = self.now
         if kind == "said":
-            try:
-                link = sae_cluster.event_link(event)
-            except (KeyError, TypeError, ValueError):
+            link = event.get("link")
+            if link is None:
                 log.warning("cluster: a malformed link from %s, ignored: it is read from the database", instance)
                 return
             self.sequencer.add(link)
@@ -2463,6 +2468,8 @@ class Server:
             self.everyone.send(lambda protocol: protocol.format_info(event["x"]))
         elif kind == "failed":
             self.guards.login_started(event["a"], event["k"], self.now)
+        elif kind == "registered":
+            self.guards.registered(event["a"], self.now)
         elif kind in ("joined", "parted", "topic", "deleted"):
             self._room_news(kind, event)
 
@@ -2713,7 +2720,7 @@ def register_steps(server, session, name, password):
         wait = server.guards.registration_wait(session.ip, server.now)
         if wait:
             return Refused(TOO_FAST, wait)
-        server.guards.registered(session.ip, server.now)
+        server.count_registration(session.ip)
     password_hash = yield hashing(hash_password, password, server.limits.scrypt_n)
     try:
         account = yield storage(server.store.create_account, name, password_hash, server.timestamp(),

@@ -90,16 +90,16 @@ class RedisServer:
         self.proc = None
         self.url = "redis://127.0.0.1:%d/0" % self.port
 
-    def start(self):
+    def start(self, *extra):
         self.proc = subprocess.Popen(
             [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.dir)] + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
                     probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
+                    if probe.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 pass
@@ -329,7 +329,8 @@ def operated(tmp_path, mysql_url, redis_server):
         folder.mkdir()
         extra = ["--admin-socket", str(folder / "admin.sock")] if number == 1 else []
         instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
-                                 "--login-failures", "2", "--exempt", "", *extra, db_url=mysql_url)
+                                 "--login-failures", "2", "--registrations", "3", "--exempt", "", *extra,
+                                 db_url=mysql_url)
         instance.admin_socket = str(folder / "admin.sock")
         instance.start()
         instance.wait_log(r".*cluster: listening to the other servers")
@@ -360,6 +361,11 @@ def test_a_ban_and_the_operators_say_reach_every_instance(operated):
     first, second = operated
     alice = login(second, "alice", register=True)
     bob = login(second, "bob", register=True)
+    in_step(alice, login(first, "carol", register=True))
+    stats = admin(first, "stats").stdout
+    assert "instance s1, Redis up, 1 other server: s2" in stats, stats
+    who = admin(first, "who").stdout
+    assert "alice on s2" in who and "bob on s2" in who and "1 online here (s1), 3 in the cluster" in who, who
     assert admin(first, "say", "maintenance at noon").returncode == 0
     assert alice.expect(r"INFO (.*)").group(1) == "maintenance at noon"
     assert admin(first, "ban", "bob", "spam").returncode == 0
@@ -382,6 +388,16 @@ def test_failed_logins_are_counted_across_instances(operated):
     elsewhere = second.client()
     elsewhere.send("LOGIN alice wrong-guess")
     assert elsewhere.expect(r"ERR (\d+)").group(1) == "429", "".join(second.log + first.log)
+
+
+def test_registrations_are_counted_across_instances(operated):
+    first, second = operated
+    alice, bob = login(first, "alice", register=True), login(second, "bob", register=True)
+    login(first, "carol", register=True)
+    in_step(alice, bob)
+    newcomer = second.client()
+    newcomer.send("REGISTER dave password1")
+    assert newcomer.expect(r"ERR (\d+)").group(1) == "429"
 
 
 def test_rooms_joined_and_changed_on_one_instance_work_on_another(cluster):
@@ -470,3 +486,36 @@ def test_without_cluster_redis_is_never_imported(tmp_path):
               "print('redis' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
+    import trustme
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "redis.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    redis_server = RedisServer(tmp_path)
+    tls_port = free_port()
+    redis_server.start("--tls-port", str(tls_port), "--tls-cert-file", str(tmp_path / "redis.pem"),
+                       "--tls-key-file", str(tmp_path / "redis.pem"), "--tls-auth-clients", "no",
+                       "--requirepass", "redis-secret")
+    url = "rediss://:redis-secret@127.0.0.1:%d/0?ssl_ca_certs=%s" % (tls_port, tmp_path / "ca.pem")
+    instances = []
+    try:
+        for number in (1, 2):
+            folder = tmp_path / ("s%d" % number)
+            folder.mkdir()
+            instance = ServerProcess(folder, "--cluster", url, "--instance-name", "s%d" % number,
+                                     db_url=mysql_url).start()
+            instance.wait_log(r".*cluster: listening to the other servers")
+            instances.append(instance)
+        alice = login(instances[0], "alice", register=True)
+        bob = login(instances[1], "bob", register=True)
+        alice.send("SAY over TLS")
+        assert [text for _, _, text in messages(bob, 1)] == ["over TLS"]
+        for instance in instances:
+            assert "redis-secret" not in "".join(instance.log)
+    finally:
+        for instance in instances:
+            instance.stop()
+        redis_server.stop()
