@@ -20,6 +20,7 @@ import freezegun
 import pytest
 from freezegun import freeze_time
 from mysql_fixtures import mysql_admin, mysql_proxy, mysql_url  # noqa: F401
+from redis_fixtures import redis_server  # noqa: F401
 from sae_db import open_store
 from sae_server import Limits, Server
 

@@ -541,6 +541,34 @@ def test_after_a_failover_what_was_said_meanwhile_is_caught_up(mysql_url, make_s
         link.close()
 
 
+def test_a_cluster_instance_killed_under_the_client_loses_it_nothing(mysql_url, redis_server, make_server,
+                                                                     terminals, unique_name):
+    # Two instances of one cluster; the client starts on the first, which
+    # is killed (no goodbye): it goes on on the second, where everything
+    # said meanwhile shows exactly once, and what it says reaches bob.
+    instances = [make_server("--cluster", redis_server.url, "--instance-name", name, db_url=mysql_url)
+                 for name in ("s1", "s2")]
+    for instance in instances:
+        instance.wait_log(r".*cluster: listening to the other servers")
+    first, second = instances
+    alice, bob = unique_name("alice"), unique_name("bob")
+    registered(first, alice)
+    bob_client = account(second, bob)
+    term = terminals(first.port, user=alice, host="127.0.0.1:%d,127.0.0.1:%d" % (first.port, second.port))
+    logged_in(term, alice)
+    bob_client.send("SAY before the kill")
+    term.wait_for("before the kill")  # from one instance to the other
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    for number in range(1, 6):
+        bob_client.send("SAY meanwhile %d" % number)
+    term.wait_for(shows("reconnected to 127.0.0.1:%d as %s" % (second.port, alice),
+                        " 127.0.0.1:%d | %s | online |" % (second.port, alice),
+                        once=["meanwhile %d" % n for n in range(1, 6)] + ["before the kill"]))
+    term.type("hello from the second\r")
+    bob_client.expect(r"MSG \d+ \S+ %s hello from the second" % alice)
+
+
 def test_quit_restores_the_terminal(server, terminals, unique_name):
     alice, bob, term, bob_client = alice_in_the_client(server, terminals, unique_name)
     assert not termios.tcgetattr(term.slave)[3] & termios.ICANON   # curses owns it now

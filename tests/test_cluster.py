@@ -7,11 +7,8 @@ What every test checks is what a user sees: every client, on any instance,
 gets the messages of a room in the same order, with strictly increasing
 ids, each once, whatever failed meanwhile."""
 
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +16,7 @@ import time
 import pytest
 
 from conftest import TIMEOUT, LineClient, ServerProcess
+from redis_fixtures import RedisServer, free_port
 from sae_cluster import Link, Sequencer
 from sae_db import Message
 
@@ -66,59 +64,6 @@ def test_a_link_with_holes_in_its_ids_covers_its_whole_range():
 
 
 # -- real instances -----------------------------------------------------------
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a free port, in a temporary
-    directory, that the test can stop and start again on the same port."""
-
-    def __init__(self, tmp_path):
-        program = shutil.which("redis-server")
-        if program is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed (.ci/run installs it)", pytrace=False)
-            pytest.skip("redis-server is not installed (apt install redis-server)")
-        self.program = program
-        self.dir = tmp_path / "redis"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.proc = None
-        self.url = "redis://127.0.0.1:%d/0" % self.port
-
-    def start(self, *extra):
-        self.proc = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir)] + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                    probe.sendall(b"PING\r\n")
-                    if probe.recv(64).startswith((b"+PONG", b"-NOAUTH")):
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling a process that is starting: there is nothing to wait on
-        raise AssertionError("redis-server did not start")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.stop()
-
 
 @pytest.fixture
 def cluster(tmp_path, mysql_url, redis_server):
