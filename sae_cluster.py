@@ -208,6 +208,9 @@ class RedisLink:
         self.hand_over = hand_over
         self.outgoing: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
         self.stopping = threading.Event()
+        # Set by the listener when its subscription is made again: Redis is
+        # back, and the publisher stops waiting out its back-off.
+        self.back = threading.Event()
         self.threads = [threading.Thread(target=self._publish, name="sae-cluster-publish", daemon=True),
                         threading.Thread(target=self._listen, name="sae-cluster-listen", daemon=True)]
 
@@ -239,6 +242,9 @@ class RedisLink:
             payload = self.outgoing.get()
             if payload is None:
                 break
+            if self.back.is_set():
+                self.back.clear()
+                retry_at = backoff = 0.0
             if time.monotonic() < retry_at:
                 continue  # Redis is down: dropped, the database has it
             try:
@@ -262,6 +268,7 @@ class RedisLink:
                         continue
                     if heard["type"] == "subscribe":
                         backoff = 0.0
+                        self.back.set()
                         self.hand_over("up", None)
                     elif heard["type"] == "message":
                         event = decode(heard["data"])

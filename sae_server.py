@@ -2400,7 +2400,7 @@ class Server:
                     # other servers say again.
                     self._read_chain()
                     self.relay("hello")
-                    self.relay("beat", c=len(self.online))
+                    self.relay("beat", c=len(self.online), l=self.sequencer.last)
                     for peer in self.elsewhere.values():
                         peer.heard_at = self.now  # not their fault
                 elif self.redis_up is not False:
@@ -2443,6 +2443,10 @@ class Server:
         elif kind == "beat":
             if event.get("c") != len(peer.accounts):
                 self.relay("hello", to=instance)  # an "on" or "off" was missed
+            if event.get("l", 0) > self.sequencer.last and not self.chain_reading:
+                # A link it published never came (dropped while Redis was
+                # away, or still on its way): the database has it.
+                self._read_chain()
         elif kind == "hello":
             if event.get("to") in (None, self.instance):
                 self.relay("roster", names=[sessions[0].account.name for sessions in self.online.values()],
@@ -2525,7 +2529,7 @@ class Server:
         if self.now >= self.next_beat:
             # Three beats at least within the ping timeout: one lost is no death.
             self.next_beat = self.now + min(sae_cluster.BEAT_INTERVAL, self.limits.ping_timeout / 3)
-            self.relay("beat", c=len(self.online))
+            self.relay("beat", c=len(self.online), l=self.sequencer.last)
         for instance, peer in list(self.elsewhere.items()):
             if self.now - peer.heard_at > self.limits.ping_timeout:
                 self._peer_gone(instance, "silent for %ds" % (self.now - peer.heard_at))
