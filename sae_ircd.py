@@ -61,6 +61,7 @@ HOW_TO_LOG_IN = ("This server needs an account. Log in with SASL: irssi: /networ
                  "-sasl_password PASSWORD -sasl_mechanism PLAIN <net>; WeeChat: /set irc.server.<net>.sasl_username "
                  "NAME and /set irc.server.<net>.sasl_password PASSWORD, then /reconnect. Or: /msg NickServ "
                  "IDENTIFY PASSWORD (new here: /msg NickServ REGISTER PASSWORD).")
+KEEP_YOUR_NICK = "You are a guest here. To keep your nick: /msg NickServ REGISTER <password>"
 
 
 class IrcOptions(NamedTuple):
@@ -184,8 +185,7 @@ def dispatch(server, session, message):
         answer(server, session, [numeric(server, session, irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")])
         return None
     if session.account is None and command not in WITHOUT_LOGIN:
-        answer(server, session, [irc.format_line("NOTICE", session.nick or "*", "Log in first. " + HOW_TO_LOG_IN,
-                                                 source=server.irc.server_name)])
+        answer(server, session, login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
         if irc.is_channel(message.params[0] if message.params else ""):
             answer(server, session, [numeric(server, session, irc.ERR_NOTREGISTERED, "You must log in first")])
         return None
@@ -198,6 +198,16 @@ def numeric(server, session, code, *params):
 
 def notice(server, session, text, source=None):
     return irc.format_line("NOTICE", session.nick or "*", text, source=source or server.irc.server_name)
+
+
+def login_notices(server, session, text):
+    """NOTICEs that tell the client how to log in (or keep its nick:
+    ``text``), and after them, when --require-tls would refuse its password
+    here, where to reconnect first: otherwise its first try would be its
+    first news of it."""
+    in_clear = clear_password_refusal(server, session)
+    texts = [text, in_clear[0].upper() + in_clear[1:] + "."] if in_clear else [text]
+    return [notice(server, session, line) for line in texts]
 
 
 def answer(server, session, lines):
@@ -377,11 +387,10 @@ def _registration(server, session):
         account, rooms = session.pending_login
         session.pending_login = None
         if session.guest:
-            server.reply(session, notice(server, session, "You are a guest here. To keep your nick: "
-                                         "/msg NickServ REGISTER <password>"))
+            server.reply_lines(session, login_notices(server, session, KEEP_YOUR_NICK))
         yield from come_online(server, session, account, rooms)
     else:
-        server.reply(session, notice(server, session, HOW_TO_LOG_IN))
+        server.reply_lines(session, login_notices(server, session, HOW_TO_LOG_IN))
 
 
 # A guest's account is a real row, so that its messages are stored and its
@@ -965,7 +974,7 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
     if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
         return nickserv(server, session, text) if command == "PRIVMSG" else None
     if session.account is None:
-        return refuse([notice(server, session, "Log in first. " + HOW_TO_LOG_IN)])
+        return refuse(login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
     stored = irc.irc_text_for_store(text)
     if stored is None:
         return None  # a CTCP query other than ACTION: not something said

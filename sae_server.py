@@ -707,8 +707,22 @@ def clear_password_refusal(server, session):
         return None
     ports = [listener.port for listener in server.listeners
              if listener.tls is not None and listener.kind == session_kind(session)]
-    where = "port %d" % ports[0] if ports else "the TLS port"
-    return "passwords are only accepted over TLS here: reconnect with TLS to %s" % where
+    if not ports:
+        # v1 always has one (--require-tls needs --tls-port); IRC's may be off.
+        return "passwords are only accepted over TLS here, and this server has no TLS port for IRC"
+    return "passwords are only accepted over TLS here: reconnect with TLS to port %d" % ports[0]
+
+
+def log_in_first(server, session):
+    """ERR 401's text before LOGIN. Where --require-tls would refuse this
+    session's password, it says where to log in instead, before the user
+    types a password here (v1 has no greeting to say it in). Its words
+    leave out "password": clients read a 401 that names one as a failed
+    LOGIN."""
+    if clear_password_refusal(server, session) is None:
+        return "log in first"
+    ports = [listener.port for listener in server.listeners if listener.tls is not None and listener.kind == V1]
+    return "log in first, over TLS here" + (": reconnect with TLS to port %d" % ports[0] if ports else "")
 
 
 def session_kind(session):
@@ -1688,7 +1702,7 @@ class Server:
                 # Any v1.1 line that parses opts in, whatever its answer.
                 self.opt_in(session)
             if session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
-                self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
+                self.reply(session, proto.format_err(proto.UNAUTHORIZED, log_in_first(self, session)))
             else:
                 outer, self.running_for = self.running_for, session
                 try:
@@ -2622,7 +2636,12 @@ def cmd_pong(server, session, token):
 
 
 def cmd_help(server, session):
-    server.reply_lines(session, proto.format_help(rooms=session.rooms_on))
+    lines = proto.format_help(rooms=session.rooms_on)
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        # Read before a first LOGIN, so said before the password is sent.
+        lines.insert(-1, proto.format_info("LOGIN, REGISTER: " + in_clear))
+    server.reply_lines(session, lines)
 
 
 def cmd_quit(server, session, reason):
