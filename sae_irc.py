@@ -54,12 +54,15 @@ from sae_protocol import ACTION_PREFIX, DEFAULT_ROOM, LineFramer, action_text, r
 
 # --- limits --------------------------------------------------------------
 # RFC 1459: 512 bytes with the CR LF; IRCv3 message-tags adds up to 8191
-# bytes of tags (with the "@" and the space after them) in front.
+# bytes of tags (with the "@" and the space after them) in front of a
+# server's line, of which a client may send 4096: the rest is room for the
+# tags a server adds (time, msgid, account, batch ...) to what it relays.
 MAX_LINE_BYTES = 510
 MAX_TAGS_BYTES = 8191
+MAX_CLIENT_TAGS_BYTES = 4096
 # What the framer lets through before parse_line measures the two parts:
 # a line longer than both together is too long whatever its split.
-MAX_FRAME_BYTES = MAX_TAGS_BYTES + MAX_LINE_BYTES
+MAX_FRAME_BYTES = MAX_CLIENT_TAGS_BYTES + MAX_LINE_BYTES
 # An account's name is a nick, a room's name a channel (sae_protocol).
 NICKLEN = 32
 CHANNELLEN = 33
@@ -286,7 +289,7 @@ class IrcMessage(NamedTuple):
 
 
 class InputTooLong(NamedTuple):
-    """A line over 510 bytes (without its tags) or with over 8191 bytes of
+    """A line over 510 bytes (without its tags) or with over 4096 bytes of
     tags: answered ERR_INPUTTOOLONG (417) and otherwise ignored."""
 
 
@@ -309,6 +312,13 @@ _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _TAG_ESCAPE_RE = re.compile(r"\\(.?)", re.S)
 _TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
 _TAG_KEY_RE = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+\Z")
+
+
+def client_only_tags(tags: Dict[str, str]) -> Dict[str, str]:
+    """The tags a client meant for other clients (``+typing``, ``+draft/react``
+    ...): the only ones a server relays. Any other tag a client sends is
+    for the server to set, and is dropped."""
+    return {key: value for key, value in tags.items() if key.startswith("+")}
 
 
 def unescape_tag_value(value: str) -> str:
@@ -351,10 +361,10 @@ def parse_line(raw: bytes) -> Union[IrcMessage, InputTooLong, BadLine, None]:
     if raw[:1] == b"@":
         space = raw.find(b" ")
         if space < 0:
-            return None if len(raw) <= MAX_TAGS_BYTES else InputTooLong()
+            return None if len(raw) <= MAX_CLIENT_TAGS_BYTES else InputTooLong()
         tag_bytes, body = raw[1:space], raw[space + 1:].lstrip(b" ")
         # The limit counts the "@" and the space after the tags.
-        if space + 1 > MAX_TAGS_BYTES:
+        if space + 1 > MAX_CLIENT_TAGS_BYTES:
             return InputTooLong()
     if len(body) > MAX_LINE_BYTES:
         return InputTooLong()
@@ -704,6 +714,19 @@ class IrcFormatter:
         """A private message: the same bytes for the recipient, the
         sender's other sessions and (with echo-message) the sender's own."""
         return b"".join(self.privmsg_lines(msg_id, ts, sender, recipient, text))
+
+    def format_tagmsg(self, msgid: str, ts: str, sender: str, target: str, client_tags: Dict[str, str]) -> bytes:
+        """A TAGMSG (message-tags): a client's tags for other clients (a
+        typing notification, a reaction) and no text. Only clients with
+        message-tags get it, b"" for the others: without tags it says
+        nothing. ``msgid`` names this TAGMSG alone: it is not stored, so no
+        history has it."""
+        if not self.message_tags:
+            return b""
+        tags = dict(client_tags)
+        tags.update(self.message_tags_for(0, ts, sender))
+        tags["msgid"] = msgid
+        return format_line("TAGMSG", target, tags=tags, source=hostmask(sender, self.host))
 
     def format_message(self, message, default_room: Optional[str] = None) -> bytes:
         """A stored message (sae_db.Message) as its PRIVMSG lines."""

@@ -25,7 +25,9 @@ like a v1 connection that never sends LOGIN.
 """
 
 import collections
+import itertools
 import logging
+import secrets
 import socket
 from typing import NamedTuple, Optional
 
@@ -48,12 +50,17 @@ VERSION = "sae-chat"
 
 # Commands that cost the server work (storage, hashing), rate-limited by the
 # same flood bucket as v1's SAY, LOGIN, JOIN ...
-COSTLY_COMMANDS = frozenset(("PRIVMSG", "NOTICE", "JOIN", "PART", "TOPIC", "LIST", "NAMES", "CHATHISTORY",
-                             "AUTHENTICATE", "PASS", "REGISTER", "WHOIS", "WHO"))
+COSTLY_COMMANDS = frozenset(("PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "TOPIC", "LIST", "NAMES",
+                             "CHATHISTORY", "AUTHENTICATE", "PASS", "REGISTER", "WHOIS", "WHO"))
 MESSAGE_COMMANDS = frozenset(("PRIVMSG", "NOTICE"))
 # What a client may send before registration has ended.
 BEFORE_REGISTRATION = frozenset(("CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT",
                                  "REGISTER"))
+# Commands that exist only for a client that enabled their capability: to
+# any other they are unknown (421), as they were before it was offered.
+CAPABILITY_COMMANDS = {"TAGMSG": "message-tags"}
+# Commands that read the line's tags, not only its parameters.
+TAGGED_COMMANDS = frozenset(("TAGMSG",))
 # What a registered client that has not logged in may still do.
 WITHOUT_LOGIN = BEFORE_REGISTRATION | frozenset(("PRIVMSG", "MOTD", "LUSERS", "VERSION", "AWAY"))
 
@@ -175,6 +182,8 @@ def run_held(server, session):
 def dispatch(server, session, message):
     command = message.command
     function = COMMANDS.get(command)
+    if command in CAPABILITY_COMMANDS and CAPABILITY_COMMANDS[command] not in session.caps:
+        function = None
     session.label = message.tags.get("label") if "labeled-response" in session.caps else None
     if not session.registered and command not in BEFORE_REGISTRATION:
         if function is None:
@@ -189,6 +198,8 @@ def dispatch(server, session, message):
         if irc.is_channel(message.params[0] if message.params else ""):
             answer(server, session, [numeric(server, session, irc.ERR_NOTREGISTERED, "You must log in first")])
         return None
+    if command in TAGGED_COMMANDS:
+        return function(server, session, message.params, message.tags)
     return function(server, session, message.params)
 
 
@@ -999,6 +1010,73 @@ def cmd_notice(server, session, params):
     return cmd_privmsg(server, session, params, "NOTICE")
 
 
+# A TAGMSG is not stored, so its msgid cannot be one of the store's ids
+# (CHATHISTORY would take it for a place in a history): it is a token of its
+# own, a count after a prefix drawn at start, so that one named before a
+# restart is not named again after it.
+TAGMSG_ID_PREFIX = "t" + secrets.token_hex(4) + "-"
+_tagmsg_numbers = itertools.count(1)
+
+
+def cmd_tagmsg(server, session, params, tags):
+    """TAGMSG <target> (message-tags): the client's tags for the others
+    (typing notifications, reactions), relayed and not stored. Refused as
+    a PRIVMSG to the same target would be."""
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "TAGMSG",
+                                                "Not enough parameters")])
+    target = params[0]
+    if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
+        return answer(server, session, [])  # no client there to read tags
+    if irc.is_channel(target):
+        room = server.member_room(session, target)
+        if room is None:
+            code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
+            return answer(server, session, [numeric(server, session, code, target, "Cannot send to channel"
+                                                    if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
+        return relay_tagmsg(server, session, room.info.name, tags, room.sessions())
+    if irc.check_nick(target):
+        return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, target, "No such nick/channel")])
+    found = sessions_of(server, target)
+    if found:
+        return relay_tagmsg(server, session, found[0].account.name, tags, found)
+    return tagmsg_to_offline(server, session, target, tags)
+
+
+def tagmsg_to_offline(server, session, nick, tags):
+    """A TAGMSG to an account that is offline reaches nobody but the
+    sender's other sessions; one to a nick that is no account is 401."""
+    try:
+        account = yield storage(server.store.find_account, nick)
+    except StorageUnavailable:
+        answer(server, session, [notice(server, session, "storage unavailable, try again")])
+        return
+    if account is None:
+        answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, nick, "No such nick/channel")])
+        return
+    relay_tagmsg(server, session, account.name, tags, ())
+
+
+def relay_tagmsg(server, session, target, tags, recipients):
+    """The TAGMSG to ``recipients`` (a channel's sessions, or the target
+    nick's) and the sender's other sessions, those with message-tags; to
+    the sender itself with echo-message, as its answer."""
+    sender = session.account.name
+    everyone = set(recipients)
+    everyone.update(sessions_of(server, sender))
+    others = [other for other in everyone
+              if other is not session and other.state is ONLINE and other.__class__ is IrcSession
+              and "message-tags" in other.caps]
+    msgid = TAGMSG_ID_PREFIX + str(next(_tagmsg_numbers))
+    client_tags = irc.client_only_tags(tags)
+    ts = server.timestamp()
+
+    def render(protocol):
+        return protocol.format_tagmsg(msgid, ts, sender, target, client_tags)
+    server.send_each(others, render)
+    answer(server, session, [render(session.protocol)] if session.echo else [])
+
+
 # --- the rest ---------------------------------------------------------------------------
 
 def cmd_ping(server, session, params):
@@ -1175,6 +1253,7 @@ COMMANDS = {
     "WHOIS": cmd_whois,
     "PRIVMSG": cmd_privmsg,
     "NOTICE": cmd_notice,
+    "TAGMSG": cmd_tagmsg,
     "PING": cmd_ping,
     "PONG": cmd_pong,
     "QUIT": cmd_quit,

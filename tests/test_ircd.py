@@ -504,3 +504,66 @@ def test_an_offline_guest_nick_may_be_registered_by_anyone_but_not_an_online_one
     v1.send("REGISTER drifter password1")
     v1.expect(r"OK REGISTER drifter")
     v1.login("drifter")
+
+
+def test_tagmsg_relays_client_tags_to_message_tags_clients_only_and_is_not_stored(ircd):
+    """A typing notification from alice: bob (message-tags) sees it with the
+    server's tags, alice her echo with the same msgid; carol (no caps) and
+    the v1 client see nothing of it, and no history has it."""
+    server = ircd()
+    dave = v1_user(server, "dave")
+    carol = irc_user(server, "carol")
+    bob = irc_user(server, "bob", caps=("message-tags", "server-time", "account-tag"))
+    alice = irc_user(server, "alice", caps=("message-tags", "echo-message", "labeled-response", "batch",
+                                             "draft/chathistory", "server-time"))
+    alice.send("@+typing=active;cat=dog TAGMSG #General")
+    relayed = bob.expect(r".* TAGMSG #general$", raw=True).group(0)
+    tags = tags_of(relayed)
+    assert relayed.endswith(" :alice!alice@%s TAGMSG #general" % SERVER_NAME)
+    assert tags["+typing"] == "active" and tags["account"] == "alice" and "time" in tags and "cat" not in tags
+    echo = alice.expect(r".* TAGMSG #general$", raw=True).group(0)
+    assert tags_of(echo)["msgid"] == tags["msgid"] and not tags["msgid"].isdigit()
+    alice.send("PRIVMSG #general :after the typing")
+    assert carol.expect(r".*", raw=True).group(0).endswith("PRIVMSG #general :after the typing")
+    dave.expect(r"MSG \d+ \S+ alice after the typing$")
+    assert [line for line in dave.seen if not line.startswith("JOIN ")][-1].endswith("alice after the typing")
+    bob.expect(r"PRIVMSG #general :after the typing")
+    alice.expect(r"PRIVMSG #general :after the typing")
+    alice.send("CHATHISTORY LATEST #general * 10")
+    start = alice.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    history = []
+    while True:
+        line = alice.next()
+        if line.endswith("BATCH -" + start):
+            break
+        history.append(line)
+    assert [strip_prefix(line) for line in history] == ["PRIVMSG #general :after the typing"]
+    # Private: to an online nick, to one offline (nobody to tell, no error), to no account.
+    alice.send("@+draft/react=+1 TAGMSG bob")
+    assert tags_of(bob.expect(r".* TAGMSG bob$", raw=True).group(0))["+draft/react"] == "+1"
+    alice.expect(r"TAGMSG bob$")
+    dave.send("QUIT")
+    dave.expect_closed()
+    server.wait_log(r".*closing .*dave\): quit")
+    alice.send("@label=l1 TAGMSG dave")
+    alice.expect(r"@label=l1;.*TAGMSG dave$", raw=True)  # the echo carries the label
+    alice.send("@label=l2 TAGMSG nobody1")
+    alice.expect(r"@label=l2 :\S+ 401 alice nobody1 ", raw=True)
+    alice.send("TAGMSG #not-joined")
+    alice.expect(r"403 alice #not-joined ")
+    # A client that did not enable message-tags has no TAGMSG, as before.
+    carol.send("@+typing=active TAGMSG #general")
+    carol.expect(r"421 carol TAGMSG ")
+    # Tags beyond what a client may send: 417, and nothing relayed.
+    alice.send("@+baz=%s TAGMSG #general" % ("a" * 4090))
+    alice.expect(r"417 alice ")
+    alice.send("@+typing=done TAGMSG #general")
+    assert tags_of(bob.expect(r".* TAGMSG #general$", raw=True).group(0))["+typing"] == "done"
+
+
+def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
+    server = ircd()
+    irc_user(server, "bob", caps=("message-tags",))
+    alice = irc_user(server, "alice", caps=("message-tags", "labeled-response"))
+    alice.send("@label=t7;+typing=paused TAGMSG bob")
+    alice.expect(r"@label=t7 :\S+ ACK$", raw=True)
