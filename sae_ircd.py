@@ -96,7 +96,7 @@ def irc_options(server_name=None, network=NETWORK, motd_file=None, guests=False)
 # --- sessions -------------------------------------------------------------------
 
 def formatter(server, caps):
-    return irc.IrcFormatter(server.irc.server_name, caps, server.room.info.name)
+    return irc.IrcFormatter(server.irc.server_name, caps, server.room.info.name, server.guests)
 
 
 def new_session(server, sock, ip, port, exempt):
@@ -428,6 +428,7 @@ def guest_account(server, session):
             account = yield storage(server.store.create_account, nick, GUEST_HASH, server.timestamp(),
                                     server.room.info.id)
             if account is not None:
+                server.guests.add(name_key(account.name))
                 log.info("%s is a guest as %s", session.address, account.name)
     except StorageUnavailable:
         server.reply(session, notice(server, session, "Storage unavailable, try again"))
@@ -659,6 +660,7 @@ def register_guest(server, session, password, via_nickserv):
         server.reply(session, notice(server, session, "Account %s is registered already" % account.name))
         return
     log.info("%s registered %s (was a guest)", session.address, account.name)
+    server.guests.discard(name_key(account.name))
     for other in server.online.get(name_key(account.name), ()):
         other.guest = False
     if via_nickserv:
@@ -914,19 +916,31 @@ def cmd_who(server, session, params):
         flag = "G" if other.__class__ is IrcSession and other.away else "H"
         if whox is None:
             lines.append(numeric(server, session, irc.RPL_WHOREPLY, channel, nick, name, name, nick, flag,
-                                 "0 %s" % nick))
+                                 "0 %s" % realname(server, nick)))
         else:
             lines.append(whox_line(server, session, whox, channel, nick, flag))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHO, mask, "End of /WHO list."))
     answer(server, session, lines)
 
 
+def is_guest(server, nick):
+    return name_key(nick) in server.guests
+
+
+def realname(server, nick):
+    """The real name IRC shows (WHO, WHOIS): the account's name, or for a
+    guest, which has no account, the word that says so."""
+    return irc.GUEST_REALNAME if is_guest(server, nick) else nick
+
+
 def whox_line(server, session, fields, channel, nick, flag):
-    """A WHOX (354) line: the fields asked for, in the protocol's order."""
+    """A WHOX (354) line: the fields asked for, in the protocol's order. A
+    guest's account is "0", WHOX's word for none."""
     letters, _, token = fields.partition(",")
     name = server.irc.server_name
     values = {"t": token or "0", "c": channel, "u": nick, "i": "255.255.255.255", "h": name, "s": name, "n": nick,
-              "f": flag, "d": "0", "l": "0", "a": nick, "o": "0", "r": nick}
+              "f": flag, "d": "0", "l": "0", "a": "0" if is_guest(server, nick) else nick, "o": "0",
+              "r": realname(server, nick)}
     params = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
     return numeric(server, session, irc.RPL_WHOSPCRPL, *params)
 
@@ -942,7 +956,7 @@ def cmd_whois(server, session, params):
                                         numeric(server, session, irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list.")])
     other = found[0]
     account = other.account.name
-    lines = [numeric(server, session, irc.RPL_WHOISUSER, account, account, name, "*", account),
+    lines = [numeric(server, session, irc.RPL_WHOISUSER, account, account, name, "*", realname(server, account)),
              numeric(server, session, irc.RPL_WHOISSERVER, account, name, server.irc.network)]
     channels = sorted(room.info.name for room in other.rooms)
     if channels:
@@ -950,7 +964,7 @@ def cmd_whois(server, session, params):
     away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
     if away:
         lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
-    if not all(s.__class__ is IrcSession and s.guest for s in found):
+    if not is_guest(server, account):
         lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
     answer(server, session, lines)

@@ -567,3 +567,77 @@ def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
     alice = irc_user(server, "alice", caps=("message-tags", "labeled-response"))
     alice.send("@label=t7;+typing=paused TAGMSG bob")
     alice.expect(r"@label=t7 :\S+ ACK$", raw=True)
+
+
+def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
+    """A guest carries no account tag, its extended JOIN says "*", WHO,
+    WHOX and WHOIS show no account and the real name "guest"; a v1 client
+    with CAP guests sees a "~" after its name in USERS, one without sees
+    USERS as ever. Once the guest registers its nick, it is an account like
+    any other."""
+    server = ircd("--irc-guests")
+    marked = server.client()
+    marked.register("mia")
+    marked.send("CAP guests")
+    assert marked.next() == "OK CAP guests"
+    plain = v1_user(server, "olly")
+    bob = irc_user(server, "bob", caps=("account-tag", "extended-join", "message-tags"))
+    bob.send("JOIN #club")
+    bob.expect(r"366 bob #club ")
+    guest = server.irc()
+    guest.send("NICK Visitor")
+    guest.send("USER v 0 * :v")
+    guest.expect(r"366 Visitor #general ")
+    guest.send("JOIN #club")
+    bob.expect(r":Visitor!Visitor@%s JOIN #club \* :?guest$" % SERVER_NAME, raw=True)
+    guest.send("PRIVMSG #general :hello from a guest")
+    said = bob.expect(r".*PRIVMSG #general :hello from a guest", raw=True).group(0)
+    assert "account" not in tags_of(said) and "msgid" in tags_of(said)
+    bob.send("WHO #club")
+    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 guest$")
+    bob.expect(r"352 bob #club bob \S+ \S+ bob H :0 bob$")
+    bob.send("WHO #club %tnar,7")
+    bob.expect(r"354 bob 7 Visitor 0 :?guest$")  # no account ("0"), real name "guest"
+    bob.expect(r"354 bob 7 bob bob :?bob$")
+    bob.send("WHOIS visitor")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :?guest$")
+    lines = []
+    while not lines or " 318 " not in lines[-1]:
+        lines.append(bob.next())
+    assert not any(" 330 " in line for line in lines)
+    marked.login("mia")
+    assert marked.seen[-1] == "USERS 4 bob mia olly Visitor~"
+    plain.send("WHO")
+    assert plain.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
+    # Registered, it is an account: tagged, listed plainly, logged in per WHOIS.
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"900 Visitor ")
+    guest.send("PRIVMSG #general :now with an account")
+    said = bob.expect(r".*PRIVMSG #general :now with an account", raw=True).group(0)
+    assert tags_of(said)["account"] == "Visitor"
+    marked.send("WHO")
+    assert marked.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
+    bob.send("WHOIS visitor")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :?Visitor$")
+    bob.expect(r"330 bob Visitor Visitor ")
+
+
+def test_a_guest_stays_marked_in_history_after_it_leaves_and_across_a_restart(ircd):
+    """The guests are the accounts with the guest mark, read at start: an
+    offline guest's message replayed from history has no account tag."""
+    server = ircd("--irc-guests")
+    guest = server.irc()
+    guest.send("NICK drifter")
+    guest.send("USER d 0 * :d")
+    guest.expect(r"366 drifter #general ")
+    guest.send("PRIVMSG #general :passing through")
+    guest.send("QUIT")
+    guest.expect_closed()
+    server.wait_log(r".*closing .*drifter\): quit")
+    server.stop()
+    server.start()
+    server.irc_port = int(re.findall(r"IRC port [^ ]*:(\d+)", "".join(server.log))[-1])  # this run's
+    bob = irc_user(server, "bob", caps=("account-tag", "server-time", "batch", "message-tags"))
+    bob.send("CHATHISTORY LATEST #general * 10")
+    said = bob.expect(r".*PRIVMSG #general :passing through", raw=True).group(0)
+    assert "batch" in tags_of(said) and "account" not in tags_of(said)
