@@ -47,23 +47,31 @@ import binascii
 import datetime
 import itertools
 import re
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Container, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import sae_protocol as proto
 from sae_protocol import ACTION_PREFIX, DEFAULT_ROOM, LineFramer, action_text, room_key
 
 # --- limits --------------------------------------------------------------
 # RFC 1459: 512 bytes with the CR LF; IRCv3 message-tags adds up to 8191
-# bytes of tags (with the "@" and the space after them) in front.
+# bytes of tags (with the "@" and the space after them) in front of a
+# server's line, of which a client may send 4096: the rest is room for the
+# tags a server adds (time, msgid, account, batch ...) to what it relays.
 MAX_LINE_BYTES = 510
 MAX_TAGS_BYTES = 8191
+MAX_CLIENT_TAGS_BYTES = 4096
 # What the framer lets through before parse_line measures the two parts:
 # a line longer than both together is too long whatever its split.
-MAX_FRAME_BYTES = MAX_TAGS_BYTES + MAX_LINE_BYTES
+MAX_FRAME_BYTES = MAX_CLIENT_TAGS_BYTES + MAX_LINE_BYTES
 # An account's name is a nick, a room's name a channel (sae_protocol).
 NICKLEN = 32
 CHANNELLEN = 33
 TOPICLEN = proto.TOPIC_MAX_BYTES
+# What a guest (--irc-guests) is called where IRC shows a real name (WHOIS,
+# WHO, extended JOIN): everyone else's is their account's name, and a
+# guest has no account to name.
+GUEST_REALNAME = "guest"
+NO_GUESTS: frozenset = frozenset()
 # The most messages one CHATHISTORY may ask for (ISUPPORT CHATHISTORY=).
 CHATHISTORY_MAX = 100
 # SASL (IRCv3 sasl-3.1): AUTHENTICATE carries at most 400 bytes of base64.
@@ -286,7 +294,7 @@ class IrcMessage(NamedTuple):
 
 
 class InputTooLong(NamedTuple):
-    """A line over 510 bytes (without its tags) or with over 8191 bytes of
+    """A line over 510 bytes (without its tags) or with over 4096 bytes of
     tags: answered ERR_INPUTTOOLONG (417) and otherwise ignored."""
 
 
@@ -309,6 +317,13 @@ _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 _TAG_ESCAPE_RE = re.compile(r"\\(.?)", re.S)
 _TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
 _TAG_KEY_RE = re.compile(r"\+?(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+\Z")
+
+
+def client_only_tags(tags: Dict[str, str]) -> Dict[str, str]:
+    """The tags a client meant for other clients (``+typing``, ``+draft/react``
+    ...): the only ones a server relays. Any other tag a client sends is
+    for the server to set, and is dropped."""
+    return {key: value for key, value in tags.items() if key.startswith("+")}
 
 
 def unescape_tag_value(value: str) -> str:
@@ -351,10 +366,10 @@ def parse_line(raw: bytes) -> Union[IrcMessage, InputTooLong, BadLine, None]:
     if raw[:1] == b"@":
         space = raw.find(b" ")
         if space < 0:
-            return None if len(raw) <= MAX_TAGS_BYTES else InputTooLong()
+            return None if len(raw) <= MAX_CLIENT_TAGS_BYTES else InputTooLong()
         tag_bytes, body = raw[1:space], raw[space + 1:].lstrip(b" ")
         # The limit counts the "@" and the space after the tags.
-        if space + 1 > MAX_TAGS_BYTES:
+        if space + 1 > MAX_CLIENT_TAGS_BYTES:
             return InputTooLong()
     if len(body) > MAX_LINE_BYTES:
         return InputTooLong()
@@ -610,28 +625,38 @@ class IrcFormatter:
     signatures, so the server renders through ``session.protocol`` without
     knowing which protocol it is; ``Room.render`` then calls each method
     once per formatter, that is once per capability set among the members.
-    ``IrcFormatter(server_name, caps, default_room)`` returns the same
-    object for the same arguments (only the capabilities in
+    ``IrcFormatter(server_name, caps, default_room, guests)`` returns the
+    same object for the same arguments (only the capabilities in
     RENDERING_CAPABILITIES count), which is what makes that sharing work.
+
+    ``guests`` is the server's collection of the nick_keys of guest
+    accounts (--irc-guests), which it keeps up to date, the same object
+    for every formatter of a server (told apart by identity): a guest is
+    logged in to no account, so its lines carry no ``account`` tag and its
+    extended JOIN says ``*``, whoever renders them.
 
     Nothing here is addressed to one client by its nick (numerics, CAP,
     a KICK of one member): those are built per session with ``numeric``
     and the functions below. A broadcast NOTICE (format_info) goes to "*".
     """
 
-    __slots__ = ("server_name", "caps", "default_room", "host", "server_time", "message_tags",
+    __slots__ = ("server_name", "caps", "default_room", "guests", "host", "server_time", "message_tags",
                  "account_tag", "extended_join", "away_notify", "__weakref__")
     _interned: Dict[tuple, "IrcFormatter"] = {}
 
-    def __new__(cls, server_name: str, caps: Iterable[str] = (), default_room: str = DEFAULT_ROOM):
+    def __new__(cls, server_name: str, caps: Iterable[str] = (), default_room: str = DEFAULT_ROOM,
+                guests: Container[str] = NO_GUESTS):
         caps = frozenset(caps) & RENDERING_CAPABILITIES
-        key = (server_name, caps, default_room)
+        # By identity: the collection changes, the formatter keeps it (and
+        # so keeps its id from being reused).
+        key = (server_name, caps, default_room, id(guests))
         formatter = cls._interned.get(key)
         if formatter is None:
             formatter = object.__new__(cls)
             formatter.server_name = server_name
             formatter.caps = caps
             formatter.default_room = default_room
+            formatter.guests = guests
             formatter.host = server_name
             formatter.server_time = "server-time" in caps
             formatter.message_tags = "message-tags" in caps
@@ -643,7 +668,8 @@ class IrcFormatter:
             cls._interned[key] = formatter
         return formatter
 
-    def __init__(self, server_name: str, caps: Iterable[str] = (), default_room: str = DEFAULT_ROOM):
+    def __init__(self, server_name: str, caps: Iterable[str] = (), default_room: str = DEFAULT_ROOM,
+                 guests: Container[str] = NO_GUESTS):
         pass  # everything is set once, in __new__
 
     def __repr__(self):
@@ -658,7 +684,7 @@ class IrcFormatter:
             tags["time"] = ts  # the store's form is server-time's already
         if self.message_tags and msg_id:
             tags["msgid"] = str(msg_id)
-        if self.account_tag:
+        if self.account_tag and nick_key(sender) not in self.guests:
             tags["account"] = sender
         return tags
 
@@ -705,6 +731,19 @@ class IrcFormatter:
         sender's other sessions and (with echo-message) the sender's own."""
         return b"".join(self.privmsg_lines(msg_id, ts, sender, recipient, text))
 
+    def format_tagmsg(self, msgid: str, ts: str, sender: str, target: str, client_tags: Dict[str, str]) -> bytes:
+        """A TAGMSG (message-tags): a client's tags for other clients (a
+        typing notification, a reaction) and no text. Only clients with
+        message-tags get it, b"" for the others: without tags it says
+        nothing. ``msgid`` names this TAGMSG alone: it is not stored, so no
+        history has it."""
+        if not self.message_tags:
+            return b""
+        tags = dict(client_tags)
+        tags.update(self.message_tags_for(0, ts, sender))
+        tags["msgid"] = msgid
+        return format_line("TAGMSG", target, tags=tags, source=hostmask(sender, self.host))
+
     def format_message(self, message, default_room: Optional[str] = None) -> bytes:
         """A stored message (sae_db.Message) as its PRIVMSG lines."""
         return b"".join(self.privmsg_lines(message.id, message.created_at, message.sender,
@@ -740,8 +779,11 @@ class IrcFormatter:
     def format_joined(self, room: str, name: str) -> bytes:
         """An account became a member of a room (v1.1 JOINED): IRC's JOIN,
         with the account and the real name (the account's name: there is
-        no other) where extended-join is on."""
+        no other) where extended-join is on; for a guest, no account ("*")
+        and the real name "guest"."""
         if self.extended_join:
+            if nick_key(name) in self.guests:
+                return format_line("JOIN", room, "*", GUEST_REALNAME, source=hostmask(name, self.host))
             return format_line("JOIN", room, name, name, source=hostmask(name, self.host))
         return format_line("JOIN", room, source=hostmask(name, self.host))
 

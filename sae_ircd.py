@@ -25,7 +25,9 @@ like a v1 connection that never sends LOGIN.
 """
 
 import collections
+import itertools
 import logging
+import secrets
 import socket
 from typing import NamedTuple, Optional
 
@@ -48,12 +50,17 @@ VERSION = "sae-chat"
 
 # Commands that cost the server work (storage, hashing), rate-limited by the
 # same flood bucket as v1's SAY, LOGIN, JOIN ...
-COSTLY_COMMANDS = frozenset(("PRIVMSG", "NOTICE", "JOIN", "PART", "TOPIC", "LIST", "NAMES", "CHATHISTORY",
-                             "AUTHENTICATE", "PASS", "REGISTER", "WHOIS", "WHO"))
+COSTLY_COMMANDS = frozenset(("PRIVMSG", "NOTICE", "TAGMSG", "JOIN", "PART", "TOPIC", "LIST", "NAMES",
+                             "CHATHISTORY", "AUTHENTICATE", "PASS", "REGISTER", "WHOIS", "WHO"))
 MESSAGE_COMMANDS = frozenset(("PRIVMSG", "NOTICE"))
 # What a client may send before registration has ended.
 BEFORE_REGISTRATION = frozenset(("CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT",
                                  "REGISTER"))
+# Commands that exist only for a client that enabled their capability: to
+# any other they are unknown (421), as they were before it was offered.
+CAPABILITY_COMMANDS = {"TAGMSG": "message-tags"}
+# Commands that read the line's tags, not only its parameters.
+TAGGED_COMMANDS = frozenset(("TAGMSG",))
 # What a registered client that has not logged in may still do.
 WITHOUT_LOGIN = BEFORE_REGISTRATION | frozenset(("PRIVMSG", "MOTD", "LUSERS", "VERSION", "AWAY"))
 
@@ -61,6 +68,7 @@ HOW_TO_LOG_IN = ("This server needs an account. Log in with SASL: irssi: /networ
                  "-sasl_password PASSWORD -sasl_mechanism PLAIN <net>; WeeChat: /set irc.server.<net>.sasl_username "
                  "NAME and /set irc.server.<net>.sasl_password PASSWORD, then /reconnect. Or: /msg NickServ "
                  "IDENTIFY PASSWORD (new here: /msg NickServ REGISTER PASSWORD).")
+KEEP_YOUR_NICK = "You are a guest here. To keep your nick: /msg NickServ REGISTER <password>"
 
 
 class IrcOptions(NamedTuple):
@@ -88,7 +96,7 @@ def irc_options(server_name=None, network=NETWORK, motd_file=None, guests=False)
 # --- sessions -------------------------------------------------------------------
 
 def formatter(server, caps):
-    return irc.IrcFormatter(server.irc.server_name, caps, server.room.info.name)
+    return irc.IrcFormatter(server.irc.server_name, caps, server.room.info.name, server.guests)
 
 
 def new_session(server, sock, ip, port, exempt):
@@ -174,6 +182,8 @@ def run_held(server, session):
 def dispatch(server, session, message):
     command = message.command
     function = COMMANDS.get(command)
+    if command in CAPABILITY_COMMANDS and CAPABILITY_COMMANDS[command] not in session.caps:
+        function = None
     session.label = message.tags.get("label") if "labeled-response" in session.caps else None
     if not session.registered and command not in BEFORE_REGISTRATION:
         if function is None:
@@ -184,11 +194,12 @@ def dispatch(server, session, message):
         answer(server, session, [numeric(server, session, irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")])
         return None
     if session.account is None and command not in WITHOUT_LOGIN:
-        answer(server, session, [irc.format_line("NOTICE", session.nick or "*", "Log in first. " + HOW_TO_LOG_IN,
-                                                 source=server.irc.server_name)])
+        answer(server, session, login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
         if irc.is_channel(message.params[0] if message.params else ""):
             answer(server, session, [numeric(server, session, irc.ERR_NOTREGISTERED, "You must log in first")])
         return None
+    if command in TAGGED_COMMANDS:
+        return function(server, session, message.params, message.tags)
     return function(server, session, message.params)
 
 
@@ -198,6 +209,16 @@ def numeric(server, session, code, *params):
 
 def notice(server, session, text, source=None):
     return irc.format_line("NOTICE", session.nick or "*", text, source=source or server.irc.server_name)
+
+
+def login_notices(server, session, text):
+    """NOTICEs that tell the client how to log in (or keep its nick:
+    ``text``), and after them, when --require-tls would refuse its password
+    here, where to reconnect first: otherwise its first try would be its
+    first news of it."""
+    in_clear = clear_password_refusal(server, session)
+    texts = [text, in_clear[0].upper() + in_clear[1:] + "."] if in_clear else [text]
+    return [notice(server, session, line) for line in texts]
 
 
 def answer(server, session, lines):
@@ -377,11 +398,10 @@ def _registration(server, session):
         account, rooms = session.pending_login
         session.pending_login = None
         if session.guest:
-            server.reply(session, notice(server, session, "You are a guest here. To keep your nick: "
-                                         "/msg NickServ REGISTER <password>"))
+            server.reply_lines(session, login_notices(server, session, KEEP_YOUR_NICK))
         yield from come_online(server, session, account, rooms)
     else:
-        server.reply(session, notice(server, session, HOW_TO_LOG_IN))
+        server.reply_lines(session, login_notices(server, session, HOW_TO_LOG_IN))
 
 
 # A guest's account is a real row, so that its messages are stored and its
@@ -408,6 +428,7 @@ def guest_account(server, session):
             account = yield storage(server.store.create_account, nick, GUEST_HASH, server.timestamp(),
                                     server.room.info.id)
             if account is not None:
+                server.guests.add(name_key(account.name))
                 log.info("%s is a guest as %s", session.address, account.name)
     except StorageUnavailable:
         server.reply(session, notice(server, session, "Storage unavailable, try again"))
@@ -639,6 +660,7 @@ def register_guest(server, session, password, via_nickserv):
         server.reply(session, notice(server, session, "Account %s is registered already" % account.name))
         return
     log.info("%s registered %s (was a guest)", session.address, account.name)
+    server.guests.discard(name_key(account.name))
     for other in server.online.get(name_key(account.name), ()):
         other.guest = False
     if via_nickserv:
@@ -892,19 +914,31 @@ def cmd_who(server, session, params):
         flag = "G" if other.__class__ is IrcSession and other.away else "H"
         if whox is None:
             lines.append(numeric(server, session, irc.RPL_WHOREPLY, channel, nick, name, name, nick, flag,
-                                 "0 %s" % nick))
+                                 "0 %s" % realname(server, nick)))
         else:
             lines.append(whox_line(server, session, whox, channel, nick, flag))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHO, mask, "End of /WHO list."))
     answer(server, session, lines)
 
 
+def is_guest(server, nick):
+    return name_key(nick) in server.guests
+
+
+def realname(server, nick):
+    """The real name IRC shows (WHO, WHOIS): the account's name, or for a
+    guest, which has no account, the word that says so."""
+    return irc.GUEST_REALNAME if is_guest(server, nick) else nick
+
+
 def whox_line(server, session, fields, channel, nick, flag):
-    """A WHOX (354) line: the fields asked for, in the protocol's order."""
+    """A WHOX (354) line: the fields asked for, in the protocol's order. A
+    guest's account is "0", WHOX's word for none."""
     letters, _, token = fields.partition(",")
     name = server.irc.server_name
     values = {"t": token or "0", "c": channel, "u": nick, "i": "255.255.255.255", "h": name, "s": name, "n": nick,
-              "f": flag, "d": "0", "l": "0", "a": nick, "o": "0", "r": nick}
+              "f": flag, "d": "0", "l": "0", "a": "0" if is_guest(server, nick) else nick, "o": "0",
+              "r": realname(server, nick)}
     params = [values[letter] for letter in "tcuihsnfdlaor" if letter in letters]
     return numeric(server, session, irc.RPL_WHOSPCRPL, *params)
 
@@ -928,7 +962,7 @@ def cmd_whois(server, session, params):
                                         numeric(server, session, irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list.")])
     other = found[0]
     account = other.account.name
-    lines = [numeric(server, session, irc.RPL_WHOISUSER, account, account, name, "*", account),
+    lines = [numeric(server, session, irc.RPL_WHOISUSER, account, account, name, "*", realname(server, account)),
              numeric(server, session, irc.RPL_WHOISSERVER, account, name, server.irc.network)]
     channels = sorted(room.info.name for room in other.rooms)
     if channels:
@@ -936,7 +970,7 @@ def cmd_whois(server, session, params):
     away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
     if away:
         lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
-    if not all(s.__class__ is IrcSession and s.guest for s in found):
+    if not is_guest(server, account):
         lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
     answer(server, session, lines)
@@ -971,7 +1005,7 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
     if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
         return nickserv(server, session, text) if command == "PRIVMSG" else None
     if session.account is None:
-        return refuse([notice(server, session, "Log in first. " + HOW_TO_LOG_IN)])
+        return refuse(login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
     stored = irc.irc_text_for_store(text)
     if stored is None:
         return None  # a CTCP query other than ACTION: not something said
@@ -994,6 +1028,73 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
 
 def cmd_notice(server, session, params):
     return cmd_privmsg(server, session, params, "NOTICE")
+
+
+# A TAGMSG is not stored, so its msgid cannot be one of the store's ids
+# (CHATHISTORY would take it for a place in a history): it is a token of its
+# own, a count after a prefix drawn at start, so that one named before a
+# restart is not named again after it.
+TAGMSG_ID_PREFIX = "t" + secrets.token_hex(4) + "-"
+_tagmsg_numbers = itertools.count(1)
+
+
+def cmd_tagmsg(server, session, params, tags):
+    """TAGMSG <target> (message-tags): the client's tags for the others
+    (typing notifications, reactions), relayed and not stored. Refused as
+    a PRIVMSG to the same target would be."""
+    if not params or not params[0]:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "TAGMSG",
+                                                "Not enough parameters")])
+    target = params[0]
+    if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
+        return answer(server, session, [])  # no client there to read tags
+    if irc.is_channel(target):
+        room = server.member_room(session, target)
+        if room is None:
+            code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
+            return answer(server, session, [numeric(server, session, code, target, "Cannot send to channel"
+                                                    if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
+        return relay_tagmsg(server, session, room.info.name, tags, room.sessions())
+    if irc.check_nick(target):
+        return answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, target, "No such nick/channel")])
+    found = sessions_of(server, target)
+    if found:
+        return relay_tagmsg(server, session, found[0].account.name, tags, found)
+    return tagmsg_to_offline(server, session, target, tags)
+
+
+def tagmsg_to_offline(server, session, nick, tags):
+    """A TAGMSG to an account that is offline reaches nobody but the
+    sender's other sessions; one to a nick that is no account is 401."""
+    try:
+        account = yield storage(server.store.find_account, nick)
+    except StorageUnavailable:
+        answer(server, session, [notice(server, session, "storage unavailable, try again")])
+        return
+    if account is None:
+        answer(server, session, [numeric(server, session, irc.ERR_NOSUCHNICK, nick, "No such nick/channel")])
+        return
+    relay_tagmsg(server, session, account.name, tags, ())
+
+
+def relay_tagmsg(server, session, target, tags, recipients):
+    """The TAGMSG to ``recipients`` (a channel's sessions, or the target
+    nick's) and the sender's other sessions, those with message-tags; to
+    the sender itself with echo-message, as its answer."""
+    sender = session.account.name
+    everyone = set(recipients)
+    everyone.update(sessions_of(server, sender))
+    others = [other for other in everyone
+              if other is not session and other.state is ONLINE and other.__class__ is IrcSession
+              and "message-tags" in other.caps]
+    msgid = TAGMSG_ID_PREFIX + str(next(_tagmsg_numbers))
+    client_tags = irc.client_only_tags(tags)
+    ts = server.timestamp()
+
+    def render(protocol):
+        return protocol.format_tagmsg(msgid, ts, sender, target, client_tags)
+    server.send_each(others, render)
+    answer(server, session, [render(session.protocol)] if session.echo else [])
 
 
 # --- the rest ---------------------------------------------------------------------------
@@ -1177,6 +1278,7 @@ COMMANDS = {
     "WHOIS": cmd_whois,
     "PRIVMSG": cmd_privmsg,
     "NOTICE": cmd_notice,
+    "TAGMSG": cmd_tagmsg,
     "PING": cmd_ping,
     "PONG": cmd_pong,
     "QUIT": cmd_quit,

@@ -46,9 +46,15 @@ PASSWORD_MAX_BYTES = 1024
 ROOM_RE = re.compile(r"#[A-Za-z0-9_.-]{1,32}\Z")
 # The room of v1's SAY, HISTORY <count> and MSG (the server's --default-room).
 DEFAULT_ROOM = "#general"
-# What CAP can turn on. "rooms" is protocol v1.1.
+# What CAP can turn on. "rooms" is protocol v1.1; "guests" marks IRC guests
+# in USERS, which a client must ask for: a v1 client reads every word of
+# USERS as a name it may TELL and see JOIN and LEAVE.
 ROOMS_CAPABILITY = "rooms"
-CAPABILITIES = (ROOMS_CAPABILITY,)
+GUESTS_CAPABILITY = "guests"
+CAPABILITIES = (ROOMS_CAPABILITY, GUESTS_CAPABILITY)
+# After a guest's name in USERS (for a session with CAP guests): no name
+# holds it, so the name is the rest.
+GUEST_MARK = "~"
 # HISTORY's first field that asks for everything the account may read
 # (all its rooms and private conversations) after an id.
 EVERYTHING = "*"
@@ -240,7 +246,8 @@ USAGE = {
 # v1.1's verbs; HELP lists them only to a session that has opted in, so
 # that a v1 client's HELP reads as it always did.
 ROOM_USAGE = {
-    "CAP": ("CAP rooms", "turn on protocol v1.1, rooms and private conversations (works before LOGIN)"),
+    "CAP": ("CAP rooms|guests", "turn on protocol v1.1, rooms and private conversations (works before LOGIN);"
+                                " guests: also a ~ after each IRC guest's name in USERS"),
     "JOIN": ("JOIN <#room>", "join a room (it is made if it does not exist)"),
     "PART": ("PART <#room> [reason]", "leave a room"),
     "TOPIC": ("TOPIC <#room> [text|-]", "a room's topic: show it, set it, or (-) clear it"),
@@ -512,8 +519,12 @@ def format_err(code: int, text: str) -> bytes:
     return _line("ERR", code, text)
 
 
-def format_users(names) -> bytes:
+def format_users(names, guests=()) -> bytes:
+    """USERS: the names, sorted; those whose room_key is in ``guests`` (for
+    a session with CAP guests) with GUEST_MARK after them."""
     names = sorted(names, key=str.lower)
+    if guests:
+        names = [name + GUEST_MARK if room_key(name) in guests else name for name in names]
     return _line("USERS", len(names), " ".join(names))
 
 
@@ -613,8 +624,11 @@ def format_members(room: str, names) -> List[bytes]:
     return lines
 
 
-def format_cap(default_room: str = DEFAULT_ROOM) -> bytes:
-    """CAP's answer: v1.1 is on, and which room's messages are MSG lines."""
+def format_cap(default_room: str = DEFAULT_ROOM, capability: str = ROOMS_CAPABILITY) -> bytes:
+    """CAP's answer: v1.1 is on, and which room's messages are MSG lines;
+    or ``OK CAP guests``."""
+    if capability == GUESTS_CAPABILITY:
+        return format_ok("CAP", GUESTS_CAPABILITY)
     return format_ok("CAP", "%s %s" % (ROOMS_CAPABILITY, default_room))
 
 

@@ -455,7 +455,7 @@ class Session(Connection):
     __slots__ = ("ip", "address", "exempt", "protocol", "framer", "held", "held_bytes",
                  "account", "state", "inflight", "inflight_messages", "reading",
                  "connected_at", "last_heard", "ping_sent_at", "close_deadline",
-                 "flood_tokens", "flood_stamp", "rooms_on", "rooms")
+                 "flood_tokens", "flood_stamp", "rooms_on", "guests_on", "rooms")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol=proto):
         Connection.__init__(self, sock, selectors.EVENT_READ)
@@ -482,6 +482,7 @@ class Session(Connection):
         # Protocol v1.1: the session has said it understands rooms (CAP
         # rooms, or any v1.1 line); until then it gets v1's lines only.
         self.rooms_on = False
+        self.guests_on = False  # CAP guests: IRC guests are marked in its USERS lines
         # Once logged in, the set of Rooms its account is in: one set for
         # every session of the account (Server.account_rooms), so that a
         # JOIN from one session puts them all in the room.
@@ -708,8 +709,22 @@ def clear_password_refusal(server, session):
         return None
     ports = [listener.port for listener in server.listeners
              if listener.tls is not None and listener.kind == session_kind(session)]
-    where = "port %d" % ports[0] if ports else "the TLS port"
-    return "passwords are only accepted over TLS here: reconnect with TLS to %s" % where
+    if not ports:
+        # v1 always has one (--require-tls needs --tls-port); IRC's may be off.
+        return "passwords are only accepted over TLS here, and this server has no TLS port for IRC"
+    return "passwords are only accepted over TLS here: reconnect with TLS to port %d" % ports[0]
+
+
+def log_in_first(server, session):
+    """ERR 401's text before LOGIN. Where --require-tls would refuse this
+    session's password, it says where to log in instead, before the user
+    types a password here (v1 has no greeting to say it in). Its words
+    leave out "password": clients read a 401 that names one as a failed
+    LOGIN."""
+    if clear_password_refusal(server, session) is None:
+        return "log in first"
+    ports = [listener.port for listener in server.listeners if listener.tls is not None and listener.kind == V1]
+    return "log in first, over TLS here" + (": reconnect with TLS to port %d" % ports[0] if ports else "")
 
 
 def session_kind(session):
@@ -932,6 +947,11 @@ class Server:
             log.warning("the database holds %d rooms, more than --rooms-max %d: no JOIN makes a new one "
                         "until some are deleted", len(self.rooms), self.limits.rooms_max)
         self.everyone = Room(None, self.flushes)  # every online session: presence, the operator's say
+        # The name_keys of the IRC guests' accounts (--irc-guests), online or
+        # not, kept as they are made and registered: what marks a guest to
+        # others (no account tag on IRC, a "~" in v1's USERS). Read once here
+        # (a guest's hash is no real one, so the read is of every account).
+        self.guests = {name_key(name) for name in store.names_with_hash(GUEST_HASH)}
         self.online = {}  # account name_key -> [Session], in login order
         # account name_key -> the set of Rooms it is in, while it is online
         # (read with the account at LOGIN; the store has it the rest of the time).
@@ -1703,7 +1723,7 @@ class Server:
                 # Any v1.1 line that parses opts in, whatever its answer.
                 self.opt_in(session)
             if session.account is None and line.verb not in proto.PRE_LOGIN_VERBS:
-                self.reply(session, proto.format_err(proto.UNAUTHORIZED, "log in first"))
+                self.reply(session, proto.format_err(proto.UNAUTHORIZED, log_in_first(self, session)))
             else:
                 outer, self.running_for = self.running_for, session
                 try:
@@ -2223,6 +2243,10 @@ class Server:
                 return instance, peer.accounts[key]
         return None
 
+    def users_line(self, session):
+        """USERS for this session: who is online, guests marked if it asked."""
+        return proto.format_users(self.online_names(), self.guests if session.guests_on else ())
+
     def kick_left(self, name) -> int:
         """Seconds left of a kick on the account, 0 if none."""
         return self.guards.kick_left(name, self.now)
@@ -2741,6 +2765,7 @@ def register_steps(server, session, name, password):
             return Refused(UNAVAILABLE)
         if account is None:
             return Refused(TAKEN)
+        server.guests.discard(name_key(account.name))
     log.info("%s registered %s", session.address, account.name)
     return account
 
@@ -2875,7 +2900,7 @@ def cmd_login(server, session, name, password):
     if server.room not in session.rooms:
         history = []  # the account has left the default room (and its other sessions say so)
     lines = [proto.format_ok("LOGIN", account.name)] + proto.format_history(v1_history(history))
-    lines.append(proto.format_users(server.online_names()))
+    lines.append(server.users_line(session))
     server.reply_lines(session, lines)
 
 
@@ -2934,7 +2959,7 @@ def cmd_tell(server, session, name, text):
 
 
 def cmd_who(server, session):
-    server.reply(session, proto.format_users(server.online_names()))
+    server.reply(session, server.users_line(session))
 
 
 def cmd_history(server, session, count, where):
@@ -2964,7 +2989,12 @@ def cmd_pong(server, session, token):
 
 
 def cmd_help(server, session):
-    server.reply_lines(session, proto.format_help(rooms=session.rooms_on))
+    lines = proto.format_help(rooms=session.rooms_on)
+    in_clear = clear_password_refusal(server, session)
+    if in_clear:
+        # Read before a first LOGIN, so said before the password is sent.
+        lines.insert(-1, proto.format_info("LOGIN, REGISTER: " + in_clear))
+    server.reply_lines(session, lines)
 
 
 def cmd_quit(server, session, reason):
@@ -2977,7 +3007,9 @@ def cmd_quit(server, session, reason):
 # says what the database does not.
 
 def cmd_cap(server, session, capability):
-    server.reply(session, proto.format_cap(server.room.info.name))
+    if capability == proto.GUESTS_CAPABILITY:
+        session.guests_on = True
+    server.reply(session, proto.format_cap(server.room.info.name, capability))
 
 
 def cmd_join(server, session, name):

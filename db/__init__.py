@@ -266,6 +266,13 @@ class Store:
         (an IRC guest's account registered by its guest); False otherwise."""
         raise NotImplementedError
 
+    def names_with_hash(self, password_hash: str) -> List[str]:
+        """The names of the accounts whose hash is exactly ``password_hash``:
+        a mark no password matches (an IRC guest's), since a real hash is
+        salted and shared by no two accounts. Reads every account: for
+        start-up, not for each request."""
+        raise NotImplementedError
+
     def set_ban(self, name: str, reason: Optional[str], at: str) -> bool:
         """Ban (reason given) or unban (None) an account; False if no such account."""
         raise NotImplementedError

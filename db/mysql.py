@@ -57,6 +57,7 @@ REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
 LAST_ID_UNTIL = sql.for_mysql(sql.LAST_ID_UNTIL)
 FIRST_ID_FROM = sql.for_mysql(sql.FIRST_ID_FROM)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
+NAMES_WITH_HASH = sql.for_mysql(sql.NAMES_WITH_HASH)
 INSERT_ROOM = sql.for_mysql(sql.INSERT_ROOM)
 FIND_ROOM = sql.for_mysql(sql.FIND_ROOM)
 FIND_ROOM_ID = sql.for_mysql(sql.FIND_ROOM_ID)
@@ -589,6 +590,9 @@ class MySQLStore(Store):
             cursor.execute(BANNED_ACCOUNTS)
             return [self._account(row) for row in cursor.fetchall()]
         return self._run(select)
+
+    def names_with_hash(self, password_hash: str) -> List[str]:
+        return [name for (name,) in self._select(NAMES_WITH_HASH, (password_hash,))]
 
     def ping(self) -> None:
         self._run(lambda cursor: cursor.execute("SELECT 1"))

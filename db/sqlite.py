@@ -311,6 +311,9 @@ class SQLiteStore(Store):
             return [Account(*row) for row in self.db.execute(sql.BANNED_ACCOUNTS)]
         return self._run(select)
 
+    def names_with_hash(self, password_hash: str) -> List[str]:
+        return [name for (name,) in self._select(sql.NAMES_WITH_HASH, (password_hash,))]
+
     def ping(self) -> None:
         self._run(self.db.execute, "SELECT 1")
 

@@ -51,7 +51,7 @@ class Stored(NamedTuple):
 # --- framing and parsing -----------------------------------------------------
 
 def test_the_framer_passes_a_line_with_full_tags_and_a_full_body():
-    tags = b"@" + b"a" * (irc.MAX_TAGS_BYTES - 2) + b" "
+    tags = b"@" + b"a" * (irc.MAX_CLIENT_TAGS_BYTES - 2) + b" "
     body = b"PRIVMSG #general :" + b"x" * (irc.MAX_LINE_BYTES - 18)
     line = tags + body
     frames = feed_all(irc.new_framer(), [line[i:i + 1000] for i in range(0, len(line), 1000)] + [b"\r\n"])
@@ -67,9 +67,26 @@ def test_a_body_over_510_bytes_is_input_too_long_with_or_without_tags():
     assert isinstance(parse_line(body[:-1]), IrcMessage)
 
 
-def test_tags_over_8191_bytes_are_input_too_long():
-    assert parse_line(b"@" + b"a" * (irc.MAX_TAGS_BYTES - 1) + b" PING x") == InputTooLong()
-    assert isinstance(parse_line(b"@" + b"a" * (irc.MAX_TAGS_BYTES - 2) + b" PING x"), IrcMessage)
+def test_a_client_sending_over_4096_bytes_of_tags_is_input_too_long():
+    # As irctest's message-tags length test: "@" and the space count.
+    assert parse_line(b"@foo=bar;+baz=" + b"a" * 4082 + b" TAGMSG #test") == InputTooLong()
+    at_the_limit = parse_line(b"@foo=bar;+baz=" + b"a" * 4081 + b" TAGMSG #test")
+    assert at_the_limit.tags == {"foo": "bar", "+baz": "a" * 4081}
+    assert parse_line(b"@" + b"a" * 5000) == InputTooLong()
+
+
+def test_only_client_only_tags_are_relayed():
+    assert irc.client_only_tags({"+typing": "active", "time": "x", "+draft/react": "\U0001f44d", "label": "1"}) \
+        == {"+typing": "active", "+draft/react": "\U0001f44d"}
+
+
+def test_a_tagmsg_carries_the_client_tags_and_the_server_s_and_only_to_message_tags():
+    rich = IrcFormatter("irc.test", ("message-tags", "server-time", "account-tag"))
+    line = rich.format_tagmsg("t1-5", "2026-11-24T13:05:01.123Z", "alice", "#general", {"+typing": "active;x"})
+    assert line == (b"@+typing=active\\:x;time=2026-11-24T13:05:01.123Z;account=alice;msgid=t1-5 "
+                    b":alice!alice@irc.test TAGMSG #general\r\n")
+    assert IrcFormatter("irc.test", ("server-time", "account-tag")).format_tagmsg(
+        "t1-5", "2026-11-24T13:05:01.123Z", "alice", "#general", {"+typing": "active"}) == b""
 
 
 def test_a_line_longer_than_tags_and_body_together_is_cut_off_by_the_framer():

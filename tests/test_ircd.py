@@ -504,3 +504,140 @@ def test_an_offline_guest_nick_may_be_registered_by_anyone_but_not_an_online_one
     v1.send("REGISTER drifter password1")
     v1.expect(r"OK REGISTER drifter")
     v1.login("drifter")
+
+
+def test_tagmsg_relays_client_tags_to_message_tags_clients_only_and_is_not_stored(ircd):
+    """A typing notification from alice: bob (message-tags) sees it with the
+    server's tags, alice her echo with the same msgid; carol (no caps) and
+    the v1 client see nothing of it, and no history has it."""
+    server = ircd()
+    dave = v1_user(server, "dave")
+    carol = irc_user(server, "carol")
+    bob = irc_user(server, "bob", caps=("message-tags", "server-time", "account-tag"))
+    alice = irc_user(server, "alice", caps=("message-tags", "echo-message", "labeled-response", "batch",
+                                             "draft/chathistory", "server-time"))
+    alice.send("@+typing=active;cat=dog TAGMSG #General")
+    relayed = bob.expect(r".* TAGMSG #general$", raw=True).group(0)
+    tags = tags_of(relayed)
+    assert relayed.endswith(" :alice!alice@%s TAGMSG #general" % SERVER_NAME)
+    assert tags["+typing"] == "active" and tags["account"] == "alice" and "time" in tags and "cat" not in tags
+    echo = alice.expect(r".* TAGMSG #general$", raw=True).group(0)
+    assert tags_of(echo)["msgid"] == tags["msgid"] and not tags["msgid"].isdigit()
+    alice.send("PRIVMSG #general :after the typing")
+    assert carol.expect(r".*", raw=True).group(0).endswith("PRIVMSG #general :after the typing")
+    dave.expect(r"MSG \d+ \S+ alice after the typing$")
+    assert [line for line in dave.seen if not line.startswith("JOIN ")][-1].endswith("alice after the typing")
+    bob.expect(r"PRIVMSG #general :after the typing")
+    alice.expect(r"PRIVMSG #general :after the typing")
+    alice.send("CHATHISTORY LATEST #general * 10")
+    start = alice.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    history = []
+    while True:
+        line = alice.next()
+        if line.endswith("BATCH -" + start):
+            break
+        history.append(line)
+    assert [strip_prefix(line) for line in history] == ["PRIVMSG #general :after the typing"]
+    # Private: to an online nick, to one offline (nobody to tell, no error), to no account.
+    alice.send("@+draft/react=+1 TAGMSG bob")
+    assert tags_of(bob.expect(r".* TAGMSG bob$", raw=True).group(0))["+draft/react"] == "+1"
+    alice.expect(r"TAGMSG bob$")
+    dave.send("QUIT")
+    dave.expect_closed()
+    server.wait_log(r".*closing .*dave\): quit")
+    alice.send("@label=l1 TAGMSG dave")
+    alice.expect(r"@label=l1;.*TAGMSG dave$", raw=True)  # the echo carries the label
+    alice.send("@label=l2 TAGMSG nobody1")
+    alice.expect(r"@label=l2 :\S+ 401 alice nobody1 ", raw=True)
+    alice.send("TAGMSG #not-joined")
+    alice.expect(r"403 alice #not-joined ")
+    # A client that did not enable message-tags has no TAGMSG, as before.
+    carol.send("@+typing=active TAGMSG #general")
+    carol.expect(r"421 carol TAGMSG ")
+    # Tags beyond what a client may send: 417, and nothing relayed.
+    alice.send("@+baz=%s TAGMSG #general" % ("a" * 4090))
+    alice.expect(r"417 alice ")
+    alice.send("@+typing=done TAGMSG #general")
+    assert tags_of(bob.expect(r".* TAGMSG #general$", raw=True).group(0))["+typing"] == "done"
+
+
+def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
+    server = ircd()
+    irc_user(server, "bob", caps=("message-tags",))
+    alice = irc_user(server, "alice", caps=("message-tags", "labeled-response"))
+    alice.send("@label=t7;+typing=paused TAGMSG bob")
+    alice.expect(r"@label=t7 :\S+ ACK$", raw=True)
+
+
+def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
+    """A guest carries no account tag, its extended JOIN says "*", WHO,
+    WHOX and WHOIS show no account and the real name "guest"; a v1 client
+    with CAP guests sees a "~" after its name in USERS, one without sees
+    USERS as ever. Once the guest registers its nick, it is an account like
+    any other."""
+    server = ircd("--irc-guests")
+    marked = server.client()
+    marked.register("mia")
+    marked.send("CAP guests")
+    assert marked.next() == "OK CAP guests"
+    plain = v1_user(server, "olly")
+    bob = irc_user(server, "bob", caps=("account-tag", "extended-join", "message-tags"))
+    bob.send("JOIN #club")
+    bob.expect(r"366 bob #club ")
+    guest = server.irc()
+    guest.send("NICK Visitor")
+    guest.send("USER v 0 * :v")
+    guest.expect(r"366 Visitor #general ")
+    guest.send("JOIN #club")
+    bob.expect(r":Visitor!Visitor@%s JOIN #club \* :?guest$" % SERVER_NAME, raw=True)
+    guest.send("PRIVMSG #general :hello from a guest")
+    said = bob.expect(r".*PRIVMSG #general :hello from a guest", raw=True).group(0)
+    assert "account" not in tags_of(said) and "msgid" in tags_of(said)
+    bob.send("WHO #club")
+    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 guest$")
+    bob.expect(r"352 bob #club bob \S+ \S+ bob H :0 bob$")
+    bob.send("WHO #club %tnar,7")
+    bob.expect(r"354 bob 7 Visitor 0 :?guest$")  # no account ("0"), real name "guest"
+    bob.expect(r"354 bob 7 bob bob :?bob$")
+    bob.send("WHOIS visitor")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :?guest$")
+    lines = []
+    while not lines or " 318 " not in lines[-1]:
+        lines.append(bob.next())
+    assert not any(" 330 " in line for line in lines)
+    marked.login("mia")
+    assert marked.seen[-1] == "USERS 4 bob mia olly Visitor~"
+    plain.send("WHO")
+    assert plain.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
+    # Registered, it is an account: tagged, listed plainly, logged in per WHOIS.
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"900 Visitor ")
+    guest.send("PRIVMSG #general :now with an account")
+    said = bob.expect(r".*PRIVMSG #general :now with an account", raw=True).group(0)
+    assert tags_of(said)["account"] == "Visitor"
+    marked.send("WHO")
+    assert marked.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
+    bob.send("WHOIS visitor")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :?Visitor$")
+    bob.expect(r"330 bob Visitor Visitor ")
+
+
+def test_a_guest_stays_marked_in_history_after_it_leaves_and_across_a_restart(ircd):
+    """The guests are the accounts with the guest mark, read at start: an
+    offline guest's message replayed from history has no account tag."""
+    server = ircd("--irc-guests")
+    guest = server.irc()
+    guest.send("NICK drifter")
+    guest.send("USER d 0 * :d")
+    guest.expect(r"366 drifter #general ")
+    guest.send("PRIVMSG #general :passing through")
+    guest.send("QUIT")
+    guest.expect_closed()
+    server.wait_log(r".*closing .*drifter\): quit")
+    server.stop()
+    server.start()
+    server.irc_port = int(re.findall(r"IRC port [^ ]*:(\d+)", "".join(server.log))[-1])  # this run's
+    bob = irc_user(server, "bob", caps=("account-tag", "server-time", "batch", "message-tags"))
+    bob.send("CHATHISTORY LATEST #general * 10")
+    said = bob.expect(r".*PRIVMSG #general :passing through", raw=True).group(0)
+    assert "batch" in tags_of(said) and "account" not in tags_of(said)

@@ -487,6 +487,12 @@ def test_users_are_sorted_and_round_trip():
     assert (event.count, event.names) == (0, ())
 
 
+def test_users_mark_guests_only_when_given_them():
+    # The guests are name keys (A-Z folded), as the server keeps them.
+    assert p.format_users(["carol", "Visitor", "alice"], {"visitor"}) == b"USERS 3 alice carol Visitor~\n"
+    assert p.format_users(["carol", "Visitor", "alice"]) == b"USERS 3 alice carol Visitor\n"
+
+
 @pytest.mark.parametrize("data, kind, fields", [
     (p.format_join("alice"), "JOIN", {"name": "alice"}),
     (p.format_leave("alice", "quit: bye now"), "LEAVE", {"name": "alice", "text": "quit: bye now"}),
@@ -662,6 +668,7 @@ def test_an_exchange_stays_in_step_whatever_arrives_between_answers(script):
 @pytest.mark.parametrize("line, command", [
     (b"CAP rooms", Command("CAP", ("rooms",))),
     (b"cap ROOMS \t", Command("CAP", ("rooms",))),
+    (b"CAP Guests", Command("CAP", ("guests",))),
     (b"JOIN #homework", Command("JOIN", ("#homework",))),
     (b"join #Home.Work-2_b  ", Command("JOIN", ("#Home.Work-2_b",))),
     (b"PART #homework", Command("PART", ("#homework", ""))),
@@ -700,10 +707,10 @@ HISTORY_USAGE = "usage: HISTORY <#room|@name|*> <count> [before=<id>|after=<id>]
 
 
 @pytest.mark.parametrize("line, text", [
-    (b"CAP", "usage: CAP rooms"),
-    (b"CAP  ", "usage: CAP rooms"),
-    (b"CAP irc", "unknown capability irc (this server knows: rooms)"),
-    (b"CAP rooms extra", "unknown capability rooms extra (this server knows: rooms)"),
+    (b"CAP", "usage: CAP rooms|guests"),
+    (b"CAP  ", "usage: CAP rooms|guests"),
+    (b"CAP irc", "unknown capability irc (this server knows: rooms guests)"),
+    (b"CAP rooms extra", "unknown capability rooms extra (this server knows: rooms guests)"),
     (b"JOIN", "usage: JOIN <#room>"),
     (b"JOIN homework", "usage: JOIN <#room> (%s)" % ROOM_RULE),
     (b"JOIN #", "usage: JOIN <#room> (%s)" % ROOM_RULE),
@@ -853,6 +860,7 @@ def test_rmsg_round_trip():
     (p.format_deleted("#spam", "spam, sorry"), b"DELETED #spam spam, sorry", {"room": "#spam", "text": "spam, sorry"}),
     (p.format_cap("#lobby"), b"OK CAP rooms #lobby", {"kind": "OK", "name": "CAP", "room": "#lobby"}),
     (p.format_cap(), b"OK CAP rooms #general", {"name": "CAP", "room": "#general", "text": "rooms #general"}),
+    (p.format_cap("#lobby", "guests"), b"OK CAP guests", {"name": "CAP", "room": "", "text": "guests"}),
     (p.format_ok("JOIN", "#Homework"), b"OK JOIN #Homework", {"name": "JOIN", "room": "#Homework"}),
     (p.format_ok("PART", "#homework"), b"OK PART #homework", {"name": "PART", "room": "#homework"}),
     (p.format_ok("TOPIC", "#homework"), b"OK TOPIC #homework", {"name": "TOPIC", "room": "#homework"}),
@@ -998,7 +1006,7 @@ def logged_in_exchange(cap=True):
 def test_cap_is_answered_by_ok_cap_or_err():
     exchange = p.Exchange()
     exchange.request("CAP", "irc")
-    answer, = hear_all(exchange, ["ERR 400 unknown capability irc (this server knows: rooms)"])
+    answer, = hear_all(exchange, ["ERR 400 unknown capability irc (this server knows: rooms guests)"])
     assert answer.complete and answer.request.verb == "CAP" and exchange.default_room == ""
 
 

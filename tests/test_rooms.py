@@ -56,7 +56,7 @@ def test_cap_rooms_is_answered_with_the_default_room_before_and_after_login(serv
     client = server.client()
     client.register(alice)
     assert answer(client, "CAP rooms") == ["OK CAP rooms #general"]
-    assert answer(client, "CAP what") == ["ERR 400 unknown capability what (this server knows: rooms)"]
+    assert answer(client, "CAP what") == ["ERR 400 unknown capability what (this server knows: rooms guests)"]
     assert answer(client, "JOIN #homework") == ["ERR 401 log in first"]
     client.login(alice)
     assert answer(client, "cap ROOMS") == ["OK CAP rooms #general"]

@@ -903,6 +903,16 @@ def test_replace_password_only_from_the_hash_it_still_has(store):
     assert store.replace_password("nobody", "!guest", "scrypt$x") is False
 
 
+def test_the_names_of_the_accounts_with_one_hash_are_the_guests(store):
+    assert store.names_with_hash("!guest") == []
+    store.create_account("Visitor", "!guest", T0)
+    store.create_account("alice", "scrypt$alice", T0)
+    store.create_account("drifter", "!guest", T0)
+    assert store.names_with_hash("!guest") == ["drifter", "Visitor"]
+    store.replace_password("drifter", "!guest", "scrypt$drifter")
+    assert store.names_with_hash("!guest") == ["Visitor"]
+
+
 def test_ids_at_a_moment_for_chathistory_timestamps(store, alice):
     assert store.ids_at("2026-01-01T00:00:00.000Z") == (None, None)
     stored = store.append_messages([NewMessage(alice.id, alice.name, None, "m%d" % n,

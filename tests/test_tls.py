@@ -541,3 +541,98 @@ def test_require_tls_refuses_irc_passwords_in_clear_from_another_machine(tmp_pat
             ":NickServ!NickServ@irc.test NOTICE remote :Account remote registered; you are logged in"]
     finally:
         server.stop()
+
+
+REMOTE_TRANSCRIPT = """
+import socket, sys
+host, port, lines = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+sock = socket.create_connection((host, port), timeout=5)
+sock.sendall("".join(line + "\\r\\n" for line in lines + ["PING end-of-transcript"]).encode())
+received = b""
+while b"end-of-transcript" not in received:
+    chunk = sock.recv(65536)
+    if not chunk:
+        sys.exit("closed: %r" % received)
+    received += chunk
+sys.stdout.write(received.decode())
+"""
+
+
+def transcript_from(inside, address, port, *lines):
+    """What a client on the other machine reads after sending ``lines``
+    (and a PING whose PONG ends it), line by line."""
+    done = subprocess.run(inside + [sys.executable, "-c", REMOTE_TRANSCRIPT, address, str(port)] + list(lines),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return [line.rstrip("\r") for line in done.stdout.splitlines()]
+
+
+def test_require_tls_says_where_to_log_in_before_any_password_is_sent(tmp_path, certificates, network_namespace):
+    """From another machine on the plain ports, what a client reads before
+    it sends a password already names the TLS port: IRC's NOTICE on how to
+    log in (at registration and on each refused command), v1's HELP and
+    ERR 401. From loopback, where passwords are accepted, nothing of it."""
+    from test_ircd import IrcClient
+    address, inside = network_namespace
+    chain, _ = certificates.server()
+    server = AnyAddressServer(tmp_path, "--tls-cert", str(chain), "--tls-port", "0", "--require-tls",
+                              "--irc-port", "0", "--irc-tls-port", "0", "--server-name", "irc.test").start()
+    try:
+        log = "".join(server.log)
+        tls_port = int(re.search(r"listening for TLS v1 on 0\.0\.0\.0:(\d+)", log).group(1))
+        irc_port = int(re.search(r"listening for irc on 0\.0\.0\.0:(\d+)", log).group(1))
+        irc_tls_port = int(re.search(r"listening for TLS irc on 0\.0\.0\.0:(\d+)", log).group(1))
+        irc_lines = transcript_from(inside, address, irc_port, "NICK remote", "USER remote 0 * :remote",
+                                    "JOIN #general", "PRIVMSG #general :hello?")
+        how = "This server needs an account. Log in with SASL: irssi: "
+        tls = ":irc.test NOTICE remote :Passwords are only accepted over TLS here: reconnect with TLS to port %d." \
+            % irc_tls_port
+        notices = [line for line in irc_lines if " NOTICE " in line or " 451 " in line]
+        # (The how-to's irssi and WeeChat recipes, which test_ircd reads, cut short.)
+        assert [line.split(how)[0] + how if how in line else line for line in notices] == [
+            ":irc.test NOTICE remote :" + how, tls,
+            ":irc.test NOTICE remote :Log in first. " + how, tls, ":irc.test 451 remote :You must log in first",
+            ":irc.test NOTICE remote :Log in first. " + how, tls]
+        v1_lines = transcript_from(inside, address, server.port, "HELP", "SAY hi")
+        refusal = "passwords are only accepted over TLS here: reconnect with TLS to port %d" % tls_port
+        assert v1_lines[-4:] == ["INFO LOGIN, REGISTER: " + refusal, "OK HELP",
+                                 "ERR 401 log in first, over TLS here: reconnect with TLS to port %d" % tls_port,
+                                 "PONG end-of-transcript"]
+        # On the server's own machine the same ports take passwords: not a word of TLS.
+        local = IrcClient(irc_port)
+        server.clients.append(local)
+        local.send("NICK local")
+        local.send("USER local 0 * :local")
+        local.expect(r"NOTICE local :" + how)
+        local.send("PING here")
+        assert local.next().endswith(" PONG irc.test here")
+        v1 = server.client()
+        v1.send("HELP")
+        v1.expect("OK HELP")
+        v1.send("SAY hi")
+        assert v1.next() == "ERR 401 log in first"
+        assert not any("TLS" in line for line in local.seen + v1.seen)
+    finally:
+        server.stop()
+
+
+def test_require_tls_tells_a_remote_guest_that_irc_has_no_tls_port(tmp_path, certificates, network_namespace):
+    """A guest from another machine chats without a password, but keeping
+    its nick needs one: with IRC's TLS port off, it is told that no port of
+    this server takes one from it, rather than sent to a port that is not."""
+    address, inside = network_namespace
+    chain, _ = certificates.server()
+    server = AnyAddressServer(tmp_path, "--tls-cert", str(chain), "--tls-port", "0", "--require-tls",
+                              "--irc-port", "0", "--irc-tls-port", "off", "--irc-guests",
+                              "--server-name", "irc.test").start()
+    try:
+        irc_port = int(re.search(r"listening for irc on 0\.0\.0\.0:(\d+)", "".join(server.log)).group(1))
+        lines = transcript_from(inside, address, irc_port, "NICK roamer", "USER roamer 0 * :roamer",
+                                "PRIVMSG NickServ :REGISTER password1")
+        no_port = "passwords are only accepted over TLS here, and this server has no TLS port for IRC"
+        assert [line for line in lines if " NOTICE " in line] == [
+            ":irc.test NOTICE roamer :You are a guest here. To keep your nick: /msg NickServ REGISTER <password>",
+            ":irc.test NOTICE roamer :P" + no_port[1:] + ".",
+            ":NickServ!NickServ@irc.test NOTICE roamer :" + no_port]
+    finally:
+        server.stop()
