@@ -1442,6 +1442,10 @@ class Server:
     # -- connections --
 
     def _accept(self, listener):
+        if self.accept_paused_until is not None:
+            # Another listener ran out of descriptors earlier in this turn
+            # and paused them all: this one was ready in the same select().
+            return
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
                 sock, address = listener.sock.accept()

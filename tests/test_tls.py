@@ -9,8 +9,10 @@ certificate as sae-client does (the test's CA, the host name).
 """
 
 import datetime
+import logging
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -24,6 +26,7 @@ import pytest
 trustme = pytest.importorskip("trustme")
 
 from conftest import TIMEOUT, LineClient, ServerProcess  # noqa: E402
+from sae_server import ACCEPT_PAUSE, TlsCertificate  # noqa: E402
 
 PASSWORD = "password1"
 
@@ -541,3 +544,91 @@ def test_require_tls_refuses_irc_passwords_in_clear_from_another_machine(tmp_pat
             ":NickServ!NickServ@irc.test NOTICE remote :Account remote registered; you are logged in"]
     finally:
         server.stop()
+
+
+
+# --- out of file descriptors -----------------------------------------------------
+
+def listeners_watched(server):
+    """The listeners the loop watches for connections, as (protocol, TLS or not)."""
+    watched = []
+    for listener in server.listeners:
+        try:
+            server.selector.get_key(listener.sock)
+        except KeyError:
+            continue
+        watched.append((listener.kind, listener.tls is not None))
+    return watched
+
+
+@pytest.fixture
+def chain(certificates):
+    """A server certificate's --tls-cert file, made before a test's
+    ``harness`` freezes the clock (cryptography wants real datetimes)."""
+    return certificates.server()[0]
+
+
+def test_out_of_descriptors_on_the_tls_listeners_every_listener_pauses_and_recovers(
+        chain, certificates, harness, caplog):
+    """As on the plain port (test_limits): a connection that cannot be
+    accepted waits in the backlog, those connected are served, accepting
+    resumes when descriptors do; here on the v1 and IRC TLS listeners at
+    once, their newcomers' handshakes done once they are accepted."""
+    caplog.set_level(logging.INFO, logger="sae-server")
+    make, clock = harness
+    h = make(tls=TlsCertificate(str(chain), None), irc=True)
+    context = certificates.client_context()
+    alice = h.logged_in("alice")
+    bob = h.connect_tls(h.tls_port, context)
+    bob.sendall(b"REGISTER bob password1\nLOGIN bob password1\n")
+    h.expect(bob, r"USERS ")
+    h.expect(alice, r"JOIN bob")
+    # One newcomer per TLS listener; its descriptor is made before the limit.
+    v1_newcomer, irc_newcomer = (context.wrap_socket(socket.socket(), server_hostname="localhost",
+                                                     do_handshake_on_connect=False) for _ in range(2))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.open(os.devnull, os.O_RDONLY)
+    os.close(probe)
+    try:
+        # Every descriptor below the lowest free one is taken: nothing more opens.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+        for newcomer, port in ((v1_newcomer, h.tls_port), (irc_newcomer, h.irc_tls_port)):
+            newcomer.settimeout(TIMEOUT)
+            newcomer.connect(("127.0.0.1", port))  # into the backlog
+            newcomer.setblocking(False)
+            h.buffers[newcomer] = b""
+            with pytest.raises(ssl.SSLWantReadError):
+                newcomer.do_handshake()  # its ClientHello waits with it
+        for _ in range(50):
+            h.turn()
+            if not listeners_watched(h.server):
+                break
+        assert listeners_watched(h.server) == [], "a listener is still watched after EMFILE"
+        # Those connected are served meanwhile, over TLS as in clear.
+        alice.sendall(b"SAY still chatting\n")
+        h.expect(bob, r"MSG \S+ \S+ alice still chatting$")
+        bob.sendall(b"PING bob over TLS\n")
+        h.expect(bob, r"PONG bob over TLS")
+        # The pause ends while descriptors are still short: paused again.
+        clock.tick(ACCEPT_PAUSE)
+        for _ in range(3):
+            h.turn()
+        assert listeners_watched(h.server) == []
+        for newcomer in (v1_newcomer, irc_newcomer):
+            with pytest.raises(ssl.SSLWantReadError):
+                newcomer.do_handshake()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    clock.tick(ACCEPT_PAUSE)
+    h.finish_handshake(v1_newcomer)
+    v1_newcomer.sendall(b"PING let me in\n")
+    assert h.expect(v1_newcomer, r"PONG ") == "PONG let me in"
+    h.finish_handshake(irc_newcomer)
+    irc_newcomer.sendall(b"CAP LS 302\r\n")
+    h.expect(irc_newcomer, r":\S+ CAP \* LS ")
+    assert sorted(listeners_watched(h.server)) == [("irc", False), ("irc", True), ("v1", False), ("v1", True)]
+    bob.sendall(b"SAY all well\n")
+    h.expect(alice, r"MSG \S+ \S+ bob all well$")
+    said = [record.getMessage() for record in caplog.records]
+    assert len([line for line in said if line.startswith("cannot accept")]) == 1, said
+    assert not [record for record in caplog.records if record.exc_info], said
