@@ -595,6 +595,22 @@ class TlsSocket(ssl.SSLSocket):
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
             raise BlockingIOError(errno.EAGAIN, "TLS wants the socket") from None
 
+    def close_notify(self) -> bool:
+        """Tell the peer, in TLS, that nothing more comes (close_notify), so
+        that its TLS layer can tell our end from a cut connection: a clean
+        end of stream rather than "EOF in violation of protocol". Done only
+        if the socket takes it now: the loop never waits for it, nor for the
+        peer's close_notify in return. True if it went."""
+        try:
+            self.unwrap()  # SSL_shutdown; raises want-read once ours is sent
+        except ssl.SSLWantReadError:
+            return True
+        except (ssl.SSLWantWriteError, OSError, ValueError):
+            # The kernel is full (a client that does not read), or the
+            # connection is broken: it is closed without.
+            return False
+        return True  # the peer's close_notify had come already
+
 
 def make_tls_context(cert_file, key_file):
     """A server context for this certificate and key: TLS 1.2 and newer, the
@@ -1927,6 +1943,9 @@ class Server:
     def _finish_close(self, session):
         # Half-close, then wait for the peer's end of stream: closing at once
         # with unread input would send a reset that can destroy the last line.
+        # Over TLS, close_notify first: the last line was the last one meant.
+        if session.sock.__class__ is TlsSocket:
+            session.sock.close_notify()
         try:
             session.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -26,7 +26,7 @@ import pytest
 trustme = pytest.importorskip("trustme")
 
 from conftest import TIMEOUT, LineClient, ServerProcess  # noqa: E402
-from sae_server import ACCEPT_PAUSE, TlsCertificate  # noqa: E402
+from sae_server import ACCEPT_PAUSE, TlsCertificate, TlsSocket  # noqa: E402
 
 PASSWORD = "password1"
 
@@ -632,3 +632,88 @@ def test_out_of_descriptors_on_the_tls_listeners_every_listener_pauses_and_recov
     said = [record.getMessage() for record in caplog.records]
     assert len([line for line in said if line.startswith("cannot accept")]) == 1, said
     assert not [record for record in caplog.records if record.exc_info], said
+
+
+# --- the end of a TLS session --------------------------------------------------------
+
+def strict_tls_client(port, certificates):
+    """A TLS client whose end of stream is an empty read only after the
+    server's close_notify: a bare TCP close raises SSLEOFError."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    client = LineClient.__new__(LineClient)
+    client.sock = certificates.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                            suppress_ragged_eofs=False)
+    client.buffer, client.seen = b"", []
+    return client
+
+
+def read_to_the_end(client):
+    """Every line until the end of the TLS stream, which must be a clean one."""
+    data = client.buffer
+    while True:
+        chunk = client.sock.recv(65536)  # SSLEOFError here: no close_notify came
+        if not chunk:
+            client.sock.close()
+            return data.decode().splitlines()
+        data += chunk
+
+
+@pytest.mark.parametrize("how", ["QUIT", "login timeout", "shutdown"])
+def test_the_server_ends_a_tls_session_with_close_notify(tls_server, certificates, how):
+    server = tls_server("--login-timeout", "1" if how == "login timeout" else "60")
+    alice = strict_tls_client(server.tls_port, certificates)
+    server.clients.append(alice)
+    alice.register("alice")
+    if how == "QUIT":
+        alice.send("QUIT")
+    elif how == "shutdown":
+        alice.send("PING are you there")
+        alice.expect(r"PONG are you there")
+        server.proc.terminate()
+    lines = read_to_the_end(alice)
+    assert lines[-1] == {"QUIT": "BYE goodbye", "login timeout": "BYE login timeout",
+                         "shutdown": "BYE server shutting down (SIGTERM)"}[how]
+
+
+def test_an_irc_session_over_tls_ends_with_close_notify(tls_server, certificates):
+    server = tls_server("--irc-port", "0", "--irc-tls-port", "0")
+    port = int(re.search(r"listening for TLS irc on 127\.0\.0\.1:(\d+)", "".join(server.log)).group(1))
+    client = strict_tls_client(port, certificates)
+    server.clients.append(client)
+    client.send("NICK alice\r\nUSER alice 0 * :alice\r\nQUIT :gone\r\n")
+    assert read_to_the_end(client)[-1].startswith("ERROR :Closing Link: ")
+
+
+def test_close_notify_is_not_waited_for_when_the_socket_is_full(chain, certificates):
+    """The loop's close_notify is an attempt that never waits: to a client
+    that reads nothing, with the kernel's buffers full, it gives up at once
+    and the connection is closed without it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client_end = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+    server_end, _ = listener.accept()
+    listener.close()
+    for end in (server_end, client_end):
+        end.setblocking(False)
+    server_tls = TlsCertificate(str(chain), None).context.wrap_socket(
+        server_end, server_side=True, do_handshake_on_connect=False)
+    client_tls = certificates.client_context().wrap_socket(client_end, server_hostname="localhost",
+                                                           do_handshake_on_connect=False)
+    assert server_tls.__class__ is TlsSocket
+    shaking = [server_tls, client_tls]
+    deadline = time.monotonic() + TIMEOUT
+    while shaking and time.monotonic() < deadline:
+        for end in list(shaking):
+            try:
+                end.do_handshake()
+                shaking.remove(end)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+    assert not shaking, "the handshake did not end"
+    with pytest.raises(BlockingIOError):
+        for _ in range(10000):
+            server_tls.send(b"x" * 65536)
+    started = time.monotonic()
+    assert server_tls.close_notify() is False
+    assert time.monotonic() - started < 0.5
+    server_tls.close()
+    client_tls.close()
