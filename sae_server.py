@@ -576,7 +576,11 @@ class TlsSocket(ssl.SSLSocket):
     send() takes all it is given or raises want-write, and OpenSSL then
     remembers the records it has already made. The retry must start with the
     same bytes, at least as many: Connection.flush keeps the queue as it was
-    and joins it again, with whatever was queued since behind it."""
+    and joins it again, with whatever was queued since behind it. ``owed``
+    is how many bytes that is: the length of the last send refused, 0 once
+    one has gone through (Server._sendq_exceeded keeps those bytes)."""
+
+    owed = 0
 
     def recv(self, size, flags=0):
         try:
@@ -591,9 +595,12 @@ class TlsSocket(ssl.SSLSocket):
 
     def send(self, data, flags=0):
         try:
-            return super().send(data, flags)
+            sent = super().send(data, flags)
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self.owed = len(data)
             raise BlockingIOError(errno.EAGAIN, "TLS wants the socket") from None
+        self.owed = 0
+        return sent
 
     def close_notify(self) -> bool:
         """Tell the peer, in TLS, that nothing more comes (close_notify), so
@@ -1886,12 +1893,28 @@ class Server:
     def _sendq_exceeded(self, session):
         log.warning("%s (%s) does not read: sendq exceeded %d bytes, disconnecting",
                     session.address, session.name or "not logged in", self.limits.sendq_max)
-        # The kernel may hold the start of a line: finish that line, drop the
-        # rest, so that the client can still read BYE as a line of its own.
-        # A long answer at the head left nothing partial: it hands out whole lines.
-        head = session.sendq[0]
-        session.sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
-        session.sendq_bytes = len(session.sendq[0]) if session.sendq else 0
+        sendq = session.sendq
+        if session.sock.__class__ is TlsSocket:
+            # OpenSSL has already made records of the last send it refused
+            # (some may be on the wire), and the next send must begin with
+            # those bytes, at least as many, or it fails ("bad length") and
+            # the BYE is lost with the connection. They are whole chunks,
+            # whole lines, at the head of the queue: kept; the rest goes.
+            kept, size = [], 0
+            for chunk in sendq:
+                if size >= session.sock.owed or chunk is session.answer:
+                    break
+                kept.append(chunk)
+                size += len(chunk)
+            sendq[:] = kept
+        else:
+            # The kernel may hold the start of a line: finish that line, drop
+            # the rest, so that the client can still read BYE as a line of its
+            # own. A long answer at the head left nothing partial: it hands
+            # out whole lines.
+            head = sendq[0]
+            sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
+        session.sendq_bytes = sum(map(len, sendq))
         self.close_session(session, session.protocol.format_bye("sendq exceeded"), "sendq exceeded")
 
     def _update_events(self, session):

@@ -25,7 +25,7 @@ import pytest
 
 trustme = pytest.importorskip("trustme")
 
-from conftest import TIMEOUT, LineClient, ServerProcess  # noqa: E402
+from conftest import TIMEOUT, LineClient, ServerProcess, chat_until_cut  # noqa: E402
 from sae_server import ACCEPT_PAUSE, TlsCertificate, TlsSocket  # noqa: E402
 
 PASSWORD = "password1"
@@ -717,3 +717,37 @@ def test_close_notify_is_not_waited_for_when_the_socket_is_full(chain, certifica
     assert time.monotonic() - started < 0.5
     server_tls.close()
     client_tls.close()
+
+
+def test_a_tls_client_that_stops_reading_gets_bye_sendq_exceeded_after_whole_lines(tls_server, certificates):
+    """As in clear (test_limits): a client that stops reading is cut at its
+    sendq, and when it reads again it finds whole lines, then the BYE saying
+    why; the others chat on."""
+    server = tls_server("--sendq-max", "65536")
+    for name in ("alice", "bob", "carol"):
+        server.client().register(name)
+    alice, bob = server.client(), server.client()
+    alice.login("alice")
+    bob.login("bob")
+    # carol's window is small, so the server's own queue for her grows soon.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(TIMEOUT)
+    raw.connect(("127.0.0.1", server.tls_port))
+    carol = LineClient.__new__(LineClient)
+    carol.sock = certificates.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                           suppress_ragged_eofs=False)
+    carol.buffer, carol.seen = b"", []
+    server.clients.append(carol)
+    carol.login("carol")
+    bob.expect(r"JOIN carol")
+    # carol reads no more from here on.
+    padding = "x" * 3000
+    chat_until_cut(server, alice, bob, "carol", most=4000, padding=padding)
+    server.wait_log(r".*carol.*sendq exceeded")
+    rest = read_to_the_end(carol)
+    assert rest and rest[-1] == "BYE sendq exceeded", [line[:40] for line in rest[-3:]]
+    assert all(re.match(r"MSG \d+ \S+ alice \d+ x+$", line) for line in rest[:-1]), \
+        [line[:40] + "..." + line[-10:] for line in rest if not line.endswith(padding)]
+    bob.send("SAY still here")
+    alice.expect(r"MSG \S+ \S+ bob still here$")
