@@ -26,7 +26,7 @@ import pytest
 trustme = pytest.importorskip("trustme")
 
 from conftest import TIMEOUT, LineClient, ServerProcess, chat_until_cut  # noqa: E402
-from sae_server import ACCEPT_PAUSE, TlsCertificate, TlsSocket  # noqa: E402
+from sae_server import ACCEPT_PAUSE, TlsCertificate, TlsSocket, describe_certificate  # noqa: E402
 
 PASSWORD = "password1"
 
@@ -315,6 +315,77 @@ def test_a_certificate_close_to_expiry_is_warned_about(tls_server, certificates)
     server = tls_server(chain=chain)
     assert any(re.match(r".* WARNING TLS certificate expires in 3\.0 days: ", line) for line in server.log), \
         "".join(server.log)
+
+
+# The certificate as the log gives it: its subject and expiry, read from the
+# file by sae-server itself (the ssl module has no public way to).
+
+def self_signed_pem(name, not_after):
+    """A self-signed certificate's PEM and its key's, made with cryptography
+    (trustme's own library) for subjects trustme does not make."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+                   .not_valid_after(not_after).sign(key, hashes.SHA256()))
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("not_after", [
+    datetime.datetime(2031, 5, 17, 12, 34, 56, tzinfo=datetime.timezone.utc),  # a UTCTime
+    datetime.datetime(2050, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc),  # a GeneralizedTime
+], ids=["before 2050", "from 2050"])
+def test_the_certificate_subject_and_expiry_are_read_from_the_file(tmp_path, not_after):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "FI"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kerho ry"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "chät.lan \u2615"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Kerhohuone"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ops@chat.lan"),
+        x509.NameAttribute(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "oma"),
+    ])
+    certificate, key = self_signed_pem(name, not_after)
+    _, other_key = self_signed_pem(name, not_after)
+    other, _ = self_signed_pem(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "the CA")]), not_after)
+    # The key first, then the chain (one file for both): the first certificate is the server's.
+    together = tmp_path / "together.pem"
+    together.write_bytes(key + certificate + other)
+    subject = ("countryName=FI, organizationName=Kerho ry, commonName=chät.lan \u2615, "
+               "organizationalUnitName=Kerhohuone, emailAddress=ops@chat.lan, 1.3.6.1.4.1.99999.1=oma")
+    assert describe_certificate(str(together)) == (subject, not_after.timestamp())
+    assert TlsCertificate(str(together), None).summary() == "%s: %s, expires %s UTC" % (
+        together, subject, not_after.strftime("%Y-%m-%d %H:%M"))
+
+
+def test_a_file_without_a_readable_certificate_is_described_as_unknown(tmp_path, certificates):
+    chain, _ = certificates.server()
+    pem = chain.read_text()
+    begin = pem.index("-----BEGIN CERTIFICATE-----")
+    body = pem[begin:pem.index("-----END CERTIFICATE-----", begin)]
+    for name, text in [("key only", pem[:begin]),
+                       ("cut short", body[:len(body) // 2] + "\n-----END CERTIFICATE-----\n"),
+                       ("not base64", "-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n"),
+                       ("empty", "")]:
+        path = tmp_path / ("%s.pem" % name.replace(" ", "-"))
+        path.write_text(text)
+        assert describe_certificate(str(path)) is None, name
+    assert describe_certificate(str(tmp_path / "missing.pem")) is None
+
+
+def test_an_expired_certificate_is_warned_about_at_start(tls_server, certificates):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    chain, _ = certificates.server(not_before=now - datetime.timedelta(days=90),
+                                   not_after=now - datetime.timedelta(days=2))
+    server = tls_server(chain=chain)
+    assert any(re.match(r".* WARNING TLS certificate EXPIRED 2 days ago: .*server\d\.pem: ", line)
+               for line in server.log), "".join(server.log)
 
 
 # --- command line ---------------------------------------------------------------
