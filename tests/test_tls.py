@@ -1,7 +1,9 @@
 """The server's own TLS (issue 15): protocol v1 over TLS end to end, the
 handshake in the loop (slow, stalled, plain text on the TLS port, TLS on the
-plain port), certificate reloads while clients chat, the expiry warning and
---require-tls.
+plain port), certificate reloads while clients chat, the certificate's
+subject and expiry as the log gives them, the expiry warning, --require-tls,
+running out of descriptors on the TLS listeners, and how a TLS session ends
+(close_notify; the BYE of a client cut at its sendq).
 
 Certificates are made at test time by trustme; the server is a real
 sae-server process; clients are real TLS sockets that verify the server's
@@ -729,20 +731,26 @@ def read_to_the_end(client):
         data += chunk
 
 
-@pytest.mark.parametrize("how", ["QUIT", "login timeout", "shutdown"])
-def test_the_server_ends_a_tls_session_with_close_notify(tls_server, certificates, how):
-    server = tls_server("--login-timeout", "1" if how == "login timeout" else "60")
+@pytest.mark.parametrize("how", ["QUIT", "kick", "login timeout", "shutdown"])
+def test_the_server_ends_a_tls_session_with_close_notify(tls_server, certificates, tmp_path, how):
+    path = str(tmp_path / "admin.sock")
+    server = tls_server("--login-timeout", "1" if how == "login timeout" else "60", "--admin-socket", path)
     alice = strict_tls_client(server.tls_port, certificates)
     server.clients.append(alice)
     alice.register("alice")
     if how == "QUIT":
         alice.send("QUIT")
+    elif how == "kick":
+        alice.login("alice")
+        done = subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", path, "kick", "alice",
+                               "300", "a break"], capture_output=True, text=True, timeout=TIMEOUT, cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr
     elif how == "shutdown":
         alice.send("PING are you there")
         alice.expect(r"PONG are you there")
         server.proc.terminate()
     lines = read_to_the_end(alice)
-    assert lines[-1] == {"QUIT": "BYE goodbye", "login timeout": "BYE login timeout",
+    assert lines[-1] == {"QUIT": "BYE goodbye", "kick": "KICKED 300 a break", "login timeout": "BYE login timeout",
                          "shutdown": "BYE server shutting down (SIGTERM)"}[how]
 
 
