@@ -44,6 +44,7 @@ import argparse
 import base64
 import collections
 import concurrent.futures
+import datetime
 import errno
 import hashlib
 import heapq
@@ -578,7 +579,11 @@ class TlsSocket(ssl.SSLSocket):
     send() takes all it is given or raises want-write, and OpenSSL then
     remembers the records it has already made. The retry must start with the
     same bytes, at least as many: Connection.flush keeps the queue as it was
-    and joins it again, with whatever was queued since behind it."""
+    and joins it again, with whatever was queued since behind it. ``owed``
+    is how many bytes that is: the length of the last send refused, 0 once
+    one has gone through (Server._sendq_exceeded keeps those bytes)."""
+
+    owed = 0
 
     def recv(self, size, flags=0):
         try:
@@ -593,9 +598,28 @@ class TlsSocket(ssl.SSLSocket):
 
     def send(self, data, flags=0):
         try:
-            return super().send(data, flags)
+            sent = super().send(data, flags)
         except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self.owed = len(data)
             raise BlockingIOError(errno.EAGAIN, "TLS wants the socket") from None
+        self.owed = 0
+        return sent
+
+    def close_notify(self) -> bool:
+        """Tell the peer, in TLS, that nothing more comes (close_notify), so
+        that its TLS layer can tell our end from a cut connection: a clean
+        end of stream rather than "EOF in violation of protocol". Done only
+        if the socket takes it now: the loop never waits for it, nor for the
+        peer's close_notify in return. True if it went."""
+        try:
+            self.unwrap()  # SSL_shutdown; raises want-read once ours is sent
+        except ssl.SSLWantReadError:
+            return True
+        except (ssl.SSLWantWriteError, OSError, ValueError):
+            # The kernel is full (a client that does not read), or the
+            # connection is broken: it is closed without.
+            return False
+        return True  # the peer's close_notify had come already
 
 
 def make_tls_context(cert_file, key_file):
@@ -613,14 +637,118 @@ def make_tls_context(cert_file, key_file):
 
 def describe_certificate(cert_file):
     """(subject, expiry as a Unix time) of the first certificate in the file,
-    or None if the ssl module cannot say (it has no public way to read a
-    certificate file; _test_decode_cert has been there since Python 3.4)."""
+    or None if there is none that can be read.
+
+    Read from the certificate's DER here, for want of a public way in the
+    ssl module: it decodes a certificate only for a verified peer
+    (getpeercert) or a CA (get_ca_certs, which leaves out a server's own
+    certificate), and _test_decode_cert is private. Only the two fields
+    the log needs are read."""
     try:
-        decoded = ssl._ssl._test_decode_cert(cert_file)
-        subject = ", ".join("%s=%s" % pair for part in decoded["subject"] for pair in part)
-        return subject, ssl.cert_time_to_seconds(decoded["notAfter"])
-    except (AttributeError, KeyError, ValueError, OSError, ssl.SSLError):
+        with open(cert_file, encoding="ascii", errors="replace") as pem:
+            text = pem.read()
+        # The key may come first (one file for both), the chain after.
+        begin = text.index(PEM_BEGIN)
+        end = text.index(PEM_END, begin) + len(PEM_END)
+        (certificate,) = der_elements(ssl.PEM_cert_to_DER_cert(text[begin:end]))
+        fields = der_sequence(der_sequence(certificate)[0])  # the tbsCertificate's
+        if fields[0][0] == DER_VERSION:
+            del fields[0]  # absent from version 1 certificates
+        # serialNumber, signature, issuer, validity, subject, ...
+        validity, subject = der_sequence(fields[3]), der_sequence(fields[4])
+        return der_name(subject), der_time(*validity[1])
+    except (OSError, ValueError, IndexError):
         return None
+
+
+PEM_BEGIN, PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+DER_SEQUENCE = 0x30
+DER_VERSION = 0xA0  # [0] EXPLICIT, before the serial number
+# The names OpenSSL gives the attributes of a subject, as the log has always
+# shown them; any other appears as its dotted OID.
+X509_ATTRIBUTES = {
+    "2.5.4.3": "commonName", "2.5.4.4": "surname", "2.5.4.5": "serialNumber", "2.5.4.6": "countryName",
+    "2.5.4.7": "localityName", "2.5.4.8": "stateOrProvinceName", "2.5.4.9": "streetAddress",
+    "2.5.4.10": "organizationName", "2.5.4.11": "organizationalUnitName", "2.5.4.12": "title",
+    "2.5.4.42": "givenName", "1.2.840.113549.1.9.1": "emailAddress",
+    "0.9.2342.19200300.100.1.1": "userId", "0.9.2342.19200300.100.1.25": "domainComponent",
+}
+# How each ASN.1 string type of a name's values is encoded (TeletexString
+# read as Latin-1, as OpenSSL does); any other type is read as Latin-1.
+DER_STRINGS = {0x0C: "utf-8", 0x12: "ascii", 0x13: "ascii", 0x14: "latin-1", 0x16: "ascii",
+               0x1C: "utf-32-be", 0x1E: "utf-16-be"}
+
+
+def der_elements(data):
+    """The (tag, contents) of each DER element in ``data``, in order; a
+    ValueError if they do not fill it exactly."""
+    elements, at = [], 0
+    while at < len(data):
+        if at + 2 > len(data) or data[at] & 0x1F == 0x1F:
+            raise ValueError("not DER that a certificate is made of")
+        tag, length = data[at], data[at + 1]
+        at += 2
+        if length & 0x80:  # long form: the length's length, then the length
+            size = length & 0x7F
+            if not 1 <= size <= 4 or at + size > len(data):
+                raise ValueError("bad DER length")
+            length = int.from_bytes(data[at:at + size], "big")
+            at += size
+        if at + length > len(data):
+            raise ValueError("DER element longer than what holds it")
+        elements.append((tag, data[at:at + length]))
+        at += length
+    return elements
+
+
+def der_sequence(element):
+    """The elements of a SEQUENCE."""
+    tag, contents = element
+    if tag != DER_SEQUENCE:
+        raise ValueError("not a certificate: a SEQUENCE was expected")
+    return der_elements(contents)
+
+
+def der_oid(contents):
+    """An OBJECT IDENTIFIER's dotted form ("2.5.4.3")."""
+    arcs, arc = [], 0
+    for byte in contents:
+        arc = arc << 7 | byte & 0x7F
+        if not byte & 0x80:
+            arcs.append(arc)
+            arc = 0
+    if not arcs:
+        raise ValueError("empty OID")
+    first = min(arcs[0] // 40, 2)  # the first two arcs share a number
+    return ".".join(map(str, [first, arcs[0] - 40 * first] + arcs[1:]))
+
+
+def der_name(relative_names):
+    """An X.509 name as the log gives it: "commonName=chat.lan, organizationName=..."."""
+    pairs = []
+    for _, relative in relative_names:  # each a SET of types and values
+        for _, attribute in der_elements(relative):
+            (_, oid), (value_tag, value) = der_elements(attribute)
+            name = der_oid(oid)
+            pairs.append("%s=%s" % (X509_ATTRIBUTES.get(name, name),
+                                    value.decode(DER_STRINGS.get(value_tag, "latin-1"), "replace")))
+    return ", ".join(pairs)
+
+
+def der_time(tag, contents):
+    """A certificate's UTCTime (YYMMDDHHMMSSZ, 1950 to 2049) or
+    GeneralizedTime (YYYYMMDDHHMMSSZ) as a Unix time."""
+    text = contents.decode("ascii")
+    digits = {0x17: 12, 0x18: 14}.get(tag)
+    if digits is None or len(text) != digits + 1 or text[-1] != "Z" or not text[:-1].isdigit():
+        raise ValueError("not a certificate's time: %r" % text)
+    if tag == 0x17:
+        year, rest = int(text[:2]), text[2:]
+        year += 1900 if year >= 50 else 2000
+    else:
+        year, rest = int(text[:4]), text[4:]
+    month, day, hour, minute, second = (int(rest[at:at + 2]) for at in range(0, 10, 2))
+    return int(datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.timezone.utc).timestamp())
 
 
 class TlsCertificate:
@@ -1477,6 +1605,10 @@ class Server:
     # -- connections --
 
     def _accept(self, listener):
+        if self.accept_paused_until is not None:
+            # Another listener ran out of descriptors earlier in this turn
+            # and paused them all: this one was ready in the same select().
+            return
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
                 sock, address = listener.sock.accept()
@@ -1901,12 +2033,28 @@ class Server:
     def _sendq_exceeded(self, session):
         log.warning("%s (%s) does not read: sendq exceeded %d bytes, disconnecting",
                     session.address, session.name or "not logged in", self.limits.sendq_max)
-        # The kernel may hold the start of a line: finish that line, drop the
-        # rest, so that the client can still read BYE as a line of its own.
-        # A long answer at the head left nothing partial: it hands out whole lines.
-        head = session.sendq[0]
-        session.sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
-        session.sendq_bytes = len(session.sendq[0]) if session.sendq else 0
+        sendq = session.sendq
+        if session.sock.__class__ is TlsSocket:
+            # OpenSSL has already made records of the last send it refused
+            # (some may be on the wire), and the next send must begin with
+            # those bytes, at least as many, or it fails ("bad length") and
+            # the BYE is lost with the connection. They are whole chunks,
+            # whole lines, at the head of the queue: kept; the rest goes.
+            kept, size = [], 0
+            for chunk in sendq:
+                if size >= session.sock.owed or chunk is session.answer:
+                    break
+                kept.append(chunk)
+                size += len(chunk)
+            sendq[:] = kept
+        else:
+            # The kernel may hold the start of a line: finish that line, drop
+            # the rest, so that the client can still read BYE as a line of its
+            # own. A long answer at the head left nothing partial: it hands
+            # out whole lines.
+            head = sendq[0]
+            sendq[:] = [] if head is session.answer else [head[:head.find(b"\n") + 1]]
+        session.sendq_bytes = sum(map(len, sendq))
         self.close_session(session, session.protocol.format_bye("sendq exceeded"), "sendq exceeded")
 
     def _update_events(self, session):
@@ -1958,6 +2106,9 @@ class Server:
     def _finish_close(self, session):
         # Half-close, then wait for the peer's end of stream: closing at once
         # with unread input would send a reset that can destroy the last line.
+        # Over TLS, close_notify first: the last line was the last one meant.
+        if session.sock.__class__ is TlsSocket:
+            session.sock.close_notify()
         try:
             session.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -330,13 +330,23 @@ class Harness:
     (``turn``), so that a frozen clock is the only clock it sees; its
     clients are real sockets on loopback."""
 
-    def __init__(self, tmp_path, db_url=None, storage_on_loop=None, **limits):
+    def __init__(self, tmp_path, db_url=None, storage_on_loop=None, tls=None, irc=False, **limits):
         self.folder = tmp_path
         limits.setdefault("scrypt_n", 1024)
         limits.setdefault("login_failure_delay", 0.0)
+        # With a TlsCertificate, a v1 TLS listener too (``tls_port``); with
+        # ``irc``, the IRC listener (``irc_port``) and, with the certificate,
+        # IRC over TLS (``irc_tls_port``): every listener on a free port.
         self.server = Server(open_store(db_url or "sqlite:///%s" % (tmp_path / "sae.db")), "127.0.0.1", 0,
-                             Limits(**limits), storage_on_loop=storage_on_loop)
+                             Limits(**limits), storage_on_loop=storage_on_loop,
+                             tls=tls, tls_port=0 if tls else None)
         self.server.listen()
+        if irc:
+            self.server.listen_irc(0, 0 if tls else None)
+        ports = {(listener.kind, listener.tls is not None): listener.port for listener in self.server.listeners}
+        self.tls_port = ports.get(("v1", True))
+        self.irc_port = ports.get(("irc", False))
+        self.irc_tls_port = ports.get(("irc", True))
         self.buffers = {}
         self.stopped = False
 
@@ -350,13 +360,37 @@ class Harness:
         self.buffers[sock] = b""
         return sock
 
+    def connect_tls(self, port, context):
+        """A TLS connection to ``port``, its handshake done by turns of the
+        loop (the server's side of it runs there); non-blocking like connect's."""
+        sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost",
+                                   do_handshake_on_connect=False)
+        sock.setblocking(False)
+        self.buffers[sock] = b""
+        self.finish_handshake(sock)
+        return sock
+
+    def finish_handshake(self, sock):
+        for _ in range(ITERATIONS):
+            try:
+                sock.do_handshake()
+                return
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                self.turn()
+        raise AssertionError("the TLS handshake never ended")
+
     def lines(self, sock):
-        """Lines that have arrived so far (None marks the end of the stream)."""
+        """Lines that have arrived so far (None marks the end of the stream).
+        Over TLS, bytes already decrypted are not the kernel's to report, and
+        a record that has not all arrived is no line yet."""
         found = []
-        while select.select([sock], [], [], 0)[0]:
+        pending = getattr(sock, "pending", None)
+        while (pending and pending()) or select.select([sock], [], [], 0)[0]:
             try:
                 chunk = sock.recv(65536)
-            except ConnectionResetError:
+            except ssl.SSLWantReadError:
+                break
+            except (ConnectionResetError, ssl.SSLError):
                 chunk = b""
             if not chunk:
                 found.append(None)
@@ -454,12 +488,13 @@ def harness(tmp_path):
     a clock frozen by freezegun, which ``clock.tick(seconds)`` moves;
     ``make(db_url=...)`` puts it on another database than a fresh SQLite;
     ``make(storage_on_loop=False)`` gives SQLite a storage thread, as
-    MariaDB has, for a test that holds that thread back."""
+    MariaDB has, for a test that holds that thread back; ``make(tls=...,
+    irc=True)`` adds the TLS and IRC listeners (see Harness)."""
     with freeze_time("2026-11-28 12:00:00") as clock:
         made = []
 
-        def make(db_url=None, storage_on_loop=None, **limits):
-            made.append(Harness(tmp_path, db_url, storage_on_loop, **limits))
+        def make(db_url=None, storage_on_loop=None, tls=None, irc=False, **limits):
+            made.append(Harness(tmp_path, db_url, storage_on_loop, tls, irc, **limits))
             return made[-1]
 
         yield make, clock

@@ -1,7 +1,9 @@
 """The server's own TLS (issue 15): protocol v1 over TLS end to end, the
 handshake in the loop (slow, stalled, plain text on the TLS port, TLS on the
-plain port), certificate reloads while clients chat, the expiry warning and
---require-tls.
+plain port), certificate reloads while clients chat, the certificate's
+subject and expiry as the log gives them, the expiry warning, --require-tls,
+running out of descriptors on the TLS listeners, and how a TLS session ends
+(close_notify; the BYE of a client cut at its sendq).
 
 Certificates are made at test time by trustme; the server is a real
 sae-server process; clients are real TLS sockets that verify the server's
@@ -9,8 +11,10 @@ certificate as sae-client does (the test's CA, the host name).
 """
 
 import datetime
+import logging
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -23,7 +27,8 @@ import pytest
 
 trustme = pytest.importorskip("trustme")
 
-from conftest import TIMEOUT, LineClient, ServerProcess  # noqa: E402
+from conftest import TIMEOUT, LineClient, ServerProcess, chat_until_cut  # noqa: E402
+from sae_server import ACCEPT_PAUSE, TlsCertificate, TlsSocket, describe_certificate  # noqa: E402
 
 PASSWORD = "password1"
 
@@ -312,6 +317,77 @@ def test_a_certificate_close_to_expiry_is_warned_about(tls_server, certificates)
     server = tls_server(chain=chain)
     assert any(re.match(r".* WARNING TLS certificate expires in 3\.0 days: ", line) for line in server.log), \
         "".join(server.log)
+
+
+# The certificate as the log gives it: its subject and expiry, read from the
+# file by sae-server itself (the ssl module has no public way to).
+
+def self_signed_pem(name, not_after):
+    """A self-signed certificate's PEM and its key's, made with cryptography
+    (trustme's own library) for subjects trustme does not make."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+                   .not_valid_after(not_after).sign(key, hashes.SHA256()))
+    return (certificate.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("not_after", [
+    datetime.datetime(2031, 5, 17, 12, 34, 56, tzinfo=datetime.timezone.utc),  # a UTCTime
+    datetime.datetime(2050, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc),  # a GeneralizedTime
+], ids=["before 2050", "from 2050"])
+def test_the_certificate_subject_and_expiry_are_read_from_the_file(tmp_path, not_after):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "FI"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kerho ry"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "chät.lan \u2615"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Kerhohuone"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ops@chat.lan"),
+        x509.NameAttribute(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "oma"),
+    ])
+    certificate, key = self_signed_pem(name, not_after)
+    _, other_key = self_signed_pem(name, not_after)
+    other, _ = self_signed_pem(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "the CA")]), not_after)
+    # The key first, then the chain (one file for both): the first certificate is the server's.
+    together = tmp_path / "together.pem"
+    together.write_bytes(key + certificate + other)
+    subject = ("countryName=FI, organizationName=Kerho ry, commonName=chät.lan \u2615, "
+               "organizationalUnitName=Kerhohuone, emailAddress=ops@chat.lan, 1.3.6.1.4.1.99999.1=oma")
+    assert describe_certificate(str(together)) == (subject, not_after.timestamp())
+    assert TlsCertificate(str(together), None).summary() == "%s: %s, expires %s UTC" % (
+        together, subject, not_after.strftime("%Y-%m-%d %H:%M"))
+
+
+def test_a_file_without_a_readable_certificate_is_described_as_unknown(tmp_path, certificates):
+    chain, _ = certificates.server()
+    pem = chain.read_text()
+    begin = pem.index("-----BEGIN CERTIFICATE-----")
+    body = pem[begin:pem.index("-----END CERTIFICATE-----", begin)]
+    for name, text in [("key only", pem[:begin]),
+                       ("cut short", body[:len(body) // 2] + "\n-----END CERTIFICATE-----\n"),
+                       ("not base64", "-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n"),
+                       ("empty", "")]:
+        path = tmp_path / ("%s.pem" % name.replace(" ", "-"))
+        path.write_text(text)
+        assert describe_certificate(str(path)) is None, name
+    assert describe_certificate(str(tmp_path / "missing.pem")) is None
+
+
+def test_an_expired_certificate_is_warned_about_at_start(tls_server, certificates):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    chain, _ = certificates.server(not_before=now - datetime.timedelta(days=90),
+                                   not_after=now - datetime.timedelta(days=2))
+    server = tls_server(chain=chain)
+    assert any(re.match(r".* WARNING TLS certificate EXPIRED 2 days ago: .*server\d\.pem: ", line)
+               for line in server.log), "".join(server.log)
 
 
 # --- command line ---------------------------------------------------------------
@@ -636,3 +712,216 @@ def test_require_tls_tells_a_remote_guest_that_irc_has_no_tls_port(tmp_path, cer
             ":NickServ!NickServ@irc.test NOTICE roamer :" + no_port]
     finally:
         server.stop()
+
+
+
+# --- out of file descriptors -----------------------------------------------------
+
+def listeners_watched(server):
+    """The listeners the loop watches for connections, as (protocol, TLS or not)."""
+    watched = []
+    for listener in server.listeners:
+        try:
+            server.selector.get_key(listener.sock)
+        except KeyError:
+            continue
+        watched.append((listener.kind, listener.tls is not None))
+    return watched
+
+
+@pytest.fixture
+def chain(certificates):
+    """A server certificate's --tls-cert file, made before a test's
+    ``harness`` freezes the clock (cryptography wants real datetimes)."""
+    return certificates.server()[0]
+
+
+def test_out_of_descriptors_on_the_tls_listeners_every_listener_pauses_and_recovers(
+        chain, certificates, harness, caplog):
+    """As on the plain port (test_limits): a connection that cannot be
+    accepted waits in the backlog, those connected are served, accepting
+    resumes when descriptors do; here on the v1 and IRC TLS listeners at
+    once, their newcomers' handshakes done once they are accepted."""
+    caplog.set_level(logging.INFO, logger="sae-server")
+    make, clock = harness
+    h = make(tls=TlsCertificate(str(chain), None), irc=True)
+    context = certificates.client_context()
+    alice = h.logged_in("alice")
+    bob = h.connect_tls(h.tls_port, context)
+    bob.sendall(b"REGISTER bob password1\nLOGIN bob password1\n")
+    h.expect(bob, r"USERS ")
+    h.expect(alice, r"JOIN bob")
+    # One newcomer per TLS listener; its descriptor is made before the limit.
+    v1_newcomer, irc_newcomer = (context.wrap_socket(socket.socket(), server_hostname="localhost",
+                                                     do_handshake_on_connect=False) for _ in range(2))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    probe = os.open(os.devnull, os.O_RDONLY)
+    os.close(probe)
+    try:
+        # Every descriptor below the lowest free one is taken: nothing more opens.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+        for newcomer, port in ((v1_newcomer, h.tls_port), (irc_newcomer, h.irc_tls_port)):
+            newcomer.settimeout(TIMEOUT)
+            newcomer.connect(("127.0.0.1", port))  # into the backlog
+            newcomer.setblocking(False)
+            h.buffers[newcomer] = b""
+            with pytest.raises(ssl.SSLWantReadError):
+                newcomer.do_handshake()  # its ClientHello waits with it
+        for _ in range(50):
+            h.turn()
+            if not listeners_watched(h.server):
+                break
+        assert listeners_watched(h.server) == [], "a listener is still watched after EMFILE"
+        # Those connected are served meanwhile, over TLS as in clear.
+        alice.sendall(b"SAY still chatting\n")
+        h.expect(bob, r"MSG \S+ \S+ alice still chatting$")
+        bob.sendall(b"PING bob over TLS\n")
+        h.expect(bob, r"PONG bob over TLS")
+        # The pause ends while descriptors are still short: paused again.
+        clock.tick(ACCEPT_PAUSE)
+        for _ in range(3):
+            h.turn()
+        assert listeners_watched(h.server) == []
+        for newcomer in (v1_newcomer, irc_newcomer):
+            with pytest.raises(ssl.SSLWantReadError):
+                newcomer.do_handshake()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    clock.tick(ACCEPT_PAUSE)
+    h.finish_handshake(v1_newcomer)
+    v1_newcomer.sendall(b"PING let me in\n")
+    assert h.expect(v1_newcomer, r"PONG ") == "PONG let me in"
+    h.finish_handshake(irc_newcomer)
+    irc_newcomer.sendall(b"CAP LS 302\r\n")
+    h.expect(irc_newcomer, r":\S+ CAP \* LS ")
+    assert sorted(listeners_watched(h.server)) == [("irc", False), ("irc", True), ("v1", False), ("v1", True)]
+    bob.sendall(b"SAY all well\n")
+    h.expect(alice, r"MSG \S+ \S+ bob all well$")
+    said = [record.getMessage() for record in caplog.records]
+    assert len([line for line in said if line.startswith("cannot accept")]) == 1, said
+    assert not [record for record in caplog.records if record.exc_info], said
+
+
+# --- the end of a TLS session --------------------------------------------------------
+
+def strict_tls_client(port, certificates):
+    """A TLS client whose end of stream is an empty read only after the
+    server's close_notify: a bare TCP close raises SSLEOFError."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    client = LineClient.__new__(LineClient)
+    client.sock = certificates.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                            suppress_ragged_eofs=False)
+    client.buffer, client.seen = b"", []
+    return client
+
+
+def read_to_the_end(client):
+    """Every line until the end of the TLS stream, which must be a clean one."""
+    data = client.buffer
+    while True:
+        chunk = client.sock.recv(65536)  # SSLEOFError here: no close_notify came
+        if not chunk:
+            client.sock.close()
+            return data.decode().splitlines()
+        data += chunk
+
+
+@pytest.mark.parametrize("how", ["QUIT", "kick", "login timeout", "shutdown"])
+def test_the_server_ends_a_tls_session_with_close_notify(tls_server, certificates, tmp_path, how):
+    path = str(tmp_path / "admin.sock")
+    server = tls_server("--login-timeout", "1" if how == "login timeout" else "60", "--admin-socket", path)
+    alice = strict_tls_client(server.tls_port, certificates)
+    server.clients.append(alice)
+    alice.register("alice")
+    if how == "QUIT":
+        alice.send("QUIT")
+    elif how == "kick":
+        alice.login("alice")
+        done = subprocess.run([sys.executable, "-m", "sae_server", "admin", "--admin-socket", path, "kick", "alice",
+                               "300", "a break"], capture_output=True, text=True, timeout=TIMEOUT, cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+    elif how == "shutdown":
+        alice.send("PING are you there")
+        alice.expect(r"PONG are you there")
+        server.proc.terminate()
+    lines = read_to_the_end(alice)
+    assert lines[-1] == {"QUIT": "BYE goodbye", "kick": "KICKED 300 a break", "login timeout": "BYE login timeout",
+                         "shutdown": "BYE server shutting down (SIGTERM)"}[how]
+
+
+def test_an_irc_session_over_tls_ends_with_close_notify(tls_server, certificates):
+    server = tls_server("--irc-port", "0", "--irc-tls-port", "0")
+    port = int(re.search(r"listening for TLS irc on 127\.0\.0\.1:(\d+)", "".join(server.log)).group(1))
+    client = strict_tls_client(port, certificates)
+    server.clients.append(client)
+    client.send("NICK alice\r\nUSER alice 0 * :alice\r\nQUIT :gone\r\n")
+    assert read_to_the_end(client)[-1].startswith("ERROR :Closing Link: ")
+
+
+def test_close_notify_is_not_waited_for_when_the_socket_is_full(chain, certificates):
+    """The loop's close_notify is an attempt that never waits: to a client
+    that reads nothing, with the kernel's buffers full, it gives up at once
+    and the connection is closed without it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client_end = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+    server_end, _ = listener.accept()
+    listener.close()
+    for end in (server_end, client_end):
+        end.setblocking(False)
+    server_tls = TlsCertificate(str(chain), None).context.wrap_socket(
+        server_end, server_side=True, do_handshake_on_connect=False)
+    client_tls = certificates.client_context().wrap_socket(client_end, server_hostname="localhost",
+                                                           do_handshake_on_connect=False)
+    assert server_tls.__class__ is TlsSocket
+    shaking = [server_tls, client_tls]
+    deadline = time.monotonic() + TIMEOUT
+    while shaking and time.monotonic() < deadline:
+        for end in list(shaking):
+            try:
+                end.do_handshake()
+                shaking.remove(end)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+    assert not shaking, "the handshake did not end"
+    with pytest.raises(BlockingIOError):
+        for _ in range(10000):
+            server_tls.send(b"x" * 65536)
+    started = time.monotonic()
+    assert server_tls.close_notify() is False
+    assert time.monotonic() - started < 0.5
+    server_tls.close()
+    client_tls.close()
+
+
+def test_a_tls_client_that_stops_reading_gets_bye_sendq_exceeded_after_whole_lines(tls_server, certificates):
+    """As in clear (test_limits): a client that stops reading is cut at its
+    sendq, and when it reads again it finds whole lines, then the BYE saying
+    why; the others chat on."""
+    server = tls_server("--sendq-max", "65536")
+    for name in ("alice", "bob", "carol"):
+        server.client().register(name)
+    alice, bob = server.client(), server.client()
+    alice.login("alice")
+    bob.login("bob")
+    # carol's window is small, so the server's own queue for her grows soon.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(TIMEOUT)
+    raw.connect(("127.0.0.1", server.tls_port))
+    carol = LineClient.__new__(LineClient)
+    carol.sock = certificates.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                           suppress_ragged_eofs=False)
+    carol.buffer, carol.seen = b"", []
+    server.clients.append(carol)
+    carol.login("carol")
+    bob.expect(r"JOIN carol")
+    # carol reads no more from here on.
+    padding = "x" * 3000
+    chat_until_cut(server, alice, bob, "carol", most=4000, padding=padding)
+    server.wait_log(r".*carol.*sendq exceeded")
+    rest = read_to_the_end(carol)
+    assert rest and rest[-1] == "BYE sendq exceeded", [line[:40] for line in rest[-3:]]
+    assert all(re.match(r"MSG \d+ \S+ alice \d+ x+$", line) for line in rest[:-1]), \
+        [line[:40] + "..." + line[-10:] for line in rest if not line.endswith(padding)]
+    bob.send("SAY still here")
+    alice.expect(r"MSG \S+ \S+ bob still here$")
