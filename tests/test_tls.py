@@ -714,7 +714,6 @@ def test_require_tls_tells_a_remote_guest_that_irc_has_no_tls_port(tmp_path, cer
         server.stop()
 
 
-
 # --- out of file descriptors -----------------------------------------------------
 
 def listeners_watched(server):
