@@ -346,8 +346,11 @@ class MySQLStore(Store):
                 try:
                     cursor.execute(INSERT_ROOM, (name, key, moment))
                 except MySQLdb.IntegrityError:
-                    pass  # another connection created it since: that one is the room
-                cursor.execute(FIND_ROOM, (key,))
+                    pass  # another connection (another server) created it since: that one is the room
+                # A locking read sees the latest commit; a plain one would
+                # see this transaction's snapshot, taken before the other
+                # server's INSERT was committed, without the room.
+                cursor.execute(FIND_ROOM + " LOCK IN SHARE MODE", (key,))
                 row = cursor.fetchone()
             return self._room(row)
         return self._run(find_or_insert)

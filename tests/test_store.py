@@ -922,3 +922,41 @@ def test_ids_at_a_moment_for_chathistory_timestamps(store, alice):
     assert store.ids_at("2026-01-01T00:00:01.500Z") == (ids[1], ids[2])
     assert store.ids_at("2025-12-31T23:59:59.000Z") == (None, ids[0])
     assert store.ids_at("2026-01-01T00:00:09.000Z") == (ids[2], None)
+
+
+def test_two_servers_making_one_room_at_once_both_get_it(mysql_url):
+    # Two servers of a cluster JOIN #new at the same moment: the second's
+    # INSERT waits for the first's, fails on the name, and must then read
+    # the room the first made, which its transaction's snapshot (taken by
+    # its first read, before the other commit) does not show.
+    import threading
+
+    from mysql_fixtures import mysql_connect
+    store = open_store(mysql_url)
+    other = mysql_connect(mysql_url)
+    try:
+        other.cursor().execute("INSERT INTO rooms (name, name_key, topic, created_at)"
+                               " VALUES ('#new', '#new', '', '2026-12-02 00:00:00')")
+        made = []
+        joining = threading.Thread(target=lambda: made.append(store.ensure_room("#New", T0)))
+        joining.start()
+        watcher = mysql_connect(mysql_url)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # until the store's INSERT waits on the other's row lock
+                cursor = watcher.cursor()
+                cursor.execute("SELECT COUNT(*) FROM information_schema.innodb_lock_waits")
+                waiting = cursor.fetchone()[0]
+                cursor.close()
+                watcher.commit()
+                if waiting or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)  # polling the server's lock table: there is no event to wait on
+        finally:
+            watcher.close()
+        other.commit()
+        joining.join(10)
+        assert made and made[0].name == "#new"
+    finally:
+        other.close()
+        store.close()
