@@ -1634,11 +1634,16 @@ class Server:
             if (len(self.sessions) + len(self.handshakes) >= self.max_connections
                     or not self.guards.admits(ip, exempt)):
                 log.warning("refused connection from %s: too many connections", ip)
-                try:
-                    sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections") if listener.kind != IRC
-                              else sae_irc.format_line("ERROR", "Closing Link: too many connections"))
-                except OSError:
-                    pass
+                # On a TLS port the client expects a handshake: plain text
+                # would read as a TLS error, and a handshake is what a flood
+                # must not cost. It gets a clean close; the log says why.
+                if listener.tls is None:
+                    try:
+                        sock.send(proto.format_err(proto.UNAVAILABLE, "too many connections")
+                                  if listener.kind != IRC
+                                  else sae_irc.format_line("ERROR", "Closing Link: too many connections"))
+                    except OSError:
+                        pass
                 sock.close()
                 continue
             sock.setblocking(False)

@@ -924,3 +924,20 @@ def test_a_tls_client_that_stops_reading_gets_bye_sendq_exceeded_after_whole_lin
         [line[:40] + "..." + line[-10:] for line in rest if not line.endswith(padding)]
     bob.send("SAY still here")
     alice.expect(r"MSG \S+ \S+ bob still here$")
+
+
+def test_a_tls_connection_over_the_cap_is_closed_without_plain_text(tls_server, certificates):
+    # A client that expects a handshake and reads "ERR 503" reports a TLS
+    # error; one that gets a clean close reports the connection closed.
+    server = tls_server("--max-connections", "1")
+    first = tls_client(server, certificates)
+    first.send("PING first")
+    assert first.next() == "PONG first"
+    raw = socket.create_connection(("127.0.0.1", server.tls_port), timeout=TIMEOUT)
+    try:
+        assert raw.recv(4096) == b""  # nothing, then the end
+    finally:
+        raw.close()
+    server.wait_log(r".*refused connection from 127\.0\.0\.1: too many connections")
+    first.send("PING still here")
+    assert first.next() == "PONG still here"
