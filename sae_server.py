@@ -944,7 +944,7 @@ class Counters:
     exit: how many messages each storage batch and each pass over the room
     carried is what the cost of a message comes down to."""
 
-    __slots__ = ("started_at", "turns", "batches", "stored", "passes")
+    __slots__ = ("started_at", "turns", "batches", "stored", "passes", "links_heard", "ranges_read")
 
     def __init__(self, now):
         self.started_at = now
@@ -952,13 +952,21 @@ class Counters:
         self.batches = 0  # handed to storage
         self.stored = 0  # messages stored
         self.passes = 0  # over the room's members, sending
+        # In a cluster: links of the other servers heard over Redis, and
+        # ranges of the chain read back from the database instead.
+        self.links_heard = 0
+        self.ranges_read = 0
 
     def describe(self, now):
         per = lambda part, whole: part / whole if whole else 0.0  # noqa: E731
+        cluster = ""
+        if self.links_heard or self.ranges_read:
+            cluster = ", %d links heard from the other servers, %d ranges read back from the database" % (
+                self.links_heard, self.ranges_read)
         return ("up %ds: %d messages stored in %d batches (%.1f per batch), %d passes over the room "
-                "(%.1f messages per pass), %d loop turns" % (
+                "(%.1f messages per pass), %d loop turns%s" % (
                     now - self.started_at, self.stored, self.batches, per(self.stored, self.batches),
-                    self.passes, per(self.stored, self.passes), self.turns))
+                    self.passes, per(self.stored, self.passes), self.turns, cluster))
 
 
 # --- rooms ------------------------------------------------------------
@@ -2609,6 +2617,7 @@ class Server:
         peer.heard_at = self.now
         if kind == "said":
             link = event.get("link")
+            self.counters.links_heard += 1
             if link is None:
                 log.warning("cluster: a malformed link from %s, ignored: it is read from the database", instance)
                 return
@@ -2730,6 +2739,7 @@ class Server:
     def _read_chain(self):
         """Read the links after the last delivered from the database."""
         self.chain_reading = True
+        self.counters.ranges_read += 1
         after = self.sequencer.last
         self.offload("storage", lambda found, error: self._chain_read(after, found, error),
                      self.store.chain_since, after, sae_cluster.GAP_READ_MAX)

@@ -175,6 +175,9 @@ def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, r
     assert [text for _, _, text in messages(carol, 2)] == ["bob, alone", "after"]
     for instance in (first, second):
         assert sum("Redis unreachable" in line for line in instance.log) == 1, "logged once"
+    second.stop()  # its last words count what it heard and what it read back
+    assert re.search(r"stopped; .*, [1-9]\d* links heard from the other servers, [1-9]\d* ranges read back",
+                     "".join(second.log)), second.log[-3:]
 
 
 def test_kill_9_of_an_instance_loses_nothing_it_acknowledged(cluster):
