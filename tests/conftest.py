@@ -142,6 +142,16 @@ class LineClient:
         self.sock.close()
 
 
+def account_client(server, name, register=True, password="password1"):
+    """A LineClient of ``server`` (a ServerProcess) logged in as ``name``,
+    registering the account first unless told not to."""
+    client = server.client()
+    if register:
+        client.register(name, password)
+    client.login(name, password)
+    return client
+
+
 def chat_until_cut(server, alice, bob, victim, most, padding="x" * 3000):
     """alice says numbered messages (``"<n> <padding>"``), ten at a time,
     until bob has seen ``LEAVE <victim> sendq exceeded`` and twenty more of

@@ -23,7 +23,7 @@ import pytest
 
 pyte = pytest.importorskip("pyte")
 
-from conftest import TIMEOUT  # noqa: E402
+from conftest import TIMEOUT, account_client  # noqa: E402
 from mysql_fixtures import TcpProxy  # noqa: E402
 
 PASSWORD = "password1"
@@ -193,13 +193,7 @@ def terminals():
         terminal.close()
 
 
-def account(server, name, register=True):
-    """A logged-in LineClient for ``name``, registering it first."""
-    client = server.client()
-    if register:
-        client.register(name, PASSWORD)
-    client.login(name, PASSWORD)
-    return client
+account = account_client  # a logged-in LineClient for ``name``, registering it first
 
 
 def registered(server, name):

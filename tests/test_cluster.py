@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, LineClient, ServerProcess
+from conftest import TIMEOUT, LineClient, ServerProcess, account_client
 from redis_fixtures import RedisServer, free_port
 from sae_cluster import Link, Sequencer
 from sae_db import Message
@@ -87,14 +87,6 @@ def cluster(tmp_path, mysql_url, redis_server):
         instance.stop()
 
 
-def login(instance, name, register=False):
-    client = instance.client()
-    if register:
-        client.register(name)
-    client.login(name)
-    return client
-
-
 def messages(client, count, timeout=TIMEOUT):
     """The next ``count`` MSG lines as (id, sender, text)."""
     found = []
@@ -108,8 +100,8 @@ def messages(client, count, timeout=TIMEOUT):
 def test_every_client_on_every_instance_sees_one_order(cluster):
     instances = cluster(3)
     names = ["alice", "bob", "carol"]
-    senders = [login(instance, name, register=True) for instance, name in zip(instances, names)]
-    readers = [login(instance, "reader%d" % n, register=True) for n, instance in enumerate(instances)]
+    senders = [account_client(instance, name) for instance, name in zip(instances, names)]
+    readers = [account_client(instance, "reader%d" % n) for n, instance in enumerate(instances)]
     each = 60
 
     def say_all(client, name):
@@ -133,8 +125,8 @@ def test_every_client_on_every_instance_sees_one_order(cluster):
 
 def test_a_client_that_moves_to_another_instance_gets_exactly_what_it_missed(cluster):
     first, second = cluster(2)
-    alice = login(first, "alice", register=True)
-    bob = login(second, "bob", register=True)
+    alice = account_client(first, "alice")
+    bob = account_client(second, "bob")
     alice.send("SAY before")
     [(last_seen, _, _)] = messages(bob, 1)
     bob.close()
@@ -151,9 +143,9 @@ def test_a_client_that_moves_to_another_instance_gets_exactly_what_it_missed(clu
 
 def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, redis_server):
     first, second = cluster(2)
-    alice = login(first, "alice", register=True)
-    carol = login(first, "carol", register=True)
-    bob = login(second, "bob", register=True)
+    alice = account_client(first, "alice")
+    carol = account_client(first, "carol")
+    bob = account_client(second, "bob")
     alice.send("SAY before")
     assert [text for _, _, text in messages(bob, 1)] == ["before"]
 
@@ -182,8 +174,8 @@ def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, r
 
 def test_kill_9_of_an_instance_loses_nothing_it_acknowledged(cluster):
     first, second, third = cluster(3)
-    alice = login(second, "alice", register=True)
-    readers = [login(first, "bob", register=True), login(third, "carol", register=True)]
+    alice = account_client(second, "alice")
+    readers = [account_client(first, "bob"), account_client(third, "carol")]
     acknowledged = []
     for n in range(20):
         alice.send("SAY %d" % n)
@@ -223,10 +215,10 @@ def in_step(speaker, *listeners):
 
 def test_who_shows_everyone_online_on_any_instance(cluster):
     first, second, third = cluster(3)
-    alice = login(first, "alice", register=True)
-    bob = login(second, "bob", register=True)
+    alice = account_client(first, "alice")
+    bob = account_client(second, "bob")
     alice.expect(r"JOIN bob$")  # bob's login, heard of on the first instance
-    carol = login(third, "carol", register=True)
+    carol = account_client(third, "carol")
     in_step(alice, carol)
     carol.send("WHO")
     assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "bob", "carol"]
@@ -248,8 +240,8 @@ def test_an_instance_killed_has_its_users_dropped_within_the_ping_timeout(tmp_pa
                                      "--ping-timeout", "3", db_url=mysql_url).start()
             instance.wait_log(r".*cluster: listening to the other servers")
             instances.append(instance)
-        alice = login(instances[0], "alice", register=True)
-        login(instances[1], "bob", register=True)
+        alice = account_client(instances[0], "alice")
+        account_client(instances[1], "bob")
         alice.expect(r"JOIN bob$")
         instances[1].proc.send_signal(signal.SIGKILL)
         instances[1].proc.wait()
@@ -290,7 +282,7 @@ def operated(tmp_path, mysql_url, redis_server):
 
 def test_a_kick_on_one_instance_holds_on_every_instance(operated):
     first, second = operated
-    bob = login(second, "bob", register=True)
+    bob = account_client(second, "bob")
     answer = admin(first, "kick", "bob", "60", "calm down")
     assert answer.returncode == 0, answer.stderr
     assert bob.expect(r"KICKED (\d+) (.*)").groups() == ("60", "calm down")
@@ -300,16 +292,16 @@ def test_a_kick_on_one_instance_holds_on_every_instance(operated):
         again.send("LOGIN bob password1")
         assert again.expect(r"ERR 423 \d+ (.*)").group(1).startswith("kicked, try again")
     assert admin(first, "unkick", "bob").returncode == 0
-    alice = login(first, "alice", register=True)
-    in_step(alice, login(second, "carol", register=True))
+    alice = account_client(first, "alice")
+    in_step(alice, account_client(second, "carol"))
     second.client().login("bob")  # the unkick holds there too
 
 
 def test_a_ban_and_the_operators_say_reach_every_instance(operated):
     first, second = operated
-    alice = login(second, "alice", register=True)
-    bob = login(second, "bob", register=True)
-    in_step(alice, login(first, "carol", register=True))
+    alice = account_client(second, "alice")
+    bob = account_client(second, "bob")
+    in_step(alice, account_client(first, "carol"))
     stats = admin(first, "stats").stdout
     assert "instance s1, Redis up, 1 other server: s2" in stats, stats
     who = admin(first, "who").stdout
@@ -324,8 +316,8 @@ def test_a_ban_and_the_operators_say_reach_every_instance(operated):
 
 def test_failed_logins_are_counted_across_instances(operated):
     first, second = operated
-    login(first, "alice", register=True).close()
-    bob, carol = login(first, "bob", register=True), login(second, "carol", register=True)
+    account_client(first, "alice").close()
+    bob, carol = account_client(first, "bob"), account_client(second, "carol")
     guesser = first.client()
     for _ in range(2):
         guesser.send("LOGIN alice wrong-guess")
@@ -340,8 +332,8 @@ def test_failed_logins_are_counted_across_instances(operated):
 
 def test_registrations_are_counted_across_instances(operated):
     first, second = operated
-    alice, bob = login(first, "alice", register=True), login(second, "bob", register=True)
-    login(first, "carol", register=True)
+    alice, bob = account_client(first, "alice"), account_client(second, "bob")
+    account_client(first, "carol")
     in_step(alice, bob)
     newcomer = second.client()
     newcomer.send("REGISTER dave password1")
@@ -350,8 +342,8 @@ def test_registrations_are_counted_across_instances(operated):
 
 def test_rooms_joined_and_changed_on_one_instance_work_on_another(cluster):
     first, second = cluster(2)
-    alice = login(first, "alice", register=True)
-    bob = login(second, "bob", register=True)
+    alice = account_client(first, "alice")
+    bob = account_client(second, "bob")
     for client in (alice, bob):
         client.send("CAP rooms")
         client.expect(r"OK CAP")
@@ -370,12 +362,12 @@ def test_rooms_joined_and_changed_on_one_instance_work_on_another(cluster):
 
 def test_instances_join_and_leave_without_restarting_the_others(cluster):
     first, second = cluster(2)
-    alice = login(first, "alice", register=True)
+    alice = account_client(first, "alice")
     alice.send("SAY before the third")
     messages(alice, 1)
     [third] = cluster(1)[2:]
     third.wait_log(r".*cluster: s[12] joined")
-    carol = login(third, "carol", register=True)
+    carol = account_client(third, "carol")
     alice.expect(r"JOIN carol$")
     carol.send("WHO")
     assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "carol"]
@@ -401,8 +393,8 @@ def test_irc_and_v1_users_on_different_instances_talk_in_one_room(tmp_path, mysq
             instance.wait_log(r".*cluster: listening to the other servers")
             instances.append(instance)
         irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instances[0].log)).group(1))
-        login(instances[0], "dave", register=True).close()
-        alice = login(instances[1], "alice", register=True)
+        account_client(instances[0], "dave").close()
+        alice = account_client(instances[1], "alice")
         dave = IrcClient(irc_port)
         instances[0].clients.append(dave)
         dave.register_connection("dave", password="dave:password1")
@@ -457,8 +449,8 @@ def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
                                      db_url=mysql_url).start()
             instance.wait_log(r".*cluster: listening to the other servers")
             instances.append(instance)
-        alice = login(instances[0], "alice", register=True)
-        bob = login(instances[1], "bob", register=True)
+        alice = account_client(instances[0], "alice")
+        bob = account_client(instances[1], "bob")
         alice.send("SAY over TLS")
         assert [text for _, _, text in messages(bob, 1)] == ["over TLS"]
         for instance in instances:

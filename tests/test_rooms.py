@@ -13,18 +13,12 @@ import threading
 
 import pytest
 
-from conftest import ServerProcess, turn_until
+from conftest import ServerProcess, account_client, turn_until
 
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
-def v1_client(server, name, register=True):
-    """A protocol v1 client, registered and logged in."""
-    client = server.client()
-    if register:
-        client.register(name)
-    client.login(name)
-    return client
+v1_client = account_client  # a protocol v1 client, registered and logged in
 
 
 def rooms_client(server, name, register=True):
