@@ -109,14 +109,16 @@ def bench_chain(args):
         store.ensure_room("#general", AT)
         store.close()
         header = ("writers", "batch", "call", "batches/s", "messages/s", "call p50 ms", "call p99 ms",
-                  "chained / plain", "mariadbd CPU", "loadavg")
+                  "chained / plain", "mariadbd CPU", "fsyncs per batch", "loadavg")
         rows = []
         for writers in args.writers:
             for batch_size in args.batches:
                 plain = None
                 for how in ("append_messages", "append_chained"):
                     before = bench_load.loadavg()
+                    fsyncs = fsync_count(cursor)
                     batches, calls, mariadb_cpu = run_writers(url, how, batch_size, writers, args.seconds)
+                    fsyncs = fsync_count(cursor) - fsyncs
                     rate = batches / args.seconds
                     ratio = ""
                     if how == "append_messages":
@@ -125,13 +127,22 @@ def bench_chain(args):
                         ratio = "%.2f×" % (rate / plain)
                     rows.append((writers, batch_size, how, "%.0f" % rate, "%.0f" % (rate * batch_size),
                                  "%.2f" % (1000 * percentile(calls, 50)), "%.2f" % (1000 * percentile(calls, 99)),
-                                 ratio, mariadb_cpu, "%s → %s" % (before, bench_load.loadavg())))
+                                 ratio, mariadb_cpu, "%.2f" % (fsyncs / batches) if batches else "n/a",
+                                 "%s → %s" % (before, bench_load.loadavg())))
                     print("  %d writer(s), batch %d, %s: %.0f batches/s" % (writers, batch_size, how, rate))
                     sys.stdout.flush()
         bench_load.table(header, rows)
     finally:
         cursor.execute("DROP DATABASE IF EXISTS `%s`" % database)
         admin.close()
+
+
+def fsync_count(cursor):
+    """InnoDB's fsyncs so far, over the whole server: fewer than one per
+    batch means commits shared a flush of the redo log (group commit).
+    Whatever else uses the server adds to it, so it is an upper bound."""
+    cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_data_fsyncs'")
+    return int(cursor.fetchone()[1])
 
 
 def run_writers(url, how, batch_size, count, seconds):

@@ -1139,7 +1139,7 @@ def cluster_fanout(args, workdir, redis):
                 rows.append((instances_label(count), clients, "failed: %s" % str(error)[:160]))
                 continue
             finally:
-                stop_cluster(instances, notes, "%d instance(s), %d clients" % (count, clients))
+                stop_cluster(instances, notes, "%s instance(s), %d clients" % (instances_label(count), clients))
             deliveries = result["window_lines"]
             instances_cpu, redis_cpu, mariadb_cpu = cpu.shares(args.seconds)
             every = cpu.spent(cpu.instances + cpu.redis + cpu.mariadb)
@@ -1150,7 +1150,8 @@ def cluster_fanout(args, workdir, redis):
                          " / ".join("%.0f %%" % (100 * c / args.seconds) for c in result["loadgen_window_cpu"]),
                          "%d/%d" % (result["lines"], result["sent"] * clients), cpu.window_loadavg()))
             if result["failed"]:
-                print("  %d instance(s): %d failures, e.g. %s" % (count, result["failed"], result["failures"][:2]))
+                print("  %s instance(s): %d failures, e.g. %s" % (instances_label(count), result["failed"],
+                                                                  result["failures"][:2]))
     table(header, rows)
     print_notes(notes)
 
@@ -1175,7 +1176,7 @@ def cluster_latency(args, workdir, redis):
             rows.append((instances_label(count), "failed: %s" % str(error)[:160]))
             continue
         finally:
-            stop_cluster(instances, notes, "%d instance(s)" % count)
+            stop_cluster(instances, notes, "%s instance(s)" % instances_label(count))
         p50, p99, top, measured = loadgen.latency_ms(result)
         instances_cpu, redis_cpu, mariadb_cpu = cpu.shares(args.cluster_latency_seconds)
         rows.append((instances_label(count), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, measured, instances_cpu,
@@ -1183,7 +1184,8 @@ def cluster_latency(args, workdir, redis):
                      " / ".join("%.0f %%" % (100 * c / args.cluster_latency_seconds)
                                 for c in result["loadgen_window_cpu"]), cpu.window_loadavg()))
         if result["failed"]:
-            print("  %d instance(s): %d failures, e.g. %s" % (count, result["failed"], result["failures"][:2]))
+            print("  %s instance(s): %d failures, e.g. %s" % (instances_label(count), result["failed"],
+                                                              result["failures"][:2]))
     table(header, rows)
     print_notes(notes)
 
@@ -1201,7 +1203,7 @@ def cluster_probe(args, workdir, redis):
             delays = cross_instance_probe(instances[0], instances[1] if len(instances) > 1 else None, count, rate)
             after = loadavg()
         finally:
-            stop_cluster(instances, notes, "%d instance(s)" % instances_wanted)
+            stop_cluster(instances, notes, "%s instance(s)" % instances_label(instances_wanted))
         for receiver, found in delays.items():
             points, top = loadgen.percentiles(found)
             rows.append((instances_label(instances_wanted), receiver, "%.2f" % points[50], "%.2f" % points[99],
