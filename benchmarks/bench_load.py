@@ -13,12 +13,16 @@ measured minutes apart on the same machine.
     python benchmarks/bench_load.py fanout --clients 200 --senders 10
     python benchmarks/bench_load.py single             # the single-message regime
     python benchmarks/bench_load.py single --sae-db mysql://root@127.0.0.1:3306/
+    python benchmarks/bench_load.py cluster --sae-db mysql://root@127.0.0.1:3306/   # 1, 2, 3 instances
 
 Accounts u00000... are written straight into the database before the server
 starts (one scrypt hash shared by all, at the cost the server would use), so
 setting up 4000 clients costs 4000 LOGINs rather than 4000 REGISTERs too.
 SAE_SCRYPT_N=1024 everywhere except the login storm, which uses the server's
 default cost, since password hashing during the storm is the point.
+The cluster scenario runs several sae-server instances on one MariaDB
+database with a redis-server of its own (sae-server only: miniircd has no
+such thing).
 This is a measurement, not a test: the figures go in docs/BENCHMARKS.md.
 """
 
@@ -28,6 +32,7 @@ import collections
 import itertools
 import os
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -183,19 +188,27 @@ def drop_mysql_database(url, database):
 
 
 class Server:
-    """A server process on a free loopback port, stopped with SIGINT."""
+    """A server process on a free loopback port, stopped with SIGINT.
 
-    def __init__(self, kind, workdir, scrypt_n=1024, accounts=5000, extra=(), profile=None, environment=None):
+    database: with --sae-db, the name of a database another Server made
+    (one instance of a cluster joining the first): this one neither seeds
+    nor drops it."""
+
+    def __init__(self, kind, workdir, scrypt_n=1024, accounts=5000, extra=(), profile=None, environment=None,
+                 database=None):
         self.kind = kind
         self.log_path = os.path.join(workdir, "%s-%d.log" % (kind, time.monotonic_ns()))
         self.log = open(self.log_path, "w")
         env = dict(os.environ, **(environment or {}))
-        self.mysql_database = None
+        self.mysql_database = None  # the database this Server made, and drops when stopped
+        self.database = database  # the database it runs on
         self.stopped_line = None  # sae-server's last words: what its loop did (Counters)
         if kind == "sae":
             default_n = 2 ** 14
-            if SAE_DB:
-                self.mysql_database = create_mysql_database(SAE_DB, accounts, scrypt_n or default_n)
+            if SAE_DB and database:
+                db_url = with_database(SAE_DB, database)
+            elif SAE_DB:
+                self.mysql_database = self.database = create_mysql_database(SAE_DB, accounts, scrypt_n or default_n)
                 db_url = with_database(SAE_DB, self.mysql_database)
             else:
                 db_path = os.path.join(workdir, "sae-%d.db" % time.monotonic_ns())
@@ -249,6 +262,23 @@ class Server:
             time.sleep(0.05)
         self.stop()
         sys.exit("sae-server did not start: see %s" % self.log_path)
+
+    def wait_for_log(self, text, timeout=30):
+        """Wait until the server's log has a line containing ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, errors="replace") as f:
+                if any(text in line for line in f):
+                    return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)  # another process's log file: nothing to wait on but the file
+        sys.exit("sae-server never logged %r: see %s" % (text, self.log_path))
+
+    def log_lines(self, text):
+        """How many lines of the server's log contain ``text``."""
+        with open(self.log_path, errors="replace") as f:
+            return sum(text in line for line in f)
 
     def _wait_for_connect(self):
         deadline = time.monotonic() + 10
@@ -923,6 +953,329 @@ def scenario_single(args, workdir):
         single_counters(args, workdir, generators[0])
 
 
+# --- several servers: one MariaDB database, one Redis (scenario cluster) ---------------
+
+class RedisServer:
+    """A redis-server of the benchmark's own, on a free loopback port, in
+    the temporary folder, keeping nothing on disk (as the tests start one)."""
+
+    def __init__(self, workdir):
+        program = shutil.which("redis-server")
+        if not program:
+            sys.exit("cluster: redis-server not found (apt install redis-server)")
+        self.version = subprocess.run([program, "--version"], capture_output=True, text=True).stdout.split()[2]
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        folder = os.path.join(workdir, "redis-%d" % self.port)
+        os.mkdir(folder)
+        self.log_path = os.path.join(folder, "redis.log")
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen([program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", folder],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.process.pid
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                sys.exit("redis-server did not start: see %s" % self.log_path)
+            time.sleep(0.05)  # a process starting: nothing to wait on but its port
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 1) as probe:
+                probe.sendall(b"PING\r\n")
+                return probe.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def database_server_pid():
+    """mariadbd's (or mysqld's) pid when --sae-db names this machine, else
+    None: its CPU is shown beside the instances'."""
+    if urlsplit(SAE_DB).hostname not in (None, "127.0.0.1", "localhost", "::1"):
+        return None
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/comm" % entry) as f:
+                    if f.read().strip() in ("mariadbd", "mysqld"):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def start_cluster(count, redis, workdir, environment=None):
+    """``count`` sae-server instances on one fresh seeded database and one
+    Redis, each listening to the others before this returns. The first
+    made the database and drops it when it stops. 0: one server without
+    --cluster, on MariaDB all the same (what the chain and Redis cost)."""
+    if count == 0:
+        return [Server("sae", workdir, environment=environment)]
+    instances = []
+    try:
+        for number in range(1, count + 1):
+            instance = Server("sae", workdir, environment=environment,
+                              database=instances[0].database if instances else None,
+                              extra=["--cluster", redis.url, "--instance-name", "s%d" % number])
+            instances.append(instance)
+            instance.wait_for_log("cluster: listening to the other servers")
+    except BaseException:
+        stop_cluster(instances)
+        raise
+    return instances
+
+
+def stop_cluster(instances, notes=None, what=""):
+    for instance in reversed(instances):  # the first last: it drops the database
+        instance.stop()
+    if notes is not None:
+        for number, instance in enumerate(instances, 1):
+            outages = instance.log_lines("cluster: Redis unreachable")
+            notes.append(stopped_note(instance, "%s, s%d" % (what, number))
+                         + ("; Redis lost %d time(s)" % outages if outages else ""))
+
+
+class ClusterCpu:
+    """CPU seconds of the instances, of Redis and of mariadbd, read at the
+    edges of the measured window (loadgen's on_window)."""
+
+    def __init__(self, instances, redis):
+        self.instances = [instance.pid for instance in instances]
+        self.redis = [redis.pid]
+        self.mariadb = [pid for pid in [database_server_pid()] if pid]
+        self.at = {}
+        self.loadavg = {}
+
+    def on_window(self, phase):
+        self.at[phase] = {pid: cpu_seconds(pid) for pid in self.instances + self.redis + self.mariadb}
+        self.loadavg[phase] = loadavg()
+
+    def spent(self, pids):
+        return sum(self.at["end"][pid] - self.at["start"][pid] for pid in pids)
+
+    def shares(self, seconds):
+        """Text for the table: the instances' CPU (each), Redis's, mariadbd's."""
+        each = [self.spent([pid]) / seconds for pid in self.instances]
+        mariadb = "%.0f %%" % (100 * self.spent(self.mariadb) / seconds) if self.mariadb else "n/a"
+        return ("%.0f %% (%s)" % (100 * sum(each), " + ".join("%.0f" % (100 * share) for share in each)),
+                "%.0f %%" % (100 * self.spent(self.redis) / seconds), mariadb)
+
+    def window_loadavg(self):
+        return "%s → %s" % (self.loadavg["start"], self.loadavg["end"])
+
+
+def instances_label(count):
+    return "1, no --cluster" if count == 0 else str(count)
+
+
+def loadavg():
+    """The 1-minute load average: other work on the machine shows here."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def mariadb_background(seconds=2.0):
+    """mariadbd's CPU share over ``seconds`` with no load of ours running:
+    what other users of the same MariaDB (another session's tests) cost it
+    meanwhile, to read its column with."""
+    pid = database_server_pid()
+    if pid is None:
+        return "n/a"
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return "%.0f %%" % (100 * (cpu_seconds(pid) - before) / seconds)
+
+
+def scenario_cluster(args, workdir):
+    """1, 2, 3 ... instances (--cluster-instances) on one MariaDB database
+    and one Redis of the benchmark's own: the fan-out, the fixed-load
+    latency, and the delay a message takes to reach a client on another
+    instance rather than on the sender's."""
+    if not SAE_DB:
+        sys.exit("cluster: needs --sae-db mysql://... (the instances share one MariaDB database)")
+    redis = RedisServer(workdir)
+    try:
+        print("\n## several servers: sae-server instances on one MariaDB database (%s) and one Redis %s of the "
+              "benchmark's own (127.0.0.1:%d), clients dealt round-robin over the instances, a fresh cluster and "
+              "database for every run" % (describe_server(SAE_DB), redis.version, redis.port))
+        if "fanout" in args.cluster_parts:
+            cluster_fanout(args, workdir, redis)
+        if "latency" in args.cluster_parts:
+            cluster_latency(args, workdir, redis)
+        if "probe" in args.cluster_parts:
+            cluster_probe(args, workdir, redis)
+    finally:
+        redis.stop()
+
+
+def cluster_fanout(args, workdir, redis):
+    print("\n### fan-out: N clients over the instances, %d senders as fast as the servers take (block regime), "
+          "%.0f s measured" % (args.senders, args.seconds))
+    header = ("instances", "clients", "deliveries/s", "instances' CPU (each)", "CPU µs/delivery (instances)",
+              "Redis CPU", "mariadbd CPU (idle before)", "µs/delivery, all three", "generator CPU",
+              "delivered/expected", "loadavg")
+    rows, notes = [], []
+    for clients in args.cluster_clients:
+        for count in args.cluster_instances:
+            instances = start_cluster(count, redis, workdir, environment=BLAST_ENVIRONMENT)
+            cpu = ClusterCpu(instances, redis)
+            try:
+                background = mariadb_background()
+                result = loadgen.run("sae", [instance.port for instance in instances], clients, args.senders,
+                                     "blast", args.seconds, procs=args.procs, on_window=cpu.on_window)
+            except loadgen.LoadError as error:
+                rows.append((instances_label(count), clients, "failed: %s" % str(error)[:160]))
+                continue
+            finally:
+                stop_cluster(instances, notes, "%s instance(s), %d clients" % (instances_label(count), clients))
+            deliveries = result["window_lines"]
+            instances_cpu, redis_cpu, mariadb_cpu = cpu.shares(args.seconds)
+            every = cpu.spent(cpu.instances + cpu.redis + cpu.mariadb)
+            rows.append((instances_label(count), clients, "%.0f" % (deliveries / args.seconds), instances_cpu,
+                         "%.3f" % (cpu.spent(cpu.instances) / deliveries * 1e6) if deliveries else "n/a",
+                         redis_cpu, "%s (%s)" % (mariadb_cpu, background),
+                         "%.3f" % (every / deliveries * 1e6) if deliveries else "n/a",
+                         " / ".join("%.0f %%" % (100 * c / args.seconds) for c in result["loadgen_window_cpu"]),
+                         "%d/%d" % (result["lines"], result["sent"] * clients), cpu.window_loadavg()))
+            if result["failed"]:
+                print("  %s instance(s): %d failures, e.g. %s" % (instances_label(count), result["failed"],
+                                                                  result["failures"][:2]))
+    table(header, rows)
+    print_notes(notes)
+
+
+def cluster_latency(args, workdir, redis):
+    clients, senders, rate = args.cluster_latency_clients, args.cluster_latency_senders, args.cluster_rate
+    print("\n### fixed load: %d clients over the instances, %d senders, %.0f messages/s in total, %.0f s warm-up, "
+          "%.0f s measured, every %dth receiver reading" % (
+              clients, senders, rate, args.latency_warmup, args.cluster_latency_seconds, args.latency_sample))
+    header = ("instances", "p50 ms", "p99 ms", "max ms", "deliveries measured", "instances' CPU (each)",
+              "Redis CPU", "mariadbd CPU (idle before)", "generator CPU", "loadavg")
+    rows, notes = [], []
+    for count in args.cluster_instances:
+        instances = start_cluster(count, redis, workdir)
+        cpu = ClusterCpu(instances, redis)
+        try:
+            background = mariadb_background()
+            result = loadgen.run("sae", [instance.port for instance in instances], clients, senders, "rate",
+                                 args.cluster_latency_seconds, rate=rate, procs=args.procs,
+                                 sample=args.latency_sample, warmup=args.latency_warmup, on_window=cpu.on_window)
+        except loadgen.LoadError as error:
+            rows.append((instances_label(count), "failed: %s" % str(error)[:160]))
+            continue
+        finally:
+            stop_cluster(instances, notes, "%s instance(s)" % instances_label(count))
+        p50, p99, top, measured = loadgen.latency_ms(result)
+        instances_cpu, redis_cpu, mariadb_cpu = cpu.shares(args.cluster_latency_seconds)
+        rows.append((instances_label(count), "%.2f" % p50, "%.2f" % p99, "%.2f" % top, measured, instances_cpu,
+                     redis_cpu, "%s (%s)" % (mariadb_cpu, background),
+                     " / ".join("%.0f %%" % (100 * c / args.cluster_latency_seconds)
+                                for c in result["loadgen_window_cpu"]), cpu.window_loadavg()))
+        if result["failed"]:
+            print("  %s instance(s): %d failures, e.g. %s" % (instances_label(count), result["failed"],
+                                                              result["failures"][:2]))
+    table(header, rows)
+    print_notes(notes)
+
+
+def cluster_probe(args, workdir, redis):
+    count, rate = args.cluster_probe_messages, args.cluster_probe_rate
+    print("\n### same instance or another: one sender on instance s1, a receiver on s1 and one on s2, %d messages "
+          "at %.0f/s, nothing else running; send-to-receive delay" % (count, rate))
+    header = ("instances", "receiver", "p50 ms", "p99 ms", "max ms", "received/sent", "loadavg")
+    rows, notes = [], []
+    for instances_wanted in args.cluster_instances:
+        instances = start_cluster(instances_wanted, redis, workdir)
+        try:
+            before = loadavg()
+            delays = cross_instance_probe(instances[0], instances[1] if len(instances) > 1 else None, count, rate)
+            after = loadavg()
+        finally:
+            stop_cluster(instances, notes, "%s instance(s)" % instances_label(instances_wanted))
+        for receiver, found in delays.items():
+            points, top = loadgen.percentiles(found)
+            rows.append((instances_label(instances_wanted), receiver, "%.2f" % points[50], "%.2f" % points[99],
+                         "%.2f" % top, "%d/%d" % (len(found), count), "%s → %s" % (before, after)))
+    table(header, rows)
+    print_notes(notes)
+
+
+# The probe's messages as they arrive: those of its sender, u00000.
+PROBE_SAID = re.compile(rb"MSG \d+ \S+ u00000 T(\d+) ")
+
+
+def probe_client(port, index):
+    """A logged-in v1 connection as account u<index>, non-blocking, and
+    what it read after its login."""
+    sock = socket.create_connection(("127.0.0.1", port), 10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(loadgen.Sae.login(loadgen.Client(index, False, False)))
+    buf = b""
+    while not loadgen.Sae.login_done(buf):
+        data = sock.recv(65536)
+        if not data or loadgen.Sae.login_done(buf + data) is False:
+            raise loadgen.LoadError("probe: login of %s refused: %r" % (loadgen.account_name(index), buf + data))
+        buf += data
+    sock.setblocking(False)
+    return sock
+
+
+def cross_instance_probe(first, second, count, rate):
+    """One sender (u00000) on ``first`` sends ``count`` messages at ``rate``
+    per second, each carrying its send time; {receiver: [delay ms]} at the
+    sender itself (its echo), at u00001 on the same instance and at u00002
+    on ``second`` (if not None). One process, one selector: the three
+    clocks are one."""
+    sender = probe_client(first.port, 0)
+    receivers = {"sender's own echo (s1)": sender, "same instance (s1)": probe_client(first.port, 1)}
+    if second is not None:
+        receivers["other instance (s2)"] = probe_client(second.port, 2)
+    selector = selectors.DefaultSelector()
+    for receiver, sock in receivers.items():
+        selector.register(sock, selectors.EVENT_READ, receiver)
+    delays = {receiver: [] for receiver in receivers}
+    pending = {receiver: b"" for receiver in receivers}
+    start = time.monotonic() + 0.2
+    deadline = start + count / rate + 10
+    sent = 0
+    try:
+        while time.monotonic() < deadline:
+            while sent < count and time.monotonic() >= start + sent / rate:
+                line = ("SAY T%d %s\n" % (time.monotonic_ns(), loadgen.PADDING)).encode()
+                if sender.send(line) != len(line):
+                    raise loadgen.LoadError("probe: the sender's socket is full")
+                sent += 1
+            if sent == count and all(len(found) >= count for found in delays.values()):
+                break
+            timeout = max(0.0, start + sent / rate - time.monotonic()) if sent < count else 0.1
+            for key, _ in selector.select(timeout):
+                data = key.fileobj.recv(65536)
+                now_ns = time.monotonic_ns()
+                if not data:
+                    raise loadgen.LoadError("probe: %s closed by the server" % key.data)
+                buf = pending[key.data] + data
+                cut = buf.rfind(b"\n") + 1
+                delays[key.data].extend((now_ns - int(stamp)) / 1e6 for stamp in PROBE_SAID.findall(buf, 0, cut))
+                pending[key.data] = buf[cut:]
+    finally:
+        selector.close()
+        for sock in receivers.values():
+            sock.close()
+    return delays
+
+
 def print_notes(notes):
     """Under a table: what each sae-server run logged at exit."""
     notes = [note for note in notes if note]
@@ -1055,14 +1408,15 @@ def table(header, rows):
 
 SCENARIOS = {"tls": scenario_tls, "fanout": scenario_fanout, "latency": scenario_latency, "memory": scenario_memory,
              "storm": scenario_storm, "single": scenario_single, "kept": scenario_kept, "rooms": scenario_rooms,
-             "ircfanout": scenario_ircfanout}
+             "ircfanout": scenario_ircfanout, "cluster": scenario_cluster}
 DEFAULT_SCENARIOS = ["fanout", "latency", "memory", "storm"]  # what runs when none is named
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="sae-chat load benchmarks against miniircd")
     parser.add_argument("scenarios", nargs="*",
-                        help="any of %s (default: all but single, kept, rooms and ircfanout)" % ", ".join(SCENARIOS))
+                        help="any of %s (default: all but single, kept, rooms, ircfanout and cluster)"
+                             % ", ".join(SCENARIOS))
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 200, 1000, 4000])
     parser.add_argument("--kept-clients", type=int, default=900, help="kept: clients in the login burst")
     parser.add_argument("--rooms-clients", type=int, default=1000,
@@ -1107,6 +1461,19 @@ def main(argv=None):
     parser.add_argument("--single-strace", type=float, default=4.0,
                         help="single: seconds of strace on a sae-server of its own for the counters "
                              "(0: skip; skipped with a note when strace is missing)")
+    parser.add_argument("--cluster-instances", type=int, nargs="+", default=[1, 2, 3],
+                        help="cluster: how many instances, in turn (each run a fresh cluster and database; 0: "
+                             "one server without --cluster, for comparison)")
+    parser.add_argument("--cluster-parts", nargs="+", choices=["fanout", "latency", "probe"],
+                        default=["fanout", "latency", "probe"], help="cluster: which measurements")
+    parser.add_argument("--cluster-clients", type=int, nargs="+", default=[1000],
+                        help="cluster: clients of the fan-out (--senders of them blasting)")
+    parser.add_argument("--cluster-latency-clients", type=int, default=600)
+    parser.add_argument("--cluster-latency-senders", type=int, default=10)
+    parser.add_argument("--cluster-rate", type=float, default=100.0, help="cluster: fixed load, messages/s in total")
+    parser.add_argument("--cluster-latency-seconds", type=float, default=10.0)
+    parser.add_argument("--cluster-probe-messages", type=int, default=1000)
+    parser.add_argument("--cluster-probe-rate", type=float, default=100.0)
     parser.add_argument("--irc-over-select", action="store_true",
                         help="run miniircd beyond 1000 connections too (it cannot: select())")
     parser.add_argument("--server-dir", default=ROOT,

@@ -204,14 +204,15 @@ PROTOCOLS = {"sae": Sae, "irc": Irc, "sae-rooms": SaeRooms, "irc-rooms": IrcRoom
 # --- one worker process -------------------------------------------------------
 
 class Client:
-    __slots__ = ("index", "name", "sender", "storm", "sock", "state", "buf", "wbuf",
+    __slots__ = ("index", "name", "sender", "storm", "port", "sock", "state", "buf", "wbuf",
                  "started_at", "online_at", "next_send", "events", "outstanding", "watcher")
 
-    def __init__(self, index, sender, storm):
+    def __init__(self, index, sender, storm, port=None):
         self.index = index
         self.name = account_name(index)
         self.sender = sender
         self.storm = storm
+        self.port = port  # the server (of several, in a cluster) it connects to
         self.sock = None
         self.state = "new"  # new, connecting, login, online, failed
         self.buf = b""
@@ -271,7 +272,7 @@ class Worker:
         client.started_at = now
         client.state = "connecting"
         self.pending_logins += 1
-        err = sock.connect_ex((self.spec["host"], self.spec["port"]))
+        err = sock.connect_ex((self.spec["host"], client.port))
         if err not in (0, errno.EINPROGRESS):
             self.fail(client, "connect: %s" % os.strerror(err))
             return
@@ -624,18 +625,21 @@ class LoadError(Exception):
     pass
 
 
-def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0, procs=2,
+def run(target, ports, clients, senders=0, mode="blast", seconds=5.0, rate=100.0, procs=2,
         warmup=1.0, storm=0, storm_after=2.0, host="127.0.0.1", first_index=0,
         setup_concurrency=None, setup_timeout=180.0, sample=0, drain=10.0, on_ready=None, on_window=None,
         window=SINGLE_WINDOW, tls=False):
     """One bounded load run; returns a dict of figures.
 
+    ports: the server's port, or a list of ports (several servers of one
+    cluster): client i connects to ports[i % len(ports)], so the senders,
+    the first clients, are spread over the servers like everyone else.
     clients: connections logged in at setup; the first `senders` of them send.
     mode: "blast" (senders as fast as the server reads), "rate" (`rate` lines
     per second in total), "single" (each sender keeps `window` single
     lines outstanding, one send() each, closed loop), or "idle" (nothing is sent: on_ready(result) is
     called with every client online, then the run ends).
-    tls: every client speaks TLS (port is then the server's TLS port).
+    tls: every client speaks TLS (ports are then the servers' TLS ports).
     storm: that many more clients connect and log in all at once
     `storm_after` seconds after the load starts.
     on_window(phase): called with "start" and "end" at the edges of the
@@ -645,20 +649,21 @@ def run(target, port, clients, senders=0, mode="blast", seconds=5.0, rate=100.0,
     generator, on the same cores, had headroom.
     """
     raise_fd_limit()
+    ports = [ports] if isinstance(ports, int) else list(ports)
     if setup_concurrency is None:
         # miniircd listens with a backlog of 5: more connects at once are
         # dropped and retried by TCP a second later.
         setup_concurrency = 64 if target.startswith("sae") else 2
-    spec = dict(target=target, host=host, port=port, mode=mode, rate=rate,
+    spec = dict(target=target, host=host, mode=mode, rate=rate,
                 total_senders=max(1, senders), sample=sample, setup_concurrency=setup_concurrency,
                 setup_timeout=setup_timeout, window=window, tls=tls)
     procs = max(1, min(procs, clients + storm))
     shares = [[] for _ in range(procs)]
     # Senders spread round-robin like everyone else, so each worker has some.
     for i in range(clients):
-        shares[i % procs].append(Client(first_index + i, i < senders, False))
+        shares[i % procs].append(Client(first_index + i, i < senders, False, ports[i % len(ports)]))
     for i in range(storm):
-        shares[i % procs].append(Client(first_index + clients + i, False, True))
+        shares[i % procs].append(Client(first_index + clients + i, False, True, ports[(clients + i) % len(ports)]))
     context = multiprocessing.get_context("fork")
     pipes, workers = [], []
     for share in shares:
@@ -782,7 +787,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=sorted(PROTOCOLS), default="sae")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, nargs="+", required=True,
+                        help="one server's port, or several servers' of one cluster (clients dealt round-robin)")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--mode", choices=["blast", "rate", "single", "idle"], default="blast")
