@@ -459,3 +459,12 @@ def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
         for instance in instances:
             instance.stop()
         redis_server.stop()
+
+
+def test_a_server_knows_its_own_publications_by_their_first_bytes():
+    from sae_cluster import encode, link_event, own_prefix
+    for instance in ("s1", 'pi "a"', "élève:12345"):
+        mine = own_prefix(instance)
+        assert encode(instance, "beat", c=3).encode().startswith(mine)
+        assert link_event(instance, said(1, 3)).encode().startswith(mine)
+        assert not encode(instance + "x", "beat", c=3).encode().startswith(mine)
