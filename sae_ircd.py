@@ -1082,19 +1082,42 @@ def relay_tagmsg(server, session, target, tags, recipients):
     nick's) and the sender's other sessions, those with message-tags; to
     the sender itself with echo-message, as its answer."""
     sender = session.account.name
+    msgid = TAGMSG_ID_PREFIX + str(next(_tagmsg_numbers))
+    client_tags = irc.client_only_tags(tags)
+    ts = server.timestamp()
+    render = send_tagmsg(server, session, sender, target, client_tags, msgid, ts, recipients)
+    # The other servers of a cluster have members of the channel, or the
+    # nick, too (see tagmsg_heard).
+    server.relay("tagmsg", s=sender, to=target, g=client_tags, m=msgid, ts=ts)
+    answer(server, session, [render(session.protocol)] if session.echo else [])
+
+
+def send_tagmsg(server, session, sender, target, client_tags, msgid, ts, recipients):
+    """The TAGMSG to ``recipients`` and the sender's sessions here, those
+    with message-tags, but ``session`` (its sender's, or None); the
+    function that renders it."""
     everyone = set(recipients)
     everyone.update(sessions_of(server, sender))
     others = [other for other in everyone
               if other is not session and other.state is ONLINE and other.__class__ is IrcSession
               and "message-tags" in other.caps]
-    msgid = TAGMSG_ID_PREFIX + str(next(_tagmsg_numbers))
-    client_tags = irc.client_only_tags(tags)
-    ts = server.timestamp()
 
     def render(protocol):
         return protocol.format_tagmsg(msgid, ts, sender, target, client_tags)
     server.send_each(others, render)
-    answer(server, session, [render(session.protocol)] if session.echo else [])
+    return render
+
+
+def tagmsg_heard(server, event):
+    """A TAGMSG another server of the cluster relayed: to this server's
+    sessions of the channel, or of the nick, and of the sender."""
+    target = event["to"]
+    if irc.is_channel(target):
+        room = server.rooms.get(room_key(target)) if irc.check_channel(target) is None else None
+        recipients = room.sessions() if room is not None else ()
+    else:
+        recipients = sessions_of(server, target)
+    send_tagmsg(server, None, event["s"], target, event["g"], event["m"], event["ts"], recipients)
 
 
 # --- the rest ---------------------------------------------------------------------------

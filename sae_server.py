@@ -2665,6 +2665,8 @@ class Server:
             self.guards.registered(event["a"], self.now)
         elif kind in ("joined", "parted", "topic", "deleted"):
             self._room_news(kind, event)
+        elif kind == "tagmsg":
+            sae_ircd.tagmsg_heard(self, event)
 
     def _room_news(self, kind, event):
         """A change to a room that another server stored."""

@@ -468,3 +468,45 @@ def test_a_server_knows_its_own_publications_by_their_first_bytes():
         assert encode(instance, "beat", c=3).encode().startswith(mine)
         assert link_event(instance, said(1, 3)).encode().startswith(mine)
         assert not encode(instance + "x", "beat", c=3).encode().startswith(mine)
+
+
+def test_a_private_message_reaches_its_recipient_on_another_instance(cluster):
+    first, second = cluster(2)
+    alice = account_client(first, "alice")
+    bob = account_client(second, "bob")
+    alice.send("TELL bob just between us")
+    assert bob.expect(r"PRIV \d+ \S+ (\S+) (\S+) (.*)").groups() == ("alice", "bob", "just between us")
+    assert alice.expect(r"PRIV \d+ \S+ (\S+) (\S+) (.*)").groups() == ("alice", "bob", "just between us")
+    carol = account_client(second, "carol")
+    carol.send("SAY anyone?")
+    carol.expect(r"MSG \d+ \S+ carol anyone\?")
+    assert not any(line.startswith("PRIV") for line in carol.seen)
+
+
+def test_a_typing_notification_crosses_instances(tmp_path, mysql_url, redis_server):
+    from test_ircd import IrcClient
+    instances, clients = [], []
+    try:
+        for number in (1, 2):
+            folder = tmp_path / ("s%d" % number)
+            folder.mkdir()
+            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
+                                     "--irc-port", "0", db_url=mysql_url).start()
+            instance.wait_log(r".*cluster: listening to the other servers")
+            instances.append(instance)
+            account_client(instance, ("dave", "erin")[number - 1]).close()
+        for instance, nick in zip(instances, ("dave", "erin")):
+            irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
+            client = IrcClient(irc_port)
+            instance.clients.append(client)
+            client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
+            clients.append(client)
+        dave, erin = clients
+        dave.send("@+typing=active TAGMSG #general")
+        line = erin.expect(r"@\S*\+typing=active\S* :dave!\S+ TAGMSG #general", raw=True)
+        assert line
+        dave.send("@+typing=paused TAGMSG erin")
+        erin.expect(r"@\S*\+typing=paused\S* :dave!\S+ TAGMSG erin", raw=True)
+    finally:
+        for instance in instances:
+            instance.stop()
