@@ -91,12 +91,19 @@ class Sequencer:
 
     def ready(self):
         """The links that can go out now, in order."""
-        while self.last in self.waiting:
-            link = self.waiting.pop(self.last)
-            self.last = link.last
-            yield link
-        for previous in [previous for previous, link in self.waiting.items() if link.last <= self.last]:
-            del self.waiting[previous]
+        while True:
+            link = self.waiting.pop(self.last, None)
+            if link is not None:
+                self.last = link.last
+                yield link
+                continue
+            # Links that began before what went out (a read from the
+            # database overtook them): their news, if any, goes on from here.
+            overtaken = [previous for previous in self.waiting if previous < self.last]
+            if not overtaken:
+                return
+            for previous in overtaken:
+                self.add(self.waiting.pop(previous))
 
     def gap(self) -> Optional[Tuple[int, int]]:
         """(after, upto): the ids that must be read before anything waiting

@@ -14,6 +14,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import TIMEOUT, LineClient, ServerProcess, account_client
 from redis_fixtures import RedisServer, free_port
@@ -54,6 +56,14 @@ def test_a_range_read_from_the_database_and_heard_later_goes_out_once():
     assert ids(sequencer.ready()) == [9]
 
 
+def test_a_link_overtaken_by_a_read_from_the_database_goes_on_from_there():
+    sequencer = Sequencer(0)
+    sequencer.add(said(5, 8))  # waits for 1 to 4
+    sequencer.add(said(1, 6))  # a read that went past where the waiting link began
+    assert ids(sequencer.ready()) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert sequencer.gap() is None and sequencer.last == 8
+
+
 def test_a_link_with_holes_in_its_ids_covers_its_whole_range():
     # Ids burnt by a transaction that rolled back never come: the chain says
     # the range is whole.
@@ -61,6 +71,33 @@ def test_a_link_with_holes_in_its_ids_covers_its_whole_range():
     link = Link(0, 10, [(Message(3, "t", "a", None, "x", "#general"), 1)])
     sequencer.add(link)
     assert ids(sequencer.ready()) == [3] and sequencer.last == 10
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_whatever_comes_in_whatever_order_each_id_goes_out_once_in_order(data):
+    # A chain of links (the servers' batches) over ids 1..n with holes
+    # (rolled back ids); they arrive in any order, some twice, and now and
+    # then the server reads a range from the database, from its last id to
+    # anywhere further: every stored id goes out once, in order.
+    n = data.draw(st.integers(1, 60))
+    stored = sorted(data.draw(st.sets(st.integers(1, n))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, n - 1))) if n > 1 else set()) + [n]
+    links, previous = [], 0
+    for last in cuts:
+        links.append(Link(previous, last, [(Message(i, "t", "a", None, "m", "#general"), 1)
+                                           for i in stored if previous < i <= last]))
+        previous = last
+    arrivals = data.draw(st.permutations(links + data.draw(st.lists(st.sampled_from(links), max_size=5))))
+    sequencer, out = Sequencer(0), []
+    for link in arrivals:
+        if data.draw(st.booleans()):  # a read from the database first
+            upto = data.draw(st.integers(sequencer.last, n))
+            sequencer.add(Link(sequencer.last, upto, [(Message(i, "t", "a", None, "m", "#general"), 1)
+                                                      for i in stored if sequencer.last < i <= upto]))
+        sequencer.add(link)
+        out += ids(sequencer.ready())
+    assert out == stored and sequencer.last == n and sequencer.gap() is None
 
 
 # -- real instances -----------------------------------------------------------
