@@ -1107,6 +1107,12 @@ class Server:
         # (_gather, _pass): select() would hand back every one of them.
         self.behind_count = 0
         self.last_batch_size = 0  # messages in the last batch stored
+        # Every message with an id up to this one is stored and was
+        # delivered (or was history before the server started); every one
+        # after it will be delivered. A catch-up (HISTORY ... after=)
+        # answers up to the mark as it was when asked: what comes after
+        # reaches the session live, and must not come twice.
+        self.delivered_upto = store.last_message_id()
         self.now = monotonic()
         self.counters = Counters(self.now)
         self._timestamp = None  # this iteration's message timestamp
@@ -2538,6 +2544,10 @@ class Server:
                 self._fault(session, "delivering its message")
         if said:
             send_said()
+        for result in reversed(stored or ()):
+            if result is not None:
+                self.delivered_upto = max(self.delivered_upto, result.id)
+                break
         for session in {entry[0] for entry in batch}:
             if self.sessions.get(session.fd) is session:
                 try:
@@ -2733,6 +2743,7 @@ class Server:
                 self._deliver(*link.batch, None)
             else:
                 self._deliver_remote(link.messages)
+        self.delivered_upto = max(self.delivered_upto, self.sequencer.last)
         if self.sequencer.waiting and not self.chain_reading:
             self.chain_reading = True
             grace = sae_cluster.GAP_GRACE if self.redis_up else 0.0
@@ -3138,13 +3149,24 @@ def cmd_history(server, session, count, where):
     if server.room not in session.rooms:
         server.reply(session, refusal(proto.not_in_room(server.room.info.name)))
         return
+    upto = server.delivered_upto
     try:
         history = yield storage(server.store.room_history, query.count, query.before, query.after,
                                 server.room.info.id)
     except StorageUnavailable:
         server.reply(session, STORAGE_UNAVAILABLE)
         return
+    if query.after is not None:
+        history = caught_up(history, upto)
     server.reply_lines(session, proto.format_history(v1_history(history)))
+
+
+def caught_up(history, upto):
+    """A catch-up's messages up to ``upto``, the server's delivered_upto
+    when it was asked: the ones after it reach the session live."""
+    if history and history[-1].id > upto:
+        return [message for message in history if message.id <= upto]
+    return history
 
 
 def cmd_ping(server, session, token):
@@ -3364,6 +3386,7 @@ def cmd_room_history(server, session, target, count, where):
         work = (conversation, store, account.id, target.name, query)
     else:
         work = (store.missed, account.id, query.after, query.count)
+    upto = server.delivered_upto
     try:
         history = yield storage(*work)
     except StorageUnavailable:
@@ -3372,6 +3395,8 @@ def cmd_room_history(server, session, target, count, where):
     if history is None:
         server.reply(session, proto.format_err(proto.NOT_FOUND, "no such account %s" % target.name))
         return
+    if query.after is not None:
+        history = caught_up(history, upto)
     server.reply_lines(session, proto.format_history_of(v1_history(history), server.room.info.name))
 
 

@@ -213,6 +213,10 @@ class Store:
         a room that does not exist any more."""
         raise NotImplementedError
 
+    def last_message_id(self) -> int:
+        """The highest id stored, 0 if none."""
+        raise NotImplementedError
+
     # A cluster of servers on one database (sae_cluster) stores and reads
     # messages as a chain of batches; only a database several servers can
     # reach has these (see mysql/0003_message_chain.sql).

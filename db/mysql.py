@@ -437,6 +437,9 @@ class MySQLStore(Store):
             return previous, last, stored
         return self._run(insert)
 
+    def last_message_id(self) -> int:
+        return self._select(sql.LAST_MESSAGE_ID)[0][0]
+
     def chain_last(self) -> int:
         return self._select(CHAIN_LAST)[0][0]
 

@@ -30,6 +30,7 @@ SET_BAN = "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?"
 # becomes an id bound for the history queries.
 LAST_ID_UNTIL = "SELECT MAX(id) FROM messages WHERE created_at <= ?"
 FIRST_ID_FROM = "SELECT MIN(id) FROM messages WHERE created_at >= ?"
+LAST_MESSAGE_ID = "SELECT COALESCE(MAX(id), 0) FROM messages"
 REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
 NAMES_WITH_HASH = "SELECT name FROM users WHERE password_hash = ? ORDER BY name_key"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"

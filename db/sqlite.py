@@ -297,6 +297,9 @@ class SQLiteStore(Store):
             return cursor.rowcount > 0
         return self._run(update)
 
+    def last_message_id(self) -> int:
+        return self._select(sql.LAST_MESSAGE_ID)[0][0]
+
     def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
         return self._select(sql.LAST_ID_UNTIL, (at,))[0][0], self._select(sql.FIRST_ID_FROM, (at,))[0][0]
 

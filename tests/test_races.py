@@ -264,3 +264,39 @@ def test_a_flood_s_pass_is_not_cut_into_pieces(harness, monkeypatch):
     # The whole pass carries the flood alone; "two" comes in a pass of its own.
     assert [data.count(b"MSG ") for _, data in flushed[:3]] == [flood] * 3
     assert all(data.endswith(b" two\n") and data.count(b"MSG ") == 1 for _, data in flushed[3:6])
+
+
+@pytest.mark.parametrize("request_line", ["HISTORY 50 after=0", "HISTORY * 50 after=0", "HISTORY #general 50 after=0"])
+def test_a_catch_up_asked_while_a_message_is_stored_gives_it_once(harness, monkeypatch, request_line):
+    # bob asks for what came after an id while alice's message is being
+    # stored: the message comes to him live once it is stored, so the
+    # answer (read after it, on the same storage thread) must not hold it
+    # again. A client that is not the curses client would show it twice.
+    make, clock = harness
+    h = make(storage_on_loop=False)
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    if "#" in request_line or "*" in request_line:
+        bob.sendall(b"CAP rooms\n")
+        h.expect(bob, r"OK CAP")
+    h.lines(alice)
+    held, entered = threading.Event(), threading.Event()
+    real_append = h.server.store.append_messages
+
+    def append_at_the_gate(batch):
+        entered.set()
+        held.wait(GATE_TIMEOUT)
+        return real_append(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", append_at_the_gate)
+    alice.sendall(b"SAY while you were asking\n")
+    turn_until(h, entered.is_set, "storing alice's message")
+    bob.sendall(request_line.encode() + b"\n")
+    for _ in range(5):
+        h.turn()  # bob's request is read and queued behind the batch
+    held.set()
+    seen = []
+    while not any(line.startswith("OK HISTORY") for line in seen):
+        h.turn()
+        seen += [line for line in h.lines(bob) if line is not None]
+        assert len(seen) < 1000
+    assert sum("while you were asking" in line for line in seen) == 1, seen
