@@ -3678,7 +3678,12 @@ def main(argv=None):
         if args.admin_socket:
             server.listen_admin(args.admin_socket)
         if args.cluster:
-            server.start_cluster(args.cluster, args.instance_name or "%s:%d" % (socket.gethostname(), server.port))
+            instance = args.instance_name or "%s:%d" % (socket.gethostname(), server.port)
+            # Several instances' logs end up side by side (one journal, one
+            # terminal): each line says whose it is.
+            terminal_log.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s [" + instance.replace("%", "%%") + "] %(message)s"))
+            server.start_cluster(args.cluster, instance)
         for listener in server.listeners[1:]:
             log.info("listening for %s", listener.describe(server.host))
         # Written once everything is ready: tests and scripts wait for it.

@@ -188,7 +188,7 @@ def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, r
 
     redis_server.stop()
     for instance in (first, second):
-        instance.wait_log(r".*ERROR cluster: Redis unreachable")
+        instance.wait_log(r".*ERROR \[s[12]\] cluster: Redis unreachable")
     for n in range(5):
         alice.send("SAY during %d" % n)
     # Stored and delivered on the instance it was said on.
@@ -198,7 +198,7 @@ def test_a_redis_outage_keeps_each_instance_chatting_and_heals_itself(cluster, r
 
     redis_server.start()
     for instance in (first, second):
-        instance.wait_log(r".*WARNING cluster: Redis is back")
+        instance.wait_log(r".*WARNING \[s[12]\] cluster: Redis is back")
     alice.send("SAY after")
     assert [text for _, _, text in messages(bob, 1)] == ["after"]
     assert [text for _, _, text in messages(carol, 2)] == ["bob, alone", "after"]
@@ -283,7 +283,7 @@ def test_an_instance_killed_has_its_users_dropped_within_the_ping_timeout(tmp_pa
         instances[1].proc.send_signal(signal.SIGKILL)
         instances[1].proc.wait()
         assert alice.expect(r"LEAVE bob (.*)").group(1) == "server gone"
-        instances[0].wait_log(r".*WARNING cluster: s2 silent for \ds; its 1 account online are offline")
+        instances[0].wait_log(r".*WARNING \[s1\] cluster: s2 silent for \ds; its 1 account online are offline")
         alice.send("WHO")
         assert alice.expect(r"USERS \d+ ?(.*)").group(1).split() == ["alice"]
     finally:
@@ -414,8 +414,8 @@ def test_instances_join_and_leave_without_restarting_the_others(cluster):
     third.stop()  # an orderly stop: the others hear of it at once
     assert alice.expect(r"LEAVE carol (.*)").group(1) == "server shutting down"
     carol.close()
-    first.wait_log(r".*WARNING cluster: s3 left the cluster")
-    second.wait_log(r".*WARNING cluster: s3 left the cluster")
+    first.wait_log(r".*WARNING \[s[12]\] cluster: s3 left the cluster")
+    second.wait_log(r".*WARNING \[s[12]\] cluster: s3 left the cluster")
 
 
 def test_irc_and_v1_users_on_different_instances_talk_in_one_room(tmp_path, mysql_url, redis_server):
