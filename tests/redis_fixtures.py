@@ -35,9 +35,9 @@ class RedisServer:
                 pytest.fail("redis-server is not installed (.ci/run installs it)", pytrace=False)
             pytest.skip("redis-server is not installed (apt install redis-server)")
         self.program = program
-        self.dir = tmp_path / "redis"
-        self.dir.mkdir()
         self.port = free_port()
+        self.dir = tmp_path / ("redis-%d" % self.port)
+        self.dir.mkdir()
         self.proc = None
         self.url = "redis://127.0.0.1:%d/0" % self.port
 

@@ -104,16 +104,20 @@ def test_whatever_comes_in_whatever_order_each_id_goes_out_once_in_order(data):
 
 @pytest.fixture
 def cluster(tmp_path, mysql_url, redis_server):
-    """make(n): n instances on one database and one Redis, each listening to
-    the others."""
+    """make(count, *args, redis_url=None): ``count`` more instances, s1, s2
+    ..., on one database and one Redis (the test's, or ``redis_url``), each
+    started with ``args`` and an admin socket (its ``admin_socket``), and
+    listening to the others; returns every instance made so far."""
     started = []
 
-    def make(count):
+    def make(count, *args, redis_url=None):
         for _ in range(count):
-            folder = tmp_path / ("instance%d" % (len(started) + 1))
+            name = "s%d" % (len(started) + 1)
+            folder = tmp_path / name
             folder.mkdir()
-            instance = ServerProcess(folder, "--cluster", redis_server.url,
-                                     "--instance-name", "s%d" % (len(started) + 1), db_url=mysql_url)
+            instance = ServerProcess(folder, "--cluster", redis_url or redis_server.url, "--instance-name", name,
+                                     "--admin-socket", str(folder / "admin.sock"), *args, db_url=mysql_url)
+            instance.admin_socket = str(folder / "admin.sock")
             instance.start()
             instance.wait_log(r".*cluster: listening to the other servers")
             started.append(instance)
@@ -267,28 +271,17 @@ def test_who_shows_everyone_online_on_any_instance(cluster):
     assert sorted(carol.expect(r"USERS \d+ ?(.*)").group(1).split()) == ["alice", "carol"]
 
 
-def test_an_instance_killed_has_its_users_dropped_within_the_ping_timeout(tmp_path, mysql_url, redis_server):
-    instances = []
-    try:
-        for number in (1, 2):
-            folder = tmp_path / ("s%d" % number)
-            folder.mkdir()
-            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
-                                     "--ping-timeout", "3", db_url=mysql_url).start()
-            instance.wait_log(r".*cluster: listening to the other servers")
-            instances.append(instance)
-        alice = account_client(instances[0], "alice")
-        account_client(instances[1], "bob")
-        alice.expect(r"JOIN bob$")
-        instances[1].proc.send_signal(signal.SIGKILL)
-        instances[1].proc.wait()
-        assert alice.expect(r"LEAVE bob (.*)").group(1) == "server gone"
-        instances[0].wait_log(r".*WARNING \[s1\] cluster: s2 silent for \ds; its 1 account online are offline")
-        alice.send("WHO")
-        assert alice.expect(r"USERS \d+ ?(.*)").group(1).split() == ["alice"]
-    finally:
-        for instance in instances:
-            instance.stop()
+def test_an_instance_killed_has_its_users_dropped_within_the_ping_timeout(cluster):
+    instances = cluster(2, "--ping-timeout", "3")
+    alice = account_client(instances[0], "alice")
+    account_client(instances[1], "bob")
+    alice.expect(r"JOIN bob$")
+    instances[1].proc.send_signal(signal.SIGKILL)
+    instances[1].proc.wait()
+    assert alice.expect(r"LEAVE bob (.*)").group(1) == "server gone"
+    instances[0].wait_log(r".*WARNING \[s1\] cluster: s2 silent for \ds; its 1 account online are offline")
+    alice.send("WHO")
+    assert alice.expect(r"USERS \d+ ?(.*)").group(1).split() == ["alice"]
 
 
 def admin(instance, *command):
@@ -298,23 +291,9 @@ def admin(instance, *command):
 
 
 @pytest.fixture
-def operated(tmp_path, mysql_url, redis_server):
-    """Two instances, the first with an admin socket (``admin_socket``)."""
-    instances = []
-    for number in (1, 2):
-        folder = tmp_path / ("s%d" % number)
-        folder.mkdir()
-        extra = ["--admin-socket", str(folder / "admin.sock")] if number == 1 else []
-        instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
-                                 "--login-failures", "2", "--registrations", "3", "--exempt", "", *extra,
-                                 db_url=mysql_url)
-        instance.admin_socket = str(folder / "admin.sock")
-        instance.start()
-        instance.wait_log(r".*cluster: listening to the other servers")
-        instances.append(instance)
-    yield instances
-    for instance in instances:
-        instance.stop()
+def operated(cluster):
+    """Two instances with tight login and registration limits, loopback not exempt."""
+    return cluster(2, "--login-failures", "2", "--registrations", "3", "--exempt", "")
 
 
 def test_a_kick_on_one_instance_holds_on_every_instance(operated):
@@ -418,35 +397,24 @@ def test_instances_join_and_leave_without_restarting_the_others(cluster):
     second.wait_log(r".*WARNING \[s[12]\] cluster: s3 left the cluster")
 
 
-def test_irc_and_v1_users_on_different_instances_talk_in_one_room(tmp_path, mysql_url, redis_server):
+def test_irc_and_v1_users_on_different_instances_talk_in_one_room(cluster):
     from test_ircd import IrcClient
-    instances = []
-    try:
-        for number, extra in ((1, ["--irc-port", "0"]), (2, [])):
-            folder = tmp_path / ("s%d" % number)
-            folder.mkdir()
-            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
-                                     *extra, db_url=mysql_url).start()
-            instance.wait_log(r".*cluster: listening to the other servers")
-            instances.append(instance)
-        irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instances[0].log)).group(1))
-        account_client(instances[0], "dave").close()
-        alice = account_client(instances[1], "alice")
-        dave = IrcClient(irc_port)
-        instances[0].clients.append(dave)
-        dave.register_connection("dave", password="dave:password1")
-        alice.expect(r"JOIN dave$")
-        dave.send("PRIVMSG #general :hello from irc")
-        assert alice.expect(r"MSG \d+ \S+ (\S+) (.*)").groups() == ("dave", "hello from irc")
-        alice.send("SAY hello from v1")
-        assert dave.expect(r"PRIVMSG #general :(.*)").group(1) == "hello from v1"
-        dave.send("WHOIS alice")
-        assert dave.expect(r"312 dave alice (\S+)").group(1) == "s2"
-        dave.send("ISON alice nobody")
-        assert dave.expect(r"303 dave :?(.*)").group(1) == "alice"
-    finally:
-        for instance in instances:
-            instance.stop()
+    instances = cluster(2, "--irc-port", "0")
+    irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instances[0].log)).group(1))
+    account_client(instances[0], "dave").close()
+    alice = account_client(instances[1], "alice")
+    dave = IrcClient(irc_port)
+    instances[0].clients.append(dave)
+    dave.register_connection("dave", password="dave:password1")
+    alice.expect(r"JOIN dave$")
+    dave.send("PRIVMSG #general :hello from irc")
+    assert alice.expect(r"MSG \d+ \S+ (\S+) (.*)").groups() == ("dave", "hello from irc")
+    alice.send("SAY hello from v1")
+    assert dave.expect(r"PRIVMSG #general :(.*)").group(1) == "hello from v1"
+    dave.send("WHOIS alice")
+    assert dave.expect(r"312 dave alice (\S+)").group(1) == "s2"
+    dave.send("ISON alice nobody")
+    assert dave.expect(r"303 dave :?(.*)").group(1) == "alice"
 
 
 def test_a_cluster_on_sqlite_or_without_a_redis_url_is_refused_at_start(tmp_path):
@@ -465,7 +433,7 @@ def test_without_cluster_redis_is_never_imported(tmp_path):
     assert done.stdout.strip() == "False", done.stderr
 
 
-def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
+def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, cluster):
     import trustme
     ca = trustme.CA()
     certificate = ca.issue_cert("127.0.0.1")
@@ -479,13 +447,7 @@ def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
     url = "rediss://:redis-secret@127.0.0.1:%d/0?ssl_ca_certs=%s" % (tls_port, tmp_path / "ca.pem")
     instances = []
     try:
-        for number in (1, 2):
-            folder = tmp_path / ("s%d" % number)
-            folder.mkdir()
-            instance = ServerProcess(folder, "--cluster", url, "--instance-name", "s%d" % number,
-                                     db_url=mysql_url).start()
-            instance.wait_log(r".*cluster: listening to the other servers")
-            instances.append(instance)
+        instances = cluster(2, redis_url=url)
         alice = account_client(instances[0], "alice")
         bob = account_client(instances[1], "bob")
         alice.send("SAY over TLS")
@@ -494,7 +456,7 @@ def test_a_cluster_over_redis_with_tls_and_a_password(tmp_path, mysql_url):
             assert "redis-secret" not in "".join(instance.log)
     finally:
         for instance in instances:
-            instance.stop()
+            instance.stop()  # before their Redis
         redis_server.stop()
 
 
@@ -520,30 +482,19 @@ def test_a_private_message_reaches_its_recipient_on_another_instance(cluster):
     assert not any(line.startswith("PRIV") for line in carol.seen)
 
 
-def test_a_typing_notification_crosses_instances(tmp_path, mysql_url, redis_server):
+def test_a_typing_notification_crosses_instances(cluster):
     from test_ircd import IrcClient
-    instances, clients = [], []
-    try:
-        for number in (1, 2):
-            folder = tmp_path / ("s%d" % number)
-            folder.mkdir()
-            instance = ServerProcess(folder, "--cluster", redis_server.url, "--instance-name", "s%d" % number,
-                                     "--irc-port", "0", db_url=mysql_url).start()
-            instance.wait_log(r".*cluster: listening to the other servers")
-            instances.append(instance)
-            account_client(instance, ("dave", "erin")[number - 1]).close()
-        for instance, nick in zip(instances, ("dave", "erin")):
-            irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
-            client = IrcClient(irc_port)
-            instance.clients.append(client)
-            client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
-            clients.append(client)
-        dave, erin = clients
-        dave.send("@+typing=active TAGMSG #general")
-        line = erin.expect(r"@\S*\+typing=active\S* :dave!\S+ TAGMSG #general", raw=True)
-        assert line
-        dave.send("@+typing=paused TAGMSG erin")
-        erin.expect(r"@\S*\+typing=paused\S* :dave!\S+ TAGMSG erin", raw=True)
-    finally:
-        for instance in instances:
-            instance.stop()
+    instances, clients = cluster(2, "--irc-port", "0"), []
+    for instance, nick in zip(instances, ("dave", "erin")):
+        account_client(instance, nick).close()
+    for instance, nick in zip(instances, ("dave", "erin")):
+        irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
+        client = IrcClient(irc_port)
+        instance.clients.append(client)
+        client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
+        clients.append(client)
+    dave, erin = clients
+    dave.send("@+typing=active TAGMSG #general")
+    erin.expect(r"@\S*\+typing=active\S* :dave!\S+ TAGMSG #general", raw=True)
+    dave.send("@+typing=paused TAGMSG erin")
+    erin.expect(r"@\S*\+typing=paused\S* :dave!\S+ TAGMSG erin", raw=True)
