@@ -168,20 +168,32 @@ def run_writers(url, how, batch_size, count, seconds):
             before = bench_load.cpu_seconds(mariadb)
             time.sleep(max(0.0, stop_at - time.monotonic()))
             mariadb_cpu = "%.0f %%" % (100 * (bench_load.cpu_seconds(mariadb) - before) / seconds)
-        for pipe in pipes:
-            if not pipe.poll(seconds + 30):
-                raise RuntimeError("a writer did not finish")
-            kind, found = pipe.recv()
-            if kind == "error":
-                raise RuntimeError("a writer failed: %s" % found)
+        for found in results_of(pipes, seconds + 30, "writer"):
             calls.extend(found)
     finally:
-        for process in processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        reap(processes)
     return len(calls), calls, mariadb_cpu
+
+
+def results_of(pipes, timeout, what):
+    """What each child process sent back through its pipe, in order."""
+    results = []
+    for pipe in pipes:
+        if not pipe.poll(timeout):
+            raise RuntimeError("a %s did not finish" % what)
+        kind, found = pipe.recv()
+        if kind == "error":
+            raise RuntimeError("a %s failed: %s" % (what, found))
+        results.append(found)
+    return results
+
+
+def reap(processes):
+    for process in processes:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 # -- pubsub: Redis carrying links to N instances ----------------------------------
@@ -295,22 +307,11 @@ def pubsub_once(redis, server, count, size, seconds, megabytes):
         took = time.monotonic() - began
         cpu_after = os.times()
         client.publish(CHANNEL, STOP)
-        results = []
-        for pipe in pipes:
-            if not pipe.poll(seconds + 70):
-                raise RuntimeError("a subscriber did not finish")
-            kind, found = pipe.recv()
-            if kind == "error":
-                raise RuntimeError("a subscriber failed: %s" % found)
-            results.append(found)
+        results = results_of(pipes, seconds + 70, "subscriber")
         redis_cpu = bench_load.cpu_seconds(server.pid) - redis_before
         client.close()
     finally:
-        for process in processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        reap(processes)
     rates = []
     for found in results:
         span = (found["last"] - found["first"]) if found["received"] > 1 else 0.0
