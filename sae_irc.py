@@ -190,6 +190,10 @@ CAPABILITIES = (
     "multi-prefix",
     "sasl",
     "server-time",
+    # NAMES with each member's nick!user@host, as WHO would give them: the
+    # host is the server's name for everyone (see hostmask), so it costs
+    # nothing and saves a client a WHO per channel.
+    "userhost-in-names",
 )
 # The capabilities that change the bytes of a room or broadcast event, and
 # so the only ones an IrcFormatter is told apart by. The others change who
@@ -959,10 +963,14 @@ def motd_lines(server_name: str, nick: str, motd: Optional[str]) -> List[bytes]:
     return lines
 
 
-def names_lines(server_name: str, nick: str, channel: str, names: Iterable[str]) -> List[bytes]:
+def names_lines(server_name: str, nick: str, channel: str, names: Iterable[str],
+                userhosts: bool = False) -> List[bytes]:
     """353 lines (``= #room :name name ...``), as many as the names need,
-    then 366. Names are sorted case-insensitively; nobody has a prefix."""
+    then 366. Names are sorted case-insensitively; nobody has a prefix.
+    With ``userhosts`` (userhost-in-names) each is ``nick!user@host``."""
     names = sorted(names, key=nick_key)
+    if userhosts:
+        names = [hostmask(name, server_name) for name in names]
     room = _text_room(numeric(server_name, nick, RPL_NAMREPLY, "=", channel, "x y"), "x y")
     lines = []
     chunk: List[str] = []

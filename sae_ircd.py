@@ -535,7 +535,8 @@ def join_lines(server, session, room, members, history, echo=True):
     if info.topic:
         lines += irc.topic_lines(options.server_name, session.nick, name, info.topic_set_by or "",
                                  info.topic_set_at or "", info.topic)
-    lines += irc.names_lines(options.server_name, session.nick, name, members)
+    lines += irc.names_lines(options.server_name, session.nick, name, members,
+                             userhosts="userhost-in-names" in session.caps)
     if history:
         lines += session.protocol.history_lines(history, name, batch="batch" in session.caps)
     return lines
@@ -847,7 +848,8 @@ def names(server, session, name):
     except StorageUnavailable:
         server.reply(session, notice(server, session, "storage unavailable, try again"))
         return
-    answer(server, session, irc.names_lines(server.irc.server_name, session.nick, room.info.name, members))
+    answer(server, session, irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
+                                            userhosts="userhost-in-names" in session.caps))
 
 
 def cmd_list(server, session, params):

@@ -743,6 +743,14 @@ def test_names_are_split_over_353_lines_within_512_bytes():
     assert parsed[-1].command == "366" and parsed[-1].params[1] == "#general"
 
 
+def test_names_with_userhost_in_names_are_full_hostmasks():
+    lines = irc.names_lines(SERVER, "alice", "#general", ["bob", "Alice"], userhosts=True)
+    assert lines[0] == b":irc.example.org 353 alice = #general :Alice!Alice@irc.example.org bob!bob@irc.example.org\r\n"
+    names = ["member%02d%s" % (i, "x" * 20) for i in range(40)]
+    lines = irc.names_lines(SERVER, "alice", "#general", names, userhosts=True)
+    assert len(lines) > 3 and all(len(line) <= 512 for line in lines)
+
+
 def test_topic_replies():
     assert irc.topic_lines(SERVER, "alice", "#general") == [b":irc.example.org 331 alice #general :No topic is set\r\n"]
     assert irc.topic_lines(SERVER, "alice", "#general", "bob", "1970-01-01T00:01:00.000Z", "hi all") == [

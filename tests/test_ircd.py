@@ -326,6 +326,27 @@ def test_caps_change_the_bytes_and_a_client_without_caps_sees_plain_lines(ircd):
     rich.expect(r"318 ")
 
 
+def test_userhost_in_names_lists_every_member_as_nick_user_host(ircd):
+    """userhost-in-names: NAMES (at JOIN and asked for) gives nick!user@host,
+    so a client learns its channel's hosts without a WHO per channel; a
+    client without it gets bare nicks."""
+    server = ircd()
+    v1_user(server, "alice")
+    plain = irc_user(server, "plain")
+    full = server.irc()
+    server.client().register("bob")
+    full.send("CAP LS 302")
+    assert "userhost-in-names" in full.expect(r"CAP \* LS :(.*)").group(1).split()
+    full.register_connection("bob", caps=("userhost-in-names",), sasl=("bob", "password1"))
+    names = full.expect(r"353 bob = #general :(.*)").group(1).split()
+    assert names == ["alice!alice@%s" % SERVER_NAME, "bob!bob@%s" % SERVER_NAME, "plain!plain@%s" % SERVER_NAME]
+    full.send("NAMES #general")
+    assert full.expect(r"353 bob = #general :(.*)").group(1).split() == names
+    full.expect(r"366 bob #general ")
+    plain.send("NAMES #general")
+    assert plain.expect(r"353 plain = #general :(.*)").group(1).split() == ["alice", "bob", "plain"]
+
+
 def test_chathistory_of_a_room_and_of_a_conversation(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
