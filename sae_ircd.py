@@ -728,18 +728,49 @@ def cmd_join(server, session, params):
     return join_each(server, session, [name for name in params[0].split(",") if name])
 
 
+class Answer:
+    """The answer of a command that waits and answers as it goes (a JOIN
+    or PART of several channels): line by line, or, when the client labeled
+    the command, kept and sent at its end as one labeled response, since a
+    labeled command's whole answer is one batch. ``label`` is then also
+    the session that the room's own event must skip (its JOIN or PART is
+    in the batch instead)."""
+
+    __slots__ = ("server", "session", "label", "lines")
+
+    def __init__(self, server, session):
+        self.server = server
+        self.session = session
+        self.label, session.label = session.label, None
+        self.lines = []
+
+    def say(self, lines):
+        if self.label:
+            self.lines += lines
+        else:
+            self.server.reply_lines(self.session, lines)
+
+    def unheard(self):
+        """The session the room event leaves out, or None."""
+        return self.session if self.label else None
+
+    def end(self):
+        if self.label:
+            self.server.reply_lines(self.session, irc.labeled(self.label, self.lines, self.server.irc.server_name))
+
+
 def join_each(server, session, names):
     limits = server.limits
+    reply = Answer(server, session)
     for name in names:
         if irc.check_channel(name):
-            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            reply.say([numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel")])
             continue
         room = server.rooms.get(room_key(name))
         if room is not None and room in session.rooms:
             continue  # already there: nothing to say
         if len(session.rooms) >= limits.rooms_per_account or (room is None and len(server.rooms) >= limits.rooms_max):
-            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
-                                          "You have joined too many channels"))
+            reply.say([numeric(server, session, irc.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")])
             continue
         account = session.account
         try:
@@ -747,22 +778,22 @@ def join_each(server, session, names):
                 join_with_history, server.store, account.id, name, server.timestamp(), limits.rooms_max,
                 limits.rooms_per_account, limits.history)
         except StorageUnavailable:
-            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            reply.say([notice(server, session, "storage unavailable, try again")])
             continue
         if full:
-            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
-                                          "You have joined too many channels"))
+            reply.say([numeric(server, session, irc.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")])
             continue
         if session.state is not ONLINE:
             return
         if not any(name_key(member) == name_key(account.name) for member in members):
-            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            reply.say([numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel")])
             continue
         room = server.make_room(info)
         sent = []
         if joined or room not in session.rooms:
-            sent = server.joined(room, account, announce=joined)
-        server.reply_lines(session, join_lines(server, session, room, members, history, echo=session not in sent))
+            sent = server.joined(room, account, announce=joined, but=reply.unheard())
+        reply.say(join_lines(server, session, room, members, history, echo=session not in sent))
+    reply.end()
 
 
 def join_with_history(store, account_id, name, at, rooms_max, rooms_per_account, count):
@@ -780,24 +811,26 @@ def cmd_part(server, session, params):
 
 
 def part_each(server, session, names, reason):
+    reply = Answer(server, session)
     for name in names:
         room = server.member_room(session, name)
         if room is None:
             code = irc.ERR_NOTONCHANNEL if room_key(name) in server.rooms else irc.ERR_NOSUCHCHANNEL
-            server.reply(session, numeric(server, session, code, name, "You're not on that channel"
-                                          if code == irc.ERR_NOTONCHANNEL else "No such channel"))
+            reply.say([numeric(server, session, code, name, "You're not on that channel"
+                               if code == irc.ERR_NOTONCHANNEL else "No such channel")])
             continue
         account = session.account
         try:
             left = yield storage(server.store.leave_room, account.id, room.info.id)
         except StorageUnavailable:
-            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            reply.say([notice(server, session, "storage unavailable, try again")])
             continue
         if not left and room not in session.rooms:
             continue
-        sent = server.parted(room, account, reason)
+        sent = server.parted(room, account, reason, but=reply.unheard())
         if session not in sent:
-            server.reply(session, session.protocol.format_parted(room.info.name, account.name, reason))
+            reply.say([session.protocol.format_parted(room.info.name, account.name, reason)])
+    reply.end()
 
 
 def cmd_topic(server, session, params):

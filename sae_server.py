@@ -2299,17 +2299,18 @@ class Server:
         room = self.rooms.get(room_key(name))
         return room if room in session.rooms else None
 
-    def room_event(self, room, render):
+    def room_event(self, room, render, but=None):
         """A v1.1 line about the room (JOINED, PARTED, TOPIC, DELETED) to
-        every opted-in session of its members; the sessions it went to."""
-        sessions = [session for session in room.sessions() if session.rooms_on]
+        every opted-in session of its members (``but`` one, which gets it
+        in its own answer); the sessions it went to."""
+        sessions = [session for session in room.sessions() if session.rooms_on and session is not but]
         self.send_each(sessions, render)
         return sessions
 
-    def joined(self, room, account, announce=True, relay=True):
+    def joined(self, room, account, announce=True, relay=True, but=None):
         """The account's JOIN of the room is stored: every session of it
         is in the room, and (``announce``) the members hear of it, its own
-        sessions too; the sessions that heard."""
+        sessions too (but ``but``); the sessions that heard."""
         if relay:
             self.relay("joined", room=list(room.info), n=account.name, j=announce)
         key = name_key(account.name)
@@ -2322,14 +2323,15 @@ class Server:
                     room.add(session)
         if not announce:
             return []
-        return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name))
+        return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name), but)
 
-    def parted(self, room, account, reason, relay=True):
+    def parted(self, room, account, reason, relay=True, but=None):
         """The account's PART of the room is stored: the members hear of it
-        (its own sessions too), then its sessions are out of the room."""
+        (its own sessions too, but ``but``), then its sessions are out of the room."""
         if relay:
             self.relay("parted", room=list(room.info), n=account.name, r=reason)
-        sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason))
+        sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason),
+                               but)
         key = name_key(account.name)
         rooms = self.account_rooms.get(key)
         if rooms is not None and room in rooms:

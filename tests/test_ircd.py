@@ -294,6 +294,34 @@ def test_join_creates_a_room_part_leaves_it_and_v1_sees_both(ircd):
     alice.expect(r"PARTED #club bob bye now")
 
 
+def test_a_labeled_join_of_several_channels_is_one_labeled_batch(ircd):
+    """labeled-response: the whole answer to a labeled JOIN, its own JOIN
+    line, NAMES and the error for a bad name, is one batch carrying the
+    label; the others in the room see a plain JOIN. PART likewise."""
+    server = ircd()
+    watcher = irc_user(server, "watcher")
+    watcher.send("JOIN #valid")
+    watcher.expect(r"366 watcher #valid ")
+    bob = irc_user(server, "bob", caps=("batch", "labeled-response"))
+    bob.send("@label=j1 JOIN #valid,inv@lid")
+    start = bob.next()
+    ref = re.match(r"@label=j1 :%s BATCH \+(\S+) labeled-response$" % SERVER_NAME, start).group(1)
+    lines = bob.lines_until(r".*BATCH -%s$" % ref)
+    inside = lines[:-1]
+    assert [strip_prefix(line).split(" ")[0] for line in inside] == ["JOIN", "353", "366", "403"]
+    assert all(tags_of(line) == {"batch": ref} for line in inside)
+    assert strip_prefix(inside[-1]) == "403 bob inv@lid :No such channel"
+    watcher.expect(r":bob!bob@%s JOIN #valid$" % SERVER_NAME, raw=True)
+    bob.send("@label=p1 PART #valid,#nowhere :bye")
+    ref = bob.expect(r"@label=p1 :\S+ BATCH \+(\S+) labeled-response$", raw=True).group(1)
+    inside = bob.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert [strip_prefix(line) for line in inside] == ["PART #valid bye", "403 bob #nowhere :No such channel"]
+    watcher.expect(r":bob!bob@%s PART #valid :?bye$" % SERVER_NAME, raw=True)
+    # Unlabeled, the answer goes out as it comes, with no batch.
+    bob.send("JOIN #valid")
+    assert bob.next() == ":bob!bob@%s JOIN #valid" % SERVER_NAME
+
+
 def test_caps_change_the_bytes_and_a_client_without_caps_sees_plain_lines(ircd):
     server = ircd()
     plain = irc_user(server, "plain")
