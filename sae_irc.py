@@ -67,10 +67,14 @@ MAX_FRAME_BYTES = MAX_CLIENT_TAGS_BYTES + MAX_LINE_BYTES
 NICKLEN = 32
 CHANNELLEN = 33
 TOPICLEN = proto.TOPIC_MAX_BYTES
-# What a guest (--irc-guests) is called where IRC shows a real name (WHOIS,
-# WHO, extended JOIN): everyone else's is their account's name, and a
-# guest has no account to name.
+# What a guest (--irc-guests) is called where an extended JOIN shows a
+# real name: a JOIN is the account's, rendered once for every session, and
+# so names the account (a guest has none to name), not one client's USER.
 GUEST_REALNAME = "guest"
+# The real name a client gives in USER, as WHOIS and WHO show it, is cut
+# to this many bytes: it is free text, shown in lines that hold two nicks
+# and the server's name besides.
+REALNAME_MAX_BYTES = 64
 NO_GUESTS: frozenset = frozenset()
 # The most messages one CHATHISTORY may ask for (ISUPPORT CHATHISTORY=).
 CHATHISTORY_MAX = 100
@@ -105,6 +109,7 @@ RPL_GLOBALUSERS = "266"
 RPL_AWAY = "301"
 RPL_UNAWAY = "305"
 RPL_NOWAWAY = "306"
+RPL_WHOISSPECIAL = "320"
 RPL_WHOISUSER = "311"
 RPL_WHOISSERVER = "312"
 RPL_ENDOFWHO = "315"
@@ -582,6 +587,17 @@ def irc_text_for_v1(text: str) -> Optional[str]:
     if stored.isprintable():  # the common case: nothing to strip
         return stored
     return _V1_CONTROL_RE.sub("", _FORMATTING_RE.sub("", stored))
+
+
+def clean_realname(text: str) -> str:
+    """USER's real name as others may be shown it: no formatting codes nor
+    control characters (it reaches every client that asks WHOIS), no spaces
+    around it, at most REALNAME_MAX_BYTES cut between characters; "" when
+    nothing is left, for the account's name to stand in."""
+    if not text.isprintable():
+        text = _V1_CONTROL_RE.sub("", _FORMATTING_RE.sub("", text.replace("\t", " ")))
+    text = text.strip()
+    return split_text(text, REALNAME_MAX_BYTES)[0].rstrip() if text else ""
 
 
 def v1_text_for_irc(text: str) -> str:

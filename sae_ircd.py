@@ -340,6 +340,7 @@ def cmd_user(server, session, params):
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "USER",
                                                 "Not enough parameters")])
     session.user_given = True
+    session.realname = irc.clean_realname(params[3])
     return end_registration(server, session)
 
 
@@ -961,9 +962,12 @@ def is_guest(server, nick):
 
 
 def realname(server, nick):
-    """The real name IRC shows (WHO, WHOIS): the account's name, or for a
-    guest, which has no account, the word that says so."""
-    return irc.GUEST_REALNAME if is_guest(server, nick) else nick
+    """The real name WHO and WHOIS show: the one an IRC session of the
+    account gave in USER, else the account's name (a v1 client, or an
+    account online on another server of the cluster, gives none)."""
+    found = sessions_of(server, nick)
+    given = next((s.realname for s in found if s.__class__ is IrcSession and s.realname), "")
+    return given or (found[0].account.name if found else nick)
 
 
 def whox_line(server, session, fields, channel, nick, flag):
@@ -1005,7 +1009,10 @@ def cmd_whois(server, session, params):
     away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
     if away:
         lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
-    if not is_guest(server, account):
+    if is_guest(server, account):
+        lines.append(numeric(server, session, irc.RPL_WHOISSPECIAL, account,
+                             "is a guest: logged in to no account"))
+    else:
         lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
     answer(server, session, lines)

@@ -504,7 +504,7 @@ class IrcSession(Session):
     Its commands are sae_ircd's; the Server only routes to them."""
 
     __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
-                 "registered", "away", "echo", "pending_login", "label", "guest")
+                 "registered", "away", "echo", "pending_login", "label", "guest", "realname")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
         Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
@@ -523,6 +523,7 @@ class IrcSession(Session):
         self.pending_login = None  # (account, rooms) logged in before registration ended
         self.label = None  # labeled-response: the label of the command being answered
         self.guest = False  # chatting under a guest account (--irc-guests) until it registers
+        self.realname = ""  # USER's, shown by WHOIS and WHO ("": the account's name instead)
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")

@@ -467,6 +467,15 @@ def test_ctcp_action_is_v1s_me_and_other_ctcp_is_not_a_message():
     assert irc.parse_ctcp("plain") is None
 
 
+def test_a_real_name_loses_codes_and_controls_and_is_cut_between_characters():
+    assert irc.clean_realname("  Alice  Liddell ") == "Alice  Liddell"
+    assert irc.clean_realname("\x02bold\x02 \x0304,01red\x03\x1b[31m\tx") == "bold red[31m x"
+    assert irc.clean_realname("\x02\x03") == ""
+    cut = irc.clean_realname("\u00e9" * 100)
+    assert cut == "\u00e9" * (irc.REALNAME_MAX_BYTES // 2)
+    assert len(irc.clean_realname("word " * 30).encode()) <= irc.REALNAME_MAX_BYTES
+
+
 def test_v1_text_for_irc():
     assert irc.v1_text_for_irc("/me waves") == "\x01ACTION waves\x01"
     assert irc.v1_text_for_irc("/me ") == "/me "

@@ -619,8 +619,9 @@ def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
 
 
 def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
-    """A guest carries no account tag, its extended JOIN says "*", WHO,
-    WHOX and WHOIS show no account and the real name "guest"; a v1 client
+    """A guest carries no account tag, its extended JOIN says "*" and the
+    real name "guest", WHO, WHOX and WHOIS show no account (WHOIS says it
+    is a guest) and the real name its client gave; a v1 client
     with CAP guests sees a "~" after its name in USERS, one without sees
     USERS as ever. Once the guest registers its nick, it is an account like
     any other."""
@@ -635,7 +636,7 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     bob.expect(r"366 bob #club ")
     guest = server.irc()
     guest.send("NICK Visitor")
-    guest.send("USER v 0 * :v")
+    guest.send("USER v 0 * :Vera Visitor")
     guest.expect(r"366 Visitor #general ")
     guest.send("JOIN #club")
     bob.expect(r":Visitor!Visitor@%s JOIN #club \* :?guest$" % SERVER_NAME, raw=True)
@@ -643,17 +644,18 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     said = bob.expect(r".*PRIVMSG #general :hello from a guest", raw=True).group(0)
     assert "account" not in tags_of(said) and "msgid" in tags_of(said)
     bob.send("WHO #club")
-    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 guest$")
+    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 Vera Visitor$")
     bob.expect(r"352 bob #club bob \S+ \S+ bob H :0 bob$")
     bob.send("WHO #club %tnar,7")
-    bob.expect(r"354 bob 7 Visitor 0 :?guest$")  # no account ("0"), real name "guest"
+    bob.expect(r"354 bob 7 Visitor 0 :Vera Visitor$")  # no account ("0")
     bob.expect(r"354 bob 7 bob bob :?bob$")
     bob.send("WHOIS visitor")
-    bob.expect(r"311 bob Visitor Visitor \S+ \* :?guest$")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :Vera Visitor$")
     lines = []
     while not lines or " 318 " not in lines[-1]:
         lines.append(bob.next())
     assert not any(" 330 " in line for line in lines)
+    assert any(strip_prefix(line) == "320 bob Visitor :is a guest: logged in to no account" for line in lines)
     marked.login("mia")
     assert marked.seen[-1] == "USERS 4 bob mia olly Visitor~"
     plain.send("WHO")
@@ -667,8 +669,43 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     marked.send("WHO")
     assert marked.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
     bob.send("WHOIS visitor")
-    bob.expect(r"311 bob Visitor Visitor \S+ \* :?Visitor$")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :Vera Visitor$")
     bob.expect(r"330 bob Visitor Visitor ")
+
+
+def test_whois_and_who_show_the_real_name_the_client_gave(ircd):
+    """The real name set in the client (USER's last parameter) is what
+    others see in WHOIS and WHO, without formatting codes and cut to 64
+    bytes; an account online on v1 alone is shown by its name. A user
+    name that is not ASCII is no obstacle (it is not used: the user name
+    is the account's)."""
+    server = ircd()
+    v1_user(server, "carol")
+    server.client().register("bob")
+    bob = server.irc()
+    bob.nick = "bob"
+    bob.send("CAP LS 302")
+    bob.send("CAP REQ :sasl")
+    bob.send("NICK bob")
+    bob.send("USER \U0001f60a\U0001f60a\U0001f60a 0 * :\x02Bob\x02 \x0304Builder\x03 " + "\u00e9" * 40)
+    bob.send("AUTHENTICATE PLAIN")
+    bob.expect(r"AUTHENTICATE \+")
+    bob.send("AUTHENTICATE " + base64.b64encode(b"bob\0bob\0password1").decode())
+    bob.expect(r"903 ")
+    bob.send("CAP END")
+    bob.expect(r"366 bob #general ")
+    shown = "Bob Builder " + "\u00e9" * 26  # 12 bytes and 26 two-byte characters: 64 bytes
+    alice = irc_user(server, "alice")
+    alice.send("WHOIS bob")
+    assert alice.expect(r"311 alice bob bob \S+ \* :(.*)$").group(1) == shown
+    alice.expect(r"330 alice bob bob ")
+    alice.expect(r"318 alice bob ")
+    alice.send("WHO #general")
+    who = dict(re.match(r"352 alice #general (\S+) .* :0 (.*)$", strip_prefix(line)).groups()
+               for line in alice.lines_until(r".* 315 ")[:-1])
+    assert who == {"alice": "alice", "bob": shown, "carol": "carol"}
+    alice.send("WHOIS carol")
+    alice.expect(r"311 alice carol carol \S+ \* :?carol$")
 
 
 def test_a_guest_stays_marked_in_history_after_it_leaves_and_across_a_restart(ircd):
