@@ -82,7 +82,7 @@ CHATHISTORY_MAX = 100
 SASL_CHUNK_BYTES = 400
 # PLAIN's payload is authzid NUL authcid NUL password: two names of 32 bytes
 # and the longest password v1 accepts fit in 1456 base64 characters. Four
-# chunks hold that; anything longer is no login of ours and is refused
+# chunks hold that; anything longer is no login of ours and is refused (904)
 # before it is decoded (or buffered any further).
 SASL_MAX_ENCODED = 4 * SASL_CHUNK_BYTES
 SASL_MECHANISMS = ("PLAIN",)
@@ -1251,7 +1251,10 @@ class SaslPlain:
         if param != "+":
             self._size += len(param)
             if self._size > SASL_MAX_ENCODED:
-                return self._end(SaslFailure(ERR_SASLTOOLONG, "SASL message too long"))
+                # 905 is for one AUTHENTICATE over 400 bytes (sasl-3.1);
+                # chunks that never end are a failed login, as other
+                # servers answer it.
+                return self._end(SaslFailure(ERR_SASLFAIL, "SASL authentication failed: payload too long"))
             self._chunks.append(param)
             if len(param) == SASL_CHUNK_BYTES:
                 return SaslMore()

@@ -68,7 +68,8 @@ HOW_TO_LOG_IN = ("This server needs an account. Log in with SASL: irssi: /networ
                  "-sasl_password PASSWORD -sasl_mechanism PLAIN <net>; WeeChat: /set irc.server.<net>.sasl_username "
                  "NAME and /set irc.server.<net>.sasl_password PASSWORD, then /reconnect. Or: /msg NickServ "
                  "IDENTIFY PASSWORD (new here: /msg NickServ REGISTER PASSWORD).")
-KEEP_YOUR_NICK = "You are a guest here. To keep your nick: /msg NickServ REGISTER <password>"
+KEEP_YOUR_NICK = ("You are a guest here. To keep your nick: /msg NickServ REGISTER <password>; to log in to "
+                  "your account: /msg NickServ IDENTIFY <name> <password>")
 
 
 class IrcOptions(NamedTuple):
@@ -489,40 +490,63 @@ def refused_login(server, session, outcome):
 
 def logged_in(server, session, account, rooms):
     """A login checked out (SASL, PASS, NickServ, REGISTER): online now if
-    registration has ended, else when it does. A generator."""
-    if session.registered:
-        if session.nick != account.name:
-            server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
-        session.nick = account.name
-        yield from come_online(server, session, account, rooms)
-    else:
+    registration has ended, else when it does. A session that is a guest,
+    or logged in to another account (SASL again, as IRCv3 allows at any
+    time), leaves that one first. A generator."""
+    if not session.registered:
         session.pending_login = (account, rooms)
+        return
+    shown = frozenset()
+    if session.account is not None:
+        if session.account.id == account.id:
+            return  # the same account again: nothing changes
+        shown = session.rooms
+        server.log_out(session, "logged in as %s" % account.name)
+        session.guest = False
+    if session.nick != account.name:
+        server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
+    session.nick = account.name
+    yield from come_online(server, session, account, rooms, shown)
 
 
-def come_online(server, session, account, rooms):
+def come_online(server, session, account, rooms, shown=frozenset()):
     """Online: the account's rooms joined for the client, each with its
-    topic, its members and its last messages."""
+    topic, its members and its last messages. ``shown`` are the channels
+    the client shows already (those of the account it was logged in to
+    before): those the new one is not in are parted, and those it is in
+    get their members again (a NICK renamed the old account in them, which
+    is still a member)."""
     server.go_online(session, account, rooms)
     joined = sorted(session.rooms, key=lambda room: room_key(room.info.name))
-    if not joined:
-        return
-    try:
-        state = yield storage(rooms_state, server.store, [room.info.id for room in joined], server.limits.history)
-    except StorageUnavailable:
-        server.reply(session, notice(server, session, "storage unavailable: your channels are not listed"))
-        return
-    if session.state is not ONLINE:
-        return
-    lines = []
-    for room in joined:
-        members, history = state.get(room.info.id, ([], []))
-        lines += join_lines(server, session, room, members, history)
-    server.reply_lines(session, lines)
+    lines = [session.protocol.format_parted(room.info.name, account.name)
+             for room in sorted(shown - session.rooms, key=lambda room: room_key(room.info.name))]
+    if joined:
+        try:
+            state = yield storage(rooms_state, server.store, [room.info.id for room in joined], server.limits.history,
+                                  [room.info.id for room in joined if room in shown])
+        except StorageUnavailable:
+            server.reply_lines(session, lines + [
+                notice(server, session, "storage unavailable: your channels are not listed")])
+            return
+        if session.state is not ONLINE:
+            return
+        for room in joined:
+            members, history = state.get(room.info.id, ([], []))
+            if room in shown:
+                lines += irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
+                                         userhosts="userhost-in-names" in session.caps)
+            else:
+                lines += join_lines(server, session, room, members, history)
+    if lines:
+        server.reply_lines(session, lines)
 
 
-def rooms_state(store, room_ids, count):
-    """On the storage thread: each room's members and last ``count`` messages."""
-    return {room_id: (store.room_members(room_id), store.room_history(count, None, None, room_id) if count else [])
+def rooms_state(store, room_ids, count, without_history=()):
+    """On the storage thread: each room's members and last ``count``
+    messages (none for the rooms in ``without_history``)."""
+    return {room_id: (store.room_members(room_id),
+                      store.room_history(count, None, None, room_id) if count and room_id not in without_history
+                      else [])
             for room_id in room_ids}
 
 
@@ -551,7 +575,9 @@ def cmd_authenticate(server, session, params):
     if not params:
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "AUTHENTICATE",
                                                 "Not enough parameters")])
-    if session.account is not None or session.pending_login is not None:
+    if session.pending_login is not None:
+        # Logged in before registration ended; after it, a client may log
+        # in again (to another account, or from being a guest) at any time.
         return answer(server, session, [numeric(server, session, irc.ERR_SASLALREADY,
                                                 "You have already authenticated")])
     if session.sasl is None:
@@ -688,7 +714,7 @@ def nickserv(server, session, text):
     if in_clear:
         return answer(server, session, [notice(server, session, in_clear, source)])
     if command.verb == "IDENTIFY":
-        if session.account is not None:
+        if session.account is not None and not session.guest:
             return answer(server, session, [notice(server, session, "You are already logged in", source)])
         if not command.password:
             return answer(server, session, [notice(server, session, "usage: IDENTIFY [name] <password>", source)])

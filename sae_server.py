@@ -2288,6 +2288,12 @@ class Server:
                 room.add(session)
         log.info("%s logged in as %s", session.address, account.name)
 
+    def log_out(self, session, reason):
+        """The session leaves its account, to log in to another at once
+        (IRC: SASL or IDENTIFY after registration): it is offline as that
+        one, as if it had closed, and stays connected."""
+        self._leave(session, reason)
+
     def opt_in(self, session):
         """The session speaks protocol v1.1 from now on: it gets the
         messages of its account's other rooms too."""

@@ -162,6 +162,140 @@ def test_wrong_sasl_password_is_904_and_the_account_is_not_logged_in(ircd):
     irc.expect(r"NOTICE carol :Log in first")
 
 
+def sasl_plain(client, name, password, expect=r"903 "):
+    """AUTHENTICATE PLAIN at any time (before or after registration)."""
+    client.send("AUTHENTICATE PLAIN")
+    client.expect(r"AUTHENTICATE \+")
+    for chunk in irc_chunks(("%s\0%s\0%s" % (name, name, password)).encode()):
+        client.send("AUTHENTICATE " + chunk)
+    return client.expect(expect)
+
+
+def irc_chunks(payload):
+    encoded = base64.b64encode(payload).decode()
+    chunks = [encoded[i:i + 400] for i in range(0, len(encoded), 400)]
+    return chunks + ["+"] if not chunks or len(chunks[-1]) == 400 else chunks
+
+
+def test_a_guest_logs_in_with_sasl_after_registration_and_becomes_its_account(ircd):
+    """A guest that logs in later (SASL, as IRCv3 allows at any time) is
+    its account from then on: renamed, out of the channels that were the
+    guest's alone, the account's channels joined, the others told that
+    the guest went and the account came."""
+    server = ircd("--irc-guests")
+    alice = v1_user(server, "alice")
+    alice.send("JOIN #alices")
+    alice.expect(r"OK JOIN #alices")
+    alice.send("QUIT")
+    watcher = irc_user(server, "watcher", caps=("away-notify",))
+    watching = v1_user(server, "olly")
+    guest = server.irc()
+    guest.register_connection("visitor", caps=("sasl",))
+    guest.expect(r"366 visitor #general ")
+    guest.send("JOIN #guests")
+    guest.expect(r"366 visitor #guests ")
+    guest.send("PRIVMSG #general :said as a guest")
+    watcher.expect(r"PRIVMSG #general :said as a guest")
+    sasl_plain(guest, "alice", "wrong-password", expect=r"904 visitor ")
+    sasl_plain(guest, "alice", "password1", expect=r"900 visitor visitor!visitor@\S+ alice ")
+    guest.expect(r"903 visitor ")
+    assert guest.next() == ":visitor!visitor@%s NICK alice" % SERVER_NAME
+    # #guests was the guest's; #general is both's: its members anew (the
+    # guest is still one); #alices is new to this client.
+    assert guest.next() == ":alice!alice@%s PART #guests" % SERVER_NAME
+    assert guest.next() == ":alice!alice@%s JOIN #alices" % SERVER_NAME
+    guest.expect(r"366 alice #alices ")
+    assert guest.expect(r"353 alice = #general :(.*)").group(1).split() == ["alice", "olly", "visitor", "watcher"]
+    guest.expect(r"366 alice #general ")
+    watcher.expect(r":visitor!visitor@\S+ AWAY :offline \(logged in as alice\)$", raw=True)
+    watcher.expect(r":alice!alice@\S+ AWAY$", raw=True)
+    watching.expect(r"LEAVE visitor logged in as alice")
+    watching.expect(r"JOIN alice")
+    guest.send("PRIVMSG #alices :now as alice")
+    guest.send("PRIVMSG #general :and here")
+    said = watcher.expect(r".*PRIVMSG #general :and here", raw=True).group(0)
+    assert said.startswith(":alice!alice@")
+    alice = server.client()
+    alice.login("alice")
+    alice.send("HISTORY #alices 1")
+    alice.expect(r"RMSG \d+ \S+ #alices alice now as alice")
+
+
+def test_a_guest_may_identify_to_its_account_with_nickserv(ircd):
+    server = ircd("--irc-guests")
+    server.client().register("alice")
+    guest = server.irc()
+    guest.register_connection("wanderer")
+    guest.expect(r"NOTICE wanderer :You are a guest here\. .* /msg NickServ IDENTIFY <name> <password>$")
+    guest.send("PRIVMSG NickServ :IDENTIFY alice password1")
+    guest.expect(r"NOTICE wanderer :You are now identified as alice")
+    guest.expect(r"900 wanderer \S+ alice ")
+    assert guest.next() == ":wanderer!wanderer@%s NICK alice" % SERVER_NAME
+    guest.send("PRIVMSG NickServ :IDENTIFY alice password1")
+    guest.expect(r"NOTICE alice :You are already logged in")
+
+
+def test_sasl_again_after_login_switches_accounts(ircd):
+    """Logged in, a client may authenticate again: to another account
+    (it becomes that one) or to its own (nothing changes); a wrong
+    password leaves it as it was."""
+    server = ircd()
+    server.client().register("bob")
+    carol = irc_user(server, "carol", caps=("sasl",))
+    sasl_plain(carol, "carol", "password1", expect=r"900 carol carol!\S+ carol ")
+    carol.expect(r"903 carol ")
+    carol.send("PING same-account")
+    assert strip_prefix(carol.next()) == "PONG %s same-account" % SERVER_NAME
+    sasl_plain(carol, "bob", "not-bobs", expect=r"904 carol ")
+    sasl_plain(carol, "bob", "password1", expect=r"900 carol \S+ bob ")
+    carol.expect(r"903 carol ")
+    assert carol.next() == ":carol!carol@%s NICK bob" % SERVER_NAME
+    assert carol.expect(r"353 bob = #general :(.*)").group(1).split() == ["bob", "carol"]
+    carol.send("WHOIS bob")
+    carol.expect(r"330 bob bob bob ")
+
+
+def test_a_client_that_did_not_log_in_may_authenticate_after_registration(ircd):
+    server = ircd()
+    server.client().register("dora")
+    late = server.irc()
+    late.send("CAP REQ :sasl")
+    late.send("NICK dora")
+    late.send("USER d 0 * :d")
+    late.send("CAP END")
+    late.expect(r"NOTICE dora :This server needs an account")
+    sasl_plain(late, "dora", "password1", expect=r"900 dora ")
+    late.expect(r"903 dora ")
+    late.expect(r":dora!dora@\S+ JOIN #general$", raw=True)
+    late.expect(r"366 dora #general ")
+
+
+def test_sasl_payload_of_two_full_chunks_and_a_stream_that_never_ends(ircd):
+    """800 bytes of base64 come as two chunks of 400 and "+"; a client that
+    sends chunk after chunk is refused (904) as soon as it passes what any
+    login can be, not after it has sent them all."""
+    server = ircd()
+    password = "x" * 592  # foo NUL foo NUL password: 600 bytes, 800 in base64
+    server.client().register("foo", password)
+    client = server.irc()
+    client.send("CAP REQ :sasl")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect(r"AUTHENTICATE \+")
+    chunks = irc_chunks(("foo\0foo\0" + password).encode())
+    assert [len(chunk) for chunk in chunks] == [400, 400, 1]
+    for chunk in chunks:
+        client.send("AUTHENTICATE " + chunk)
+    client.expect(r"900 \* \S+ foo ")
+    client.expect(r"903 ")
+    endless = server.irc()
+    endless.send("CAP REQ :sasl")
+    endless.send("AUTHENTICATE PLAIN")
+    endless.expect(r"AUTHENTICATE \+")
+    for _ in range(5):
+        endless.send("AUTHENTICATE " + "eHh4" * 100)
+    assert endless.next() == ":%s 904 * :SASL authentication failed: payload too long" % SERVER_NAME
+
+
 def test_pass_name_colon_password_and_pass_with_nick(ircd):
     server = ircd()
     server.client().register("dave")
