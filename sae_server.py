@@ -2542,7 +2542,11 @@ class Server:
                     targets.update(self.online.get(name_key(result.sender), ()))
                     if session.state is not CLOSING:
                         targets.add(session)
-                    if session.__class__ is IrcSession and not session.echo:
+                    if (session.__class__ is IrcSession and not session.echo
+                            and name_key(result.recipient) != name_key(result.sender)):
+                        # Without echo-message the sender does not get its own
+                        # message back, unless it wrote to itself: then it is
+                        # the recipient too (once, echo or not).
                         targets.discard(session)
                     self._send_private(result, targets)
             except Exception:

@@ -404,6 +404,31 @@ def test_a_long_v1_message_is_split_not_cut(ircd):
     assert " ".join(got).split() == text.split()
 
 
+def test_a_message_to_oneself_arrives_once_with_or_without_echo_message(ircd):
+    """A note to oneself (/msg mynick ...) is delivered to the sender as
+    its recipient, with or without echo-message, once, and is in the
+    history of the conversation with oneself."""
+    server = ircd()
+    plain = irc_user(server, "notes")
+    plain.send("PRIVMSG notes :remember the milk")
+    plain.send("PING after-first")
+    assert strip_prefix(plain.next()) == "PRIVMSG notes :remember the milk"
+    assert strip_prefix(plain.next()) == "PONG %s after-first" % SERVER_NAME
+    echoing = server.irc()
+    echoing.register_connection("notes", caps=("echo-message", "batch", "server-time", "message-tags"),
+                                sasl=("notes", "password1"))
+    echoing.expect(r"366 notes #general ")
+    echoing.send("PRIVMSG notes :and the bread")
+    echoing.send("PING after-second")
+    assert strip_prefix(echoing.next()) == "PRIVMSG notes :and the bread"
+    assert strip_prefix(echoing.next()) == "PONG %s after-second" % SERVER_NAME
+    assert strip_prefix(plain.next()) == "PRIVMSG notes :and the bread"
+    echoing.send("CHATHISTORY LATEST notes * 10")
+    lines = echoing.lines_until(r".* BATCH -")
+    assert [strip_prefix(line) for line in lines if " PRIVMSG " in line] == [
+        "PRIVMSG notes :remember the milk", "PRIVMSG notes :and the bread"]
+
+
 def test_join_creates_a_room_part_leaves_it_and_v1_sees_both(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
