@@ -516,38 +516,67 @@ def come_online(server, session, account, rooms, shown=frozenset()):
     before): those the new one is not in are parted, and those it is in
     get their members again (a NICK renamed the old account in them, which
     is still a member)."""
+    key = name_key(account.name)
+    # Back from being offline everywhere: what came while it was away is
+    # replayed (a second session of an account online got it live). A
+    # guest's nick is anyone's who takes it next: its messages are not.
+    back = key not in server.online and not server.online_elsewhere(key) and not session.guest
     server.go_online(session, account, rooms)
     joined = sorted(session.rooms, key=lambda room: room_key(room.info.name))
     lines = [session.protocol.format_parted(room.info.name, account.name)
              for room in sorted(shown - session.rooms, key=lambda room: room_key(room.info.name))]
-    if joined:
-        try:
-            state = yield storage(rooms_state, server.store, [room.info.id for room in joined], server.limits.history,
-                                  [room.info.id for room in joined if room in shown])
-        except StorageUnavailable:
-            server.reply_lines(session, lines + [
-                notice(server, session, "storage unavailable: your channels are not listed")])
-            return
-        if session.state is not ONLINE:
-            return
-        for room in joined:
-            members, history = state.get(room.info.id, ([], []))
-            if room in shown:
-                lines += irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
-                                         userhosts="userhost-in-names" in session.caps)
-            else:
-                lines += join_lines(server, session, room, members, history)
+    count = server.limits.history
+    try:
+        state, (missed, more) = yield storage(
+            login_state, server.store, [room.info.id for room in joined], count,
+            [room.info.id for room in joined if room in shown], account.id if back and count else None)
+    except StorageUnavailable:
+        server.reply_lines(session, lines + [
+            notice(server, session, "storage unavailable: your channels are not listed")])
+        return
+    if session.state is not ONLINE:
+        return
+    for room in joined:
+        members, history = state.get(room.info.id, ([], []))
+        if room in shown:
+            lines += irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
+                                     userhosts="userhost-in-names" in session.caps)
+        else:
+            lines += join_lines(server, session, room, members, history)
+    lines += missed_lines(server, session, missed, more)
     if lines:
         server.reply_lines(session, lines)
 
 
-def rooms_state(store, room_ids, count, without_history=()):
+def login_state(store, room_ids, count, without_history, missed_by):
     """On the storage thread: each room's members and last ``count``
-    messages (none for the rooms in ``without_history``)."""
-    return {room_id: (store.room_members(room_id),
-                      store.room_history(count, None, None, room_id) if count and room_id not in without_history
-                      else [])
-            for room_id in room_ids}
+    messages (none for the rooms in ``without_history``), and the private
+    messages ``missed_by`` that account (an id, or None) while it was away."""
+    rooms = {room_id: (store.room_members(room_id),
+                       store.room_history(count, None, None, room_id) if count and room_id not in without_history
+                       else [])
+             for room_id in room_ids}
+    return rooms, store.missed_private(missed_by, count) if missed_by is not None else ([], False)
+
+
+def missed_lines(server, session, missed, more):
+    """The private messages that came while the account was away: a NOTICE
+    that says how many, then each conversation's, as history is replayed
+    (a chathistory batch with batch, the time in front without server-time)."""
+    if not missed:
+        return []
+    if more:
+        text = ("More than %d private messages came while you were away: the last %d follow, the others are "
+                "in each conversation's history (CHATHISTORY)." % (len(missed), len(missed)))
+    else:
+        text = "%d private message%s came while you were away:" % (len(missed), "" if len(missed) == 1 else "s")
+    lines = [notice(server, session, text)]
+    by_peer = {}
+    for message in missed:
+        by_peer.setdefault(message.sender, []).append(message)
+    for peer, messages in by_peer.items():
+        lines += session.protocol.history_lines(messages, peer, batch="batch" in session.caps)
+    return lines
 
 
 def join_lines(server, session, room, members, history, echo=True):

@@ -2172,6 +2172,9 @@ class Server:
             name = session.account.name
             if not self.online_elsewhere(key):
                 self.everyone.send(lambda protocol: protocol.format_leave(name, reason))
+                # Its private messages from now on are the ones it misses
+                # (an IRC login replays them: Store.missed_private).
+                self.store_call(lambda result, error: None, self.store.went_offline, session.account.id)
             self.relay("off", n=name, r=reason)
 
     def sweep(self):

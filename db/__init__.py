@@ -258,6 +258,19 @@ class Store:
         to it, oldest first, the first ``count`` of them."""
         raise NotImplementedError
 
+    def went_offline(self, account_id: int) -> None:
+        """The account has no session left: the private messages stored
+        from now on are the ones it misses (missed_private)."""
+        raise NotImplementedError
+
+    def missed_private(self, account_id: int, count: int) -> Tuple[List[Message], bool]:
+        """The private messages to the account stored since it last went
+        offline, the last ``count`` of them oldest first, and whether there
+        were more; from then on it counts as online (a second read finds
+        nothing new until it goes offline again), so that a server that
+        stops without saying who went offline replays nothing twice."""
+        raise NotImplementedError
+
     # -- bans, the connection --
 
     def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:

@@ -32,6 +32,10 @@ LAST_ID_UNTIL = "SELECT MAX(id) FROM messages WHERE created_at <= ?"
 FIRST_ID_FROM = "SELECT MIN(id) FROM messages WHERE created_at >= ?"
 LAST_MESSAGE_ID = "SELECT COALESCE(MAX(id), 0) FROM messages"
 REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
+# Where "while away" starts (migration 0004). MAX(id) is the end of the
+# primary key: one seek.
+MARK_OFFLINE = "UPDATE users SET offline_after_id = (SELECT COALESCE(MAX(id), 0) FROM messages) WHERE id = ?"
+OFFLINE_AFTER = "SELECT offline_after_id FROM users WHERE id = ?"
 NAMES_WITH_HASH = "SELECT name FROM users WHERE password_hash = ? ORDER BY name_key"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"
 
@@ -136,6 +140,22 @@ def conversation_query(account_id: int, peer_id: int, count: int, before: Option
     if peer_id != account_id:
         branches.append((FROM_TO, (peer_id, account_id)))
     return history_query(branches, count, before, after)
+
+
+def to_account_query(account_id: int, count: int) -> Tuple[str, list, bool]:
+    """The last ``count`` private messages to the account."""
+    return history_query([(TO_ACCOUNT, (account_id,))], count)
+
+
+def missed_since_offline(account_id: int, offline_after: Optional[int], messages: Sequence, count: int):
+    """Of ``messages`` (the last count + 1 to the account, oldest first),
+    those that came while it was away (none if it never went offline), the
+    last ``count``; and whether there were more."""
+    if offline_after is None:
+        return [], False
+    missed = [message for message in messages if message.id > offline_after]
+    more = len(missed) > count
+    return missed[-count:] if count else [], more
 
 
 def missed_query(account_id: int, room_ids: Sequence[int], after: int, count: int) -> Tuple[str, list, bool]:

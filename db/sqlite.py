@@ -286,6 +286,17 @@ class SQLiteStore(Store):
         # One transaction: the rooms and their messages as of one moment.
         return self._in_transaction(select)
 
+    def went_offline(self, account_id: int) -> None:
+        self._run(self.db.execute, sql.MARK_OFFLINE, (account_id,))
+
+    def missed_private(self, account_id: int, count: int) -> Tuple[List[Message], bool]:
+        def read_and_mark():
+            (offline_after,), = self.db.execute(sql.OFFLINE_AFTER, (account_id,)).fetchall() or [(None,)]
+            latest = self._history(sql.to_account_query(account_id, count + 1)) if offline_after is not None else []
+            self.db.execute(sql.MARK_OFFLINE, (account_id,))
+            return sql.missed_since_offline(account_id, offline_after, latest, count)
+        return self._in_transaction(read_and_mark)
+
     def _history(self, query):
         statement, parameters, newest_first = query
         messages = [Message(*row) for row in self.db.execute(statement, parameters)]

@@ -119,6 +119,11 @@ def irc_user(server, name, password="password1", caps=()):
     """An account made on v1, logged in over IRC with SASL, its join burst read."""
     maker = server.client()
     maker.register(name, password)
+    return irc_login(server, name, password, caps)
+
+
+def irc_login(server, name, password="password1", caps=()):
+    """A new IRC session of an account, logged in with SASL, its join burst read."""
     client = server.irc()
     client.register_connection(name, caps=caps, sasl=(name, password))
     client.expect(r"366 %s #general " % name)
@@ -402,6 +407,64 @@ def test_a_long_v1_message_is_split_not_cut(ircd):
     while " ".join(got).count("word") < 400:
         got.append(bob.expect(r"PRIVMSG #general :(.*)").group(1).strip())
     assert " ".join(got).split() == text.split()
+
+
+def quit_and_wait(server, client, name):
+    client.send("QUIT")
+    client.expect_closed()
+    server.wait_log(r".*closing .*\(%s\): quit" % name)
+
+
+def test_private_messages_that_came_while_away_are_replayed_at_the_next_login(ircd):
+    """Away (no session anywhere), alice gets private messages from a v1
+    and an IRC user; her next IRC login says how many and replays them
+    after her channels, with their time; a second session while she is
+    online, and the next login, replay nothing again."""
+    server = ircd()
+    alice = irc_user(server, "alice")
+    bob = v1_user(server, "bob")
+    carol = irc_user(server, "carol")
+    bob.send("TELL alice seen live")
+    alice.expect(r"PRIVMSG alice :seen live")
+    quit_and_wait(server, alice, "alice")
+    bob.send("TELL alice are you there?")
+    bob.expect(r"PRIV \d+ \S+ bob alice are you there\?")
+    carol.send("PRIVMSG alice :call me")
+    bob.send("TELL alice /me waves")
+    bob.expect(r"PRIV \d+ \S+ bob alice /me waves")
+    back = irc_login(server, "alice")
+    assert back.next() == ":%s NOTICE alice :3 private messages came while you were away:" % SERVER_NAME
+    replayed = [back.next() for _ in range(3)]
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d UTC\] "
+    assert re.match(r":bob!bob@%s PRIVMSG alice :%sare you there\?$" % (SERVER_NAME, stamp), replayed[0])
+    assert re.match(r":bob!bob@%s PRIVMSG alice :\x01ACTION %swaves\x01$" % (SERVER_NAME, stamp), replayed[1])
+    assert re.match(r":carol!carol@%s PRIVMSG alice :%scall me$" % (SERVER_NAME, stamp), replayed[2])
+    second = irc_login(server, "alice")
+    second.send("PING nothing-more")
+    assert strip_prefix(second.next()) == "PONG %s nothing-more" % SERVER_NAME
+    quit_and_wait(server, second, "alice")
+    quit_and_wait(server, back, "alice")
+    again = irc_login(server, "alice")
+    again.send("PING nothing-again")
+    assert strip_prefix(again.next()) == "PONG %s nothing-again" % SERVER_NAME
+
+
+def test_missed_private_messages_come_in_a_batch_per_conversation_and_at_most_history(ircd):
+    server = ircd("--history", "2")
+    alice = irc_user(server, "alice")
+    quit_and_wait(server, alice, "alice")
+    bob = v1_user(server, "bob")
+    for text in ("one", "two", "three"):
+        bob.send("TELL alice " + text)
+        bob.expect(r"PRIV \d+ \S+ bob alice " + text)
+    back = irc_login(server, "alice", caps=("batch", "server-time", "message-tags"))
+    assert strip_prefix(back.expect(r".* NOTICE alice :.*", raw=True).group(0)) == (
+        "NOTICE alice :More than 2 private messages came while you were away: the last 2 follow, the others "
+        "are in each conversation's history (CHATHISTORY).")
+    ref = back.expect(r"BATCH \+(\S+) chathistory bob$").group(1)
+    lines = back.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert [strip_prefix(line) for line in lines] == ["PRIVMSG alice :two", "PRIVMSG alice :three"]
+    assert all(tags_of(line)["batch"] == ref and "time" in tags_of(line) for line in lines)
 
 
 def test_a_message_to_oneself_arrives_once_with_or_without_echo_message(ircd):

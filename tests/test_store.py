@@ -456,6 +456,27 @@ def test_missed_is_every_room_of_the_account_and_its_private_messages(store, ali
     assert store.missed(alice.id, stored[-1].id, 100) == []
 
 
+def test_private_messages_missed_while_offline_are_read_once(store, alice, bob):
+    carol = store.create_account("carol", "h", T0)
+    before = store.append_messages([tell(bob, "alice", "seen live")])
+    # Never offline yet: nothing is known to be missed.
+    assert store.missed_private(alice.id, 10) == ([], False)
+    store.went_offline(alice.id)
+    missed = store.append_messages([tell(bob, "alice", "m1"), tell(alice, "bob", "not to her"),
+                                    tell(carol, "alice", "m2"), say(bob, "in the room"), tell(bob, "carol", "no")])
+    assert before and store.missed_private(alice.id, 10) == ([missed[0], missed[2]], False)
+    # Read: she is online from then on, and the next read finds nothing.
+    assert store.missed_private(alice.id, 10) == ([], False)
+    store.went_offline(alice.id)
+    many = store.append_messages([tell(bob, "alice", "n%d" % i) for i in range(5)])
+    # The last ones when there are more than asked for, and a word that there were.
+    assert store.missed_private(alice.id, 3) == (many[2:], True)
+    store.went_offline(alice.id)
+    exactly = store.append_messages([tell(bob, "alice", "x%d" % i) for i in range(3)])
+    assert store.missed_private(alice.id, 3) == (exactly, False)
+    assert store.missed_private(bob.id, 3) == ([], False)
+
+
 def test_missed_follows_the_rooms_the_account_is_in_now(store, alice, bob, homework):
     general = store.find_room("#general")
     store.join_room(alice.id, general.id, T0)
