@@ -419,6 +419,7 @@ def guest_account(server, session):
     nick = session.nick
     try:
         account = yield storage(server.store.find_account, nick)
+        known = account is not None
         if account is None:
             if not session.exempt:
                 wait = server.guards.registration_wait(session.ip, server.now)
@@ -441,6 +442,14 @@ def guest_account(server, session):
         server.reply(session, numeric(server, session, irc.ERR_NICKNAMEINUSE, nick,
                                       "Nickname is registered or in use: log in, or choose another"))
         return None
+    if known:
+        # A guest nick is whoever's takes it while it is free: the private
+        # messages of the guests before are not this one's to read.
+        try:
+            yield storage(server.store.start_private_history, account.id)
+        except StorageUnavailable:
+            server.reply(session, notice(server, session, "Storage unavailable, try again"))
+            return None
     checked = yield from login_checked(server, session, account.name)
     if checked.__class__ is Refused:
         refused_login(server, session, checked)

@@ -2978,6 +2978,9 @@ def claim_guest_account(store, name, password_hash, online):
         return None
     if not store.replace_password(name, GUEST_HASH, password_hash):
         return None
+    # Whoever registers it is not the guests who chatted under it before:
+    # their private messages are not its to read.
+    store.start_private_history(account.id)
     return account._replace(password_hash=password_hash)
 
 

@@ -249,13 +249,21 @@ class Store:
     def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
                              after: Optional[int] = None) -> List[Message]:
         """The private messages between two accounts, both ways, oldest
-        first, chosen as room_history chooses them."""
+        first, chosen as room_history chooses them, as ``account_id`` may
+        read them: none from before its start_private_history."""
         raise NotImplementedError
 
     def missed(self, account_id: int, after: int, count: int) -> List[Message]:
         """What the account may have missed since the id ``after``: the
         messages in the rooms it is in now and the private messages from or
-        to it, oldest first, the first ``count`` of them."""
+        to it (none from before its start_private_history), oldest first,
+        the first ``count`` of them."""
+        raise NotImplementedError
+
+    def start_private_history(self, account_id: int) -> None:
+        """The account has a new holder (an IRC guest's nick, taken by the
+        next guest or registered by someone else): its private messages so
+        far are not theirs to read, nor to be replayed to them."""
         raise NotImplementedError
 
     def went_offline(self, account_id: int) -> None:

@@ -276,15 +276,25 @@ class SQLiteStore(Store):
 
     def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
                              after: Optional[int] = None) -> List[Message]:
-        query = sql.conversation_query(account_id, peer_id, count, before, after)
-        return self._run(self._history, query)
+        def select():
+            since = self._private_from(account_id)
+            return self._history(sql.conversation_query(account_id, peer_id, count, before, after, since))
+        return self._in_transaction(select)
 
     def missed(self, account_id: int, after: int, count: int) -> List[Message]:
         def select():
             room_ids = [room_id for (room_id,) in self.db.execute(sql.ROOM_IDS_OF, (account_id,))]
-            return self._history(sql.missed_query(account_id, room_ids, after, count))
+            since = self._private_from(account_id)
+            return self._history(sql.missed_query(account_id, room_ids, after, count, since))
         # One transaction: the rooms and their messages as of one moment.
         return self._in_transaction(select)
+
+    def _private_from(self, account_id):
+        row = self.db.execute(sql.PRIVATE_FROM, (account_id,)).fetchone()
+        return row[0] if row else None
+
+    def start_private_history(self, account_id: int) -> None:
+        self._run(self.db.execute, sql.START_PRIVATE_HISTORY, (account_id,))
 
     def went_offline(self, account_id: int) -> None:
         self._run(self.db.execute, sql.MARK_OFFLINE, (account_id,))

@@ -930,6 +930,55 @@ def test_whois_and_who_show_the_real_name_the_client_gave(ircd):
     alice.expect(r"311 alice carol carol \S+ \* :?carol$")
 
 
+def private_history(client, nick):
+    """The texts of CHATHISTORY LATEST <nick> (a client with batch)."""
+    client.send("CHATHISTORY LATEST %s * 50" % nick)
+    lines = client.lines_until(r".* BATCH -")
+    return [strip_prefix(line).split(" :", 1)[1] for line in lines if " PRIVMSG " in line]
+
+
+def test_the_next_holder_of_a_guest_nick_cannot_read_the_guests_private_messages(ircd):
+    """Anyone may take a guest's nick once it is free, as a guest or by
+    registering it: the private messages of the guests before are not
+    theirs to read (the other side keeps the whole conversation). A guest
+    that registers its own nick keeps its own."""
+    server = ircd("--irc-guests")
+    caps = ("batch", "server-time", "message-tags", "draft/chathistory")
+    alice = irc_user(server, "alice", caps=caps)
+    first = server.irc()
+    first.register_connection("baz", caps=caps)
+    first.send("PRIVMSG alice :a secret from the first baz")
+    alice.expect(r"PRIVMSG alice :a secret from the first baz")
+    alice.send("PRIVMSG baz :an answer to the first baz")
+    first.expect(r"PRIVMSG baz :an answer to the first baz")
+    assert private_history(first, "alice") == ["a secret from the first baz", "an answer to the first baz"]
+    quit_and_wait(server, first, "baz")
+    second = server.irc()
+    second.register_connection("baz", caps=caps)
+    assert private_history(second, "alice") == []
+    second.send("PRIVMSG alice :hello from the second baz")
+    alice.expect(r"PRIVMSG alice :hello from the second baz")
+    assert private_history(second, "alice") == ["hello from the second baz"]
+    assert private_history(alice, "baz") == ["a secret from the first baz", "an answer to the first baz",
+                                             "hello from the second baz"]
+    # Registered meanwhile by the second guest itself: still its own.
+    second.send("PRIVMSG NickServ :REGISTER baz-is-mine")
+    second.expect(r"900 baz ")
+    assert private_history(second, "alice") == ["hello from the second baz"]
+    # A guest nick registered by someone else while its guest is away.
+    third = server.irc()
+    third.register_connection("qux", caps=caps)
+    third.send("PRIVMSG alice :qux was here")
+    alice.expect(r"PRIVMSG alice :qux was here")
+    quit_and_wait(server, third, "qux")
+    claimer = server.client()
+    claimer.register("qux")
+    claimer.login("qux")
+    claimer.send("HISTORY @alice 10")
+    assert claimer.lines_until(r"OK HISTORY ") == ["OK HISTORY 0"]
+    assert private_history(alice, "qux") == ["qux was here"]
+
+
 def test_a_guest_stays_marked_in_history_after_it_leaves_and_across_a_restart(ircd):
     """The guests are the accounts with the guest mark, read at start: an
     offline guest's message replayed from history has no account tag."""

@@ -477,6 +477,27 @@ def test_private_messages_missed_while_offline_are_read_once(store, alice, bob):
     assert store.missed_private(bob.id, 3) == ([], False)
 
 
+def test_a_new_holder_of_an_account_reads_no_private_message_from_before(store, alice, bob):
+    """start_private_history: an IRC guest's nick taken by someone else.
+    Its private messages from before are not the new holder's to read (the
+    other side keeps them); room messages are everyone's in the room."""
+    general = store.find_room("#general")
+    store.join_room(alice.id, general.id, T0)
+    old = store.append_messages([tell(bob, "alice", "to the old alice"), tell(alice, "bob", "from the old alice"),
+                                 tell(alice, "alice", "old note"), in_room(bob, general, "in the room")])
+    store.went_offline(alice.id)
+    store.start_private_history(alice.id)
+    new = store.append_messages([tell(bob, "alice", "to the new alice"), tell(alice, "bob", "from the new alice")])
+    assert store.conversation_history(alice.id, bob.id, 10) == new
+    assert store.conversation_history(alice.id, bob.id, 10, before=new[1].id) == new[:1]
+    assert store.conversation_history(alice.id, bob.id, 10, after=0) == new
+    assert store.conversation_history(alice.id, alice.id, 10) == []
+    assert store.conversation_history(bob.id, alice.id, 10) == old[:2] + new
+    assert store.missed(alice.id, 0, 10) == [old[3]] + new
+    assert [m.body for m in store.missed(bob.id, 0, 10)] == [m.body for m in old[:2] + new]
+    assert store.missed_private(alice.id, 10) == ([new[0]], False)
+
+
 def test_missed_follows_the_rooms_the_account_is_in_now(store, alice, bob, homework):
     general = store.find_room("#general")
     store.join_room(alice.id, general.id, T0)
