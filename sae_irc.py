@@ -709,7 +709,8 @@ class IrcFormatter:
         return tags
 
     def privmsg_lines(self, msg_id: int, ts: str, sender: str, target: str, text: str,
-                      extra_tags: Optional[Dict[str, str]] = None, prefix: str = "") -> List[bytes]:
+                      extra_tags: Optional[Dict[str, str]] = None, prefix: str = "",
+                      command: str = "PRIVMSG") -> List[bytes]:
         """A stored message as PRIVMSG lines. v1 allows 4096 bytes, an IRC
         line about 400 once the source and target are in front, so a long
         text becomes several PRIVMSGs, split at characters (and at a space
@@ -726,7 +727,7 @@ class IrcFormatter:
             text = _LINE_BREAK_RE.sub(" ", text)
         action = action_text(text)
         body = prefix + (action if action is not None else text)
-        head = ":%s PRIVMSG %s :" % (hostmask(sender, self.host), target)
+        head = ":%s %s %s :" % (hostmask(sender, self.host), command, target)
         room = MAX_LINE_BYTES - len(head.encode("utf-8"))
         if action is not None:
             room -= len("\x01ACTION \x01")
@@ -750,6 +751,13 @@ class IrcFormatter:
         """A private message: the same bytes for the recipient, the
         sender's other sessions and (with echo-message) the sender's own."""
         return b"".join(self.privmsg_lines(msg_id, ts, sender, recipient, text))
+
+    def format_notice(self, msg_id: int, ts: str, sender: str, target: str, text: str) -> bytes:
+        """A message that an IRC client sent as a NOTICE, as the IRC clients
+        that get it live see it: a NOTICE (a bot answers no NOTICE, which
+        is what keeps two bots from answering each other for ever). It is
+        stored as any message, so history gives it back as a PRIVMSG."""
+        return b"".join(self.privmsg_lines(msg_id, ts, sender, target, text, command="NOTICE"))
 
     def format_tagmsg(self, msgid: str, ts: str, sender: str, target: str, client_tags: Dict[str, str]) -> bytes:
         """A TAGMSG (message-tags): a client's tags for other clients (a

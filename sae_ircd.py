@@ -265,9 +265,12 @@ def kicked_lines(server, session, seconds, reason):
 
 
 def message_not_sent(server, session, message, room, error):
-    """A PRIVMSG that was not stored, as the IRC client is told."""
+    """A PRIVMSG that was not stored, as the IRC client is told. A NOTICE
+    gets no error reply (RFC 1459), but is said to be lost."""
     if error is not None:
         return notice(server, session, "storage unavailable, message not sent")
+    if message.notice:
+        return b""
     if room is not None:
         return numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
     return numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
@@ -1123,12 +1126,12 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
             code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
             return refuse([numeric(server, session, code, target, "Cannot send to channel"
                                                     if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
-        server.accept_message(session, None, stored, room)
+        server.accept_message(session, None, stored, room, notice=command == "NOTICE")
         return None
     if irc.check_nick(target):
         return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
                                                 "No such nick/channel")])
-    server.accept_message(session, target, stored)
+    server.accept_message(session, target, stored, notice=command == "NOTICE")
     return None
 
 

@@ -69,7 +69,7 @@ import sae_cluster
 import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
-from sae_db import DEFAULT_ROOM, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
+from sae_db import DEFAULT_ROOM, Message, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
 from sae_protocol import room_key
 
 log = logging.getLogger("sae-server")
@@ -527,6 +527,15 @@ class IrcSession(Session):
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
+class Notice(Message):
+    """A stored message that an IRC client sent as a NOTICE: the IRC
+    sessions that get it live get a NOTICE (IrcFormatter.format_notice),
+    v1 sessions a message as any other. The store knows nothing of it, so
+    history (and another server of a cluster) gives it as any message."""
+
+    __slots__ = ()
 
 
 class AdminConnection(Connection):
@@ -2444,9 +2453,10 @@ class Server:
                 return refusal(proto.not_in_room(args[0]))
         return None
 
-    def accept_message(self, session, recipient, text, room=None):
+    def accept_message(self, session, recipient, text, room=None, notice=False):
         """Take a SAY, RSAY (in ``room``, by default the default room) or
-        TELL (to ``recipient``): it is delivered once stored (_deliver)."""
+        TELL (to ``recipient``), or an IRC PRIVMSG or NOTICE (``notice``):
+        it is delivered once stored (_deliver)."""
         account = session.account
         session.inflight += 1
         session.inflight_messages += 1
@@ -2456,7 +2466,7 @@ class Server:
         else:
             room_id = None
         self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
-                                                room_id), room))
+                                                room_id, notice), room))
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
@@ -2509,6 +2519,8 @@ class Server:
         for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
+            if message.notice and result is not None:
+                result = Notice(*result)
             try:
                 if result is not None and room is not None:
                     if said and room is not said_in:
@@ -2572,10 +2584,13 @@ class Server:
                     self._fault(session, "its held lines")
 
     def _send_private(self, message, targets):
-        self.send_each([target for target in targets if target.state is ONLINE],
-                       lambda protocol: protocol.format_priv(
-                           message.id, message.created_at, message.sender, message.recipient,
-                           message.body if protocol is not proto else v1_text(message.body)))
+        def render(protocol):
+            if protocol is proto:
+                return proto.format_priv(message.id, message.created_at, message.sender, message.recipient,
+                                         v1_text(message.body))
+            format_priv = protocol.format_notice if message.__class__ is Notice else protocol.format_priv
+            return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
+        self.send_each([target for target in targets if target.state is ONLINE], render)
 
     # -- the cluster (sae_cluster) --
 
@@ -2820,6 +2835,8 @@ class Server:
 
     def _render_one(self, room, protocol, message):
         body = message.body if protocol is not proto else v1_text(message.body)
+        if message.__class__ is Notice and protocol is not proto:
+            return protocol.format_notice(message.id, message.created_at, message.sender, room.info.name, body)
         if room is self.room:
             return protocol.format_msg(message.id, message.created_at, message.sender, body)
         return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
@@ -2858,6 +2875,10 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():  # IRC formatting codes, or a tab
                                     body = v1_text(body)
+                                if message.__class__ is Notice and not v1:
+                                    pieces.append(protocol.format_notice(message.id, message.created_at,
+                                                                         message.sender, name, body))
+                                    continue
                                 pieces.append(format_msg(message.id, message.created_at, message.sender, body))
                         else:
                             format_rmsg = protocol.format_rmsg
@@ -2867,6 +2888,10 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():
                                     body = v1_text(body)
+                                if message.__class__ is Notice and not v1:
+                                    pieces.append(protocol.format_notice(message.id, message.created_at,
+                                                                         message.sender, name, body))
+                                    continue
                                 pieces.append(format_rmsg(message.id, message.created_at, name, message.sender, body))
                         rendered[protocol] = b"".join(pieces)
                 return rendered

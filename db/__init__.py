@@ -53,6 +53,8 @@ class NewMessage(NamedTuple):
     body: str
     created_at: str
     room_id: Optional[int] = None
+    # Sent as an IRC NOTICE: delivered live as one, stored as any message.
+    notice: bool = False
 
 
 class Message(NamedTuple):

@@ -397,6 +397,42 @@ def test_v1_and_irc_talk_both_ways_in_a_room_and_in_private(ircd):
     bob.expect(r"401 bob nobody1 ")
 
 
+def test_a_notice_arrives_as_a_notice_on_irc_and_as_a_message_on_v1(ircd):
+    """A NOTICE stays a NOTICE for the IRC clients that get it live (no
+    client may answer one automatically: two bots cannot loop), in a
+    channel and in private, echoed as one; v1 clients and history, which
+    know no notices, have it as any message. Nothing answers a NOTICE that
+    cannot be delivered."""
+    server = ircd()
+    carol = v1_user(server, "carol")
+    bob = irc_user(server, "bob", caps=("message-tags",))
+    bot = irc_user(server, "bot", caps=("echo-message", "batch", "server-time", "message-tags"))
+    quiet = irc_user(server, "quiet")
+    bot.send("NOTICE #general :feed updated")
+    line = bob.expect(r".*NOTICE #general :feed updated", raw=True).group(0)
+    assert line.startswith("@msgid=") and line.endswith(" :bot!bot@%s NOTICE #general :feed updated" % SERVER_NAME)
+    assert quiet.next() == ":bot!bot@%s NOTICE #general :feed updated" % SERVER_NAME
+    assert strip_prefix(bot.next()) == "NOTICE #general :feed updated"
+    carol.expect(r"MSG \d+ \S+ bot feed updated")
+    quiet.send("NOTICE #general :said quietly")  # no echo-message: the others only
+    assert bob.expect(r".*said quietly", raw=True).group(0).endswith("NOTICE #general :said quietly")
+    assert strip_prefix(bot.next()) == "NOTICE #general :said quietly"
+    bot.send("NOTICE bob :just so you know")
+    assert strip_prefix(bob.next()) == "NOTICE bob :just so you know"
+    assert strip_prefix(bot.next()) == "NOTICE bob :just so you know"
+    bot.send("NOTICE carol :to v1")
+    carol.expect(r"PRIV \d+ \S+ bot carol to v1")
+    assert strip_prefix(bot.next()) == "NOTICE carol :to v1"
+    bot.send("NOTICE nobody-here :lost")
+    bot.send("NOTICE #nowhere :lost too")
+    bot.send("PING after-notices")
+    assert strip_prefix(bot.next()) == "PONG %s after-notices" % SERVER_NAME
+    bot.send("CHATHISTORY LATEST #general * 2")
+    lines = bot.lines_until(r".* BATCH -")
+    assert [strip_prefix(line) for line in lines[1:-1]] == ["PRIVMSG #general :feed updated",
+                                                            "PRIVMSG #general :said quietly"]
+
+
 def test_a_long_v1_message_is_split_not_cut(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
