@@ -264,16 +264,26 @@ def kicked_lines(server, session, seconds, reason):
     return b"".join(lines) + session.protocol.format_kicked(seconds, reason, session.nick)
 
 
-def message_not_sent(server, session, message, room, error):
-    """A PRIVMSG that was not stored, as the IRC client is told. A NOTICE
-    gets no error reply (RFC 1459), but is said to be lost."""
+def message_not_sent(server, session, message, room, error, label=None):
+    """A PRIVMSG that was not stored, as the IRC client is told (with the
+    label of its command, if it had one). A NOTICE gets no error reply
+    (RFC 1459), but is said to be lost."""
     if error is not None:
-        return notice(server, session, "storage unavailable, message not sent")
-    if message.notice:
-        return b""
-    if room is not None:
-        return numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
-    return numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
+        line = notice(server, session, "storage unavailable, message not sent")
+    elif message.notice:
+        line = None
+    elif room is not None:
+        line = numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
+    else:
+        line = numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
+    return own_message(server, label, line) if label is not None else line or b""
+
+
+def own_message(server, label, echo):
+    """The answer to a labeled PRIVMSG or NOTICE, once stored: its echo
+    (rendered lines, echo-message) with the label, or an ACK without."""
+    lines = [line + b"\r\n" for line in echo.split(b"\r\n") if line] if echo else []
+    return b"".join(irc.labeled(label, lines, server.irc.server_name))
 
 
 # --- registration -----------------------------------------------------------------
@@ -1126,11 +1136,14 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
             code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
             return refuse([numeric(server, session, code, target, "Cannot send to channel"
                                                     if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
+        session.labels.append(session.label)
         server.accept_message(session, None, stored, room, notice=command == "NOTICE")
         return None
     if irc.check_nick(target):
         return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
                                                 "No such nick/channel")])
+    # The answer comes once it is stored (Server._deliver), with this label.
+    session.labels.append(session.label)
     server.accept_message(session, target, stored, notice=command == "NOTICE")
     return None
 

@@ -504,7 +504,7 @@ class IrcSession(Session):
     Its commands are sae_ircd's; the Server only routes to them."""
 
     __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
-                 "registered", "away", "echo", "pending_login", "label", "guest", "realname")
+                 "registered", "away", "echo", "pending_login", "label", "guest", "realname", "labels")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
         Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
@@ -524,6 +524,7 @@ class IrcSession(Session):
         self.label = None  # labeled-response: the label of the command being answered
         self.guest = False  # chatting under a guest account (--irc-guests) until it registers
         self.realname = ""  # USER's, shown by WHOIS and WHO ("": the account's name instead)
+        self.labels = collections.deque()  # the label (or None) of each message in flight, in order
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
@@ -2505,12 +2506,13 @@ class Server:
         self.counters.stored += len(batch) if error is None else 0
         said = []  # (sender's session, Message): room messages not yet sent, in id order
         said_in = None  # their Room
-        quiet = []  # IRC senders among them without echo-message
+        quiet = []  # IRC senders among them without echo-message, or with a labeled one
+        labels = {}  # message id: the label of the IRC command that sent it (labeled-response)
 
         def send_said():
             rendered = self._render_said(said_in, said)
             if quiet:
-                self._queue_without_echo(said_in, said, rendered, quiet)
+                self._queue_without_echo(said_in, said, rendered, quiet, labels)
                 quiet.clear()
             else:
                 said_in.queue(rendered)
@@ -2521,13 +2523,17 @@ class Server:
             session.inflight_messages -= 1
             if message.notice and result is not None:
                 result = Notice(*result)
+            label = session.labels.popleft() if session.__class__ is IrcSession and session.labels else None
             try:
                 if result is not None and room is not None:
                     if said and room is not said_in:
                         send_said()
                     said_in = room
                     said.append((session, result))
-                    if session.__class__ is IrcSession and not session.echo and session not in quiet:
+                    if label is not None:
+                        labels[result.id] = label
+                    if (session.__class__ is IrcSession and (not session.echo or label is not None)
+                            and session not in quiet):
                         quiet.append(session)
                     if not room.has(session) and session.state is ONLINE:
                         # Checked again now that it is stored: the account
@@ -2539,12 +2545,13 @@ class Server:
                         # was done), so the sender gets its echo as the
                         # answer to its request, and no one else outside
                         # the room hears of it.
-                        self.reply(session, self._render_one(room, session.protocol, result))
+                        echo = self._render_one(room, session.protocol, result)
+                        self.reply(session, echo if label is None else sae_ircd.own_message(self, label, echo))
                     continue
                 if said:
                     send_said()
                 if session.__class__ is IrcSession and (error is not None or result is None):
-                    self.reply(session, sae_ircd.message_not_sent(self, session, message, room, error))
+                    self.reply(session, sae_ircd.message_not_sent(self, session, message, room, error, label))
                 elif error is not None:
                     self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
                 elif result is None and room is not None:
@@ -2557,13 +2564,18 @@ class Server:
                     targets.update(self.online.get(name_key(result.sender), ()))
                     if session.state is not CLOSING:
                         targets.add(session)
-                    if (session.__class__ is IrcSession and not session.echo
-                            and name_key(result.recipient) != name_key(result.sender)):
-                        # Without echo-message the sender does not get its own
-                        # message back, unless it wrote to itself: then it is
-                        # the recipient too (once, echo or not).
+                    # Without echo-message the sender does not get its own
+                    # message back, unless it wrote to itself: then it is
+                    # the recipient too (once, echo or not).
+                    echo = session.__class__ is not IrcSession or session.echo or \
+                        name_key(result.recipient) == name_key(result.sender)
+                    if not echo or label is not None:
                         targets.discard(session)
                     self._send_private(result, targets)
+                    if label is not None and session.state is ONLINE:
+                        # Its answer: the echo, or ACK, with the label.
+                        self.reply(session, sae_ircd.own_message(
+                            self, label, self._render_private(result, session.protocol) if echo else None))
             except Exception:
                 # The batch is stored: the others' messages still go out,
                 # after those before this one, and this session is closed.
@@ -2584,13 +2596,15 @@ class Server:
                     self._fault(session, "its held lines")
 
     def _send_private(self, message, targets):
-        def render(protocol):
-            if protocol is proto:
-                return proto.format_priv(message.id, message.created_at, message.sender, message.recipient,
-                                         v1_text(message.body))
-            format_priv = protocol.format_notice if message.__class__ is Notice else protocol.format_priv
-            return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
-        self.send_each([target for target in targets if target.state is ONLINE], render)
+        self.send_each([target for target in targets if target.state is ONLINE],
+                       lambda protocol: self._render_private(message, protocol))
+
+    def _render_private(self, message, protocol):
+        if protocol is proto:
+            return proto.format_priv(message.id, message.created_at, message.sender, message.recipient,
+                                     v1_text(message.body))
+        format_priv = protocol.format_notice if message.__class__ is Notice else protocol.format_priv
+        return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
 
     # -- the cluster (sae_cluster) --
 
@@ -2841,18 +2855,33 @@ class Server:
             return protocol.format_msg(message.id, message.created_at, message.sender, body)
         return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
 
-    def _queue_without_echo(self, room, said, rendered, quiet):
-        """A run of a room's messages, some by IRC sessions that did not ask
-        for echo-message: those get the run without their own messages
-        (rendered for them alone), everyone else the shared bytes."""
-        for session in quiet:
+    def _queue_without_echo(self, room, said, rendered, quiet, labels):
+        """A run of a room's messages, some by IRC sessions that get it
+        rendered for them alone: without echo-message, without their own
+        messages; for a labeled one (``labels``, by message id), with its
+        echo labeled, or an ACK without echo-message. Everyone else gets
+        the shared bytes. (A sender no longer in the room had its answer.)"""
+        inside = [session for session in quiet if room.has(session)]
+        for session in inside:
             room.discard(session)
         room.queue(rendered)
-        for session in quiet:
+        for session in inside:
             room.add(session)
-            others = [message for sender, message in said if sender is not session]
-            if others and session.state is ONLINE:
-                self.reply(session, b"".join(self._render_one(room, session.protocol, m) for m in others))
+            if session.state is not ONLINE:
+                continue
+            pieces = []
+            for sender, message in said:
+                if sender is not session:
+                    pieces.append(self._render_one(room, session.protocol, message))
+                    continue
+                label = labels.get(message.id)
+                echo = self._render_one(room, session.protocol, message) if session.echo else None
+                if label is not None:
+                    pieces.append(sae_ircd.own_message(self, label, echo))
+                elif echo is not None:
+                    pieces.append(echo)
+            if pieces:
+                self.reply(session, b"".join(pieces))
 
     def _render_said(self, room, said):
         """A run of one room's messages as each protocol among its members

@@ -433,6 +433,46 @@ def test_a_notice_arrives_as_a_notice_on_irc_and_as_a_message_on_v1(ircd):
                                                             "PRIVMSG #general :said quietly"]
 
 
+def test_a_labeled_privmsg_is_answered_by_its_labeled_echo_or_an_ack(ircd):
+    """labeled-response: clients that match what they sent by its label
+    (to show it sent, or failed) get the echo with the label, an ACK
+    without echo-message, the error with it when the message cannot be
+    stored; the others get the message as ever."""
+    server = ircd()
+    caps = ("labeled-response", "batch", "message-tags", "server-time")
+    watcher = irc_user(server, "watcher")
+    echoing = irc_user(server, "echoing", caps=caps + ("echo-message",))
+    echoing.send("@label=m1 PRIVMSG #general :hello with a label")
+    line = echoing.next()
+    assert tags_of(line)["label"] == "m1" and tags_of(line)["msgid"].isdigit()
+    assert strip_prefix(line) == "PRIVMSG #general :hello with a label"
+    assert watcher.next() == ":echoing!echoing@%s PRIVMSG #general :hello with a label" % SERVER_NAME
+    echoing.send("@label=m2 PRIVMSG watcher :a private one")
+    line = echoing.next()
+    assert tags_of(line)["label"] == "m2" and strip_prefix(line) == "PRIVMSG watcher :a private one"
+    assert strip_prefix(watcher.next()) == "PRIVMSG watcher :a private one"
+    echoing.send("@label=m3 PRIVMSG #general :" + "long " * 96)  # longer than one line once sourced
+    ref = echoing.expect(r"@label=m3 :\S+ BATCH \+(\S+) labeled-response$", raw=True).group(1)
+    inside = echoing.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert len(inside) == 2 and all(tags_of(line)["batch"] == ref for line in inside)
+    watcher.expect(r"PRIVMSG #general :long")
+    watcher.expect(r"PRIVMSG #general :long")
+    quiet = irc_user(server, "quiet", caps=caps)
+    quiet.expect(r"BATCH -")  # the channel's history, replayed at login
+    quiet.send("@label=q1 PRIVMSG #general :without echo")
+    assert quiet.next() == "@label=q1 :%s ACK" % SERVER_NAME
+    assert strip_prefix(watcher.next()) == "PRIVMSG #general :without echo"
+    assert strip_prefix(echoing.next()) == "PRIVMSG #general :without echo"
+    quiet.send("@label=q2 PRIVMSG no-such-account :anyone?")
+    assert quiet.next() == "@label=q2 :%s 401 quiet no-such-account :No such nick/channel" % SERVER_NAME
+    quiet.send("@label=q3 NOTICE no-such-account :anyone?")
+    assert quiet.next() == "@label=q3 :%s ACK" % SERVER_NAME
+    # Unlabeled, as before: no echo without echo-message.
+    quiet.send("PRIVMSG #general :plain")
+    quiet.send("PING after-plain")
+    assert strip_prefix(quiet.next()) == "PONG %s after-plain" % SERVER_NAME
+
+
 def test_a_long_v1_message_is_split_not_cut(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
