@@ -34,7 +34,7 @@ LAST_MESSAGE_ID = "SELECT COALESCE(MAX(id), 0) FROM messages"
 REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
 # Where "while away" and an account's private history start (migration
 # 0004). MAX(id) is the end of the primary key: one seek.
-LAST_ID = "(SELECT COALESCE(MAX(id), 0) FROM messages)"
+LAST_ID = "(" + LAST_MESSAGE_ID + ")"
 MARK_OFFLINE = "UPDATE users SET offline_after_id = " + LAST_ID + " WHERE id = ?"
 OFFLINE_AFTER = "SELECT offline_after_id FROM users WHERE id = ?"
 # A new holder of the account has missed nothing of the old one's either.
