@@ -806,13 +806,12 @@ def cmd_join(server, session, params):
     return join_each(server, session, [name for name in params[0].split(",") if name])
 
 
-class Answer:
+class AnswerInParts:
     """The answer of a command that waits and answers as it goes (a JOIN
     or PART of several channels): line by line, or, when the client labeled
     the command, kept and sent at its end as one labeled response, since a
-    labeled command's whole answer is one batch. ``label`` is then also
-    the session that the room's own event must skip (its JOIN or PART is
-    in the batch instead)."""
+    labeled command's whole answer is one batch; the room's own event then
+    skips the session (``unheard``): its JOIN or PART is in the batch."""
 
     __slots__ = ("server", "session", "label", "lines")
 
@@ -839,7 +838,7 @@ class Answer:
 
 def join_each(server, session, names):
     limits = server.limits
-    reply = Answer(server, session)
+    reply = AnswerInParts(server, session)
     for name in names:
         if irc.check_channel(name):
             reply.say([numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel")])
@@ -889,7 +888,7 @@ def cmd_part(server, session, params):
 
 
 def part_each(server, session, names, reason):
-    reply = Answer(server, session)
+    reply = AnswerInParts(server, session)
     for name in names:
         room = server.member_room(session, name)
         if room is None:
