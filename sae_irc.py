@@ -67,10 +67,14 @@ MAX_FRAME_BYTES = MAX_CLIENT_TAGS_BYTES + MAX_LINE_BYTES
 NICKLEN = 32
 CHANNELLEN = 33
 TOPICLEN = proto.TOPIC_MAX_BYTES
-# What a guest (--irc-guests) is called where IRC shows a real name (WHOIS,
-# WHO, extended JOIN): everyone else's is their account's name, and a
-# guest has no account to name.
+# What a guest (--irc-guests) is called where an extended JOIN shows a
+# real name: a JOIN is the account's, rendered once for every session, and
+# so names the account (a guest has none to name), not one client's USER.
 GUEST_REALNAME = "guest"
+# The real name a client gives in USER, as WHOIS and WHO show it, is cut
+# to this many bytes: it is free text, shown in lines that hold two nicks
+# and the server's name besides.
+REALNAME_MAX_BYTES = 64
 NO_GUESTS: frozenset = frozenset()
 # The most messages one CHATHISTORY may ask for (ISUPPORT CHATHISTORY=).
 CHATHISTORY_MAX = 100
@@ -78,7 +82,7 @@ CHATHISTORY_MAX = 100
 SASL_CHUNK_BYTES = 400
 # PLAIN's payload is authzid NUL authcid NUL password: two names of 32 bytes
 # and the longest password v1 accepts fit in 1456 base64 characters. Four
-# chunks hold that; anything longer is no login of ours and is refused
+# chunks hold that; anything longer is no login of ours and is refused (904)
 # before it is decoded (or buffered any further).
 SASL_MAX_ENCODED = 4 * SASL_CHUNK_BYTES
 SASL_MECHANISMS = ("PLAIN",)
@@ -105,6 +109,7 @@ RPL_GLOBALUSERS = "266"
 RPL_AWAY = "301"
 RPL_UNAWAY = "305"
 RPL_NOWAWAY = "306"
+RPL_WHOISSPECIAL = "320"
 RPL_WHOISUSER = "311"
 RPL_WHOISSERVER = "312"
 RPL_ENDOFWHO = "315"
@@ -190,6 +195,10 @@ CAPABILITIES = (
     "multi-prefix",
     "sasl",
     "server-time",
+    # NAMES with each member's nick!user@host, as WHO would give them: the
+    # host is the server's name for everyone (see hostmask), so it costs
+    # nothing and saves a client a WHO per channel.
+    "userhost-in-names",
 )
 # The capabilities that change the bytes of a room or broadcast event, and
 # so the only ones an IrcFormatter is told apart by. The others change who
@@ -580,6 +589,17 @@ def irc_text_for_v1(text: str) -> Optional[str]:
     return _V1_CONTROL_RE.sub("", _FORMATTING_RE.sub("", stored))
 
 
+def clean_realname(text: str) -> str:
+    """USER's real name as others may be shown it: no formatting codes nor
+    control characters (it reaches every client that asks WHOIS), no spaces
+    around it, at most REALNAME_MAX_BYTES cut between characters; "" when
+    nothing is left, for the account's name to stand in."""
+    if not text.isprintable():
+        text = _V1_CONTROL_RE.sub("", _FORMATTING_RE.sub("", text.replace("\t", " ")))
+    text = text.strip()
+    return split_text(text, REALNAME_MAX_BYTES)[0].rstrip() if text else ""
+
+
 def v1_text_for_irc(text: str) -> str:
     """A stored text as IRC clients expect it: v1's ``/me waves`` is a CTCP
     ACTION; everything else is sent as it is."""
@@ -689,7 +709,8 @@ class IrcFormatter:
         return tags
 
     def privmsg_lines(self, msg_id: int, ts: str, sender: str, target: str, text: str,
-                      extra_tags: Optional[Dict[str, str]] = None, prefix: str = "") -> List[bytes]:
+                      extra_tags: Optional[Dict[str, str]] = None, prefix: str = "",
+                      command: str = "PRIVMSG") -> List[bytes]:
         """A stored message as PRIVMSG lines. v1 allows 4096 bytes, an IRC
         line about 400 once the source and target are in front, so a long
         text becomes several PRIVMSGs, split at characters (and at a space
@@ -706,7 +727,7 @@ class IrcFormatter:
             text = _LINE_BREAK_RE.sub(" ", text)
         action = action_text(text)
         body = prefix + (action if action is not None else text)
-        head = ":%s PRIVMSG %s :" % (hostmask(sender, self.host), target)
+        head = ":%s %s %s :" % (hostmask(sender, self.host), command, target)
         room = MAX_LINE_BYTES - len(head.encode("utf-8"))
         if action is not None:
             room -= len("\x01ACTION \x01")
@@ -730,6 +751,13 @@ class IrcFormatter:
         """A private message: the same bytes for the recipient, the
         sender's other sessions and (with echo-message) the sender's own."""
         return b"".join(self.privmsg_lines(msg_id, ts, sender, recipient, text))
+
+    def format_notice(self, msg_id: int, ts: str, sender: str, target: str, text: str) -> bytes:
+        """A message that an IRC client sent as a NOTICE, as the IRC clients
+        that get it live see it: a NOTICE (a bot answers no NOTICE, which
+        is what keeps two bots from answering each other for ever). It is
+        stored as any message, so history gives it back as a PRIVMSG."""
+        return b"".join(self.privmsg_lines(msg_id, ts, sender, target, text, command="NOTICE"))
 
     def format_tagmsg(self, msgid: str, ts: str, sender: str, target: str, client_tags: Dict[str, str]) -> bytes:
         """A TAGMSG (message-tags): a client's tags for other clients (a
@@ -959,10 +987,14 @@ def motd_lines(server_name: str, nick: str, motd: Optional[str]) -> List[bytes]:
     return lines
 
 
-def names_lines(server_name: str, nick: str, channel: str, names: Iterable[str]) -> List[bytes]:
+def names_lines(server_name: str, nick: str, channel: str, names: Iterable[str],
+                userhosts: bool = False) -> List[bytes]:
     """353 lines (``= #room :name name ...``), as many as the names need,
-    then 366. Names are sorted case-insensitively; nobody has a prefix."""
+    then 366. Names are sorted case-insensitively; nobody has a prefix.
+    With ``userhosts`` (userhost-in-names) each is ``nick!user@host``."""
     names = sorted(names, key=nick_key)
+    if userhosts:
+        names = [hostmask(name, server_name) for name in names]
     room = _text_room(numeric(server_name, nick, RPL_NAMREPLY, "=", channel, "x y"), "x y")
     lines = []
     chunk: List[str] = []
@@ -1227,7 +1259,10 @@ class SaslPlain:
         if param != "+":
             self._size += len(param)
             if self._size > SASL_MAX_ENCODED:
-                return self._end(SaslFailure(ERR_SASLTOOLONG, "SASL message too long"))
+                # 905 is for one AUTHENTICATE over 400 bytes (sasl-3.1);
+                # chunks that never end are a failed login, as other
+                # servers answer it.
+                return self._end(SaslFailure(ERR_SASLFAIL, "SASL authentication failed: payload too long"))
             self._chunks.append(param)
             if len(param) == SASL_CHUNK_BYTES:
                 return SaslMore()

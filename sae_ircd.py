@@ -68,7 +68,8 @@ HOW_TO_LOG_IN = ("This server needs an account. Log in with SASL: irssi: /networ
                  "-sasl_password PASSWORD -sasl_mechanism PLAIN <net>; WeeChat: /set irc.server.<net>.sasl_username "
                  "NAME and /set irc.server.<net>.sasl_password PASSWORD, then /reconnect. Or: /msg NickServ "
                  "IDENTIFY PASSWORD (new here: /msg NickServ REGISTER PASSWORD).")
-KEEP_YOUR_NICK = "You are a guest here. To keep your nick: /msg NickServ REGISTER <password>"
+KEEP_YOUR_NICK = ("You are a guest here. To keep your nick: /msg NickServ REGISTER <password>; to log in to "
+                  "your account: /msg NickServ IDENTIFY <name> <password>")
 
 
 class IrcOptions(NamedTuple):
@@ -263,13 +264,26 @@ def kicked_lines(server, session, seconds, reason):
     return b"".join(lines) + session.protocol.format_kicked(seconds, reason, session.nick)
 
 
-def message_not_sent(server, session, message, room, error):
-    """A PRIVMSG that was not stored, as the IRC client is told."""
+def message_not_sent(server, session, message, room, error, label=None):
+    """A PRIVMSG that was not stored, as the IRC client is told (with the
+    label of its command, if it had one). A NOTICE gets no error reply
+    (RFC 1459), but is said to be lost."""
     if error is not None:
-        return notice(server, session, "storage unavailable, message not sent")
-    if room is not None:
-        return numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
-    return numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
+        line = notice(server, session, "storage unavailable, message not sent")
+    elif message.notice:
+        line = None
+    elif room is not None:
+        line = numeric(server, session, irc.ERR_CANNOTSENDTOCHAN, room.info.name, "Cannot send to channel")
+    else:
+        line = numeric(server, session, irc.ERR_NOSUCHNICK, message.recipient, "No such nick/channel")
+    return own_message(server, label, line) if label is not None else line or b""
+
+
+def own_message(server, label, echo):
+    """The answer to a labeled PRIVMSG or NOTICE, once stored: its echo
+    (rendered lines, echo-message) with the label, or an ACK without."""
+    lines = [line + b"\r\n" for line in echo.split(b"\r\n") if line] if echo else []
+    return b"".join(irc.labeled(label, lines, server.irc.server_name))
 
 
 # --- registration -----------------------------------------------------------------
@@ -340,6 +354,7 @@ def cmd_user(server, session, params):
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "USER",
                                                 "Not enough parameters")])
     session.user_given = True
+    session.realname = irc.clean_realname(params[3])
     return end_registration(server, session)
 
 
@@ -417,6 +432,7 @@ def guest_account(server, session):
     nick = session.nick
     try:
         account = yield storage(server.store.find_account, nick)
+        known = account is not None
         if account is None:
             if not session.exempt:
                 wait = server.guards.registration_wait(session.ip, server.now)
@@ -439,6 +455,14 @@ def guest_account(server, session):
         server.reply(session, numeric(server, session, irc.ERR_NICKNAMEINUSE, nick,
                                       "Nickname is registered or in use: log in, or choose another"))
         return None
+    if known:
+        # A guest nick is whoever's takes it while it is free: the private
+        # messages of the guests before are not this one's to read.
+        try:
+            yield storage(server.store.start_private_history, account.id)
+        except StorageUnavailable:
+            server.reply(session, notice(server, session, "Storage unavailable, try again"))
+            return None
     checked = yield from login_checked(server, session, account.name)
     if checked.__class__ is Refused:
         refused_login(server, session, checked)
@@ -488,41 +512,93 @@ def refused_login(server, session, outcome):
 
 def logged_in(server, session, account, rooms):
     """A login checked out (SASL, PASS, NickServ, REGISTER): online now if
-    registration has ended, else when it does. A generator."""
-    if session.registered:
-        if session.nick != account.name:
-            server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
-        session.nick = account.name
-        yield from come_online(server, session, account, rooms)
-    else:
+    registration has ended, else when it does. A session that is a guest,
+    or logged in to another account (SASL again, as IRCv3 allows at any
+    time), leaves that one first. A generator."""
+    if not session.registered:
         session.pending_login = (account, rooms)
+        return
+    shown = frozenset()
+    if session.account is not None:
+        if session.account.id == account.id:
+            return  # the same account again: nothing changes
+        shown = session.rooms
+        server.log_out(session, "logged in as %s" % account.name)
+        session.guest = False
+    if session.nick != account.name:
+        server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
+    session.nick = account.name
+    yield from come_online(server, session, account, rooms, shown)
 
 
-def come_online(server, session, account, rooms):
+def come_online(server, session, account, rooms, shown=frozenset()):
     """Online: the account's rooms joined for the client, each with its
-    topic, its members and its last messages."""
+    topic, its members and its last messages. ``shown`` are the channels
+    the client shows already (those of the account it was logged in to
+    before): those the new one is not in are parted, and those it is in
+    get their members again (a NICK renamed the old account in them, which
+    is still a member)."""
+    key = name_key(account.name)
+    # Back from being offline everywhere: what came while it was away is
+    # replayed (a second session of an account online got it live). A
+    # guest's nick is anyone's who takes it next: its messages are not.
+    back = key not in server.online and not server.online_elsewhere(key) and not session.guest
     server.go_online(session, account, rooms)
     joined = sorted(session.rooms, key=lambda room: room_key(room.info.name))
-    if not joined:
-        return
+    lines = [session.protocol.format_parted(room.info.name, account.name)
+             for room in sorted(shown - session.rooms, key=lambda room: room_key(room.info.name))]
+    count = server.limits.history
     try:
-        state = yield storage(rooms_state, server.store, [room.info.id for room in joined], server.limits.history)
+        state, (missed, more) = yield storage(
+            login_state, server.store, [room.info.id for room in joined], count,
+            [room.info.id for room in joined if room in shown], account.id if back and count else None)
     except StorageUnavailable:
-        server.reply(session, notice(server, session, "storage unavailable: your channels are not listed"))
+        server.reply_lines(session, lines + [
+            notice(server, session, "storage unavailable: your channels are not listed")])
         return
     if session.state is not ONLINE:
         return
-    lines = []
     for room in joined:
         members, history = state.get(room.info.id, ([], []))
-        lines += join_lines(server, session, room, members, history)
-    server.reply_lines(session, lines)
+        if room in shown:
+            lines += irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
+                                     userhosts="userhost-in-names" in session.caps)
+        else:
+            lines += join_lines(server, session, room, members, history)
+    lines += missed_lines(server, session, missed, more)
+    if lines:
+        server.reply_lines(session, lines)
 
 
-def rooms_state(store, room_ids, count):
-    """On the storage thread: each room's members and last ``count`` messages."""
-    return {room_id: (store.room_members(room_id), store.room_history(count, None, None, room_id) if count else [])
-            for room_id in room_ids}
+def login_state(store, room_ids, count, without_history, missed_by):
+    """On the storage thread: each room's members and last ``count``
+    messages (none for the rooms in ``without_history``), and the private
+    messages ``missed_by`` that account (an id, or None) while it was away."""
+    rooms = {room_id: (store.room_members(room_id),
+                       store.room_history(count, None, None, room_id) if count and room_id not in without_history
+                       else [])
+             for room_id in room_ids}
+    return rooms, store.missed_private(missed_by, count) if missed_by is not None else ([], False)
+
+
+def missed_lines(server, session, missed, more):
+    """The private messages that came while the account was away: a NOTICE
+    that says how many, then each conversation's, as history is replayed
+    (a chathistory batch with batch, the time in front without server-time)."""
+    if not missed:
+        return []
+    if more:
+        text = ("More than %d private messages came while you were away: the last %d follow, the others are "
+                "in each conversation's history (CHATHISTORY)." % (len(missed), len(missed)))
+    else:
+        text = "%d private message%s came while you were away:" % (len(missed), "" if len(missed) == 1 else "s")
+    lines = [notice(server, session, text)]
+    by_peer = {}
+    for message in missed:
+        by_peer.setdefault(message.sender, []).append(message)
+    for peer, messages in by_peer.items():
+        lines += session.protocol.history_lines(messages, peer, batch="batch" in session.caps)
+    return lines
 
 
 def join_lines(server, session, room, members, history, echo=True):
@@ -535,7 +611,8 @@ def join_lines(server, session, room, members, history, echo=True):
     if info.topic:
         lines += irc.topic_lines(options.server_name, session.nick, name, info.topic_set_by or "",
                                  info.topic_set_at or "", info.topic)
-    lines += irc.names_lines(options.server_name, session.nick, name, members)
+    lines += irc.names_lines(options.server_name, session.nick, name, members,
+                             userhosts="userhost-in-names" in session.caps)
     if history:
         lines += session.protocol.history_lines(history, name, batch="batch" in session.caps)
     return lines
@@ -549,7 +626,9 @@ def cmd_authenticate(server, session, params):
     if not params:
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "AUTHENTICATE",
                                                 "Not enough parameters")])
-    if session.account is not None or session.pending_login is not None:
+    if session.pending_login is not None:
+        # Logged in before registration ended; after it, a client may log
+        # in again (to another account, or from being a guest) at any time.
         return answer(server, session, [numeric(server, session, irc.ERR_SASLALREADY,
                                                 "You have already authenticated")])
     if session.sasl is None:
@@ -686,7 +765,7 @@ def nickserv(server, session, text):
     if in_clear:
         return answer(server, session, [notice(server, session, in_clear, source)])
     if command.verb == "IDENTIFY":
-        if session.account is not None:
+        if session.account is not None and not session.guest:
             return answer(server, session, [notice(server, session, "You are already logged in", source)])
         if not command.password:
             return answer(server, session, [notice(server, session, "usage: IDENTIFY [name] <password>", source)])
@@ -727,18 +806,48 @@ def cmd_join(server, session, params):
     return join_each(server, session, [name for name in params[0].split(",") if name])
 
 
+class AnswerInParts:
+    """The answer of a command that waits and answers as it goes (a JOIN
+    or PART of several channels): line by line, or, when the client labeled
+    the command, kept and sent at its end as one labeled response, since a
+    labeled command's whole answer is one batch; the room's own event then
+    skips the session (``unheard``): its JOIN or PART is in the batch."""
+
+    __slots__ = ("server", "session", "label", "lines")
+
+    def __init__(self, server, session):
+        self.server = server
+        self.session = session
+        self.label, session.label = session.label, None
+        self.lines = []
+
+    def say(self, lines):
+        if self.label:
+            self.lines += lines
+        else:
+            self.server.reply_lines(self.session, lines)
+
+    def unheard(self):
+        """The session the room event leaves out, or None."""
+        return self.session if self.label else None
+
+    def end(self):
+        if self.label:
+            self.server.reply_lines(self.session, irc.labeled(self.label, self.lines, self.server.irc.server_name))
+
+
 def join_each(server, session, names):
     limits = server.limits
+    reply = AnswerInParts(server, session)
     for name in names:
         if irc.check_channel(name):
-            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            reply.say([numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel")])
             continue
         room = server.rooms.get(room_key(name))
         if room is not None and room in session.rooms:
             continue  # already there: nothing to say
         if len(session.rooms) >= limits.rooms_per_account or (room is None and len(server.rooms) >= limits.rooms_max):
-            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
-                                          "You have joined too many channels"))
+            reply.say([numeric(server, session, irc.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")])
             continue
         account = session.account
         try:
@@ -746,22 +855,22 @@ def join_each(server, session, names):
                 join_with_history, server.store, account.id, name, server.timestamp(), limits.rooms_max,
                 limits.rooms_per_account, limits.history)
         except StorageUnavailable:
-            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            reply.say([notice(server, session, "storage unavailable, try again")])
             continue
         if full:
-            server.reply(session, numeric(server, session, irc.ERR_TOOMANYCHANNELS, name,
-                                          "You have joined too many channels"))
+            reply.say([numeric(server, session, irc.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")])
             continue
         if session.state is not ONLINE:
             return
         if not any(name_key(member) == name_key(account.name) for member in members):
-            server.reply(session, numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel"))
+            reply.say([numeric(server, session, irc.ERR_NOSUCHCHANNEL, name, "No such channel")])
             continue
         room = server.make_room(info)
         sent = []
         if joined or room not in session.rooms:
-            sent = server.joined(room, account, announce=joined)
-        server.reply_lines(session, join_lines(server, session, room, members, history, echo=session not in sent))
+            sent = server.joined(room, account, announce=joined, but=reply.unheard())
+        reply.say(join_lines(server, session, room, members, history, echo=session not in sent))
+    reply.end()
 
 
 def join_with_history(store, account_id, name, at, rooms_max, rooms_per_account, count):
@@ -779,24 +888,26 @@ def cmd_part(server, session, params):
 
 
 def part_each(server, session, names, reason):
+    reply = AnswerInParts(server, session)
     for name in names:
         room = server.member_room(session, name)
         if room is None:
             code = irc.ERR_NOTONCHANNEL if room_key(name) in server.rooms else irc.ERR_NOSUCHCHANNEL
-            server.reply(session, numeric(server, session, code, name, "You're not on that channel"
-                                          if code == irc.ERR_NOTONCHANNEL else "No such channel"))
+            reply.say([numeric(server, session, code, name, "You're not on that channel"
+                               if code == irc.ERR_NOTONCHANNEL else "No such channel")])
             continue
         account = session.account
         try:
             left = yield storage(server.store.leave_room, account.id, room.info.id)
         except StorageUnavailable:
-            server.reply(session, notice(server, session, "storage unavailable, try again"))
+            reply.say([notice(server, session, "storage unavailable, try again")])
             continue
         if not left and room not in session.rooms:
             continue
-        sent = server.parted(room, account, reason)
+        sent = server.parted(room, account, reason, but=reply.unheard())
         if session not in sent:
-            server.reply(session, session.protocol.format_parted(room.info.name, account.name, reason))
+            reply.say([session.protocol.format_parted(room.info.name, account.name, reason)])
+    reply.end()
 
 
 def cmd_topic(server, session, params):
@@ -847,7 +958,8 @@ def names(server, session, name):
     except StorageUnavailable:
         server.reply(session, notice(server, session, "storage unavailable, try again"))
         return
-    answer(server, session, irc.names_lines(server.irc.server_name, session.nick, room.info.name, members))
+    answer(server, session, irc.names_lines(server.irc.server_name, session.nick, room.info.name, members,
+                                            userhosts="userhost-in-names" in session.caps))
 
 
 def cmd_list(server, session, params):
@@ -926,9 +1038,12 @@ def is_guest(server, nick):
 
 
 def realname(server, nick):
-    """The real name IRC shows (WHO, WHOIS): the account's name, or for a
-    guest, which has no account, the word that says so."""
-    return irc.GUEST_REALNAME if is_guest(server, nick) else nick
+    """The real name WHO and WHOIS show: the one an IRC session of the
+    account gave in USER, else the account's name (a v1 client, or an
+    account online on another server of the cluster, gives none)."""
+    found = sessions_of(server, nick)
+    given = next((s.realname for s in found if s.__class__ is IrcSession and s.realname), "")
+    return given or (found[0].account.name if found else nick)
 
 
 def whox_line(server, session, fields, channel, nick, flag):
@@ -970,7 +1085,10 @@ def cmd_whois(server, session, params):
     away = next((s.away for s in found if s.__class__ is IrcSession and s.away), "")
     if away:
         lines.append(numeric(server, session, irc.RPL_AWAY, account, away))
-    if not is_guest(server, account):
+    if is_guest(server, account):
+        lines.append(numeric(server, session, irc.RPL_WHOISSPECIAL, account,
+                             "is a guest: logged in to no account"))
+    else:
         lines.append(numeric(server, session, irc.RPL_WHOISACCOUNT, account, account, "is logged in as"))
     lines.append(numeric(server, session, irc.RPL_ENDOFWHOIS, account, "End of /WHOIS list."))
     answer(server, session, lines)
@@ -1017,12 +1135,15 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
             code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
             return refuse([numeric(server, session, code, target, "Cannot send to channel"
                                                     if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
-        server.accept_message(session, None, stored, room)
+        session.labels.append(session.label)
+        server.accept_message(session, None, stored, room, notice=command == "NOTICE")
         return None
     if irc.check_nick(target):
         return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
                                                 "No such nick/channel")])
-    server.accept_message(session, target, stored)
+    # The answer comes once it is stored (Server._deliver), with this label.
+    session.labels.append(session.label)
+    server.accept_message(session, target, stored, notice=command == "NOTICE")
     return None
 
 

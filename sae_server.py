@@ -69,7 +69,7 @@ import sae_cluster
 import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
-from sae_db import DEFAULT_ROOM, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
+from sae_db import DEFAULT_ROOM, Message, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
 from sae_protocol import room_key
 
 log = logging.getLogger("sae-server")
@@ -504,7 +504,7 @@ class IrcSession(Session):
     Its commands are sae_ircd's; the Server only routes to them."""
 
     __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
-                 "registered", "away", "echo", "pending_login", "label", "guest")
+                 "registered", "away", "echo", "pending_login", "label", "guest", "realname", "labels")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
         Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
@@ -523,9 +523,20 @@ class IrcSession(Session):
         self.pending_login = None  # (account, rooms) logged in before registration ended
         self.label = None  # labeled-response: the label of the command being answered
         self.guest = False  # chatting under a guest account (--irc-guests) until it registers
+        self.realname = ""  # USER's, shown by WHOIS and WHO ("": the account's name instead)
+        self.labels = collections.deque()  # the label (or None) of each message in flight, in order
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
+
+
+class Notice(Message):
+    """A stored message that an IRC client sent as a NOTICE: the IRC
+    sessions that get it live get a NOTICE (IrcFormatter.format_notice),
+    v1 sessions a message as any other. The store knows nothing of it, so
+    history (and another server of a cluster) gives it as any message."""
+
+    __slots__ = ()
 
 
 class AdminConnection(Connection):
@@ -2171,6 +2182,9 @@ class Server:
             name = session.account.name
             if not self.online_elsewhere(key):
                 self.everyone.send(lambda protocol: protocol.format_leave(name, reason))
+                # Its private messages from now on are the ones it misses
+                # (an IRC login replays them: Store.missed_private).
+                self.store_call(lambda result, error: None, self.store.went_offline, session.account.id)
             self.relay("off", n=name, r=reason)
 
     def sweep(self):
@@ -2287,6 +2301,12 @@ class Server:
                 room.add(session)
         log.info("%s logged in as %s", session.address, account.name)
 
+    def log_out(self, session, reason):
+        """The session leaves its account, to log in to another at once
+        (IRC: SASL or IDENTIFY after registration): it is offline as that
+        one, as if it had closed, and stays connected."""
+        self._leave(session, reason)
+
     def opt_in(self, session):
         """The session speaks protocol v1.1 from now on: it gets the
         messages of its account's other rooms too."""
@@ -2299,17 +2319,18 @@ class Server:
         room = self.rooms.get(room_key(name))
         return room if room in session.rooms else None
 
-    def room_event(self, room, render):
+    def room_event(self, room, render, but=None):
         """A v1.1 line about the room (JOINED, PARTED, TOPIC, DELETED) to
-        every opted-in session of its members; the sessions it went to."""
-        sessions = [session for session in room.sessions() if session.rooms_on]
+        every opted-in session of its members (``but`` one, which gets it
+        in its own answer); the sessions it went to."""
+        sessions = [session for session in room.sessions() if session.rooms_on and session is not but]
         self.send_each(sessions, render)
         return sessions
 
-    def joined(self, room, account, announce=True, relay=True):
+    def joined(self, room, account, announce=True, relay=True, but=None):
         """The account's JOIN of the room is stored: every session of it
         is in the room, and (``announce``) the members hear of it, its own
-        sessions too; the sessions that heard."""
+        sessions too (but ``but``); the sessions that heard."""
         if relay:
             self.relay("joined", room=list(room.info), n=account.name, j=announce)
         key = name_key(account.name)
@@ -2322,14 +2343,15 @@ class Server:
                     room.add(session)
         if not announce:
             return []
-        return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name))
+        return self.room_event(room, lambda protocol: protocol.format_joined(room.info.name, account.name), but)
 
-    def parted(self, room, account, reason, relay=True):
+    def parted(self, room, account, reason, relay=True, but=None):
         """The account's PART of the room is stored: the members hear of it
-        (its own sessions too), then its sessions are out of the room."""
+        (its own sessions too, but ``but``), then its sessions are out of the room."""
         if relay:
             self.relay("parted", room=list(room.info), n=account.name, r=reason)
-        sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason))
+        sent = self.room_event(room, lambda protocol: protocol.format_parted(room.info.name, account.name, reason),
+                               but)
         key = name_key(account.name)
         rooms = self.account_rooms.get(key)
         if rooms is not None and room in rooms:
@@ -2432,9 +2454,10 @@ class Server:
                 return refusal(proto.not_in_room(args[0]))
         return None
 
-    def accept_message(self, session, recipient, text, room=None):
+    def accept_message(self, session, recipient, text, room=None, notice=False):
         """Take a SAY, RSAY (in ``room``, by default the default room) or
-        TELL (to ``recipient``): it is delivered once stored (_deliver)."""
+        TELL (to ``recipient``), or an IRC PRIVMSG or NOTICE (``notice``):
+        it is delivered once stored (_deliver)."""
         account = session.account
         session.inflight += 1
         session.inflight_messages += 1
@@ -2444,7 +2467,7 @@ class Server:
         else:
             room_id = None
         self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
-                                                room_id), room))
+                                                room_id, notice), room))
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
@@ -2483,12 +2506,13 @@ class Server:
         self.counters.stored += len(batch) if error is None else 0
         said = []  # (sender's session, Message): room messages not yet sent, in id order
         said_in = None  # their Room
-        quiet = []  # IRC senders among them without echo-message
+        quiet = []  # IRC senders among them without echo-message, or with a labeled one
+        labels = {}  # message id: the label of the IRC command that sent it (labeled-response)
 
         def send_said():
             rendered = self._render_said(said_in, said)
             if quiet:
-                self._queue_without_echo(said_in, said, rendered, quiet)
+                self._queue_without_echo(said_in, said, rendered, quiet, labels)
                 quiet.clear()
             else:
                 said_in.queue(rendered)
@@ -2497,13 +2521,19 @@ class Server:
         for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
+            if message.notice and result is not None:
+                result = Notice(*result)
+            label = session.labels.popleft() if session.__class__ is IrcSession and session.labels else None
             try:
                 if result is not None and room is not None:
                     if said and room is not said_in:
                         send_said()
                     said_in = room
                     said.append((session, result))
-                    if session.__class__ is IrcSession and not session.echo and session not in quiet:
+                    if label is not None:
+                        labels[result.id] = label
+                    if (session.__class__ is IrcSession and (not session.echo or label is not None)
+                            and session not in quiet):
                         quiet.append(session)
                     if not room.has(session) and session.state is ONLINE:
                         # Checked again now that it is stored: the account
@@ -2515,12 +2545,13 @@ class Server:
                         # was done), so the sender gets its echo as the
                         # answer to its request, and no one else outside
                         # the room hears of it.
-                        self.reply(session, self._render_one(room, session.protocol, result))
+                        echo = self._render_one(room, session.protocol, result)
+                        self.reply(session, echo if label is None else sae_ircd.own_message(self, label, echo))
                     continue
                 if said:
                     send_said()
                 if session.__class__ is IrcSession and (error is not None or result is None):
-                    self.reply(session, sae_ircd.message_not_sent(self, session, message, room, error))
+                    self.reply(session, sae_ircd.message_not_sent(self, session, message, room, error, label))
                 elif error is not None:
                     self.reply(session, proto.format_err(proto.UNAVAILABLE, "storage unavailable, message not sent"))
                 elif result is None and room is not None:
@@ -2533,9 +2564,18 @@ class Server:
                     targets.update(self.online.get(name_key(result.sender), ()))
                     if session.state is not CLOSING:
                         targets.add(session)
-                    if session.__class__ is IrcSession and not session.echo:
+                    # Without echo-message the sender does not get its own
+                    # message back, unless it wrote to itself: then it is
+                    # the recipient too (once, echo or not).
+                    echo = session.__class__ is not IrcSession or session.echo or \
+                        name_key(result.recipient) == name_key(result.sender)
+                    if not echo or label is not None:
                         targets.discard(session)
                     self._send_private(result, targets)
+                    if label is not None and session.state is ONLINE:
+                        # Its answer: the echo, or ACK, with the label.
+                        self.reply(session, sae_ircd.own_message(
+                            self, label, self._render_private(result, session.protocol) if echo else None))
             except Exception:
                 # The batch is stored: the others' messages still go out,
                 # after those before this one, and this session is closed.
@@ -2557,9 +2597,14 @@ class Server:
 
     def _send_private(self, message, targets):
         self.send_each([target for target in targets if target.state is ONLINE],
-                       lambda protocol: protocol.format_priv(
-                           message.id, message.created_at, message.sender, message.recipient,
-                           message.body if protocol is not proto else v1_text(message.body)))
+                       lambda protocol: self._render_private(message, protocol))
+
+    def _render_private(self, message, protocol):
+        if protocol is proto:
+            return proto.format_priv(message.id, message.created_at, message.sender, message.recipient,
+                                     v1_text(message.body))
+        format_priv = protocol.format_notice if message.__class__ is Notice else protocol.format_priv
+        return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
 
     # -- the cluster (sae_cluster) --
 
@@ -2804,22 +2849,39 @@ class Server:
 
     def _render_one(self, room, protocol, message):
         body = message.body if protocol is not proto else v1_text(message.body)
+        if message.__class__ is Notice and protocol is not proto:
+            return protocol.format_notice(message.id, message.created_at, message.sender, room.info.name, body)
         if room is self.room:
             return protocol.format_msg(message.id, message.created_at, message.sender, body)
         return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
 
-    def _queue_without_echo(self, room, said, rendered, quiet):
-        """A run of a room's messages, some by IRC sessions that did not ask
-        for echo-message: those get the run without their own messages
-        (rendered for them alone), everyone else the shared bytes."""
-        for session in quiet:
+    def _queue_without_echo(self, room, said, rendered, quiet, labels):
+        """A run of a room's messages, some by IRC sessions that get it
+        rendered for them alone: without echo-message, without their own
+        messages; for a labeled one (``labels``, by message id), with its
+        echo labeled, or an ACK without echo-message. Everyone else gets
+        the shared bytes. (A sender no longer in the room had its answer.)"""
+        inside = [session for session in quiet if room.has(session)]
+        for session in inside:
             room.discard(session)
         room.queue(rendered)
-        for session in quiet:
+        for session in inside:
             room.add(session)
-            others = [message for sender, message in said if sender is not session]
-            if others and session.state is ONLINE:
-                self.reply(session, b"".join(self._render_one(room, session.protocol, m) for m in others))
+            if session.state is not ONLINE:
+                continue
+            pieces = []
+            for sender, message in said:
+                if sender is not session:
+                    pieces.append(self._render_one(room, session.protocol, message))
+                    continue
+                label = labels.get(message.id)
+                echo = self._render_one(room, session.protocol, message) if session.echo else None
+                if label is not None:
+                    pieces.append(sae_ircd.own_message(self, label, echo))
+                elif echo is not None:
+                    pieces.append(echo)
+            if pieces:
+                self.reply(session, b"".join(pieces))
 
     def _render_said(self, room, said):
         """A run of one room's messages as each protocol among its members
@@ -2842,6 +2904,10 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():  # IRC formatting codes, or a tab
                                     body = v1_text(body)
+                                if message.__class__ is Notice and not v1:
+                                    pieces.append(protocol.format_notice(message.id, message.created_at,
+                                                                         message.sender, name, body))
+                                    continue
                                 pieces.append(format_msg(message.id, message.created_at, message.sender, body))
                         else:
                             format_rmsg = protocol.format_rmsg
@@ -2851,6 +2917,10 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():
                                     body = v1_text(body)
+                                if message.__class__ is Notice and not v1:
+                                    pieces.append(protocol.format_notice(message.id, message.created_at,
+                                                                         message.sender, name, body))
+                                    continue
                                 pieces.append(format_rmsg(message.id, message.created_at, name, message.sender, body))
                         rendered[protocol] = b"".join(pieces)
                 return rendered
@@ -2962,6 +3032,9 @@ def claim_guest_account(store, name, password_hash, online):
         return None
     if not store.replace_password(name, GUEST_HASH, password_hash):
         return None
+    # Whoever registers it is not the guests who chatted under it before:
+    # their private messages are not its to read.
+    store.start_private_history(account.id)
     return account._replace(password_hash=password_hash)
 
 

@@ -53,6 +53,8 @@ class NewMessage(NamedTuple):
     body: str
     created_at: str
     room_id: Optional[int] = None
+    # Sent as an IRC NOTICE: delivered live as one, stored as any message.
+    notice: bool = False
 
 
 class Message(NamedTuple):
@@ -249,13 +251,34 @@ class Store:
     def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
                              after: Optional[int] = None) -> List[Message]:
         """The private messages between two accounts, both ways, oldest
-        first, chosen as room_history chooses them."""
+        first, chosen as room_history chooses them, as ``account_id`` may
+        read them: none from before its start_private_history."""
         raise NotImplementedError
 
     def missed(self, account_id: int, after: int, count: int) -> List[Message]:
         """What the account may have missed since the id ``after``: the
         messages in the rooms it is in now and the private messages from or
-        to it, oldest first, the first ``count`` of them."""
+        to it (none from before its start_private_history), oldest first,
+        the first ``count`` of them."""
+        raise NotImplementedError
+
+    def start_private_history(self, account_id: int) -> None:
+        """The account has a new holder (an IRC guest's nick, taken by the
+        next guest or registered by someone else): its private messages so
+        far are not theirs to read, nor to be replayed to them."""
+        raise NotImplementedError
+
+    def went_offline(self, account_id: int) -> None:
+        """The account has no session left: the private messages stored
+        from now on are the ones it misses (missed_private)."""
+        raise NotImplementedError
+
+    def missed_private(self, account_id: int, count: int) -> Tuple[List[Message], bool]:
+        """The private messages to the account stored since it last went
+        offline, the last ``count`` of them oldest first, and whether there
+        were more; from then on it counts as online (a second read finds
+        nothing new until it goes offline again), so that a server that
+        stops without saying who went offline replays nothing twice."""
         raise NotImplementedError
 
     # -- bans, the connection --

@@ -54,6 +54,10 @@ INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
 INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row INSERT_MESSAGE
 SET_BAN = sql.for_mysql(sql.SET_BAN)
 REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
+MARK_OFFLINE = sql.for_mysql(sql.MARK_OFFLINE)
+START_PRIVATE_HISTORY = sql.for_mysql(sql.START_PRIVATE_HISTORY)
+PRIVATE_FROM = sql.for_mysql(sql.PRIVATE_FROM)
+OFFLINE_AFTER = sql.for_mysql(sql.OFFLINE_AFTER)
 LAST_ID_UNTIL = sql.for_mysql(sql.LAST_ID_UNTIL)
 FIRST_ID_FROM = sql.for_mysql(sql.FIRST_ID_FROM)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
@@ -557,15 +561,44 @@ class MySQLStore(Store):
 
     def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
                              after: Optional[int] = None) -> List[Message]:
-        query = sql.conversation_query(account_id, peer_id, count, before, after)
-        return self._run(self._history, query)
+        def select(cursor):
+            since = self._private_from(cursor, account_id)
+            return self._history(cursor, sql.conversation_query(account_id, peer_id, count, before, after, since))
+        return self._run(select)
 
     def missed(self, account_id: int, after: int, count: int) -> List[Message]:
         def select(cursor):
             cursor.execute(ROOM_IDS_OF, (account_id,))
             room_ids = [room_id for (room_id,) in cursor.fetchall()]
-            return self._history(cursor, sql.missed_query(account_id, room_ids, after, count))
+            since = self._private_from(cursor, account_id)
+            return self._history(cursor, sql.missed_query(account_id, room_ids, after, count, since))
         return self._run(select)
+
+    @staticmethod
+    def _private_from(cursor, account_id):
+        cursor.execute(PRIVATE_FROM, (account_id,))
+        row = cursor.fetchone()
+        return row[0] if row else None
+
+    def start_private_history(self, account_id: int) -> None:
+        def update(cursor):
+            cursor.execute(START_PRIVATE_HISTORY, (account_id,))
+        self._run(update)
+
+    def went_offline(self, account_id: int) -> None:
+        def update(cursor):
+            cursor.execute(MARK_OFFLINE, (account_id,))
+        self._run(update)
+
+    def missed_private(self, account_id: int, count: int) -> Tuple[List[Message], bool]:
+        def read_and_mark(cursor):
+            cursor.execute(OFFLINE_AFTER, (account_id,))
+            (offline_after,), = cursor.fetchall() or [(None,)]
+            latest = self._history(cursor, sql.to_account_query(account_id, count + 1)) \
+                if offline_after is not None else []
+            cursor.execute(MARK_OFFLINE, (account_id,))
+            return sql.missed_since_offline(account_id, offline_after, latest, count)
+        return self._run(read_and_mark)
 
     def _history(self, cursor, query):
         statement, parameters, newest_first = query

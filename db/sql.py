@@ -32,6 +32,15 @@ LAST_ID_UNTIL = "SELECT MAX(id) FROM messages WHERE created_at <= ?"
 FIRST_ID_FROM = "SELECT MIN(id) FROM messages WHERE created_at >= ?"
 LAST_MESSAGE_ID = "SELECT COALESCE(MAX(id), 0) FROM messages"
 REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
+# Where "while away" and an account's private history start (migration
+# 0004). MAX(id) is the end of the primary key: one seek.
+LAST_ID = "(" + LAST_MESSAGE_ID + ")"
+MARK_OFFLINE = "UPDATE users SET offline_after_id = " + LAST_ID + " WHERE id = ?"
+OFFLINE_AFTER = "SELECT offline_after_id FROM users WHERE id = ?"
+# A new holder of the account has missed nothing of the old one's either.
+START_PRIVATE_HISTORY = "UPDATE users SET private_from_id = " + LAST_ID + ", offline_after_id = " + LAST_ID + \
+    " WHERE id = ?"
+PRIVATE_FROM = "SELECT private_from_id FROM users WHERE id = ?"
 NAMES_WITH_HASH = "SELECT name FROM users WHERE password_hash = ? ORDER BY name_key"
 BANNED_ACCOUNTS = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE ban_reason IS NOT NULL ORDER BY name_key"
 
@@ -94,7 +103,17 @@ TO_ACCOUNT = "recipient_id = ?"                           # messages_by_recipien
 # (A message to oneself is left to TO_ACCOUNT, or it would come twice.)
 FROM_ACCOUNT = "sender_id = ? AND recipient_id IS NOT NULL AND recipient_id <> ?"  # messages_by_conversation
 
+# What an account's own private history is limited to (private_from_id),
+# added to the private branches above when it is set: the last column of
+# their index, so still one range.
+SINCE = " AND id > ?"
+
 Branch = Tuple[str, tuple]  # (one of the conditions above, its parameters)
+
+
+def _since(branch: Branch, since: Optional[int]) -> Branch:
+    condition, parameters = branch
+    return branch if since is None else (condition + SINCE, parameters + (since,))
 
 
 def history_query(branches: Sequence[Branch], count: int, before: Optional[int] = None,
@@ -129,21 +148,41 @@ def room_history_query(room_id: int, count: int, before: Optional[int] = None,
 
 
 def conversation_query(account_id: int, peer_id: int, count: int, before: Optional[int] = None,
-                       after: Optional[int] = None) -> Tuple[str, list, bool]:
+                       after: Optional[int] = None, since: Optional[int] = None) -> Tuple[str, list, bool]:
+    """The conversation as ``account_id`` may read it: from ``since`` (its
+    private_from_id) on, when that is set."""
     # One branch per direction; talking to oneself is one direction only
     # (twice would show each message twice).
     branches = [(FROM_TO, (account_id, peer_id))]
     if peer_id != account_id:
         branches.append((FROM_TO, (peer_id, account_id)))
-    return history_query(branches, count, before, after)
+    return history_query([_since(branch, since) for branch in branches], count, before, after)
 
 
-def missed_query(account_id: int, room_ids: Sequence[int], after: int, count: int) -> Tuple[str, list, bool]:
+def to_account_query(account_id: int, count: int) -> Tuple[str, list, bool]:
+    """The last ``count`` private messages to the account."""
+    return history_query([(TO_ACCOUNT, (account_id,))], count)
+
+
+def missed_since_offline(account_id: int, offline_after: Optional[int], messages: Sequence, count: int):
+    """Of ``messages`` (the last count + 1 to the account, oldest first),
+    those that came while it was away (none if it never went offline), the
+    last ``count``; and whether there were more."""
+    if offline_after is None:
+        return [], False
+    missed = [message for message in messages if message.id > offline_after]
+    more = len(missed) > count
+    return missed[-count:] if count else [], more
+
+
+def missed_query(account_id: int, room_ids: Sequence[int], after: int, count: int,
+                 since: Optional[int] = None) -> Tuple[str, list, bool]:
     """The messages after ``after`` in the rooms ``room_ids`` (the account's,
-    read just before in the same transaction) and to or from the account."""
+    read just before in the same transaction) and to or from the account
+    (from ``since`` on, when set: see conversation_query)."""
     branches = [(IN_ROOM, (room_id,)) for room_id in sorted(room_ids)]
-    branches.append((TO_ACCOUNT, (account_id,)))
-    branches.append((FROM_ACCOUNT, (account_id, account_id)))
+    branches.append(_since((TO_ACCOUNT, (account_id,)), since))
+    branches.append(_since((FROM_ACCOUNT, (account_id, account_id)), since))
     return history_query(branches, count, after=after)
 
 

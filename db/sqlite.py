@@ -276,15 +276,36 @@ class SQLiteStore(Store):
 
     def conversation_history(self, account_id: int, peer_id: int, count: int, before: Optional[int] = None,
                              after: Optional[int] = None) -> List[Message]:
-        query = sql.conversation_query(account_id, peer_id, count, before, after)
-        return self._run(self._history, query)
+        def select():
+            since = self._private_from(account_id)
+            return self._history(sql.conversation_query(account_id, peer_id, count, before, after, since))
+        return self._in_transaction(select)
 
     def missed(self, account_id: int, after: int, count: int) -> List[Message]:
         def select():
             room_ids = [room_id for (room_id,) in self.db.execute(sql.ROOM_IDS_OF, (account_id,))]
-            return self._history(sql.missed_query(account_id, room_ids, after, count))
+            since = self._private_from(account_id)
+            return self._history(sql.missed_query(account_id, room_ids, after, count, since))
         # One transaction: the rooms and their messages as of one moment.
         return self._in_transaction(select)
+
+    def _private_from(self, account_id):
+        row = self.db.execute(sql.PRIVATE_FROM, (account_id,)).fetchone()
+        return row[0] if row else None
+
+    def start_private_history(self, account_id: int) -> None:
+        self._run(self.db.execute, sql.START_PRIVATE_HISTORY, (account_id,))
+
+    def went_offline(self, account_id: int) -> None:
+        self._run(self.db.execute, sql.MARK_OFFLINE, (account_id,))
+
+    def missed_private(self, account_id: int, count: int) -> Tuple[List[Message], bool]:
+        def read_and_mark():
+            (offline_after,), = self.db.execute(sql.OFFLINE_AFTER, (account_id,)).fetchall() or [(None,)]
+            latest = self._history(sql.to_account_query(account_id, count + 1)) if offline_after is not None else []
+            self.db.execute(sql.MARK_OFFLINE, (account_id,))
+            return sql.missed_since_offline(account_id, offline_after, latest, count)
+        return self._in_transaction(read_and_mark)
 
     def _history(self, query):
         statement, parameters, newest_first = query

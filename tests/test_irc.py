@@ -467,6 +467,15 @@ def test_ctcp_action_is_v1s_me_and_other_ctcp_is_not_a_message():
     assert irc.parse_ctcp("plain") is None
 
 
+def test_a_real_name_loses_codes_and_controls_and_is_cut_between_characters():
+    assert irc.clean_realname("  Alice  Liddell ") == "Alice  Liddell"
+    assert irc.clean_realname("\x02bold\x02 \x0304,01red\x03\x1b[31m\tx") == "bold red[31m x"
+    assert irc.clean_realname("\x02\x03") == ""
+    cut = irc.clean_realname("\u00e9" * 100)
+    assert cut == "\u00e9" * (irc.REALNAME_MAX_BYTES // 2)
+    assert len(irc.clean_realname("word " * 30).encode()) <= irc.REALNAME_MAX_BYTES
+
+
 def test_v1_text_for_irc():
     assert irc.v1_text_for_irc("/me waves") == "\x01ACTION waves\x01"
     assert irc.v1_text_for_irc("/me ") == "/me "
@@ -544,7 +553,9 @@ def test_sasl_failures_map_to_their_numerics():
     assert run("PLAIN", "*").code == irc.ERR_SASLABORTED
     assert run("*").code == irc.ERR_SASLABORTED
     assert run("PLAIN", "x" * 401).code == irc.ERR_SASLTOOLONG
-    assert run("PLAIN", *["A" * 400] * 4, "AAAA").code == irc.ERR_SASLTOOLONG
+    # One chunk too long is 905; chunks that go on past any login of ours, 904.
+    assert run("PLAIN", *["A" * 400] * 4, "AAAA") == irc.SaslFailure(
+        irc.ERR_SASLFAIL, "SASL authentication failed: payload too long")
     assert run("PLAIN", "not base64!").code == irc.ERR_SASLFAIL
     assert run("PLAIN", "+").code == irc.ERR_SASLFAIL
     assert run("PLAIN", base64.b64encode(b"bob\0alice\0secret").decode()).code == irc.ERR_SASLFAIL
@@ -741,6 +752,14 @@ def test_names_are_split_over_353_lines_within_512_bytes():
     assert all(m.command == "353" and m.params[:3] == ["alice", "=", "#general"] for m in parsed[:-1])
     assert [n for m in parsed[:-1] for n in m.params[3].split()] == names
     assert parsed[-1].command == "366" and parsed[-1].params[1] == "#general"
+
+
+def test_names_with_userhost_in_names_are_full_hostmasks():
+    lines = irc.names_lines(SERVER, "alice", "#general", ["bob", "Alice"], userhosts=True)
+    assert lines[0] == b":irc.example.org 353 alice = #general :Alice!Alice@irc.example.org bob!bob@irc.example.org\r\n"
+    names = ["member%02d%s" % (i, "x" * 20) for i in range(40)]
+    lines = irc.names_lines(SERVER, "alice", "#general", names, userhosts=True)
+    assert len(lines) > 3 and all(len(line) <= 512 for line in lines)
 
 
 def test_topic_replies():

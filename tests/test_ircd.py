@@ -119,6 +119,11 @@ def irc_user(server, name, password="password1", caps=()):
     """An account made on v1, logged in over IRC with SASL, its join burst read."""
     maker = server.client()
     maker.register(name, password)
+    return irc_login(server, name, password, caps)
+
+
+def irc_login(server, name, password="password1", caps=()):
+    """A new IRC session of an account, logged in with SASL, its join burst read."""
     client = server.irc()
     client.register_connection(name, caps=caps, sasl=(name, password))
     client.expect(r"366 %s #general " % name)
@@ -160,6 +165,140 @@ def test_wrong_sasl_password_is_904_and_the_account_is_not_logged_in(ircd):
     irc.expect(r"NOTICE carol :.*SASL.*NickServ")
     irc.send("JOIN #general")
     irc.expect(r"NOTICE carol :Log in first")
+
+
+def sasl_plain(client, name, password, expect=r"903 "):
+    """AUTHENTICATE PLAIN at any time (before or after registration)."""
+    client.send("AUTHENTICATE PLAIN")
+    client.expect(r"AUTHENTICATE \+")
+    for chunk in irc_chunks(("%s\0%s\0%s" % (name, name, password)).encode()):
+        client.send("AUTHENTICATE " + chunk)
+    return client.expect(expect)
+
+
+def irc_chunks(payload):
+    encoded = base64.b64encode(payload).decode()
+    chunks = [encoded[i:i + 400] for i in range(0, len(encoded), 400)]
+    return chunks + ["+"] if not chunks or len(chunks[-1]) == 400 else chunks
+
+
+def test_a_guest_logs_in_with_sasl_after_registration_and_becomes_its_account(ircd):
+    """A guest that logs in later (SASL, as IRCv3 allows at any time) is
+    its account from then on: renamed, out of the channels that were the
+    guest's alone, the account's channels joined, the others told that
+    the guest went and the account came."""
+    server = ircd("--irc-guests")
+    alice = v1_user(server, "alice")
+    alice.send("JOIN #alices")
+    alice.expect(r"OK JOIN #alices")
+    alice.send("QUIT")
+    watcher = irc_user(server, "watcher", caps=("away-notify",))
+    watching = v1_user(server, "olly")
+    guest = server.irc()
+    guest.register_connection("visitor", caps=("sasl",))
+    guest.expect(r"366 visitor #general ")
+    guest.send("JOIN #guests")
+    guest.expect(r"366 visitor #guests ")
+    guest.send("PRIVMSG #general :said as a guest")
+    watcher.expect(r"PRIVMSG #general :said as a guest")
+    sasl_plain(guest, "alice", "wrong-password", expect=r"904 visitor ")
+    sasl_plain(guest, "alice", "password1", expect=r"900 visitor visitor!visitor@\S+ alice ")
+    guest.expect(r"903 visitor ")
+    assert guest.next() == ":visitor!visitor@%s NICK alice" % SERVER_NAME
+    # #guests was the guest's; #general is both's: its members anew (the
+    # guest is still one); #alices is new to this client.
+    assert guest.next() == ":alice!alice@%s PART #guests" % SERVER_NAME
+    assert guest.next() == ":alice!alice@%s JOIN #alices" % SERVER_NAME
+    guest.expect(r"366 alice #alices ")
+    assert guest.expect(r"353 alice = #general :(.*)").group(1).split() == ["alice", "olly", "visitor", "watcher"]
+    guest.expect(r"366 alice #general ")
+    watcher.expect(r":visitor!visitor@\S+ AWAY :offline \(logged in as alice\)$", raw=True)
+    watcher.expect(r":alice!alice@\S+ AWAY$", raw=True)
+    watching.expect(r"LEAVE visitor logged in as alice")
+    watching.expect(r"JOIN alice")
+    guest.send("PRIVMSG #alices :now as alice")
+    guest.send("PRIVMSG #general :and here")
+    said = watcher.expect(r".*PRIVMSG #general :and here", raw=True).group(0)
+    assert said.startswith(":alice!alice@")
+    alice = server.client()
+    alice.login("alice")
+    alice.send("HISTORY #alices 1")
+    alice.expect(r"RMSG \d+ \S+ #alices alice now as alice")
+
+
+def test_a_guest_may_identify_to_its_account_with_nickserv(ircd):
+    server = ircd("--irc-guests")
+    server.client().register("alice")
+    guest = server.irc()
+    guest.register_connection("wanderer")
+    guest.expect(r"NOTICE wanderer :You are a guest here\. .* /msg NickServ IDENTIFY <name> <password>$")
+    guest.send("PRIVMSG NickServ :IDENTIFY alice password1")
+    guest.expect(r"NOTICE wanderer :You are now identified as alice")
+    guest.expect(r"900 wanderer \S+ alice ")
+    assert guest.next() == ":wanderer!wanderer@%s NICK alice" % SERVER_NAME
+    guest.send("PRIVMSG NickServ :IDENTIFY alice password1")
+    guest.expect(r"NOTICE alice :You are already logged in")
+
+
+def test_sasl_again_after_login_switches_accounts(ircd):
+    """Logged in, a client may authenticate again: to another account
+    (it becomes that one) or to its own (nothing changes); a wrong
+    password leaves it as it was."""
+    server = ircd()
+    server.client().register("bob")
+    carol = irc_user(server, "carol", caps=("sasl",))
+    sasl_plain(carol, "carol", "password1", expect=r"900 carol carol!\S+ carol ")
+    carol.expect(r"903 carol ")
+    carol.send("PING same-account")
+    assert strip_prefix(carol.next()) == "PONG %s same-account" % SERVER_NAME
+    sasl_plain(carol, "bob", "not-bobs", expect=r"904 carol ")
+    sasl_plain(carol, "bob", "password1", expect=r"900 carol \S+ bob ")
+    carol.expect(r"903 carol ")
+    assert carol.next() == ":carol!carol@%s NICK bob" % SERVER_NAME
+    assert carol.expect(r"353 bob = #general :(.*)").group(1).split() == ["bob", "carol"]
+    carol.send("WHOIS bob")
+    carol.expect(r"330 bob bob bob ")
+
+
+def test_a_client_that_did_not_log_in_may_authenticate_after_registration(ircd):
+    server = ircd()
+    server.client().register("dora")
+    late = server.irc()
+    late.send("CAP REQ :sasl")
+    late.send("NICK dora")
+    late.send("USER d 0 * :d")
+    late.send("CAP END")
+    late.expect(r"NOTICE dora :This server needs an account")
+    sasl_plain(late, "dora", "password1", expect=r"900 dora ")
+    late.expect(r"903 dora ")
+    late.expect(r":dora!dora@\S+ JOIN #general$", raw=True)
+    late.expect(r"366 dora #general ")
+
+
+def test_sasl_payload_of_two_full_chunks_and_a_stream_that_never_ends(ircd):
+    """800 bytes of base64 come as two chunks of 400 and "+"; a client that
+    sends chunk after chunk is refused (904) as soon as it passes what any
+    login can be, not after it has sent them all."""
+    server = ircd()
+    password = "x" * 592  # foo NUL foo NUL password: 600 bytes, 800 in base64
+    server.client().register("foo", password)
+    client = server.irc()
+    client.send("CAP REQ :sasl")
+    client.send("AUTHENTICATE PLAIN")
+    client.expect(r"AUTHENTICATE \+")
+    chunks = irc_chunks(("foo\0foo\0" + password).encode())
+    assert [len(chunk) for chunk in chunks] == [400, 400, 1]
+    for chunk in chunks:
+        client.send("AUTHENTICATE " + chunk)
+    client.expect(r"900 \* \S+ foo ")
+    client.expect(r"903 ")
+    endless = server.irc()
+    endless.send("CAP REQ :sasl")
+    endless.send("AUTHENTICATE PLAIN")
+    endless.expect(r"AUTHENTICATE \+")
+    for _ in range(5):
+        endless.send("AUTHENTICATE " + "eHh4" * 100)
+    assert endless.next() == ":%s 904 * :SASL authentication failed: payload too long" % SERVER_NAME
 
 
 def test_pass_name_colon_password_and_pass_with_nick(ircd):
@@ -258,6 +397,82 @@ def test_v1_and_irc_talk_both_ways_in_a_room_and_in_private(ircd):
     bob.expect(r"401 bob nobody1 ")
 
 
+def test_a_notice_arrives_as_a_notice_on_irc_and_as_a_message_on_v1(ircd):
+    """A NOTICE stays a NOTICE for the IRC clients that get it live (no
+    client may answer one automatically: two bots cannot loop), in a
+    channel and in private, echoed as one; v1 clients and history, which
+    know no notices, have it as any message. Nothing answers a NOTICE that
+    cannot be delivered."""
+    server = ircd()
+    carol = v1_user(server, "carol")
+    bob = irc_user(server, "bob", caps=("message-tags",))
+    bot = irc_user(server, "bot", caps=("echo-message", "batch", "server-time", "message-tags"))
+    quiet = irc_user(server, "quiet")
+    bot.send("NOTICE #general :feed updated")
+    line = bob.expect(r".*NOTICE #general :feed updated", raw=True).group(0)
+    assert line.startswith("@msgid=") and line.endswith(" :bot!bot@%s NOTICE #general :feed updated" % SERVER_NAME)
+    assert quiet.next() == ":bot!bot@%s NOTICE #general :feed updated" % SERVER_NAME
+    assert strip_prefix(bot.next()) == "NOTICE #general :feed updated"
+    carol.expect(r"MSG \d+ \S+ bot feed updated")
+    quiet.send("NOTICE #general :said quietly")  # no echo-message: the others only
+    assert bob.expect(r".*said quietly", raw=True).group(0).endswith("NOTICE #general :said quietly")
+    assert strip_prefix(bot.next()) == "NOTICE #general :said quietly"
+    bot.send("NOTICE bob :just so you know")
+    assert strip_prefix(bob.next()) == "NOTICE bob :just so you know"
+    assert strip_prefix(bot.next()) == "NOTICE bob :just so you know"
+    bot.send("NOTICE carol :to v1")
+    carol.expect(r"PRIV \d+ \S+ bot carol to v1")
+    assert strip_prefix(bot.next()) == "NOTICE carol :to v1"
+    bot.send("NOTICE nobody-here :lost")
+    bot.send("NOTICE #nowhere :lost too")
+    bot.send("PING after-notices")
+    assert strip_prefix(bot.next()) == "PONG %s after-notices" % SERVER_NAME
+    bot.send("CHATHISTORY LATEST #general * 2")
+    lines = bot.lines_until(r".* BATCH -")
+    assert [strip_prefix(line) for line in lines[1:-1]] == ["PRIVMSG #general :feed updated",
+                                                            "PRIVMSG #general :said quietly"]
+
+
+def test_a_labeled_privmsg_is_answered_by_its_labeled_echo_or_an_ack(ircd):
+    """labeled-response: clients that match what they sent by its label
+    (to show it sent, or failed) get the echo with the label, an ACK
+    without echo-message, the error with it when the message cannot be
+    stored; the others get the message as ever."""
+    server = ircd()
+    caps = ("labeled-response", "batch", "message-tags", "server-time")
+    watcher = irc_user(server, "watcher")
+    echoing = irc_user(server, "echoing", caps=caps + ("echo-message",))
+    echoing.send("@label=m1 PRIVMSG #general :hello with a label")
+    line = echoing.next()
+    assert tags_of(line)["label"] == "m1" and tags_of(line)["msgid"].isdigit()
+    assert strip_prefix(line) == "PRIVMSG #general :hello with a label"
+    assert watcher.next() == ":echoing!echoing@%s PRIVMSG #general :hello with a label" % SERVER_NAME
+    echoing.send("@label=m2 PRIVMSG watcher :a private one")
+    line = echoing.next()
+    assert tags_of(line)["label"] == "m2" and strip_prefix(line) == "PRIVMSG watcher :a private one"
+    assert strip_prefix(watcher.next()) == "PRIVMSG watcher :a private one"
+    echoing.send("@label=m3 PRIVMSG #general :" + "long " * 96)  # longer than one line once sourced
+    ref = echoing.expect(r"@label=m3 :\S+ BATCH \+(\S+) labeled-response$", raw=True).group(1)
+    inside = echoing.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert len(inside) == 2 and all(tags_of(line)["batch"] == ref for line in inside)
+    watcher.expect(r"PRIVMSG #general :long")
+    watcher.expect(r"PRIVMSG #general :long")
+    quiet = irc_user(server, "quiet", caps=caps)
+    quiet.expect(r"BATCH -")  # the channel's history, replayed at login
+    quiet.send("@label=q1 PRIVMSG #general :without echo")
+    assert quiet.next() == "@label=q1 :%s ACK" % SERVER_NAME
+    assert strip_prefix(watcher.next()) == "PRIVMSG #general :without echo"
+    assert strip_prefix(echoing.next()) == "PRIVMSG #general :without echo"
+    quiet.send("@label=q2 PRIVMSG no-such-account :anyone?")
+    assert quiet.next() == "@label=q2 :%s 401 quiet no-such-account :No such nick/channel" % SERVER_NAME
+    quiet.send("@label=q3 NOTICE no-such-account :anyone?")
+    assert quiet.next() == "@label=q3 :%s ACK" % SERVER_NAME
+    # Unlabeled, as before: no echo without echo-message.
+    quiet.send("PRIVMSG #general :plain")
+    quiet.send("PING after-plain")
+    assert strip_prefix(quiet.next()) == "PONG %s after-plain" % SERVER_NAME
+
+
 def test_a_long_v1_message_is_split_not_cut(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
@@ -268,6 +483,89 @@ def test_a_long_v1_message_is_split_not_cut(ircd):
     while " ".join(got).count("word") < 400:
         got.append(bob.expect(r"PRIVMSG #general :(.*)").group(1).strip())
     assert " ".join(got).split() == text.split()
+
+
+def quit_and_wait(server, client, name):
+    client.send("QUIT")
+    client.expect_closed()
+    server.wait_log(r".*closing .*\(%s\): quit" % name)
+
+
+def test_private_messages_that_came_while_away_are_replayed_at_the_next_login(ircd):
+    """Away (no session anywhere), alice gets private messages from a v1
+    and an IRC user; her next IRC login says how many and replays them
+    after her channels, with their time; a second session while she is
+    online, and the next login, replay nothing again."""
+    server = ircd()
+    alice = irc_user(server, "alice")
+    bob = v1_user(server, "bob")
+    carol = irc_user(server, "carol")
+    bob.send("TELL alice seen live")
+    alice.expect(r"PRIVMSG alice :seen live")
+    quit_and_wait(server, alice, "alice")
+    bob.send("TELL alice are you there?")
+    bob.expect(r"PRIV \d+ \S+ bob alice are you there\?")
+    carol.send("PRIVMSG alice :call me")
+    bob.send("TELL alice /me waves")
+    bob.expect(r"PRIV \d+ \S+ bob alice /me waves")
+    back = irc_login(server, "alice")
+    assert back.next() == ":%s NOTICE alice :3 private messages came while you were away:" % SERVER_NAME
+    replayed = [back.next() for _ in range(3)]
+    stamp = r"\[\d{4}-\d\d-\d\d \d\d:\d\d UTC\] "
+    assert re.match(r":bob!bob@%s PRIVMSG alice :%sare you there\?$" % (SERVER_NAME, stamp), replayed[0])
+    assert re.match(r":bob!bob@%s PRIVMSG alice :\x01ACTION %swaves\x01$" % (SERVER_NAME, stamp), replayed[1])
+    assert re.match(r":carol!carol@%s PRIVMSG alice :%scall me$" % (SERVER_NAME, stamp), replayed[2])
+    second = irc_login(server, "alice")
+    second.send("PING nothing-more")
+    assert strip_prefix(second.next()) == "PONG %s nothing-more" % SERVER_NAME
+    quit_and_wait(server, second, "alice")
+    quit_and_wait(server, back, "alice")
+    again = irc_login(server, "alice")
+    again.send("PING nothing-again")
+    assert strip_prefix(again.next()) == "PONG %s nothing-again" % SERVER_NAME
+
+
+def test_missed_private_messages_come_in_a_batch_per_conversation_and_at_most_history(ircd):
+    server = ircd("--history", "2")
+    alice = irc_user(server, "alice")
+    quit_and_wait(server, alice, "alice")
+    bob = v1_user(server, "bob")
+    for text in ("one", "two", "three"):
+        bob.send("TELL alice " + text)
+        bob.expect(r"PRIV \d+ \S+ bob alice " + text)
+    back = irc_login(server, "alice", caps=("batch", "server-time", "message-tags"))
+    assert strip_prefix(back.expect(r".* NOTICE alice :.*", raw=True).group(0)) == (
+        "NOTICE alice :More than 2 private messages came while you were away: the last 2 follow, the others "
+        "are in each conversation's history (CHATHISTORY).")
+    ref = back.expect(r"BATCH \+(\S+) chathistory bob$").group(1)
+    lines = back.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert [strip_prefix(line) for line in lines] == ["PRIVMSG alice :two", "PRIVMSG alice :three"]
+    assert all(tags_of(line)["batch"] == ref and "time" in tags_of(line) for line in lines)
+
+
+def test_a_message_to_oneself_arrives_once_with_or_without_echo_message(ircd):
+    """A note to oneself (/msg mynick ...) is delivered to the sender as
+    its recipient, with or without echo-message, once, and is in the
+    history of the conversation with oneself."""
+    server = ircd()
+    plain = irc_user(server, "notes")
+    plain.send("PRIVMSG notes :remember the milk")
+    plain.send("PING after-first")
+    assert strip_prefix(plain.next()) == "PRIVMSG notes :remember the milk"
+    assert strip_prefix(plain.next()) == "PONG %s after-first" % SERVER_NAME
+    echoing = server.irc()
+    echoing.register_connection("notes", caps=("echo-message", "batch", "server-time", "message-tags"),
+                                sasl=("notes", "password1"))
+    echoing.expect(r"366 notes #general ")
+    echoing.send("PRIVMSG notes :and the bread")
+    echoing.send("PING after-second")
+    assert strip_prefix(echoing.next()) == "PRIVMSG notes :and the bread"
+    assert strip_prefix(echoing.next()) == "PONG %s after-second" % SERVER_NAME
+    assert strip_prefix(plain.next()) == "PRIVMSG notes :and the bread"
+    echoing.send("CHATHISTORY LATEST notes * 10")
+    lines = echoing.lines_until(r".* BATCH -")
+    assert [strip_prefix(line) for line in lines if " PRIVMSG " in line] == [
+        "PRIVMSG notes :remember the milk", "PRIVMSG notes :and the bread"]
 
 
 def test_join_creates_a_room_part_leaves_it_and_v1_sees_both(ircd):
@@ -292,6 +590,34 @@ def test_join_creates_a_room_part_leaves_it_and_v1_sees_both(ircd):
     bob.send("PART #club :bye now")
     bob.expect(r"PART #club :bye now")
     alice.expect(r"PARTED #club bob bye now")
+
+
+def test_a_labeled_join_of_several_channels_is_one_labeled_batch(ircd):
+    """labeled-response: the whole answer to a labeled JOIN, its own JOIN
+    line, NAMES and the error for a bad name, is one batch carrying the
+    label; the others in the room see a plain JOIN. PART likewise."""
+    server = ircd()
+    watcher = irc_user(server, "watcher")
+    watcher.send("JOIN #valid")
+    watcher.expect(r"366 watcher #valid ")
+    bob = irc_user(server, "bob", caps=("batch", "labeled-response"))
+    bob.send("@label=j1 JOIN #valid,inv@lid")
+    start = bob.next()
+    ref = re.match(r"@label=j1 :%s BATCH \+(\S+) labeled-response$" % SERVER_NAME, start).group(1)
+    lines = bob.lines_until(r".*BATCH -%s$" % ref)
+    inside = lines[:-1]
+    assert [strip_prefix(line).split(" ")[0] for line in inside] == ["JOIN", "353", "366", "403"]
+    assert all(tags_of(line) == {"batch": ref} for line in inside)
+    assert strip_prefix(inside[-1]) == "403 bob inv@lid :No such channel"
+    watcher.expect(r":bob!bob@%s JOIN #valid$" % SERVER_NAME, raw=True)
+    bob.send("@label=p1 PART #valid,#nowhere :bye")
+    ref = bob.expect(r"@label=p1 :\S+ BATCH \+(\S+) labeled-response$", raw=True).group(1)
+    inside = bob.lines_until(r".*BATCH -%s$" % ref)[:-1]
+    assert [strip_prefix(line) for line in inside] == ["PART #valid bye", "403 bob #nowhere :No such channel"]
+    watcher.expect(r":bob!bob@%s PART #valid :?bye$" % SERVER_NAME, raw=True)
+    # Unlabeled, the answer goes out as it comes, with no batch.
+    bob.send("JOIN #valid")
+    assert bob.next() == ":bob!bob@%s JOIN #valid" % SERVER_NAME
 
 
 def test_caps_change_the_bytes_and_a_client_without_caps_sees_plain_lines(ircd):
@@ -324,6 +650,27 @@ def test_caps_change_the_bytes_and_a_client_without_caps_sees_plain_lines(ircd):
     rich.send("WHOIS plain")
     rich.expect(r"301 rich plain :?lunch$")
     rich.expect(r"318 ")
+
+
+def test_userhost_in_names_lists_every_member_as_nick_user_host(ircd):
+    """userhost-in-names: NAMES (at JOIN and asked for) gives nick!user@host,
+    so a client learns its channel's hosts without a WHO per channel; a
+    client without it gets bare nicks."""
+    server = ircd()
+    v1_user(server, "alice")
+    plain = irc_user(server, "plain")
+    full = server.irc()
+    server.client().register("bob")
+    full.send("CAP LS 302")
+    assert "userhost-in-names" in full.expect(r"CAP \* LS :(.*)").group(1).split()
+    full.register_connection("bob", caps=("userhost-in-names",), sasl=("bob", "password1"))
+    names = full.expect(r"353 bob = #general :(.*)").group(1).split()
+    assert names == ["alice!alice@%s" % SERVER_NAME, "bob!bob@%s" % SERVER_NAME, "plain!plain@%s" % SERVER_NAME]
+    full.send("NAMES #general")
+    assert full.expect(r"353 bob = #general :(.*)").group(1).split() == names
+    full.expect(r"366 bob #general ")
+    plain.send("NAMES #general")
+    assert plain.expect(r"353 plain = #general :(.*)").group(1).split() == ["alice", "bob", "plain"]
 
 
 def test_chathistory_of_a_room_and_of_a_conversation(ircd):
@@ -570,8 +917,9 @@ def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
 
 
 def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
-    """A guest carries no account tag, its extended JOIN says "*", WHO,
-    WHOX and WHOIS show no account and the real name "guest"; a v1 client
+    """A guest carries no account tag, its extended JOIN says "*" and the
+    real name "guest", WHO, WHOX and WHOIS show no account (WHOIS says it
+    is a guest) and the real name its client gave; a v1 client
     with CAP guests sees a "~" after its name in USERS, one without sees
     USERS as ever. Once the guest registers its nick, it is an account like
     any other."""
@@ -586,7 +934,7 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     bob.expect(r"366 bob #club ")
     guest = server.irc()
     guest.send("NICK Visitor")
-    guest.send("USER v 0 * :v")
+    guest.send("USER v 0 * :Vera Visitor")
     guest.expect(r"366 Visitor #general ")
     guest.send("JOIN #club")
     bob.expect(r":Visitor!Visitor@%s JOIN #club \* :?guest$" % SERVER_NAME, raw=True)
@@ -594,17 +942,18 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     said = bob.expect(r".*PRIVMSG #general :hello from a guest", raw=True).group(0)
     assert "account" not in tags_of(said) and "msgid" in tags_of(said)
     bob.send("WHO #club")
-    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 guest$")
+    bob.expect(r"352 bob #club Visitor \S+ \S+ Visitor H :0 Vera Visitor$")
     bob.expect(r"352 bob #club bob \S+ \S+ bob H :0 bob$")
     bob.send("WHO #club %tnar,7")
-    bob.expect(r"354 bob 7 Visitor 0 :?guest$")  # no account ("0"), real name "guest"
+    bob.expect(r"354 bob 7 Visitor 0 :Vera Visitor$")  # no account ("0")
     bob.expect(r"354 bob 7 bob bob :?bob$")
     bob.send("WHOIS visitor")
-    bob.expect(r"311 bob Visitor Visitor \S+ \* :?guest$")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :Vera Visitor$")
     lines = []
     while not lines or " 318 " not in lines[-1]:
         lines.append(bob.next())
     assert not any(" 330 " in line for line in lines)
+    assert any(strip_prefix(line) == "320 bob Visitor :is a guest: logged in to no account" for line in lines)
     marked.login("mia")
     assert marked.seen[-1] == "USERS 4 bob mia olly Visitor~"
     plain.send("WHO")
@@ -618,8 +967,92 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     marked.send("WHO")
     assert marked.expect(r"USERS .*").group(0) == "USERS 4 bob mia olly Visitor"
     bob.send("WHOIS visitor")
-    bob.expect(r"311 bob Visitor Visitor \S+ \* :?Visitor$")
+    bob.expect(r"311 bob Visitor Visitor \S+ \* :Vera Visitor$")
     bob.expect(r"330 bob Visitor Visitor ")
+
+
+def test_whois_and_who_show_the_real_name_the_client_gave(ircd):
+    """The real name set in the client (USER's last parameter) is what
+    others see in WHOIS and WHO, without formatting codes and cut to 64
+    bytes; an account online on v1 alone is shown by its name. A user
+    name that is not ASCII is no obstacle (it is not used: the user name
+    is the account's)."""
+    server = ircd()
+    v1_user(server, "carol")
+    server.client().register("bob")
+    bob = server.irc()
+    bob.nick = "bob"
+    bob.send("CAP LS 302")
+    bob.send("CAP REQ :sasl")
+    bob.send("NICK bob")
+    bob.send("USER \U0001f60a\U0001f60a\U0001f60a 0 * :\x02Bob\x02 \x0304Builder\x03 " + "\u00e9" * 40)
+    bob.send("AUTHENTICATE PLAIN")
+    bob.expect(r"AUTHENTICATE \+")
+    bob.send("AUTHENTICATE " + base64.b64encode(b"bob\0bob\0password1").decode())
+    bob.expect(r"903 ")
+    bob.send("CAP END")
+    bob.expect(r"366 bob #general ")
+    shown = "Bob Builder " + "\u00e9" * 26  # 12 bytes and 26 two-byte characters: 64 bytes
+    alice = irc_user(server, "alice")
+    alice.send("WHOIS bob")
+    assert alice.expect(r"311 alice bob bob \S+ \* :(.*)$").group(1) == shown
+    alice.expect(r"330 alice bob bob ")
+    alice.expect(r"318 alice bob ")
+    alice.send("WHO #general")
+    who = dict(re.match(r"352 alice #general (\S+) .* :0 (.*)$", strip_prefix(line)).groups()
+               for line in alice.lines_until(r".* 315 ")[:-1])
+    assert who == {"alice": "alice", "bob": shown, "carol": "carol"}
+    alice.send("WHOIS carol")
+    alice.expect(r"311 alice carol carol \S+ \* :?carol$")
+
+
+def private_history(client, nick):
+    """The texts of CHATHISTORY LATEST <nick> (a client with batch)."""
+    client.send("CHATHISTORY LATEST %s * 50" % nick)
+    lines = client.lines_until(r".* BATCH -")
+    return [strip_prefix(line).split(" :", 1)[1] for line in lines if " PRIVMSG " in line]
+
+
+def test_the_next_holder_of_a_guest_nick_cannot_read_the_guests_private_messages(ircd):
+    """Anyone may take a guest's nick once it is free, as a guest or by
+    registering it: the private messages of the guests before are not
+    theirs to read (the other side keeps the whole conversation). A guest
+    that registers its own nick keeps its own."""
+    server = ircd("--irc-guests")
+    caps = ("batch", "server-time", "message-tags", "draft/chathistory")
+    alice = irc_user(server, "alice", caps=caps)
+    first = server.irc()
+    first.register_connection("baz", caps=caps)
+    first.send("PRIVMSG alice :a secret from the first baz")
+    alice.expect(r"PRIVMSG alice :a secret from the first baz")
+    alice.send("PRIVMSG baz :an answer to the first baz")
+    first.expect(r"PRIVMSG baz :an answer to the first baz")
+    assert private_history(first, "alice") == ["a secret from the first baz", "an answer to the first baz"]
+    quit_and_wait(server, first, "baz")
+    second = server.irc()
+    second.register_connection("baz", caps=caps)
+    assert private_history(second, "alice") == []
+    second.send("PRIVMSG alice :hello from the second baz")
+    alice.expect(r"PRIVMSG alice :hello from the second baz")
+    assert private_history(second, "alice") == ["hello from the second baz"]
+    assert private_history(alice, "baz") == ["a secret from the first baz", "an answer to the first baz",
+                                             "hello from the second baz"]
+    # Registered meanwhile by the second guest itself: still its own.
+    second.send("PRIVMSG NickServ :REGISTER baz-is-mine")
+    second.expect(r"900 baz ")
+    assert private_history(second, "alice") == ["hello from the second baz"]
+    # A guest nick registered by someone else while its guest is away.
+    third = server.irc()
+    third.register_connection("qux", caps=caps)
+    third.send("PRIVMSG alice :qux was here")
+    alice.expect(r"PRIVMSG alice :qux was here")
+    quit_and_wait(server, third, "qux")
+    claimer = server.client()
+    claimer.register("qux")
+    claimer.login("qux")
+    claimer.send("HISTORY @alice 10")
+    assert claimer.lines_until(r"OK HISTORY ") == ["OK HISTORY 0"]
+    assert private_history(alice, "qux") == ["qux was here"]
 
 
 def test_a_guest_stays_marked_in_history_after_it_leaves_and_across_a_restart(ircd):

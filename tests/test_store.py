@@ -456,6 +456,48 @@ def test_missed_is_every_room_of_the_account_and_its_private_messages(store, ali
     assert store.missed(alice.id, stored[-1].id, 100) == []
 
 
+def test_private_messages_missed_while_offline_are_read_once(store, alice, bob):
+    carol = store.create_account("carol", "h", T0)
+    before = store.append_messages([tell(bob, "alice", "seen live")])
+    # Never offline yet: nothing is known to be missed.
+    assert store.missed_private(alice.id, 10) == ([], False)
+    store.went_offline(alice.id)
+    missed = store.append_messages([tell(bob, "alice", "m1"), tell(alice, "bob", "not to her"),
+                                    tell(carol, "alice", "m2"), say(bob, "in the room"), tell(bob, "carol", "no")])
+    assert before and store.missed_private(alice.id, 10) == ([missed[0], missed[2]], False)
+    # Read: she is online from then on, and the next read finds nothing.
+    assert store.missed_private(alice.id, 10) == ([], False)
+    store.went_offline(alice.id)
+    many = store.append_messages([tell(bob, "alice", "n%d" % i) for i in range(5)])
+    # The last ones when there are more than asked for, and a word that there were.
+    assert store.missed_private(alice.id, 3) == (many[2:], True)
+    store.went_offline(alice.id)
+    exactly = store.append_messages([tell(bob, "alice", "x%d" % i) for i in range(3)])
+    assert store.missed_private(alice.id, 3) == (exactly, False)
+    assert store.missed_private(bob.id, 3) == ([], False)
+
+
+def test_a_new_holder_of_an_account_reads_no_private_message_from_before(store, alice, bob):
+    """start_private_history: an IRC guest's nick taken by someone else.
+    Its private messages from before are not the new holder's to read (the
+    other side keeps them); room messages are everyone's in the room."""
+    general = store.find_room("#general")
+    store.join_room(alice.id, general.id, T0)
+    old = store.append_messages([tell(bob, "alice", "to the old alice"), tell(alice, "bob", "from the old alice"),
+                                 tell(alice, "alice", "old note"), in_room(bob, general, "in the room")])
+    store.went_offline(alice.id)
+    store.start_private_history(alice.id)
+    new = store.append_messages([tell(bob, "alice", "to the new alice"), tell(alice, "bob", "from the new alice")])
+    assert store.conversation_history(alice.id, bob.id, 10) == new
+    assert store.conversation_history(alice.id, bob.id, 10, before=new[1].id) == new[:1]
+    assert store.conversation_history(alice.id, bob.id, 10, after=0) == new
+    assert store.conversation_history(alice.id, alice.id, 10) == []
+    assert store.conversation_history(bob.id, alice.id, 10) == old[:2] + new
+    assert store.missed(alice.id, 0, 10) == [old[3]] + new
+    assert [m.body for m in store.missed(bob.id, 0, 10)] == [m.body for m in old[:2] + new]
+    assert store.missed_private(alice.id, 10) == ([new[0]], False)
+
+
 def test_missed_follows_the_rooms_the_account_is_in_now(store, alice, bob, homework):
     general = store.find_room("#general")
     store.join_room(alice.id, general.id, T0)

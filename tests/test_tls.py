@@ -707,7 +707,8 @@ def test_require_tls_tells_a_remote_guest_that_irc_has_no_tls_port(tmp_path, cer
                                 "PRIVMSG NickServ :REGISTER password1")
         no_port = "passwords are only accepted over TLS here, and this server has no TLS port for IRC"
         assert [line for line in lines if " NOTICE " in line] == [
-            ":irc.test NOTICE roamer :You are a guest here. To keep your nick: /msg NickServ REGISTER <password>",
+            ":irc.test NOTICE roamer :You are a guest here. To keep your nick: /msg NickServ REGISTER <password>; "
+            "to log in to your account: /msg NickServ IDENTIFY <name> <password>",
             ":irc.test NOTICE roamer :P" + no_port[1:] + ".",
             ":NickServ!NickServ@irc.test NOTICE roamer :" + no_port]
     finally:
