@@ -37,7 +37,8 @@ from sae_db import StorageUnavailable, name_key
 from sae_protocol import room_key
 from sae_server import (BAD, BANNED, CLOSING, GONE, GUEST_HASH, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN,
                         TOO_FAST,
-                        UNAVAILABLE, IrcSession, Refused, clear_password_refusal, join_room, login_checked,
+                        UNAVAILABLE, IrcSession, Refused, caught_up, clear_password_refusal, join_room,
+                        login_checked,
                         login_steps,
                         hash_password, hashing, password_problem, register_steps, render_topic, storage,
                         wall_ms)
@@ -1349,6 +1350,9 @@ def chathistory(server, session, request):
         def fetch(count, before, after):
             peer = store.find_account(target)
             return None if peer is None else store.conversation_history(account_id, peer.id, count, before, after)
+    # What is stored after the mark reaches the session live (it is in the
+    # channel, or the conversation is its own): not in the answer too.
+    upto = server.delivered_upto
     try:
         messages = yield storage(history_for, store, fetch, irc.history_windows(request))
     except StorageUnavailable:
@@ -1359,7 +1363,7 @@ def chathistory(server, session, request):
         answer(server, session, [irc.fail(name, "CHATHISTORY", "INVALID_TARGET", request.subcommand, target,
                                           description="Messages could not be retrieved")])
         return
-    answer(server, session, session.protocol.history_lines(messages, target, batch=True))
+    answer(server, session, session.protocol.history_lines(caught_up(messages, upto), target, batch=True))
 
 
 def history_for(store, fetch, windows):

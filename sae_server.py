@@ -3237,7 +3237,7 @@ def cmd_history(server, session, count, where):
 def caught_up(history, upto):
     """A catch-up's messages up to ``upto``, the server's delivered_upto
     when it was asked: the ones after it reach the session live."""
-    if history and history[-1].id > upto:
+    if any(message.id > upto for message in history):
         return [message for message in history if message.id <= upto]
     return history
 

@@ -10,6 +10,7 @@ the password check is held at a gate until the test lets it through.
 
 import logging
 import re
+import socket
 import threading
 
 import pytest
@@ -298,5 +299,42 @@ def test_a_catch_up_asked_while_a_message_is_stored_gives_it_once(harness, monke
     while not any(line.startswith("OK HISTORY") for line in seen):
         h.turn()
         seen += [line for line in h.lines(bob) if line is not None]
+        assert len(seen) < 1000
+    assert sum("while you were asking" in line for line in seen) == 1, seen
+
+
+def test_an_irc_chathistory_asked_while_a_message_is_stored_gives_it_once(harness, monkeypatch):
+    # The same window as above, for IRC's CHATHISTORY: the message comes
+    # live (PRIVMSG), so the batch must not hold it again.
+    make, clock = harness
+    h = make(storage_on_loop=False, irc=True)
+    alice = h.logged_in("alice")
+    h.logged_in("bob").close()
+    bob = socket.create_connection(("127.0.0.1", h.irc_port))
+    bob.setblocking(False)
+    h.buffers[bob] = b""
+    bob.sendall(b"CAP LS 302\r\nCAP REQ :batch server-time draft/chathistory\r\nPASS bob:password1\r\n"
+                b"NICK bob\r\nUSER bob 0 * :b\r\nCAP END\r\n")
+    h.expect(bob, r".* 366 bob #general ")
+    h.lines(alice)
+    held, entered = threading.Event(), threading.Event()
+    real_append = h.server.store.append_messages
+
+    def append_at_the_gate(batch):
+        entered.set()
+        held.wait(GATE_TIMEOUT)
+        return real_append(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", append_at_the_gate)
+    alice.sendall(b"SAY while you were asking\n")
+    turn_until(h, entered.is_set, "storing alice's message")
+    bob.sendall(b"CHATHISTORY LATEST #general * 50\r\n")
+    for _ in range(5):
+        h.turn()
+    held.set()
+    seen = []
+    while not any(re.match(r":\S+ BATCH -", line) for line in seen):
+        h.turn()
+        seen += [line.rstrip("\r") for line in h.lines(bob) if line is not None]
         assert len(seen) < 1000
     assert sum("while you were asking" in line for line in seen) == 1, seen
