@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 import threading
+import types
 
 import pytest
 
@@ -267,6 +268,21 @@ def test_a_flood_s_pass_is_not_cut_into_pieces(harness, monkeypatch):
     assert all(data.endswith(b" two\n") and data.count(b"MSG ") == 1 for _, data in flushed[3:6])
 
 
+def hold_the_next_batch(h, monkeypatch):
+    """Storage (on its thread) holds the next batch until
+    ``released`` is set; ``entered`` is set once it holds one."""
+    held = types.SimpleNamespace(entered=threading.Event(), released=threading.Event())
+    real_append = h.server.store.append_messages
+
+    def append_at_the_gate(batch):
+        held.entered.set()
+        held.released.wait(GATE_TIMEOUT)
+        return real_append(batch)
+
+    monkeypatch.setattr(h.server.store, "append_messages", append_at_the_gate)
+    return held
+
+
 @pytest.mark.parametrize("request_line", ["HISTORY 50 after=0", "HISTORY * 50 after=0", "HISTORY #general 50 after=0"])
 def test_a_catch_up_asked_while_a_message_is_stored_gives_it_once(harness, monkeypatch, request_line):
     # bob asks for what came after an id while alice's message is being
@@ -280,21 +296,13 @@ def test_a_catch_up_asked_while_a_message_is_stored_gives_it_once(harness, monke
         bob.sendall(b"CAP rooms\n")
         h.expect(bob, r"OK CAP")
     h.lines(alice)
-    held, entered = threading.Event(), threading.Event()
-    real_append = h.server.store.append_messages
-
-    def append_at_the_gate(batch):
-        entered.set()
-        held.wait(GATE_TIMEOUT)
-        return real_append(batch)
-
-    monkeypatch.setattr(h.server.store, "append_messages", append_at_the_gate)
+    held = hold_the_next_batch(h, monkeypatch)
     alice.sendall(b"SAY while you were asking\n")
-    turn_until(h, entered.is_set, "storing alice's message")
+    turn_until(h, held.entered.is_set, "storing alice's message")
     bob.sendall(request_line.encode() + b"\n")
     for _ in range(5):
         h.turn()  # bob's request is read and queued behind the batch
-    held.set()
+    held.released.set()
     seen = []
     while not any(line.startswith("OK HISTORY") for line in seen):
         h.turn()
@@ -317,21 +325,13 @@ def test_an_irc_chathistory_asked_while_a_message_is_stored_gives_it_once(harnes
                 b"NICK bob\r\nUSER bob 0 * :b\r\nCAP END\r\n")
     h.expect(bob, r".* 366 bob #general ")
     h.lines(alice)
-    held, entered = threading.Event(), threading.Event()
-    real_append = h.server.store.append_messages
-
-    def append_at_the_gate(batch):
-        entered.set()
-        held.wait(GATE_TIMEOUT)
-        return real_append(batch)
-
-    monkeypatch.setattr(h.server.store, "append_messages", append_at_the_gate)
+    held = hold_the_next_batch(h, monkeypatch)
     alice.sendall(b"SAY while you were asking\n")
-    turn_until(h, entered.is_set, "storing alice's message")
+    turn_until(h, held.entered.is_set, "storing alice's message")
     bob.sendall(b"CHATHISTORY LATEST #general * 50\r\n")
     for _ in range(5):
         h.turn()
-    held.set()
+    held.released.set()
     seen = []
     while not any(re.match(r":\S+ BATCH -", line) for line in seen):
         h.turn()
