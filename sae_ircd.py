@@ -168,17 +168,7 @@ def run_held(server, session):
             return
         finally:
             server.running_for = outer
-    if not held and held is not NO_LINES:
-        session.held = NO_LINES
-    throttled = session in guards.throttled
-    if throttled and session.held_bytes > server.limits.flood_held_max:
-        log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
-        server.close_session(session, session.protocol.format_bye("Excess Flood"), "excess flood")
-        return
-    reading = (len(held) < server.limits.held_lines_max or throttled) and session.state is not CLOSING
-    if reading != session.reading:
-        session.reading = reading
-        server._update_events(session)
+    server.pace_reading(session, held)
 
 
 def dispatch(server, session, message):

@@ -1897,16 +1897,24 @@ class Server:
                     return
                 finally:
                     self.running_for = outer
+        self.pace_reading(session, held)
+
+    def pace_reading(self, session, held):
+        """After a session's held lines ran (both protocols): close one that
+        floods past --flood-held-max, and read it on or
+        not. While it waits for us (storage, hashing), a client is read only
+        so far ahead and then slowed down by TCP. While it waits for its
+        flood rate it is read on, so that one that will not stop can be told
+        so."""
         if not held and held is not NO_LINES:
             session.held = NO_LINES
         throttled = session in self.guards.throttled
         if throttled and session.held_bytes > self.limits.flood_held_max:
             log.warning("%s (%s) floods: closing", session.address, session.name or "not logged in")
-            self.close_session(session, proto.format_bye("excess flood"), "excess flood")
+            # IRC clients know the words their servers use.
+            words = "Excess Flood" if session.__class__ is IrcSession else "excess flood"
+            self.close_session(session, session.protocol.format_bye(words), "excess flood")
             return
-        # While it waits for us (storage, hashing), a client is read only so
-        # far ahead and then slowed down by TCP. While it waits for its flood
-        # rate it is read on, so that one that will not stop can be told so.
         reading = (len(held) < self.limits.held_lines_max or throttled) and session.state is not CLOSING
         if reading != session.reading:
             session.reading = reading
