@@ -214,18 +214,7 @@ def test_a_message_said_during_a_long_pass_reaches_the_rest_of_that_pass(harness
     monkeypatch.setattr(sae_server, "PASS_CHUNK", 1)
     monkeypatch.setattr(sae_server, "PASS_SLICE", 0.0)
     alice, bob, carol = h.logged_in("alice"), h.logged_in("bob"), h.logged_in("carol")
-    flushed = []  # (account, the bytes of one send)
-    flush = sae_server.Connection.flush
-
-    def recorded(session):
-        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
-        if b" one\n" in data or b" two\n" in data:
-            flushed.append((session.name, data))
-            if len(flushed) == 1:
-                bob.sendall(b"SAY two\n")  # said while the pass has just begun
-        return flush(session)
-
-    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    flushed = record_sends(monkeypatch, (b" one\n", b" two\n"), bob)
     alice.sendall(b"SAY one\n")
     turn_until(h, lambda: len(flushed) >= 4, "both messages sent to everyone")
     first = flushed[0][0]
@@ -248,24 +237,32 @@ def test_a_flood_s_pass_is_not_cut_into_pieces(harness, monkeypatch):
     monkeypatch.setattr(sae_server, "PASS_SLICE", 0.0)
     alice, bob = h.logged_in("alice"), h.logged_in("bob")
     h.logged_in("carol")  # a third member to pass
-    flushed = []  # (account, the bytes of one send)
-    flush = sae_server.Connection.flush
-
-    def recorded(session):
-        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
-        if b" flood " in data or b" two\n" in data:
-            flushed.append((session.name, data))
-            if len(flushed) == 1:
-                bob.sendall(b"SAY two\n")  # said while the pass has just begun
-        return flush(session)
-
-    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    flushed = record_sends(monkeypatch, (b" flood ", b" two\n"), bob)
     flood = sae_server.PASS_POLL_BATCH_MAX + 1
     alice.sendall(b"".join(b"SAY flood %d\n" % n for n in range(flood)))
     turn_until(h, lambda: len(flushed) >= 6, "both sent to everyone")
     # The whole pass carries the flood alone; "two" comes in a pass of its own.
     assert [data.count(b"MSG ") for _, data in flushed[:3]] == [flood] * 3
     assert all(data.endswith(b" two\n") and data.count(b"MSG ") == 1 for _, data in flushed[3:6])
+
+
+def record_sends(monkeypatch, marks, bob):
+    """[(account, the bytes of one send)] of the sends that carry any of
+    ``marks``; once the first is made, bob says "two" (while the pass has
+    just begun)."""
+    flushed = []
+    flush = sae_server.Connection.flush
+
+    def recorded(session):
+        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
+        if any(mark in data for mark in marks):
+            flushed.append((session.name, data))
+            if len(flushed) == 1:
+                bob.sendall(b"SAY two\n")
+        return flush(session)
+
+    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    return flushed
 
 
 def hold_the_next_batch(h, monkeypatch):
