@@ -276,6 +276,7 @@ def admin_unban(server, link, rest):
             link.answer("%s is not banned" % name)
         else:
             log.info("operator unbanned %s", name)
+            server.unbanned(name)
             link.answer("unbanned %s" % name)
     ask_store(server, link, "unban " + name, stored, lift_ban, server.store, name, server.timestamp())
 

@@ -122,6 +122,9 @@ RECV_BYTES = 256 * 1024
 CLOSE_LINGER = 2.0
 # Longest sleep of the loop: timers (pings, timeouts) are swept this often.
 SWEEP_INTERVAL = 1.0
+# How long a ban heard from another server of a cluster is checked at LOGIN
+# besides the store: far longer than a LOGIN's read of its account takes.
+BAN_HEARD_SECONDS = 60.0
 # At most this many more looks for ready input before a pass (_gather): a
 # bound that does not depend on the clock, which tests freeze.
 GATHER_ROUNDS = 16
@@ -1151,6 +1154,10 @@ class Server:
         self.redis_up = None  # None until the first subscription
         self.chain_reading = False  # a read of missed links is due or under way
         self.elsewhere = {}  # instance name -> sae_cluster.Peer: the other servers heard of
+        # Bans another server stored lately: name_key -> (reason, when heard).
+        # A LOGIN here may have read its account just before that ban was
+        # committed; its second check (login_checked) looks here too.
+        self.bans_heard = {}
         self.next_beat = 0.0
         # The session (or operator's AdminLink) whose command or completion
         # runs now, as asyncio keeps a callback's context: work it offloads
@@ -2250,6 +2257,11 @@ class Server:
         self.relay("ban", n=name, r=reason)
         return self.end_account(name, lambda session: session.protocol.format_banned(reason), "banned")
 
+    def unbanned(self, name):
+        """The account's ban is lifted in the store: on every server."""
+        self.bans_heard.pop(name_key(name), None)
+        self.relay("unban", n=name)
+
     def operator_say(self, text):
         """The operator's announcement to everyone online, on every server."""
         self.relay("say", x=text)
@@ -2719,7 +2731,10 @@ class Server:
         elif kind == "unkick":
             self.guards.unkick(event["n"], self.now)
         elif kind == "ban":
+            self.bans_heard[name_key(event["n"])] = (event["r"], self.now)
             self.end_account(event["n"], lambda session: session.protocol.format_banned(event["r"]), "banned")
+        elif kind == "unban":
+            self.bans_heard.pop(name_key(event["n"]), None)
         elif kind == "say":
             self.everyone.send(lambda protocol: protocol.format_info(event["x"]))
         elif kind == "failed":
@@ -2777,7 +2792,9 @@ class Server:
 
     def _cluster_sweep(self):
         """Once a second, in a cluster: say this server is alive, and
-        forget the servers not heard of for the ping timeout."""
+        forget the servers not heard of for the ping timeout, and old bans."""
+        for key in [key for key, (_, heard) in self.bans_heard.items() if self.now - heard > BAN_HEARD_SECONDS]:
+            del self.bans_heard[key]
         if self.redis_up is not True:
             return  # no one hears, and no one could be heard
         if self.now >= self.next_beat:
@@ -3127,6 +3144,9 @@ def login_checked(server, session, name, history_count=0):
         return Refused(GONE)
     if account is None or account.banned:
         return Refused(BANNED, account.ban_reason if account else "")
+    heard = server.bans_heard.get(name_key(account.name))
+    if heard is not None:  # banned on another server after the read
+        return Refused(BANNED, heard[0])
     left = server.kick_left(account.name)
     if left:
         return Refused(KICKED, left)

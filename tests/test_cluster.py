@@ -498,3 +498,22 @@ def test_a_typing_notification_crosses_instances(cluster):
     erin.expect(r"@\S*\+typing=active\S* :dave!\S+ TAGMSG #general", raw=True)
     dave.send("@+typing=paused TAGMSG erin")
     erin.expect(r"@\S*\+typing=paused\S* :dave!\S+ TAGMSG erin", raw=True)
+
+
+def test_a_ban_and_its_lifting_on_one_instance_hold_for_logins_on_another(cluster):
+    # Each server remembers the bans it heard of for a while (a LOGIN may
+    # have read its account just before the ban was committed elsewhere):
+    # an unban must be heard of too, or the account stays locked out there.
+    first, second = cluster(2)
+    account_client(first, "alice")
+    bob = account_client(second, "bob")
+    bob.close()
+    answer = admin(first, "ban", "bob", "spam")
+    assert answer.returncode == 0, answer.stderr
+    late = second.client()
+    late.send("LOGIN bob password1")
+    assert late.expect(r"ERR (\d+) (.*)").groups() == ("403", "spam")
+    answer = admin(first, "unban", "bob")
+    assert answer.returncode == 0, answer.stderr
+    in_step(account_client(first, "carol"), account_client(second, "dave"))
+    second.client().login("bob")  # the unban holds there too
