@@ -3618,6 +3618,16 @@ def networks(text):
     return text
 
 
+def instance_name(text):
+    """An instance's name: it goes into log lines and IRC replies, so one
+    word of printable ASCII, at most 64 bytes (host:port fits); "" for
+    the default."""
+    text = str(text)
+    if text and not (len(text) <= 64 and text.isascii() and text.isprintable() and " " not in text):
+        raise ValueError(text)
+    return text
+
+
 def room_name(text):
     if proto.check_room(text):
         raise ValueError(text)
@@ -3693,6 +3703,7 @@ def parse_args(argv):
                         help="redis://HOST:6379/0 (rediss:// for TLS): serve one chat with the other servers "
                              "on the same MariaDB --db, through this Redis (pip install 'sae-chat[cluster]')")
     parser.add_argument("--instance-name", default=environment_default("SAE_INSTANCE_NAME", ""),
+                        type=option_type(instance_name, "one word of printable ASCII, at most 64 characters"),
                         help="this server's name in the cluster, in logs and the admin's who "
                              "(default: host name:port)")
     parser.add_argument("--log-level", default=environment_default("SAE_LOG_LEVEL", "INFO"),

@@ -34,6 +34,7 @@ def start(tmp_path, *args, env=None, program=("-m", "sae_server")):
     ("SAE_LOGIN_FAILURE_DELAY", "nan", "--login-failure-delay", "a number of 0 or more"),
     ("SAE_EXEMPT", "localhost", "--exempt", "a comma-separated list of addresses or networks (CIDR)"),
     ("SAE_LOG_LEVEL", "verbose", "--log-level", "one of DEBUG, INFO, WARNING, ERROR"),
+    ("SAE_INSTANCE_NAME", "pi a", "--instance-name", "one word of printable ASCII, at most 64 characters"),
 ])
 def test_a_bad_environment_variable_is_answered_like_a_bad_option(tmp_path, variable, value, option, expected):
     status, said = start(tmp_path, env={variable: value})
