@@ -891,7 +891,8 @@ class Workers:
 
     def __init__(self, hash_threads, storage_on_loop=False):
         self.pools = {"hashing": concurrent.futures.ThreadPoolExecutor(hash_threads, thread_name_prefix="sae-hash")}
-        if not storage_on_loop:
+        self.threaded_storage = not storage_on_loop
+        if self.threaded_storage:
             self.pools["storage"] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage")
         self.storage_jobs = 0  # submitted to storage and not yet back on the loop
         self.done = collections.deque()  # (pool, context, future), appended by worker threads
@@ -2503,6 +2504,13 @@ class Server:
 
     def _stored(self, batch, stored, error):
         self.batches_in_flight -= 1
+        # With a storage thread, what was accepted while this batch was
+        # stored goes to storage before this one's pass, not after it: the
+        # database works on the next batch while the loop delivers, where
+        # one waited for the other. Batches still come back, and are
+        # delivered, in the order they were stored.
+        if self.outbox and self.workers.threaded_storage:
+            self._store_outbox()
         if self.cluster is None or error is not None:
             self._deliver(batch, stored, error)
             return

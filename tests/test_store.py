@@ -13,6 +13,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
+import freezegun
 import pytest
 
 from mysql_fixtures import mysql_connect
@@ -846,16 +847,42 @@ def test_mysql_a_killed_connection_is_replaced_unnoticed(mysql_url, mysql_admin)
     store = open_store(mysql_url)
     try:
         alice = store.create_account("Alice", "h", T0)
-        # The store's one connection, as the database server sees it.
-        cursor = mysql_admin.cursor()
-        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
-                       (urlsplit(mysql_url).path.strip("/"),))
-        [(connection,)] = cursor.fetchall()
-        cursor.execute("KILL %d" % connection)
+        kill_store_connection(mysql_url, mysql_admin)
         [message] = store.append_messages([say(alice, "after the kill")])
         assert store.room_history(10) == [message]
     finally:
         store.close()
+
+
+def kill_store_connection(mysql_url, mysql_admin):
+    """Kill the store's one connection, as the database server sees it."""
+    cursor = mysql_admin.cursor()
+    cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                   (urlsplit(mysql_url).path.strip("/"),))
+    [(connection,)] = cursor.fetchall()
+    cursor.execute("KILL %d" % connection)
+
+
+def test_mysql_a_batch_alone_is_replayed_only_after_an_idle_moment(mysql_url, mysql_admin):
+    # A batch of room messages is one INSERT in autocommit. Cut while in
+    # use, the connection may have committed it: the batch is refused, not
+    # stored twice. Idle for a while, it goes in a transaction instead,
+    # which a killed connection replays unnoticed.
+    with freezegun.freeze_time("2026-12-02 05:00:00") as clock:
+        store = open_store(mysql_url)
+        try:
+            alice = store.create_account("Alice", "h", T0)
+            [first] = store.append_messages([say(alice, "first")])
+            kill_store_connection(mysql_url, mysql_admin)
+            with pytest.raises(StorageUnavailable):
+                store.append_messages([say(alice, "cut")])
+            [second] = store.append_messages([say(alice, "second")])
+            kill_store_connection(mysql_url, mysql_admin)
+            clock.tick(2)
+            [after_idle] = store.append_messages([say(alice, "after an idle moment")])
+            assert store.room_history(10) == [first, second, after_idle]
+        finally:
+            store.close()
 
 
 def test_mysql_an_outage_is_survived(mysql_url, mysql_proxy):
@@ -866,7 +893,10 @@ def test_mysql_an_outage_is_survived(mysql_url, mysql_proxy):
         mysql_proxy.cut()
         with pytest.raises(StorageUnavailable):
             store.append_messages([say(alice, "during")])
-        # While the server is away, calls fail at once instead of waiting on it.
+        # The next call tries a new connection; while the server is away,
+        # the calls after it fail at once instead of waiting on it.
+        with pytest.raises(StorageUnavailable, match="cannot connect"):
+            store.room_history(10)
         with pytest.raises(StorageUnavailable, match="next attempt"):
             store.room_history(10)
         mysql_proxy.resume()
