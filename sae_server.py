@@ -2538,12 +2538,13 @@ class Server:
         labels = {}  # message id: the label of the IRC command that sent it (labeled-response)
 
         def send_said():
-            rendered = self._render_said(said_in, said)
             if quiet:
-                self._queue_without_echo(said_in, said, rendered, quiet, labels)
+                pieces = {}
+                rendered = self._render_said(said_in, said, pieces)
+                self._queue_without_echo(said_in, said, rendered, pieces, quiet, labels)
                 quiet.clear()
             else:
-                said_in.queue(rendered)
+                said_in.queue(self._render_said(said_in, said))
             said.clear()
 
         for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
@@ -2888,9 +2889,10 @@ class Server:
             return protocol.format_msg(message.id, message.created_at, message.sender, body)
         return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
 
-    def _queue_without_echo(self, room, said, rendered, quiet, labels):
+    def _queue_without_echo(self, room, said, rendered, pieces, quiet, labels):
         """A run of a room's messages, some by IRC sessions that get it
-        rendered for them alone: without echo-message, without their own
+        put together for them alone from the run's rendered ``pieces`` (one
+        per message, by protocol): without echo-message, without their own
         messages; for a labeled one (``labels``, by message id), with its
         echo labeled, or an ACK without echo-message. Everyone else gets
         the shared bytes. (A sender no longer in the room had its answer.)"""
@@ -2902,24 +2904,27 @@ class Server:
             room.add(session)
             if session.state is not ONLINE:
                 continue
-            pieces = []
-            for sender, message in said:
+            # Its protocol's pieces, as every session with its capabilities
+            # gets them, but for its own messages: no per-sender rendering.
+            out = []
+            for (sender, message), piece in zip(said, pieces[session.protocol]):
                 if sender is not session:
-                    pieces.append(self._render_one(room, session.protocol, message))
+                    out.append(piece)
                     continue
                 label = labels.get(message.id)
-                echo = self._render_one(room, session.protocol, message) if session.echo else None
+                echo = piece if session.echo else None
                 if label is not None:
-                    pieces.append(sae_ircd.own_message(self, label, echo))
+                    out.append(sae_ircd.own_message(self, label, echo))
                 elif echo is not None:
-                    pieces.append(echo)
-            if pieces:
-                self.reply(session, b"".join(pieces))
+                    out.append(echo)
+            if out:
+                self.reply(session, b"".join(out))
 
-    def _render_said(self, room, said):
+    def _render_said(self, room, said, pieces_by_protocol=None):
         """A run of one room's messages as each protocol among its members
         says it, {protocol: bytes}, one join per protocol: MSG lines in the
-        default room, RMSG in any other. A message that fails to render (a
+        default room, RMSG in any other; with each message's own bytes in
+        ``pieces_by_protocol`` if given. A message that fails to render (a
         bug) costs its sender; the run goes out without it."""
         name = room.info.name
         while said:
@@ -2956,6 +2961,8 @@ class Server:
                                     continue
                                 pieces.append(format_rmsg(message.id, message.created_at, name, message.sender, body))
                         rendered[protocol] = b"".join(pieces)
+                        if pieces_by_protocol is not None:
+                            pieces_by_protocol[protocol] = pieces
                 return rendered
             except Exception:
                 if culprit is None:

@@ -473,6 +473,33 @@ def test_a_labeled_privmsg_is_answered_by_its_labeled_echo_or_an_ack(ircd):
     assert strip_prefix(quiet.next()) == "PONG %s after-plain" % SERVER_NAME
 
 
+def test_senders_without_echo_get_everyone_else_s_messages_in_the_room_s_order(ircd):
+    """A run of a room's messages is rendered once per set of capabilities.
+    Senders without echo-message are given the same bytes less their own
+    lines (a labeled one an ACK in their place), in the order everyone
+    else sees them, however the messages fell into batches."""
+    server = ircd()
+    caps = ("labeled-response", "batch", "message-tags")
+    labeled = irc_user(server, "labeled", caps=caps)
+    watcher = irc_user(server, "watcher")
+    senders = [irc_user(server, "sender%d" % i) for i in range(3)]
+    for round_ in range(4):
+        for i, sender in enumerate(senders):
+            sender.send_raw(b"".join(b"PRIVMSG #general :r%d from %d #%d\r\n" % (round_, i, n) for n in range(5)))
+        labeled.send_raw(b"@label=L%d PRIVMSG #general :r%d labeled\r\n" % (round_, round_))
+    total = 4 * (3 * 5 + 1)
+    seen = [watcher.next() for _ in range(total)]
+    said = [(line.split("!", 1)[0].lstrip(":"), strip_prefix(line)) for line in seen]
+    for sender in senders:
+        wanted = [text for nick, text in said if nick != sender.nick]
+        assert [strip_prefix(sender.next()) for _ in wanted] == wanted
+    wanted = ["ACK" if nick == "labeled" else text for nick, text in said]
+    assert [strip_prefix(labeled.next()) for _ in wanted] == wanted
+    for client in senders + [labeled, watcher]:
+        client.send("PING end")
+        assert strip_prefix(client.next()) == "PONG %s end" % SERVER_NAME
+
+
 def test_a_long_v1_message_is_split_not_cut(ircd):
     server = ircd()
     alice = v1_user(server, "alice")
