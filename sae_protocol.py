@@ -391,7 +391,10 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def room_key(room: str) -> str:
     """The form in which room names are compared: #Homework is #homework."""
-    return room.translate(_ASCII_LOWER)
+    # Only A-Z is folded; on ASCII text str.lower() does just that, ten
+    # times faster than translate(), and every line that names a room or
+    # a nick comes here.
+    return room.lower() if room.isascii() else room.translate(_ASCII_LOWER)
 
 
 def check_topic(topic: str, max_bytes: int = TOPIC_MAX_BYTES) -> Optional[str]:
