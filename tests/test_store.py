@@ -191,6 +191,15 @@ def test_a_large_batch_is_stored_whole_and_in_order(store, alice):
     assert store.room_history(1000) == stored
 
 
+@pytest.mark.parametrize("size", [1, 3, 127, 128, 129, 255, 300])
+def test_a_batch_of_any_size_gets_consecutive_ids_in_order(store, alice, size):
+    # SQLite inserts a batch in statements of 128, 64 ... 1 rows.
+    stored = store.append_messages([say(alice, "m%d" % i) for i in range(size)])
+    assert [m.body for m in stored] == ["m%d" % i for i in range(size)]
+    assert [m.id for m in stored] == list(range(stored[0].id, stored[0].id + size))
+    assert store.room_history(1000) == stored
+
+
 # -- history --------------------------------------------------------------
 
 @pytest.fixture
