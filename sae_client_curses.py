@@ -1263,6 +1263,8 @@ class Chat:
         self.register_first = False
         self.logged_in_once = False
         self.users: List[str] = []
+        # room_keys of the users whom USERS marked as IRC guests (CAP guests)
+        self.guests: Set[str] = set()
         # Whether the server has rooms (protocol v1.1): None until it has
         # answered CAP (before LOGIN's answer: requests are answered in
         # order), False if it said ERR 421, as a v1.0 server does. Without
@@ -1870,6 +1872,9 @@ class Chat:
         # (or older) one; answered before LOGIN is, so the client knows
         # which protocol it speaks before the chat screen shows.
         self.send("CAP", proto.ROOMS_CAPABILITY)
+        # IRC guests (a server with --irc-guests) are then marked in USERS.
+        # A server without guests refuses it, which changes nothing else.
+        self.send("CAP", proto.GUESTS_CAPABILITY)
         if self.register_first:
             self.send("REGISTER", self.name, self.password)
         else:
@@ -1997,7 +2002,8 @@ class Chat:
         if request is None:
             return
         if event.name == "CAP":
-            self.rooms_offered(event.room or DEFAULT_ROOM)
+            if request.fields[:1] != (proto.GUESTS_CAPABILITY,):
+                self.rooms_offered(event.room or DEFAULT_ROOM)
         elif event.name == "REGISTER":
             self.form.notice = "registered %s; logging in ..." % event.text
             self.register_first = False
@@ -2125,7 +2131,8 @@ class Chat:
     def on_err(self, event, answer):
         head = answer.request or Request("")
         if head.verb == "CAP":
-            self.no_rooms()
+            if head.fields[:1] != (proto.GUESTS_CAPABILITY,):
+                self.no_rooms()
         elif head.verb in ("LOGIN", "REGISTER"):
             self.login_failed(event.code, event.text)
         elif head.verb in ("SAY", "TELL", "RSAY"):
@@ -2208,8 +2215,14 @@ class Chat:
         self.unconfirmed = []
 
     def on_users(self, event, answer):
-        self.users = list(event.names)
-        self.say("info", "%d online: %s" % (len(self.users), " ".join(self.users)))
+        mark = proto.GUEST_MARK
+        self.users = [name[:-len(mark)] if name.endswith(mark) else name for name in event.names]
+        self.guests = {proto.room_key(name[:-len(mark)]) for name in event.names if name.endswith(mark)}
+        self.say("info", "%d online: %s" % (len(self.users), " ".join(self.shown_name(name) for name in self.users)))
+
+    def shown_name(self, name: str) -> str:
+        """A user's name as the lists of who is online show it."""
+        return name + " (guest)" if proto.room_key(name) in self.guests else name
 
     def is_online(self, name: str) -> bool:
         key = proto.room_key(name)
@@ -2240,6 +2253,7 @@ class Chat:
     def on_leave(self, event, answer):
         key = proto.room_key(event.name)
         self.users = [u for u in self.users if proto.room_key(u) != key]
+        self.guests.discard(key)
         kind = "offline" if self.rooms else "leave"
         for window in self.presence_windows(event.name):
             window.scrollback.add(Entry(kind, event.text, name=event.name))
@@ -2715,9 +2729,10 @@ class Chat:
         else:
             more = 0
         for name in names:
-            if text_width(name) > width:
-                name = name[:width - 1] + "\u2026"
-            rows.append((name, "@" + name))
+            shown = self.shown_name(name)
+            if text_width(shown) > width:
+                shown = shown[:width - 1] + "\u2026"
+            rows.append((shown, "@" + name))
         if more:
             rows.append(("+%d more" % more, ""))
         return rows[:max(0, height)]
@@ -2784,6 +2799,7 @@ class Chat:
                     window.loaded = False   # asked again when next shown
         self.room_lines, self.member_lines = [], {}
         self.users = []
+        self.guests = set()
         self.loading_older = False
         self.ping_sent_at = None
         if self.paste_queue:

@@ -316,8 +316,9 @@ def hear(chat, *lines):
     chat.receive("".join(line + "\n" for line in lines).encode())
 
 
-# What a server of protocol v1.0, which has no rooms, answers to CAP.
-NO_ROOMS = "ERR 421 unknown command CAP"
+# What a server of protocol v1.0, which has no rooms, answers to the
+# client's two CAP lines (rooms, guests).
+NO_ROOMS = "ERR 421 unknown command CAP\nERR 421 unknown command CAP"
 
 
 def online(name="alice", history=(), users=("alice", "bob")):
@@ -326,7 +327,7 @@ def online(name="alice", history=(), users=("alice", "bob")):
     chat.submit_login(register=False)
     assert chat.want_connect and chat.state == "connecting"
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN %s password1" % name]
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN %s password1" % name]
     hear(chat, NO_ROOMS, "OK LOGIN %s" % name, *history, "OK HISTORY %d" % len(history),
          "USERS %d %s" % (len(users), " ".join(users)))
     assert chat.state == "online" and chat.screen == "chat" and chat.rooms is False
@@ -385,7 +386,7 @@ def test_register_then_log_in():
     chat = Chat("127.0.0.1", 12345, "carol", "password1")
     chat.key("\x12")                                # Ctrl-R
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "REGISTER carol password1"]
+    assert sent(chat) == ["CAP rooms", "CAP guests", "REGISTER carol password1"]
     hear(chat, NO_ROOMS, "OK REGISTER carol")
     assert sent(chat) == ["LOGIN carol password1"]
 
@@ -634,7 +635,7 @@ def test_reconnect_fetches_what_was_missed_without_duplicates():
     chat.key("\r")
     assert chat.input.text == ""                    # in the history until we are back
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN alice password1"]
     # The login burst holds only the newest messages; 3 and 4 fell in the gap.
     hear(chat, NO_ROOMS, "OK LOGIN alice")
     assert sent(chat) == ["HISTORY 500 after=2"]
@@ -876,6 +877,18 @@ def test_marker_counts_mentions_while_scrolled_up():
     assert chat.marker() == "[3 new, 2 for you, End]" and chat.bells == 2
     chat.key("KEY_END")
     assert chat.marker() == ""
+
+
+def test_irc_guests_are_marked_as_guests_where_the_online_are_listed():
+    # The client asks CAP guests; the server puts a ~ after each guest's
+    # name in USERS, which is no part of the name.
+    chat = online(users=("alice", "bob", "visitor~"))
+    assert chat.users == ["alice", "bob", "visitor"]
+    assert "3 online: alice bob visitor (guest)" in screen_text(chat)
+    assert chat.names_pane(10) == [("3 online", ""), ("alice", "@alice"), ("bob", "@bob"),
+                                   ("visitor (guest)", "@visitor")]
+    hear(chat, "LEAVE visitor bye", "JOIN visitor")      # JOIN names a guest as anyone
+    assert [text for text, _ in chat.names_pane(10)][1:] == ["alice", "bob", "visitor"]
 
 
 def test_the_list_of_who_is_online_shows_where_wide_enough_and_toggles():
@@ -1308,8 +1321,8 @@ def in_rooms(name="alice", history=(), users=("alice", "bob"), rooms=None, defau
     chat = Chat("127.0.0.1", 12345, name, "password1")
     chat.submit_login(register=False)
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN %s password1" % name]
-    hear(chat, "OK CAP rooms %s" % default, "OK LOGIN %s" % name, *history,
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN %s password1" % name]
+    hear(chat, "OK CAP rooms %s" % default, "OK CAP guests", "OK LOGIN %s" % name, *history,
          "OK HISTORY %d" % len(history), "USERS %d %s" % (len(users), " ".join(users)))
     assert chat.rooms is True and chat.state == "online"
     assert sent(chat) == ["ROOMS"]
@@ -1584,8 +1597,8 @@ def reconnect(chat, *rooms):
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
-    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", "OK HISTORY 0", "USERS 2 alice bob")
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN alice password1"]
+    hear(chat, "OK CAP rooms #general", "OK CAP guests", "OK LOGIN alice", "OK HISTORY 0", "USERS 2 alice bob")
     lines = sent(chat)
     hear(chat, *["ROOM %s 1 1" % room for room in rooms], "OK ROOMS %d" % len(rooms))
     return lines
@@ -1752,7 +1765,7 @@ def test_the_first_login_tries_the_servers_in_order_until_one_answers():
     assert chat.want_connect and at(chat) == "b.example:12345" and chat.reconnect_at is None
     assert chat.form.notice == "cannot reach a.example:12345 (connection refused); logging in to b.example:12345 ..."
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN alice password1"]
     hear(chat, NO_ROOMS, "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     assert chat.status().startswith("b.example:12345 | alice | online")
 
@@ -1796,7 +1809,7 @@ def failover_online(servers=SERVERS):
     chat.submit_login(register=False)
     chat.connection_made()
     sent(chat)
-    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", msg(7), "OK HISTORY 1", "USERS 1 alice")
+    hear(chat, "OK CAP rooms #general", "OK CAP guests", "OK LOGIN alice", msg(7), "OK HISTORY 1", "USERS 1 alice")
     hear(chat, "ROOM #general 1 1", "OK ROOMS 1", "MEMBERS #general 1 alice", "OK NAMES #general")
     sent(chat)
     return chat
@@ -1836,8 +1849,8 @@ def test_wherever_it_lands_it_says_so_and_catches_up_after_the_last_id():
     chat.connection_lost("reset")
     chat.tick(chat.reconnect_at)
     chat.connection_made()
-    assert sent(chat) == ["CAP rooms", "LOGIN alice password1"]
-    hear(chat, "OK CAP rooms #general", "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
+    assert sent(chat) == ["CAP rooms", "CAP guests", "LOGIN alice password1"]
+    hear(chat, "OK CAP rooms #general", "OK CAP guests", "OK LOGIN alice", "OK HISTORY 0", "USERS 1 alice")
     # Message ids are the cluster's, so after= means the same on any server.
     assert sent(chat) == ["ROOMS", "HISTORY * 500 after=7"]
     assert "reconnected to b.example:12345 as alice; fetching what was said meanwhile" in screen_text(chat, width=300)

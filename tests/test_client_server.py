@@ -14,6 +14,7 @@ import socket
 
 import pytest
 
+import sae_ircd
 from sae_client_curses import Chat, clock, row_text
 from sae_protocol import MAX_LINE_BYTES, format_command
 
@@ -274,6 +275,22 @@ def test_against_the_server_the_client_knows_whether_it_has_rooms(harness):
     # which protocol the server speaks.
     assert alice.chat.rooms in (True, False) and alice.errors() == []
     assert said.count(no_rooms) == (0 if alice.chat.rooms else 1)
+
+
+def test_an_irc_guest_is_marked_a_guest_in_the_client_s_list_of_who_is_online(harness):
+    make, clock = harness
+    h = make(irc=True)
+    h.server.irc = sae_ircd.irc_options("irc.test", guests=True)
+    visitor = socket.create_connection(("127.0.0.1", h.irc_port))
+    visitor.setblocking(False)
+    h.buffers[visitor] = b""
+    visitor.sendall(b"NICK visitor\r\nUSER visitor 0 * :v\r\n")
+    h.expect(visitor, r".* 001 visitor ")
+    alice = Wire(h, "alice", register=True).online()
+    assert alice.chat.users == ["alice", "visitor"] or alice.chat.users == ["visitor", "alice"]
+    assert "2 online: " in alice.screen() and "visitor (guest)" in alice.screen()
+    assert ("visitor (guest)", "@visitor") in alice.chat.names_pane(10)
+    assert alice.errors() == []
 
 
 def test_two_accounts_talk_in_a_room_of_their_own(harness):
