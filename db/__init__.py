@@ -281,6 +281,20 @@ class Store:
         stops without saying who went offline replays nothing twice."""
         raise NotImplementedError
 
+    def targets(self, account_id: int, room_ids: Sequence[int], after_time: Optional[str],
+                before_time: Optional[str], limit: int, newest: bool = False) -> List[Tuple[str, str]]:
+        """IRC's CHATHISTORY TARGETS: the account's conversations whose
+        latest message was stored strictly after ``after_time`` and strictly
+        before ``before_time`` (None: no bound), as (name, that message's
+        time), oldest first: the live rooms among ``room_ids`` (the rooms
+        it is in) by their name as created, and the accounts it exchanged
+        private messages with by their name as registered (itself, for a
+        conversation with itself), none whose latest message is from before
+        its start_private_history. The first ``limit`` of them, or with
+        ``newest`` the last ``limit``. A conversation whose latest message
+        is outside the window is left out, even with others inside it."""
+        raise NotImplementedError
+
     # -- bans, the connection --
 
     def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:

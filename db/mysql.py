@@ -59,14 +59,16 @@ INSERT_ACCOUNT = sql.for_mysql(sql.INSERT_ACCOUNT)
 FIND_ACCOUNT = sql.for_mysql(sql.FIND_ACCOUNT)
 INSERT_MESSAGE = sql.for_mysql(sql.INSERT_MESSAGE)
 INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row INSERT_MESSAGE
+# A conversation's latest message (migration 0005), in the batch's
+# transaction: one statement for every conversation of the batch.
+UPDATE_CONVERSATIONS = ("INSERT INTO conversations (account_id, peer_id, last_id) VALUES %s"
+                        " ON DUPLICATE KEY UPDATE last_id = GREATEST(last_id, VALUES(last_id))")
 SET_BAN = sql.for_mysql(sql.SET_BAN)
 REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
 MARK_OFFLINE = sql.for_mysql(sql.MARK_OFFLINE)
 START_PRIVATE_HISTORY = sql.for_mysql(sql.START_PRIVATE_HISTORY)
 PRIVATE_FROM = sql.for_mysql(sql.PRIVATE_FROM)
 OFFLINE_AFTER = sql.for_mysql(sql.OFFLINE_AFTER)
-LAST_ID_UNTIL = sql.for_mysql(sql.LAST_ID_UNTIL)
-FIRST_ID_FROM = sql.for_mysql(sql.FIRST_ID_FROM)
 BANNED_ACCOUNTS = sql.for_mysql(sql.BANNED_ACCOUNTS)
 NAMES_WITH_HASH = sql.for_mysql(sql.NAMES_WITH_HASH)
 INSERT_ROOM = sql.for_mysql(sql.INSERT_ROOM)
@@ -538,6 +540,10 @@ class MySQLStore(Store):
             values.append((message.sender_id, recipient_id, room_id, message.body, moment[0]))
             stored.append(Message(0, moment[1], message.sender, recipient, message.body, room))
         ids = self._insert_messages(cursor, values)
+        conversations = sql.latest_in_conversations(values, ids)
+        if conversations:
+            cursor.execute(UPDATE_CONVERSATIONS % ", ".join(["(%s, %s, %s)"] * len(conversations)),
+                           [field for row in conversations for field in row])
         next_id = iter(ids)
         return [m._replace(id=next(next_id)) if m is not None else None for m in stored]
 
@@ -660,8 +666,30 @@ class MySQLStore(Store):
         return self._run(update)
 
     def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
-        moment = _to_datetime(at)
-        return self._select(LAST_ID_UNTIL, (moment,))[0][0], self._select(FIRST_ID_FROM, (moment,))[0][0]
+        return self._run(lambda cursor: sql.ids_at(self._first_row(cursor), _to_datetime(at)))
+
+    @staticmethod
+    def _first_row(cursor):
+        """sql.ids_at's ``first_row`` on this cursor."""
+        def first_row(statement, *parameters):
+            cursor.execute(sql.for_mysql(statement), parameters)
+            return cursor.fetchone()
+        return first_row
+
+    def targets(self, account_id: int, room_ids: Sequence[int], after_time: Optional[str],
+                before_time: Optional[str], limit: int, newest: bool = False) -> List[Tuple[str, str]]:
+        def select(cursor):
+            # Strictly after the last message at or before after_time, and
+            # before the first at or after before_time.
+            first_row = self._first_row(cursor)
+            after = sql.ids_at(first_row, _to_datetime(after_time))[0] if after_time is not None else None
+            before = sql.ids_at(first_row, _to_datetime(before_time))[1] if before_time is not None else None
+            statement, parameters, newest_first = sql.targets_query(
+                account_id, room_ids, after, before, limit, newest, self._private_from(cursor, account_id))
+            cursor.execute(sql.for_mysql(statement), parameters)
+            found = [(name, _to_text(moment)) for name, moment in cursor.fetchall()]
+            return found[::-1] if newest_first else found
+        return self._run(select)
 
     def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
         def update(cursor):

@@ -16,7 +16,7 @@ one ORDER BY over all the sources, the database would have to read every
 message of every source after ``after`` before it could sort them.
 """
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 ACCOUNT_COLUMNS = "id, name, password_hash, created_at, ban_reason"
 
@@ -25,11 +25,6 @@ FIND_ACCOUNT = "SELECT " + ACCOUNT_COLUMNS + " FROM users WHERE name_key = ?"
 FIND_RECIPIENT = "SELECT id, name FROM users WHERE name_key = ?"
 INSERT_MESSAGE = "INSERT INTO messages (sender_id, recipient_id, room_id, body, created_at) VALUES (?, ?, ?, ?, ?)"
 SET_BAN = "UPDATE users SET ban_reason = ?, banned_at = ? WHERE name_key = ?"
-# The ids on either side of a moment, for IRC's CHATHISTORY timestamp=
-# references: ids grow with created_at (one clock, one writer), so a time
-# becomes an id bound for the history queries.
-LAST_ID_UNTIL = "SELECT MAX(id) FROM messages WHERE created_at <= ?"
-FIRST_ID_FROM = "SELECT MIN(id) FROM messages WHERE created_at >= ?"
 LAST_MESSAGE_ID = "SELECT COALESCE(MAX(id), 0) FROM messages"
 REPLACE_PASSWORD = "UPDATE users SET password_hash = ? WHERE name_key = ? AND password_hash = ?"
 # Where "while away" and an account's private history start (migration
@@ -184,6 +179,113 @@ def missed_query(account_id: int, room_ids: Sequence[int], after: int, count: in
     branches.append(_since((TO_ACCOUNT, (account_id,)), since))
     branches.append(_since((FROM_ACCOUNT, (account_id, account_id)), since))
     return history_query(branches, count, after=after)
+
+
+# -- conversations (CHATHISTORY TARGETS) -------------------------------------
+# Each side of each private conversation, with its latest message's id
+# (migration 0005), kept by the transaction that stores the batch.
+
+def latest_in_conversations(rows: Sequence[tuple], ids: Sequence[int]) -> List[Tuple[int, int, int]]:
+    """(account_id, peer_id, last_id) for each side of each conversation
+    among the inserted ``rows`` (INSERT_MESSAGE's parameters, sender_id and
+    recipient_id first) with their ``ids``: the batch's latest message of
+    each, in key order (so that two transactions lock rows in one order)."""
+    latest = {}
+    for row, message_id in zip(rows, ids):
+        sender_id, recipient_id = row[0], row[1]
+        if recipient_id is not None:
+            latest[(sender_id, recipient_id)] = message_id
+            latest[(recipient_id, sender_id)] = message_id
+    return sorted(key + (message_id,) for key, message_id in latest.items())
+
+
+# TARGETS: the live rooms among the account's, each with its latest message
+# (one seek of messages_by_room each), and the account's conversations with
+# a latest message in the window (one range of conversations_by_activity, cut
+# to ``count`` in id order), joined to their messages for the time, sorted
+# and cut to ``count`` again. A room or conversation whose latest message is
+# outside the window is left out even if it has others inside it.
+_TARGET_ROOMS = ("SELECT g.name AS name,"
+                 " (SELECT id FROM messages WHERE messages.room_id = g.id ORDER BY id DESC LIMIT 1) AS id"
+                 " FROM rooms g WHERE g.id IN (%s) AND g.name_key IS NOT NULL")
+_TARGET_PEERS = ("SELECT u.name AS name, c.last_id AS id FROM (SELECT peer_id, last_id FROM conversations"
+                 " WHERE account_id = ? AND last_id > ? AND last_id < ? ORDER BY last_id%s LIMIT ?) AS c"
+                 " JOIN users u ON u.id = c.peer_id")
+_TARGETS = ("SELECT t.name, m.created_at FROM (%s) AS t JOIN messages m ON m.id = t.id"
+            " WHERE t.id > ? AND t.id < ? ORDER BY t.id%s LIMIT ?")
+
+
+# An id bound past every message, for a window with no end.
+_BEYOND_EVERY_ID = 2 ** 62
+
+
+def targets_query(account_id: int, room_ids: Sequence[int], after: Optional[int], before: Optional[int],
+                  count: int, newest: bool = False, since: Optional[int] = None) -> Tuple[str, list, bool]:
+    """(statement, parameters, newest_first) for the rooms ``room_ids`` and
+    the account's conversations (from ``since`` on, its private_from_id)
+    whose latest message has an id in (after, before) (None: no bound, as
+    ids_at gives for a moment before or after every message): (name,
+    created_at) of each, the first ``count`` in id order, or the last with
+    ``newest`` (then newest first, the caller's to reverse)."""
+    after = after or 0
+    before = before or _BEYOND_EVERY_ID
+    order = " DESC" if newest else ""
+    selects: List[str] = []
+    parameters: list = []
+    if room_ids:
+        selects.append(_TARGET_ROOMS % placeholders(len(room_ids)))
+        parameters.extend(sorted(room_ids))
+    selects.append(_TARGET_PEERS % order)
+    parameters.extend((account_id, max(after, since or 0), before, count))
+    parameters.extend((after, before, count))
+    return _TARGETS % (" UNION ALL ".join(selects), order), parameters, newest
+
+
+# -- a moment as ids (CHATHISTORY's timestamp=) ------------------------------
+# Ids grow with created_at (one clock, one writer), so the messages at or
+# before a moment are those up to some id, and a time becomes an id bound
+# for the history reads. That id is found by bisecting the ids, each probe
+# one seek of the primary key (about 20 for a million messages), rather than
+# with an index on created_at, which every message stored would pay for: a
+# fifth of SQLite's batched rate, for what only a timestamp= reference reads.
+
+# The last message with an id at or below ?, and the first above ?.
+MESSAGE_AT_OR_BELOW = "SELECT id, created_at FROM messages WHERE id <= ? ORDER BY id DESC LIMIT 1"
+MESSAGE_ABOVE = "SELECT id, created_at FROM messages WHERE id > ? ORDER BY id LIMIT 1"
+
+
+def ids_at(first_row: Callable[[str, int], Optional[tuple]], at) -> Tuple[Optional[int], Optional[int]]:
+    """Store.ids_at, from ``first_row(statement, id)`` (the first row of one
+    of the statements above, or None) and ``at`` in the form the backend's
+    created_at comes back in: the id of the last message at or before
+    ``at`` and of the first at or after it."""
+    until = _last_fitting(first_row, lambda moment: moment <= at)
+    before = until
+    if until is not None and until[1] == at:
+        # Several messages in that millisecond: the first of them.
+        before = _last_fitting(first_row, lambda moment: moment < at, until[0])
+    after = first_row(MESSAGE_ABOVE, before[0] if before else 0)
+    return until[0] if until else None, after[0] if after else None
+
+
+def _last_fitting(first_row, fits, top: int = 2 ** 62) -> Optional[tuple]:
+    """(id, created_at) of the last message up to the id ``top`` whose time
+    ``fits`` (the messages that do come first), or None."""
+    last = first_row(MESSAGE_AT_OR_BELOW, top)
+    if last is None or fits(last[1]):
+        return last
+    # Every message up to ``low`` fits (``found`` is the last of them);
+    # none above ``high`` does.
+    found, low, high = None, 0, last[0] - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        row = first_row(MESSAGE_AT_OR_BELOW, middle)
+        if row is None or row[0] <= low or fits(row[1]):
+            found = row if row is not None and row[0] > low else found
+            low = middle
+        else:
+            high = row[0] - 1
+    return found
 
 
 def for_mysql(statement: str) -> str:

@@ -22,6 +22,10 @@ from . import (DEFAULT_ROOM, Account, Message, NewMessage, RoomInfo, StorageUnav
                name_key, room_key, sql)
 from .migrate import migrations
 
+# A conversation's latest message (migration 0005), in the batch's transaction.
+UPDATE_CONVERSATION = ("INSERT INTO conversations (account_id, peer_id, last_id) VALUES (?, ?, ?)"
+                       " ON CONFLICT (account_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)")
+
 BUSY_MS = 200  # the longest the loop waits for another program's write lock
 CHECKPOINT_SECONDS = 5.0  # how often the WAL is copied back into the database file
 
@@ -232,6 +236,9 @@ class SQLiteStore(Store):
             if rows:
                 _insert_rows(db, rows)
                 next_id = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
+                conversations = sql.latest_in_conversations(rows, range(next_id, next_id + len(rows)))
+                if conversations:
+                    db.executemany(UPDATE_CONVERSATION, conversations)
             stored: List[Optional[Message]] = []
             for each in kept:
                 if each is None:
@@ -321,7 +328,25 @@ class SQLiteStore(Store):
         return self._select(sql.LAST_MESSAGE_ID)[0][0]
 
     def ids_at(self, at: str) -> Tuple[Optional[int], Optional[int]]:
-        return self._select(sql.LAST_ID_UNTIL, (at,))[0][0], self._select(sql.FIRST_ID_FROM, (at,))[0][0]
+        # One transaction: every probe sees the same messages.
+        return self._in_transaction(sql.ids_at, self._first_row, at)
+
+    def _first_row(self, statement, *parameters):
+        return self.db.execute(statement, parameters).fetchone()
+
+    def targets(self, account_id: int, room_ids: Sequence[int], after_time: Optional[str],
+                before_time: Optional[str], limit: int, newest: bool = False) -> List[Tuple[str, str]]:
+        def select():
+            # Strictly after the last message at or before after_time, and
+            # before the first at or after before_time.
+            after = sql.ids_at(self._first_row, after_time)[0] if after_time is not None else None
+            before = sql.ids_at(self._first_row, before_time)[1] if before_time is not None else None
+            statement, parameters, newest_first = sql.targets_query(
+                account_id, room_ids, after, before, limit, newest, self._private_from(account_id))
+            found = [tuple(row) for row in self.db.execute(statement, parameters)]
+            return found[::-1] if newest_first else found
+        # One transaction: the bounds and the conversations as of one moment.
+        return self._in_transaction(select)
 
     def replace_password(self, name: str, old_hash: str, new_hash: str) -> bool:
         def update():

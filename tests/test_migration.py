@@ -1,5 +1,6 @@
 """Upgrading a database written by v0.1.0 (one room, schema version 1) to
-rooms (migration 0002), on SQLite and on MariaDB.
+rooms (migration 0002) and on to the latest schema (the conversations of
+0005 among them), on SQLite and on MariaDB.
 
 Each test builds the old database the way v0.1.0 left it: migration 0001
 alone, run from its SQL file, then accounts, a ban, room messages and a
@@ -142,6 +143,14 @@ def test_an_upgraded_store_keeps_every_account_ban_and_message(db_url):
             joined.close()
         assert len(rows) == 3 and all(created == joined_at for created, joined_at in rows)
 
+        # The conversations so far, each at its latest message (migration
+        # 0005), and the moments of the old messages as ids.
+        assert store.targets(alice.id, [general.id], None, None, 10) == [
+            ("#general", MESSAGES[3][3]), ("bob", MESSAGES[4][3])]
+        assert store.targets(bob.id, [], None, None, 10) == [("Alice", MESSAGES[4][3])]
+        assert store.targets(store.find_account("mallory").id, [], None, None, 10) == []
+        assert store.ids_at(MESSAGES[2][3]) == (ids[2], ids[2])
+
         # Everything alice could have missed, and ids that go on from the old ones.
         assert [m.id for m in store.missed(alice.id, 0, 100)] == ids
         [later] = store.append_messages([store_message(alice, "after the upgrade")])
@@ -159,6 +168,30 @@ def test_an_upgraded_store_keeps_every_account_ban_and_message(db_url):
 def store_message(account, body):
     from sae_db import NewMessage
     return NewMessage(account.id, account.name, None, body, "2026-11-24T13:05:01.123Z")
+
+
+def test_the_conversations_of_an_upgraded_database_count_each_once(db_url):
+    # Migration 0005 makes one row per side of each conversation: one for
+    # a conversation with oneself, however many messages either way.
+    make_v010_database(db_url, messages=[
+        ("Alice", "Alice", "note to self", "2025-09-03T12:00:00.000Z"),
+        ("bob", "Alice", "one", "2025-09-03T12:00:01.000Z"),
+        ("Alice", "bob", "two", "2025-09-03T12:00:02.000Z"),
+        ("bob", "Alice", "three", "2025-09-03T12:00:03.000Z"),
+        ("Alice", "Alice", "another note", "2025-09-03T12:00:04.000Z")])
+    store = open_store(db_url)
+    try:
+        alice, bob = store.find_account("alice"), store.find_account("bob")
+        assert store.targets(alice.id, [], None, None, 10) == [
+            ("bob", "2025-09-03T12:00:03.000Z"), ("Alice", "2025-09-03T12:00:04.000Z")]
+        assert store.targets(bob.id, [], None, None, 10) == [("Alice", "2025-09-03T12:00:03.000Z")]
+        # And from then on, kept by each batch.
+        from sae_db import NewMessage
+        store.append_messages([NewMessage(bob.id, "bob", "alice", "four", "2025-09-03T12:00:05.000Z")])
+        assert store.targets(alice.id, [], None, None, 10) == [
+            ("Alice", "2025-09-03T12:00:04.000Z"), ("bob", "2025-09-03T12:00:05.000Z")]
+    finally:
+        store.close()
 
 
 def test_an_upgraded_empty_database_gets_a_general_room(db_url):

@@ -524,6 +524,88 @@ def test_an_account_in_no_room_still_gets_its_private_messages(store, alice, bob
     assert store.missed(alice.id, 0, 10) == [stored[1]]
 
 
+# -- conversations: IRC's CHATHISTORY TARGETS ------------------------------------
+
+def at(second):
+    """A moment of the conversations below, one second apart."""
+    return "2026-12-01T10:00:%02d.000Z" % second
+
+
+def test_targets_are_the_rooms_and_conversations_by_their_latest_message(store, alice, bob, homework):
+    general = store.find_room("#general")
+    carol = store.create_account("carol", "h", T0)
+    art = store.ensure_room("#art", T0)
+    stored = store.append_messages([
+        in_room(bob, general, "g1", at(1)), tell(alice, "bob", "to bob", at(2)),
+        in_room(carol, homework, "h1", at(3)), tell(carol, "alice", "to alice", at(4)),
+        in_room(bob, art, "not among hers", at(5)), tell(bob, "carol", "not hers", at(6)),
+        tell(alice, "alice", "note to self", at(7))])
+    store.append_messages([in_room(bob, general, "g2", at(8)), tell(bob, "Alice", "bob again", at(9))])
+    mine = [general.id, homework.id]
+    # Each once, at its latest message, oldest first; itself for a
+    # conversation with itself; names as they were made.
+    assert store.targets(alice.id, mine, None, None, 10) == [
+        ("#Homework", at(3)), ("carol", at(4)), ("Alice", at(7)), ("#general", at(8)), ("bob", at(9))]
+    # The first of them, or the last.
+    assert store.targets(alice.id, mine, None, None, 2) == [("#Homework", at(3)), ("carol", at(4))]
+    assert store.targets(alice.id, mine, None, None, 2, newest=True) == [("#general", at(8)), ("bob", at(9))]
+    # The other side of each conversation sees it too.
+    assert store.targets(carol.id, [], None, None, 10) == [("Alice", at(4)), ("bob", at(6))]
+    assert store.targets(bob.id, [general.id, art.id], None, None, 10) == [
+        ("#art", at(5)), ("carol", at(6)), ("#general", at(8)), ("Alice", at(9))]
+    assert all(message is not None for message in stored)
+
+
+def test_targets_in_a_window_match_the_latest_message_only(store, alice, bob, homework):
+    carol = store.create_account("carol", "h", T0)
+    store.append_messages([tell(bob, "alice", "b1", at(1)), in_room(bob, homework, "h1", at(2)),
+                           tell(carol, "alice", "c1", at(3))])
+    store.append_messages([tell(alice, "bob", "b2", at(4)), in_room(carol, homework, "h2", at(5))])
+    rooms = [homework.id]
+    assert store.targets(alice.id, rooms, None, None, 10) == [("carol", at(3)), ("bob", at(4)), ("#Homework", at(5))]
+    # Strictly between the two moments: a latest message at either is out.
+    assert store.targets(alice.id, rooms, at(3), at(5), 10) == [("bob", at(4))]
+    assert store.targets(alice.id, rooms, at(2), None, 10) == [("carol", at(3)), ("bob", at(4)), ("#Homework", at(5))]
+    assert store.targets(alice.id, rooms, None, at(4), 10) == [("carol", at(3))]
+    # bob and #homework had messages before at(3), but their latest is later.
+    assert store.targets(alice.id, rooms, None, "2026-12-01T10:00:03.500Z", 10) == [("carol", at(3))]
+    assert store.targets(alice.id, rooms, at(0), "2026-12-01T10:00:02.500Z", 10) == []
+    # Moments before every message and after every one.
+    assert store.targets(alice.id, rooms, "2020-01-01T00:00:00.000Z", "2262-01-01T00:00:00.000Z", 2) == [
+        ("carol", at(3)), ("bob", at(4))]
+    assert store.targets(alice.id, rooms, "2262-01-01T00:00:00.000Z", None, 10) == []
+    assert store.targets(alice.id, [], None, None, 0) == []
+
+
+def test_targets_of_a_new_holder_leave_out_the_conversations_from_before(store, alice, bob):
+    carol = store.create_account("carol", "h", T0)
+    store.append_messages([tell(bob, "alice", "to the old alice", at(1)), tell(alice, "carol", "old", at(2))])
+    store.start_private_history(alice.id)
+    assert store.targets(alice.id, [], None, None, 10) == []
+    store.append_messages([tell(carol, "alice", "to the new alice", at(3))])
+    assert store.targets(alice.id, [], None, None, 10) == [("carol", at(3))]
+    # The other sides keep theirs.
+    assert store.targets(bob.id, [], None, None, 10) == [("Alice", at(1))]
+    assert store.targets(carol.id, [], None, None, 10) == [("Alice", at(3))]
+
+
+def test_targets_leave_out_a_room_deleted_and_one_with_no_message(store, alice, bob, homework):
+    art = store.ensure_room("#art", T0)
+    quiet = store.ensure_room("#quiet", T0)
+    store.append_messages([in_room(bob, homework, "h", at(1)), in_room(bob, art, "a", at(2))])
+    store.delete_room(art.id, keep_history=True)
+    assert store.targets(alice.id, [homework.id, art.id, quiet.id], None, None, 10) == [("#Homework", at(1))]
+
+
+def test_a_failed_batch_leaves_the_conversations_as_they_were(store, alice, bob):
+    [kept] = store.append_messages([tell(alice, "bob", "kept", at(1))])
+    ghost = NewMessage(999999, "ghost", None, "no such sender", at(3))  # breaks the foreign key
+    with pytest.raises(INTEGRITY_ERRORS):
+        store.append_messages([tell(bob, "alice", "lost", at(2)), ghost])
+    assert store.targets(alice.id, [], None, None, 10) == [("bob", at(1))]
+    assert store.targets(bob.id, [], None, None, 10) == [("Alice", at(1))]
+
+
 # -- deleting a room ---------------------------------------------------------
 
 def test_a_room_deleted_with_its_history_kept(store_url, store, alice, bob, homework):
@@ -631,7 +713,24 @@ def history_queries(accounts, rooms, store):
     room_ids = [room.id for room in store.rooms_of(alice.id)]
     assert room_ids
     found.append(("missed",) + sql.missed_query(alice.id, room_ids, middle, 100)[:2])
+    for bound in ({}, {"after": middle}, {"after": 100, "before": middle}):
+        found.append(("targets %s" % bound,) + sql.targets_query(
+            alice.id, room_ids, bound.get("after"), bound.get("before"), 100)[:2])
+    found.append(("targets, newest",) + sql.targets_query(alice.id, room_ids, 0, middle, 5, newest=True)[:2])
     return found
+
+
+def test_a_moment_becomes_ids_by_seeks_of_the_primary_key(store_url, busy):
+    # Each probe of ids_at's bisection is one seek, whatever the moment.
+    from sae_db import sql
+    for statement in (sql.MESSAGE_AT_OR_BELOW, sql.MESSAGE_ABOVE):
+        if dialect(store_url) == "sqlite":
+            plan = [row[-1] for row in query_with(store_url, "EXPLAIN QUERY PLAN " + statement, [1500])]
+            assert plan in (["SEARCH messages USING INTEGER PRIMARY KEY (rowid<?)"],
+                            ["SEARCH messages USING INTEGER PRIMARY KEY (rowid>?)"]), plan
+        else:
+            [row] = query_with(store_url, "EXPLAIN " + sql.for_mysql(statement), [1500])
+            assert (row[3], row[5]) == ("range", "PRIMARY"), row
 
 
 def test_history_reads_never_scan_the_messages(store_url, busy):
@@ -640,19 +739,67 @@ def test_history_reads_never_scan_the_messages(store_url, busy):
         if dialect(store_url) == "sqlite":
             plan = [row[-1] for row in query_with(store_url, "EXPLAIN QUERY PLAN " + statement, parameters)]
             # "SCAN branch0" reads what one branch picked (at most its LIMIT).
-            scans = [step for step in plan if re.match(r"SCAN (messages|m)\b", step)]
+            scans = [step for step in plan if re.match(r"SCAN (messages|m|conversations)\b", step)]
             assert scans == [], (what, plan)
             searches = [step for step in plan if step.startswith("SEARCH messages")]
             assert searches and all("USING COVERING INDEX messages_by_" in step for step in searches), (what, plan)
+            if what.startswith("targets"):
+                assert any(step.startswith("SEARCH conversations USING COVERING INDEX conversations_by_activity"
+                                           " (account_id=? AND last_id>? AND last_id<?)") for step in plan), plan
         else:
             from sae_db.sql import for_mysql
             plan = query_with(store_url, "EXPLAIN " + for_mysql(statement), parameters)
             # (id, select_type, table, type, possible_keys, key, ...): ALL is a
             # full table scan, index a full index scan.
-            on_messages = [row for row in plan if row[2] in ("messages", "m")]
+            on_messages = [row for row in plan if row[2] in ("messages", "m", "conversations")]
             assert on_messages, (what, plan)
             for row in on_messages:
                 assert row[3] not in ("ALL", "index") and row[5] is not None, (what, plan)
+            if what.startswith("targets"):
+                assert ("conversations", "conversations_by_activity") in [(row[2], row[5]) for row in plan], plan
+
+
+def test_targets_give_the_same_answers_as_a_plain_filter(store):
+    # Kept batch by batch, the conversations must say what reading every
+    # message would, in any window: 8 accounts in 4 rooms, 400 messages of
+    # which half private, in batches of 1 to 40, a second apart.
+    import random
+    chance = random.Random(5)
+    accounts = [store.create_account("user%d" % i, "h", T0) for i in range(8)]
+    rooms = [store.ensure_room("#room%d" % i, T0) for i in range(4)]
+    for i, account in enumerate(accounts):
+        for room in rooms[i % 2::2]:
+            store.join_room(account.id, room.id, T0)
+    moments = ["2026-12-01T%02d:%02d:%02d.000Z" % (10 + i // 3600, i // 60 % 60, i % 60) for i in range(400)]
+    messages = []
+    for moment in moments:
+        sender = chance.choice(accounts)
+        if chance.random() < 0.5:
+            messages.append(tell(sender, chance.choice(accounts).name, "p", moment))
+        else:
+            messages.append(in_room(sender, chance.choice(rooms), "r", moment))
+    stored = []
+    while len(stored) < len(messages):
+        stored += store.append_messages(messages[len(stored):len(stored) + chance.randint(1, 40)])
+    for account in accounts:
+        room_ids = [room.id for room in store.rooms_of(account.id)]
+        names = {room.name for room in store.rooms_of(account.id)}
+        latest = {}
+        for message in stored:
+            if message.room in names:
+                latest[message.room] = message
+            elif account.name in (message.sender, message.recipient) and message.room is None:
+                latest[message.recipient if message.sender == account.name else message.sender] = message
+        every = [(name, m.created_at) for name, m in sorted(latest.items(), key=lambda item: item[1].id)]
+        assert len(every) > 6
+        assert store.targets(account.id, room_ids, None, None, 1000) == every
+        assert store.targets(account.id, room_ids, None, None, 5) == every[:5]
+        assert store.targets(account.id, room_ids, None, None, 5, newest=True) == every[-5:]
+        for _ in range(5):
+            after, before = sorted(chance.sample(moments, 2))
+            between = [target for target in every if after < target[1] < before]
+            assert store.targets(account.id, room_ids, after, before, 1000) == between
+            assert store.targets(account.id, room_ids, after, before, 3, newest=True) == between[-3:]
 
 
 def query_with(url, statement, parameters):
@@ -794,7 +941,8 @@ def test_both_backends_have_the_same_schema(tmp_path, mysql_url):
         open_store(url).close()
     assert columns(sqlite_url) == columns(mysql_url)
     assert latest_version("sqlite") == latest_version("mysql")
-    assert set(columns(sqlite_url)) == {"users", "messages", "rooms", "memberships", "message_chain", "schema_version"}
+    assert set(columns(sqlite_url)) == {"users", "messages", "rooms", "memberships", "message_chain", "conversations",
+                                       "schema_version"}
 
 
 # -- MySQL only: types, outages, secrets ----------------------------------
@@ -805,7 +953,7 @@ def test_mysql_tables_are_innodb_utf8mb4(mysql_url):
     rows = query(mysql_url, "SELECT table_name, engine, table_collation FROM information_schema.tables"
                             " WHERE table_schema = '%s'" % database)
     assert {name for name, _, _ in rows} == {"users", "messages", "rooms", "memberships", "message_chain",
-                                             "schema_version"}
+                                             "conversations", "schema_version"}
     for name, engine, collation in rows:
         assert engine == "InnoDB" and collation.startswith("utf8mb4_"), (name, engine, collation)
 
@@ -1003,6 +1151,37 @@ def test_ids_at_a_moment_for_chathistory_timestamps(store, alice):
     assert store.ids_at("2026-01-01T00:00:01.500Z") == (ids[1], ids[2])
     assert store.ids_at("2025-12-31T23:59:59.000Z") == (None, ids[0])
     assert store.ids_at("2026-01-01T00:00:09.000Z") == (ids[2], None)
+    # Several messages in one millisecond: the last of them, and the first.
+    same = store.append_messages([NewMessage(alice.id, alice.name, None, "s%d" % n, "2026-01-01T00:00:05.000Z")
+                                  for n in range(3)])
+    assert store.ids_at("2026-01-01T00:00:05.000Z") == (same[2].id, same[0].id)
+    assert store.ids_at("2026-01-01T00:00:04.000Z") == (ids[2], same[0].id)
+
+
+def test_ids_at_gives_what_a_plain_filter_gives(store, alice, homework):
+    # A bisection of the ids, so it must hold with gaps in them (a room's
+    # history removed) and many messages in one millisecond.
+    import random
+    chance = random.Random(3)
+    general = store.find_room("#general")
+    moments, ms = [], 0
+    for _ in range(300):
+        ms += chance.choice((0, 0, 1, 7, 250))
+        moments.append("2026-01-01T00:%02d:%02d.%03dZ" % (ms // 60000, ms // 1000 % 60, ms % 1000))
+    rooms = [chance.choice((general, homework)) for _ in moments]
+    stored = []
+    while len(stored) < len(moments):
+        first = len(stored)
+        stored += store.append_messages([in_room(alice, room, "m", moment) for room, moment in
+                                         zip(rooms[first:first + 17], moments[first:first + 17])])
+    store.delete_room(homework.id, keep_history=False)
+    kept = [message for message in stored if message.room == "#general"]
+    assert 100 < len(kept) < 250
+    for moment in sorted(set(moments)) + ["2025-12-31T23:59:59.999Z", "2026-01-01T01:00:00.000Z",
+                                          "2026-01-01T00:00:00.500Z", moments[150][:-2] + "9Z"]:
+        until = [m.id for m in kept if m.created_at <= moment]
+        since = [m.id for m in kept if m.created_at >= moment]
+        assert store.ids_at(moment) == (until[-1] if until else None, since[0] if since else None), moment
 
 
 def test_two_servers_making_one_room_at_once_both_get_it(mysql_url):
