@@ -1471,7 +1471,7 @@ def history_windows(request: ChathistoryRequest) -> List[HistoryWindow]:
         if _ref_order(first) < _ref_order(second):
             return [HistoryWindow(limit, False, after=HistoryBound(first), before=HistoryBound(second))]
         return [HistoryWindow(limit, True, after=HistoryBound(second), before=HistoryBound(first))]
-    raise ValueError("TARGETS is answered with targets_lines, not messages")
+    raise ValueError("TARGETS is read with targets_window and answered with targets_lines, not messages")
 
 
 def _ref_order(ref: HistoryRef):
@@ -1497,6 +1497,30 @@ def select_history(messages: Sequence, window: HistoryWindow) -> list:
     if window.count <= 0:
         return []
     return chosen[-window.count:] if window.newest else chosen[:window.count]
+
+
+class TargetsWindow(NamedTuple):
+    """What CHATHISTORY TARGETS asks the store for (Store.targets): the
+    conversations whose latest message is strictly between ``after`` and
+    ``before`` (store timestamps), the ``limit`` first of them, or the last
+    when ``newest``."""
+    after: str
+    before: str
+    limit: int
+    newest: bool
+
+
+def targets_window(request: ChathistoryRequest) -> Optional[TargetsWindow]:
+    """TARGETS' two timestamps as BETWEEN reads them: from the first towards
+    the second, forwards or backwards in time, the limit counted from the
+    first (from the later one, the latest conversations). None when they
+    are one moment: nothing is strictly between."""
+    first, second = (ref.timestamp for ref in request.refs)
+    if first == second:
+        return None
+    if first < second:
+        return TargetsWindow(first, second, request.limit, False)
+    return TargetsWindow(second, first, request.limit, True)
 
 
 def targets_lines(server_name: str, targets: Iterable[Tuple[str, str]], ref: Optional[str] = None) -> List[bytes]:

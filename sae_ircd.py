@@ -1312,7 +1312,7 @@ def cmd_chathistory(server, session, params):
     if request.__class__ is irc.Failure:
         return answer(server, session, [request.line(name)])
     if request.subcommand == "TARGETS":
-        return answer(server, session, irc.targets_lines(name, []))
+        return chathistory_targets(server, session, irc.targets_window(request))
     refs = request.refs
     if request.subcommand == "BETWEEN" and refs[0].kind != refs[1].kind:
         return answer(server, session, [irc.fail(name, "CHATHISTORY", "INVALID_PARAMS", "BETWEEN", "*",
@@ -1354,6 +1354,24 @@ def chathistory(server, session, request):
                                           description="Messages could not be retrieved")])
         return
     answer(server, session, session.protocol.history_lines(caught_up(messages, upto), target, batch=True))
+
+
+def chathistory_targets(server, session, window):
+    """CHATHISTORY TARGETS: the channels of the account and the nicks of
+    its private conversations whose latest message is in the window, each
+    with that message's time (Store.targets)."""
+    name = server.irc.server_name
+    found = []
+    if window is not None:
+        rooms = [room.info.id for room in session.rooms]
+        try:
+            found = yield storage(server.store.targets, session.account.id, rooms, window.after, window.before,
+                                  window.limit, window.newest)
+        except StorageUnavailable:
+            answer(server, session, [irc.fail(name, "CHATHISTORY", "MESSAGE_ERROR", "TARGETS", "*",
+                                              description="Storage unavailable, try again")])
+            return
+    answer(server, session, irc.targets_lines(name, found))
 
 
 def history_for(store, fetch, windows):

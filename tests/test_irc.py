@@ -708,6 +708,25 @@ def test_chathistory_targets_batch():
                      b":irc.example.org BATCH -t\r\n"]
 
 
+def test_chathistory_targets_window_reads_its_timestamps_as_between_does():
+    def window(first, second, limit="50"):
+        return irc.targets_window(irc.parse_chathistory(["TARGETS", first, second, limit]))
+
+    earlier, later = "timestamp=2026-11-24T13:05:01.5Z", "timestamp=2026-11-24T13:05:02Z"
+    # Forwards: the first ones after the earlier moment; backwards: the
+    # last ones before the later; both strictly between.
+    assert window(earlier, later) == irc.TargetsWindow("2026-11-24T13:05:01.500Z", "2026-11-24T13:05:02.000Z",
+                                                       50, False)
+    assert window(later, earlier, "3") == irc.TargetsWindow("2026-11-24T13:05:01.500Z",
+                                                            "2026-11-24T13:05:02.000Z", 3, True)
+    assert window(earlier, later, "0").limit == irc.CHATHISTORY_MAX
+    # One moment twice: nothing is strictly between, whatever its spelling.
+    assert window("timestamp=2026-11-24T13:05:01.5Z", "timestamp=2026-11-24T13:05:01.500000Z") is None
+    # Only BETWEEN's windows are messages.
+    with pytest.raises(ValueError):
+        irc.history_windows(irc.parse_chathistory(["TARGETS", earlier, later, "5"]))
+
+
 def test_timestamps():
     assert irc.parse_timestamp("2026-11-24T13:05:01.123Z") == "2026-11-24T13:05:01.123Z"
     assert irc.parse_timestamp("2026-11-24T13:05:01.1Z") == "2026-11-24T13:05:01.100Z"
