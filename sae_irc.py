@@ -180,6 +180,10 @@ NOTE = "NOTE"
 # Everything CAP LS offers, in the order it lists them. msgid is no
 # capability: it is a tag sent to clients that have message-tags.
 CAPABILITIES = (
+    # ACCOUNT when a nick's account changes: a guest's nick registered (by
+    # its guest, or by anyone while it is away) becomes that account, and a
+    # client that logs in after registration is told its own.
+    "account-notify",
     "account-tag",
     "away-notify",
     "batch",
@@ -1302,6 +1306,12 @@ def authenticate_chunks(payload: bytes) -> List[str]:
     if not chunks or len(chunks[-1]) == SASL_CHUNK_BYTES:
         chunks.append("+")
     return chunks
+
+
+def account_line(server_name: str, nick: str, account: Optional[str]) -> bytes:
+    """account-notify's ACCOUNT: ``nick`` is now logged in to ``account``
+    (None: to none, "*"). The same bytes for everyone who gets it."""
+    return format_line("ACCOUNT", account or "*", source=hostmask(nick, server_name))
 
 
 def logged_in_lines(server_name: str, nick: str, account: str) -> List[bytes]:

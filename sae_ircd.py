@@ -519,6 +519,10 @@ def logged_in(server, session, account, rooms):
     if session.nick != account.name:
         server.reply(session, irc.format_line("NICK", account.name, source=me(server, session)))
     session.nick = account.name
+    if "account-notify" in session.caps:
+        # The client's own account changed (it had none, a guest's, or
+        # another): account-notify tells a client of its own too.
+        server.reply(session, irc.account_line(server.irc.server_name, account.name, account.name))
     yield from come_online(server, session, account, rooms, shown)
 
 
@@ -730,9 +734,6 @@ def register_guest(server, session, password, via_nickserv):
         server.reply(session, notice(server, session, "Account %s is registered already" % account.name))
         return
     log.info("%s registered %s (was a guest)", session.address, account.name)
-    server.guests.discard(name_key(account.name))
-    for other in server.online.get(name_key(account.name), ()):
-        other.guest = False
     if via_nickserv:
         server.reply(session, notice(server, session, "Account %s registered; you are logged in" % account.name,
                                      source))
@@ -740,6 +741,33 @@ def register_guest(server, session, password, via_nickserv):
         server.reply(session, irc.register_success_line(server.irc.server_name, account.name))
     server.reply(session, numeric(server, session, irc.RPL_LOGGEDIN, me(server, session), account.name,
                                   "You are now logged in as %s" % account.name))
+    guest_registered(server, account.name, session.rooms)
+
+
+def guest_registered(server, name, rooms, relay=True):
+    """A guest's account ``name`` is registered (by its guest, or by anyone
+    while it was away): an account from now on, its lines tagged with it,
+    and those who share one of its ``rooms`` (Rooms of this server) and
+    have account-notify are told so (the other servers of a cluster too)."""
+    key = name_key(name)
+    server.guests.discard(key)
+    sessions = set(server.online.get(key, ()))
+    for session in sessions:
+        session.guest = False
+    if relay:
+        server.relay("account", n=name, rooms=[room.info.name for room in rooms])
+    for room in rooms:
+        sessions.update(room.sessions())
+    line = irc.account_line(server.irc.server_name, name, name)
+    for session in sessions:
+        if session.__class__ is IrcSession and "account-notify" in session.caps:
+            server.reply(session, line)
+
+
+def account_heard(server, event):
+    """Another server of the cluster says a guest's account was registered."""
+    rooms = [server.rooms.get(room_key(name)) for name in event["rooms"] if irc.check_channel(name) is None]
+    guest_registered(server, event["n"], [room for room in rooms if room is not None], relay=False)
 
 
 def nickserv_mask(server):

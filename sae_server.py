@@ -2307,12 +2307,9 @@ class Server:
             # While the account is online its rooms are kept here, changed
             # as its JOINs and PARTs are stored; so only its first session's
             # read counts. A room deleted since the read is left out.
-            found = []
-            for info in stored_rooms:
-                room = self.rooms.get(room_key(info.name))
-                if room is not None and room.info.id == info.id:
-                    found.append(room)
-                    room.accounts.add(key)
+            found = self.rooms_here(stored_rooms)
+            for room in found:
+                room.accounts.add(key)
             rooms = self._set_rooms(key, frozenset(found))
         self.online.setdefault(key, []).append(session)
         self.everyone.add(session)
@@ -2321,6 +2318,16 @@ class Server:
             if room is self.room or session.rooms_on:
                 room.add(session)
         log.info("%s logged in as %s", session.address, account.name)
+
+    def rooms_here(self, infos):
+        """The Rooms of these RoomInfos (as the store read them), but those
+        deleted since."""
+        found = []
+        for info in infos:
+            room = self.rooms.get(room_key(info.name))
+            if room is not None and room.info.id == info.id:
+                found.append(room)
+        return found
 
     def log_out(self, session, reason):
         """The session leaves its account, to log in to another at once
@@ -2754,6 +2761,8 @@ class Server:
             self._room_news(kind, event)
         elif kind == "tagmsg":
             sae_ircd.tagmsg_heard(self, event)
+        elif kind == "account":
+            sae_ircd.account_heard(self, event)
 
     def _room_news(self, kind, event):
         """A change to a room that another server stored."""
@@ -3048,13 +3057,15 @@ def register_steps(server, session, name, password):
         # The name may be an IRC guest's (--irc-guests): anyone may chat
         # under it while its guest is away, so anyone may make it theirs.
         try:
-            account = yield storage(claim_guest_account, server.store, name, password_hash,
+            claimed = yield storage(claim_guest_account, server.store, name, password_hash,
                                     name_key(name) in server.online)
         except StorageUnavailable:
             return Refused(UNAVAILABLE)
-        if account is None:
+        if claimed is None:
             return Refused(TAKEN)
-        server.guests.discard(name_key(account.name))
+        account, rooms = claimed
+        # Its guest is away, but its channels show its nick all the same.
+        sae_ircd.guest_registered(server, account.name, server.rooms_here(rooms))
     log.info("%s registered %s", session.address, account.name)
     return account
 
@@ -3066,7 +3077,8 @@ GUEST_HASH = "!guest"
 
 def claim_guest_account(store, name, password_hash, online):
     """On the storage thread: the guest account ``name`` with its new
-    password, or None if it is no guest's (or its guest is online)."""
+    password and its rooms, or None if it is no guest's (or its guest is
+    online)."""
     account = store.find_account(name)
     if online or account is None or account.password_hash != GUEST_HASH:
         return None
@@ -3075,7 +3087,7 @@ def claim_guest_account(store, name, password_hash, online):
     # Whoever registers it is not the guests who chatted under it before:
     # their private messages are not its to read.
     store.start_private_history(account.id)
-    return account._replace(password_hash=password_hash)
+    return account._replace(password_hash=password_hash), store.rooms_of(account.id)
 
 
 def cmd_register(server, session, name, password):

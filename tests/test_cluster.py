@@ -499,6 +499,37 @@ def test_a_typing_notification_crosses_instances(cluster):
     erin.expect(r"@\S*\+typing=paused\S* :dave!\S+ TAGMSG erin", raw=True)
 
 
+def test_a_guest_that_registers_on_one_instance_is_an_account_on_another(cluster):
+    # s2 starts after the guest's account was made, so it knows it as a
+    # guest's; it hears the registration from s1, and says it with ACCOUNT.
+    from test_ircd import IrcClient, tags_of
+
+    def irc_port(instance):
+        return int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
+
+    [s1] = cluster(1, "--irc-port", "0", "--irc-guests")
+    guest = IrcClient(irc_port(s1))
+    s1.clients.append(guest)
+    guest.register_connection("Visitor")
+    guest.expect(r"366 Visitor #general ")
+    s2 = cluster(1, "--irc-port", "0", "--irc-guests")[1]
+    account_client(s2, "erin").close()
+    erin = IrcClient(irc_port(s2))
+    s2.clients.append(erin)
+    erin.register_connection("erin", caps=["account-notify", "account-tag", "message-tags"],
+                             password="erin:password1")
+    erin.expect(r"366 erin #general ")
+    guest.send("PRIVMSG #general :still a guest")
+    said = erin.expect(r".*PRIVMSG #general :still a guest", raw=True).group(0)
+    assert "account" not in tags_of(said)
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"900 Visitor ")
+    erin.expect(r":Visitor!Visitor@\S+ ACCOUNT Visitor$", raw=True)
+    guest.send("PRIVMSG #general :an account now")
+    said = erin.expect(r".*PRIVMSG #general :an account now", raw=True).group(0)
+    assert tags_of(said)["account"] == "Visitor"
+
+
 def test_a_ban_and_its_lifting_on_one_instance_hold_for_logins_on_another(cluster):
     # Each server remembers the bans it heard of for a while (a LOGIN may
     # have read its account just before the ban was committed elsewhere):

@@ -233,8 +233,13 @@ def test_cap_ls_302_lists_values_on_one_line_when_they_fit():
     assert caps["sasl"] == "PLAIN"
     assert caps["draft/account-registration"] == "before-connect"
     for name in ("cap-notify", "server-time", "message-tags", "echo-message", "batch", "labeled-response",
-                 "account-tag", "extended-join", "away-notify", "draft/chathistory"):
+                 "account-notify", "account-tag", "extended-join", "away-notify", "draft/chathistory"):
         assert name in caps
+
+
+def test_account_notify_says_which_account_a_nick_is_logged_in_to():
+    assert irc.account_line(SERVER, "Visitor", "Visitor") == b":Visitor!Visitor@irc.example.org ACCOUNT Visitor\r\n"
+    assert irc.account_line(SERVER, "drifter", None) == b":drifter!drifter@irc.example.org ACCOUNT *\r\n"
 
 
 def test_cap_ls_302_splits_a_long_list_with_star_continuations():

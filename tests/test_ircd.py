@@ -998,6 +998,64 @@ def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     bob.expect(r"330 bob Visitor Visitor ")
 
 
+def no_line_until_pong(client, pattern):
+    """The lines a client gets until the answer to a PING sent now, none
+    of them matching ``pattern``: what it was not sent stays unsent."""
+    client.send("PING checkpoint")
+    lines = client.lines_until(r".*PONG \S+ :?checkpoint")
+    assert not [line for line in lines if re.search(pattern, line)], lines
+
+
+def test_account_notify_tells_the_channel_mates_of_a_guest_that_registers_its_nick(ircd):
+    server = ircd("--irc-guests")
+    bob = irc_user(server, "bob", caps=("account-notify",))
+    carol = irc_user(server, "carol")  # without account-notify
+    dave = irc_user(server, "dave", caps=("account-notify",))
+    dave.send("PART #general")
+    dave.expect(r"PART #general")
+    guest = server.irc()
+    guest.register_connection("Visitor", caps=("account-notify",))
+    guest.expect(r"366 Visitor #general ")
+    guest.send("PRIVMSG NickServ :REGISTER my-own-password")
+    guest.expect(r"900 Visitor ")
+    # The guest itself and its channel mate with the capability hear of it;
+    # one without it, and one who shares no channel with it, do not.
+    for client in (guest, bob):
+        client.expect(r":Visitor!Visitor@%s ACCOUNT Visitor$" % SERVER_NAME, raw=True)
+    no_line_until_pong(carol, r" ACCOUNT ")
+    no_line_until_pong(dave, r" ACCOUNT ")
+
+
+def test_account_notify_when_someone_registers_the_nick_of_a_guest_that_left(ircd):
+    server = ircd("--irc-guests")
+    bob = irc_user(server, "bob", caps=("account-notify",))
+    guest = server.irc()
+    guest.register_connection("drifter")
+    guest.send("JOIN #club")
+    guest.expect(r"366 drifter #club ")
+    bob.send("JOIN #club")
+    bob.expect(r"366 bob #club ")
+    quit_and_wait(server, guest, "drifter")
+    # A member of #general and #club while offline: one ACCOUNT for bob.
+    server.client().register("drifter")
+    bob.expect(r":drifter!drifter@%s ACCOUNT drifter$" % SERVER_NAME, raw=True)
+    no_line_until_pong(bob, r" ACCOUNT ")
+
+
+def test_a_client_that_logs_in_after_registration_is_told_its_account(ircd):
+    server = ircd("--irc-guests")
+    server.client().register("alice")
+    bob = irc_user(server, "bob", caps=("account-notify",))
+    guest = server.irc()
+    guest.register_connection("someone", caps=("account-notify", "sasl"))
+    sasl_plain(guest, "alice", "password1")
+    guest.expect(r":someone!someone@%s NICK :?alice$" % SERVER_NAME, raw=True)
+    guest.expect(r":alice!alice@%s ACCOUNT alice$" % SERVER_NAME, raw=True)
+    # Nobody else's nick changed account: "someone" is still a guest's,
+    # and alice's is alice's.
+    no_line_until_pong(bob, r" ACCOUNT ")
+
+
 def test_whois_and_who_show_the_real_name_the_client_gave(ircd):
     """The real name set in the client (USER's last parameter) is what
     others see in WHOIS and WHO, without formatting codes and cut to 64
