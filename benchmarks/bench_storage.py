@@ -9,17 +9,23 @@ Stores the same messages three ways and prints messages per second:
               the transaction instead of one multi-row INSERT;
   per-commit  append_messages() with one message at a time: a commit per
               message, what the server avoids.
-Room messages go to #general by its id, as the server sends them.
+Room messages go to #general by its id, as the server sends them; the
+private ones all to one account, or with --peers N to N accounts in turn
+(each a conversation of its own, kept in the same transaction).
 
-    python benchmarks/bench_storage.py [--mysql-url mysql://root@127.0.0.1:3306/]
+    python benchmarks/bench_storage.py [--mysql-url mysql://root@127.0.0.1:3306/] [--peers 1]
 
 --rooms instead fills a store with --rooms-messages messages (default one
 million: 200 accounts, 50 rooms, each account in 3 of them, one message in
-ten private), then times every history read the server makes (a room's last
-50, before and after an id; a conversation's; everything an account missed
-after a short and a long absence) over --reads different rooms, accounts
-and ids, and prints each query plan (SQLite EXPLAIN QUERY PLAN, MariaDB
-EXPLAIN) and the median and slowest time:
+ten private, one every 10 ms of the messages' time), then times every
+history read the server makes (a room's last 50, before and after an id; a
+conversation's; everything an account missed after a short and a long
+absence; a moment as ids, for CHATHISTORY's timestamp=; an account's
+CHATHISTORY TARGETS over all of its history and over its last hour) over
+--reads different rooms, accounts and ids, and prints each query plan
+(SQLite EXPLAIN QUERY PLAN, MariaDB EXPLAIN) and the median and slowest
+time. A read the sae_db on the path does not have (an older one, for a
+before/after) is left out:
 
     python benchmarks/bench_storage.py --rooms [--rooms-messages 1000000]
 
@@ -46,21 +52,31 @@ except ImportError:  # run from a source tree that is not installed
     sys.exit("sae_db is not importable: pip install -e '.[mysql]' first")
 
 AT = "2026-11-24T13:05:01.123Z"
+# --rooms: the first message's time, and the time between two messages.
+FILL_START = 1796130000000  # 2026-12-01T13:00:00.000Z, in milliseconds
+FILL_STEP_MS = 10
 # A typical chat line; about one in ten messages is private.
 BODY = "see you at the club tonight, bring the slides and the projector cable 🎉"
 
 
-def messages(account, count, room_id):
+def messages(account, count, room_id, peers=1):
+    """``count`` messages from ``account``, one in ten private: to bench2,
+    or in turn to each of ``peers`` accounts (bench2, bench-peer1 ...)."""
     for i in range(count):
         if i % 10 == 9:
-            yield NewMessage(account.id, account.name, "bench2", "%d %s" % (i, BODY), AT)
+            recipient = peer_name(i // 10 % peers)
+            yield NewMessage(account.id, account.name, recipient, "%d %s" % (i, BODY), AT)
         else:
             yield NewMessage(account.id, account.name, None, "%d %s" % (i, BODY), AT, room_id)
 
 
-def measure(store, account, count, batch_size, room_id):
+def peer_name(number):
+    return "bench-peer%d" % number if number else "bench2"
+
+
+def measure(store, account, count, batch_size, room_id, peers=1):
     """Messages per second storing ``count`` messages ``batch_size`` at a time."""
-    pending = list(messages(account, count, room_id))
+    pending = list(messages(account, count, room_id, peers))
     start = time.perf_counter()
     for first in range(0, count, batch_size):
         stored = store.append_messages(pending[first:first + batch_size])
@@ -71,8 +87,9 @@ def measure(store, account, count, batch_size, room_id):
 
 def run_backend(label, store, args, row_by_row=False):
     account = store.create_account("bench1", "h", AT) or store.find_account("bench1")
-    if store.find_account("bench2") is None:
-        store.create_account("bench2", "h", AT)
+    for number in range(args.peers):
+        if store.find_account(peer_name(number)) is None:
+            store.create_account(peer_name(number), "h", AT)
     room_id = store.ensure_room("#general", AT).id
     store.append_messages(list(messages(account, 50, room_id)))  # warm up: connection, caches
     modes = [("batched (%d per commit)" % args.batch, args.messages, args.batch, True)]
@@ -82,7 +99,7 @@ def run_backend(label, store, args, row_by_row=False):
     for mode, count, batch, one_insert in modes:
         if hasattr(store, "allow_multirow"):  # MySQL
             store.allow_multirow = one_insert
-        rate, elapsed = measure(store, account, count, batch, room_id)
+        rate, elapsed = measure(store, account, count, batch, room_id, args.peers)
         print("%-8s %-26s %7d messages %7.2fs %9.0f messages/s" % (label, mode, count, elapsed, rate))
         sys.stdout.flush()
 
@@ -110,12 +127,13 @@ def fill(store, args):
     batch = []
     for i in range(args.rooms_messages):
         sender = chance.choice(accounts)
+        at = moment(i)
         if chance.random() < 0.1:
             peer = chance.choice(accounts)
-            batch.append(NewMessage(sender.id, sender.name, peer.name, "%d %s" % (i, BODY), AT))
+            batch.append(NewMessage(sender.id, sender.name, peer.name, "%d %s" % (i, BODY), at))
         else:
             room = chance.choice(rooms_of[sender.id])
-            batch.append(NewMessage(sender.id, sender.name, None, "%d %s" % (i, BODY), AT, room.id))
+            batch.append(NewMessage(sender.id, sender.name, None, "%d %s" % (i, BODY), at, room.id))
         if len(batch) == 1000:
             store.append_messages(batch)
             batch = []
@@ -124,6 +142,12 @@ def fill(store, args):
     print("filled with %d messages in %.1fs" % (args.rooms_messages, time.perf_counter() - start))
     sys.stdout.flush()
     return accounts, rooms, rooms_of
+
+
+def moment(i):
+    """The time of the i-th message of the fill, in the store's form."""
+    ms = FILL_START + i * FILL_STEP_MS
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
 
 
 def timed(call, arguments):
@@ -175,6 +199,21 @@ def run_rooms(label, store, args, explain):
         ("missed: 1000 after an id far back", store.missed, [(a, i, 1000) for a, i in zip(readers, ids)],
          sql.missed_query(readers[0], [r.id for r in rooms_of[readers[0]]], ids[0], 1000)),
     ]
+    times = [moment(chance.randrange(args.rooms_messages)) for _ in range(reads)]
+    last_hour = moment(args.rooms_messages - 360000)
+    cases += [
+        ("a moment as ids (ids_at)", store.ids_at, [(at,) for at in times],
+         (sql.MESSAGE_AT_OR_BELOW, [ids[0]], False) if hasattr(sql, "MESSAGE_AT_OR_BELOW")
+         else (sql.LAST_ID_UNTIL, [times[0]], False)),
+    ]
+    if hasattr(sql, "targets_query"):
+        targets_of = [(a, [r.id for r in rooms_of[a]]) for a in readers]
+        cases += [
+            ("targets: 100, all history", store.targets, [(a, r, None, None, 100) for a, r in targets_of],
+             sql.targets_query(readers[0], targets_of[0][1], None, None, 100)),
+            ("targets: 100, the last hour", store.targets, [(a, r, last_hour, None, 100) for a, r in targets_of],
+             sql.targets_query(readers[0], targets_of[0][1], last - 360000, None, 100)),
+        ]
     for what, call, arguments, (statement, parameters, _) in cases:
         median, slowest = timed(call, arguments)
         print("%-8s %-36s %d reads  median %7.3f ms  slowest %7.3f ms" % (label, what, reads, median, slowest))
@@ -198,7 +237,12 @@ def sqlite_plan(store):
 
 
 def mysql_plan(store):
+    from sae_db.mysql import _to_datetime
+
     def explain(statement, parameters):
+        # A moment as the store hands it to MariaDB: a DATETIME, not text.
+        parameters = [_to_datetime(p) if isinstance(p, str) else p for p in parameters]
+
         def run(cursor):
             cursor.execute("EXPLAIN " + sql.for_mysql(statement), parameters)
             return cursor.fetchall()
@@ -263,6 +307,8 @@ def main():
     parser.add_argument("--messages", type=int, default=20000, help="messages stored batched")
     parser.add_argument("--single-messages", type=int, default=2000, help="messages stored one commit each")
     parser.add_argument("--batch", type=int, default=50, help="messages per batch")
+    parser.add_argument("--peers", type=int, default=1,
+                        help="accounts the private messages go to in turn (default 1: all to bench2)")
     parser.add_argument("--rooms", action="store_true",
                         help="time history reads at --rooms-messages messages instead")
     parser.add_argument("--rooms-messages", type=int, default=1000000, help="messages stored before reading")
