@@ -22,10 +22,6 @@ from . import (DEFAULT_ROOM, Account, Message, NewMessage, RoomInfo, StorageUnav
                name_key, room_key, sql)
 from .migrate import migrations
 
-# A conversation's latest message (migration 0005), in the batch's transaction.
-UPDATE_CONVERSATION = ("INSERT INTO conversations (account_id, peer_id, last_id) VALUES (?, ?, ?)"
-                       " ON CONFLICT (account_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)")
-
 BUSY_MS = 200  # the longest the loop waits for another program's write lock
 CHECKPOINT_SECONDS = 5.0  # how often the WAL is copied back into the database file
 
@@ -236,9 +232,9 @@ class SQLiteStore(Store):
             if rows:
                 _insert_rows(db, rows)
                 next_id = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
-                conversations = sql.latest_in_conversations(rows, range(next_id, next_id + len(rows)))
-                if conversations:
-                    db.executemany(UPDATE_CONVERSATION, conversations)
+                # Each conversation's latest message (migration 0005).
+                _insert_rows(db, sql.latest_in_conversations(rows, range(next_id, next_id + len(rows))),
+                             _MULTI_UPDATE_CONVERSATIONS)
             stored: List[Optional[Message]] = []
             for each in kept:
                 if each is None:
@@ -378,12 +374,18 @@ class SQLiteStore(Store):
 # under the 999 parameters old SQLite builds allow in one statement.
 _CHUNKS = (128, 64, 32, 16, 8, 4, 2, 1)
 _MULTI_INSERT = {size: sql.INSERT_MESSAGE + ", (?, ?, ?, ?, ?)" * (size - 1) for size in _CHUNKS}
+# The same for the conversations of a batch, each row inserted or, for a
+# conversation that has one, made to say the batch's latest message.
+_MULTI_UPDATE_CONVERSATIONS = {
+    size: "INSERT INTO conversations (account_id, peer_id, last_id) VALUES (?, ?, ?)" + ", (?, ?, ?)" * (size - 1)
+    + " ON CONFLICT (account_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)"
+    for size in _CHUNKS}
 
 
-def _insert_rows(db, rows):
-    """Insert the messages' rows, in order."""
+def _insert_rows(db, rows, statements=_MULTI_INSERT):
+    """Insert the rows, in order: the messages', or with ``statements`` another table's."""
     start = 0
     for size in _CHUNKS:
         while len(rows) - start >= size:
-            db.execute(_MULTI_INSERT[size], [field for row in rows[start:start + size] for field in row])
+            db.execute(statements[size], [field for row in rows[start:start + size] for field in row])
             start += size
