@@ -54,8 +54,12 @@ class SaeController(BaseServerController, DirectoryBasedController):
         # Most tests, services ones included (chathistory), connect without
         # logging in: they chat as guests.
         arguments.append("--irc-guests")
+        # The storage code is db/ in a checkout and sae_db once installed:
+        # a link in the test's directory makes this checkout's the one
+        # imported, whatever else is installed in SAE_PYTHON's environment.
+        (self.directory / "sae_db").symlink_to(CHECKOUT / "db")
         environment = dict(os.environ, SAE_SCRYPT_N="1024", SAE_LOGIN_FAILURE_DELAY="0",
-                           PYTHONPATH=str(CHECKOUT))
+                           PYTHONPATH=os.pathsep.join((str(CHECKOUT), str(self.directory))))
         self.proc = self.execute(arguments, cwd=CHECKOUT, env=environment)
 
     def wait_for_services(self) -> None:
