@@ -714,18 +714,25 @@ class IrcFormatter:
         return tags
 
     def privmsg_lines(self, msg_id: int, ts: str, sender: str, target: str, text: str,
-                      extra_tags: Optional[Dict[str, str]] = None, prefix: str = "",
-                      command: str = "PRIVMSG") -> List[bytes]:
+                      client_tags: Optional[Dict[str, str]] = None, batch: Optional[str] = None,
+                      prefix: str = "", command: str = "PRIVMSG") -> List[bytes]:
         """A stored message as PRIVMSG lines. v1 allows 4096 bytes, an IRC
         line about 400 once the source and target are in front, so a long
         text becomes several PRIVMSGs, split at characters (and at a space
         when there is one). All carry the same time and account; the msgid
         goes on the first only, since a msgid names one line to a client
         (it may answer or fetch history by it) and the first is where the
-        message starts. An action stays an action in every piece."""
+        message starts. An action stays an action in every piece.
+
+        ``client_tags`` are the sender's (``+draft/reply`` ...), on every
+        line: the caller gives them to formatters with message-tags only.
+        ``batch`` is the reference of the batch the lines are in (a
+        chathistory batch)."""
         tags = self.message_tags_for(msg_id, ts, sender)
-        if extra_tags:
-            tags.update(extra_tags)
+        if client_tags:
+            tags = {**client_tags, **tags}
+        if batch:
+            tags["batch"] = batch
         if _LINE_BREAK_RE.search(text):
             # Nothing stored can hold one (both protocols refuse them), but
             # a line break here would end the line and start a command.
@@ -757,12 +764,17 @@ class IrcFormatter:
         sender's other sessions and (with echo-message) the sender's own."""
         return b"".join(self.privmsg_lines(msg_id, ts, sender, recipient, text))
 
-    def format_notice(self, msg_id: int, ts: str, sender: str, target: str, text: str) -> bytes:
-        """A message that an IRC client sent as a NOTICE, as the IRC clients
-        that get it live see it: a NOTICE (a bot answers no NOTICE, which
-        is what keeps two bots from answering each other for ever). It is
-        stored as any message, so history gives it back as a PRIVMSG."""
-        return b"".join(self.privmsg_lines(msg_id, ts, sender, target, text, command="NOTICE"))
+    def format_live(self, message, target: str) -> bytes:
+        """A message as the IRC clients that get it live see it, with what
+        the store does not keep (a sae_db.LiveMessage): a NOTICE if an IRC
+        client sent it as one (a bot answers no NOTICE, which is what keeps
+        two bots from answering each other for ever), and its sender's
+        client-only tags for the clients with message-tags. History gives
+        it back as a PRIVMSG, without them."""
+        client_tags = message.client_tags if self.message_tags else None
+        return b"".join(self.privmsg_lines(message.id, message.created_at, message.sender, target, message.body,
+                                           client_tags=client_tags,
+                                           command="NOTICE" if message.notice else "PRIVMSG"))
 
     def format_tagmsg(self, msgid: str, ts: str, sender: str, target: str, client_tags: Dict[str, str]) -> bytes:
         """A TAGMSG (message-tags): a client's tags for other clients (a
@@ -880,16 +892,14 @@ class IrcFormatter:
         alone, and without server-time their text starts with the time
         (``[2026-11-24 13:05 UTC] ``) so that the user sees when it was said."""
         lines = []
-        extra = None
         if batch:
             ref = ref or new_batch_ref()
-            extra = {"batch": ref}
             lines.append(format_line("BATCH", "+" + ref, "chathistory", target, source=self.server_name))
         for message in messages:
             prefix = "" if self.server_time else history_time_prefix(message.created_at)
             lines += self.privmsg_lines(message.id, message.created_at, message.sender,
                                         self.target_of(message, default_room), message.body,
-                                        extra_tags=extra, prefix=prefix)
+                                        batch=ref if batch else None, prefix=prefix)
         if batch:
             lines.append(format_line("BATCH", "-" + ref, source=self.server_name))
         return lines

@@ -61,7 +61,7 @@ BEFORE_REGISTRATION = frozenset(("CAP", "NICK", "USER", "PASS", "AUTHENTICATE", 
 # any other they are unknown (421), as they were before it was offered.
 CAPABILITY_COMMANDS = {"TAGMSG": "message-tags"}
 # Commands that read the line's tags, not only its parameters.
-TAGGED_COMMANDS = frozenset(("TAGMSG",))
+TAGGED_COMMANDS = frozenset(("TAGMSG", "PRIVMSG", "NOTICE"))
 # What a registered client that has not logged in may still do.
 WITHOUT_LOGIN = BEFORE_REGISTRATION | frozenset(("PRIVMSG", "MOTD", "LUSERS", "VERSION", "AWAY"))
 
@@ -1128,7 +1128,7 @@ def message_ready(server, session, message):
     return irc.nick_key(target) != irc.nick_key(irc.NICKSERV) and irc.check_nick(target) is None
 
 
-def cmd_privmsg(server, session, params, command="PRIVMSG"):
+def cmd_privmsg(server, session, params, tags, command="PRIVMSG"):
     def refuse(lines):
         # A NOTICE is never answered (RFC 1459: no automatic replies to it).
         return None if command == "NOTICE" else answer(server, session, lines)
@@ -1155,19 +1155,20 @@ def cmd_privmsg(server, session, params, command="PRIVMSG"):
             return refuse([numeric(server, session, code, target, "Cannot send to channel"
                                                     if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
         session.labels.append(session.label)
-        server.accept_message(session, None, stored, room, notice=command == "NOTICE")
+        server.accept_message(session, None, stored, room, notice=command == "NOTICE",
+                              client_tags=irc.client_only_tags(tags))
         return None
     if irc.check_nick(target):
         return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
                                                 "No such nick/channel")])
     # The answer comes once it is stored (Server._deliver), with this label.
     session.labels.append(session.label)
-    server.accept_message(session, target, stored, notice=command == "NOTICE")
+    server.accept_message(session, target, stored, notice=command == "NOTICE", client_tags=irc.client_only_tags(tags))
     return None
 
 
-def cmd_notice(server, session, params):
-    return cmd_privmsg(server, session, params, "NOTICE")
+def cmd_notice(server, session, params, tags):
+    return cmd_privmsg(server, session, params, tags, "NOTICE")
 
 
 # A TAGMSG is not stored, so its msgid cannot be one of the store's ids

@@ -69,7 +69,8 @@ import sae_cluster
 import sae_irc
 import sae_protocol as proto
 from sae_admin import KICK_SECONDS_MAX, AdminLink, add_admin_options, admin_main, admin_password, set_terminal_echo
-from sae_db import DEFAULT_ROOM, Message, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key, open_store
+from sae_db import (DEFAULT_ROOM, LiveMessage, NewMessage, RoomInfo, StorageUnavailable, describe_url, name_key,
+                    open_store)
 from sae_protocol import room_key
 
 log = logging.getLogger("sae-server")
@@ -531,15 +532,6 @@ class IrcSession(Session):
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")
-
-
-class Notice(Message):
-    """A stored message that an IRC client sent as a NOTICE: the IRC
-    sessions that get it live get a NOTICE (IrcFormatter.format_notice),
-    v1 sessions a message as any other. The store knows nothing of it, so
-    history (and another server of a cluster) gives it as any message."""
-
-    __slots__ = ()
 
 
 class AdminConnection(Connection):
@@ -2482,10 +2474,11 @@ class Server:
                 return refusal(proto.not_in_room(args[0]))
         return None
 
-    def accept_message(self, session, recipient, text, room=None, notice=False):
+    def accept_message(self, session, recipient, text, room=None, notice=False, client_tags=None):
         """Take a SAY, RSAY (in ``room``, by default the default room) or
-        TELL (to ``recipient``), or an IRC PRIVMSG or NOTICE (``notice``):
-        it is delivered once stored (_deliver)."""
+        TELL (to ``recipient``), or an IRC PRIVMSG or NOTICE (``notice``,
+        with the sender's ``client_tags``, relayed live and not stored): it
+        is delivered once stored (_deliver)."""
         account = session.account
         session.inflight += 1
         session.inflight_messages += 1
@@ -2495,7 +2488,7 @@ class Server:
         else:
             room_id = None
         self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
-                                                room_id, notice), room))
+                                                room_id, notice, client_tags), room))
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
@@ -2557,8 +2550,8 @@ class Server:
         for (session, message, room), result in zip(batch, stored or [None] * len(batch)):
             session.inflight -= 1
             session.inflight_messages -= 1
-            if message.notice and result is not None:
-                result = Notice(*result)
+            if message.notice or message.client_tags:
+                result = live_form(message, result)
             label = session.labels.popleft() if session.__class__ is IrcSession and session.labels else None
             try:
                 if result is not None and room is not None:
@@ -2639,8 +2632,9 @@ class Server:
         if protocol is proto:
             return proto.format_priv(message.id, message.created_at, message.sender, message.recipient,
                                      v1_text(message.body))
-        format_priv = protocol.format_notice if message.__class__ is Notice else protocol.format_priv
-        return format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
+        if message.__class__ is LiveMessage:
+            return protocol.format_live(message, message.recipient)
+        return protocol.format_priv(message.id, message.created_at, message.sender, message.recipient, message.body)
 
     # -- the cluster (sae_cluster) --
 
@@ -2892,8 +2886,8 @@ class Server:
 
     def _render_one(self, room, protocol, message):
         body = message.body if protocol is not proto else v1_text(message.body)
-        if message.__class__ is Notice and protocol is not proto:
-            return protocol.format_notice(message.id, message.created_at, message.sender, room.info.name, body)
+        if message.__class__ is LiveMessage and protocol is not proto:
+            return protocol.format_live(message, room.info.name)
         if room is self.room:
             return protocol.format_msg(message.id, message.created_at, message.sender, body)
         return protocol.format_rmsg(message.id, message.created_at, room.info.name, message.sender, body)
@@ -2951,9 +2945,8 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():  # IRC formatting codes, or a tab
                                     body = v1_text(body)
-                                if message.__class__ is Notice and not v1:
-                                    pieces.append(protocol.format_notice(message.id, message.created_at,
-                                                                         message.sender, name, body))
+                                if message.__class__ is LiveMessage and not v1:
+                                    pieces.append(protocol.format_live(message, name))
                                     continue
                                 pieces.append(format_msg(message.id, message.created_at, message.sender, body))
                         else:
@@ -2964,9 +2957,8 @@ class Server:
                                 body = message.body
                                 if v1 and not body.isprintable():
                                     body = v1_text(body)
-                                if message.__class__ is Notice and not v1:
-                                    pieces.append(protocol.format_notice(message.id, message.created_at,
-                                                                         message.sender, name, body))
+                                if message.__class__ is LiveMessage and not v1:
+                                    pieces.append(protocol.format_live(message, name))
                                     continue
                                 pieces.append(format_rmsg(message.id, message.created_at, name, message.sender, body))
                         rendered[protocol] = b"".join(pieces)
@@ -3222,6 +3214,14 @@ def account_and_history(store, name, count, room_id):
     if not count or not any(room.id == room_id for room in rooms):
         return account, rooms, []
     return account, rooms, store.room_history(count, None, None, room_id)
+
+
+def live_form(new, stored):
+    """``stored`` (the Message that ``new`` became, or None) as it goes out
+    live: a LiveMessage when it was sent as a NOTICE or with client tags."""
+    if stored is not None and (new.notice or new.client_tags):
+        return LiveMessage(stored, new.notice, new.client_tags)
+    return stored
 
 
 def v1_text(body):

@@ -20,7 +20,7 @@ Timestamps cross this interface as the protocol's text form,
 
 import re
 import sys
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 
@@ -55,6 +55,9 @@ class NewMessage(NamedTuple):
     room_id: Optional[int] = None
     # Sent as an IRC NOTICE: delivered live as one, stored as any message.
     notice: bool = False
+    # The IRC sender's client-only tags (+draft/reply=...): relayed live
+    # with the message, not stored.
+    client_tags: Optional[Dict[str, str]] = None
 
 
 class Message(NamedTuple):
@@ -65,6 +68,24 @@ class Message(NamedTuple):
     recipient: Optional[str]  # the account's name as registered, None for a room message
     body: str
     room: Optional[str] = None  # the room's name as created, None for a private message
+
+
+class LiveMessage(Message):
+    """A stored message on its way to the clients online, with what the
+    store does not keep of it: ``notice`` (an IRC client sent it as a
+    NOTICE) and ``client_tags`` (its IRC sender's client-only tags). Only
+    messages with either are of this class, so that the server tells them
+    apart from every other by their class alone; history, and a range read
+    back from the database, give them as plain Messages."""
+
+    notice = False
+    client_tags: Optional[Dict[str, str]] = None
+
+    def __new__(cls, message: Message, notice: bool = False, client_tags: Optional[Dict[str, str]] = None):
+        live = Message.__new__(cls, *message)
+        live.notice = notice
+        live.client_tags = client_tags or None
+        return live
 
 
 class RoomInfo(NamedTuple):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import sae_irc as irc
 import sae_protocol as proto
-from sae_db import name_key
+from sae_db import LiveMessage, Message, name_key
 from sae_irc import BadLine, InputTooLong, IrcFormatter, IrcMessage, parse_line
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -342,6 +342,21 @@ def test_a_long_v1_message_becomes_several_privmsgs_with_the_msgid_on_the_first(
     assert all("msgid" not in m.tags and m.tags["time"] == "2026-11-24T13:05:01.123Z" for m in messages[1:])
     # Cut after a space: words stay whole.
     assert all(m.params[1].endswith(" ") for m in messages[:-1])
+
+
+def test_a_live_message_has_its_client_tags_with_message_tags_only_and_a_notice_stays_one():
+    ts = "2026-11-24T13:05:01.123Z"
+    live = LiveMessage(Message(5, ts, "alice", None, "yes " * 150, "#general"), notice=True,
+                       client_tags={"+draft/reply": "4", "+draft/react": "a;b"})
+    tagged = lines_of(IrcFormatter(SERVER, ["message-tags"]).format_live(live, "#general"))
+    assert len(tagged) == 2 and all(m.command == "NOTICE" for m in tagged)
+    assert tagged[0].tags == {"+draft/reply": "4", "+draft/react": "a;b", "msgid": "5"}
+    assert tagged[1].tags == {"+draft/reply": "4", "+draft/react": "a;b"}
+    plain = IrcFormatter(SERVER, ["server-time"]).format_live(live, "#general")
+    assert all(m.tags == {"time": ts} for m in lines_of(plain))
+    private = LiveMessage(Message(6, ts, "alice", "bob", "hm"), client_tags={"+typing": "done"})
+    assert IrcFormatter(SERVER, ["message-tags"]).format_live(private, "bob") == \
+        b"@+typing=done;msgid=6 :alice!alice@irc.example.org PRIVMSG bob :hm\r\n"
 
 
 def test_a_long_action_stays_an_action_in_every_piece():

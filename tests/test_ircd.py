@@ -943,6 +943,41 @@ def test_a_labeled_tagmsg_without_echo_is_acknowledged(ircd):
     alice.expect(r"@label=t7 :\S+ ACK$", raw=True)
 
 
+def test_client_tags_on_a_privmsg_reach_message_tags_clients_live_and_are_not_stored(ircd):
+    """A reply (+draft/reply) names the message it answers: bob (message-tags)
+    and alice's echo have the tag, carol (no caps) and dave (v1) get the
+    text alone, and history has the message without it. A NOTICE in
+    private carries its tags too; tags that are not client-only do not."""
+    server = ircd()
+    dave = v1_user(server, "dave")
+    carol = irc_user(server, "carol")
+    bob = irc_user(server, "bob", caps=("message-tags", "server-time"))
+    alice = irc_user(server, "alice", caps=("message-tags", "echo-message", "batch", "draft/chathistory",
+                                             "server-time"))
+    alice.send("PRIVMSG #general :the question")
+    msgid = tags_of(bob.expect(r".* PRIVMSG #general :the question$", raw=True).group(0))["msgid"]
+    alice.expect(r"PRIVMSG #general :the question$")
+    alice.send("@+draft/reply=%s;+draft/channel-context=#general;msgid=99;label=x PRIVMSG #general :the answer"
+               % msgid)
+    line = bob.expect(r".* PRIVMSG #general :the answer$", raw=True).group(0)
+    tags = tags_of(line)
+    assert tags["+draft/reply"] == msgid and tags["+draft/channel-context"] == "#general"
+    assert tags["msgid"] != "99" and tags["msgid"].isdigit() and "time" in tags and "label" not in tags
+    echo = tags_of(alice.expect(r".* PRIVMSG #general :the answer$", raw=True).group(0))
+    assert echo["+draft/reply"] == msgid and echo["msgid"] == tags["msgid"]
+    assert carol.expect(r".*the answer$", raw=True).group(0) == \
+        ":alice!alice@%s PRIVMSG #general :the answer" % SERVER_NAME
+    dave.expect(r"MSG \d+ \S+ alice the answer$")
+    alice.send("@+draft/react=+1 NOTICE bob :noted")
+    assert tags_of(bob.expect(r".* NOTICE bob :noted$", raw=True).group(0))["+draft/react"] == "+1"
+    alice.send("CHATHISTORY LATEST #general * 10")
+    start = alice.expect(r"BATCH \+(\S+) chathistory #general").group(1)
+    history = alice.lines_until(r".*BATCH -%s$" % start)[:-1]
+    assert [strip_prefix(line) for line in history] == ["PRIVMSG #general :the question",
+                                                        "PRIVMSG #general :the answer"]
+    assert not any("+draft" in line for line in history)
+
+
 def test_guests_are_marked_to_others_on_irc_and_to_v1_clients_that_ask(ircd):
     """A guest carries no account tag, its extended JOIN says "*" and the
     real name "guest", WHO, WHOX and WHOIS show no account (WHOIS says it
