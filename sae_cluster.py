@@ -36,7 +36,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
-from sae_db import Message
+from sae_db import LiveMessage, Message
 
 log = logging.getLogger("sae_server")
 
@@ -129,7 +129,8 @@ class Someone(NamedTuple):
 
 # -- the events on the wire ----------------------------------------------------
 # One JSON object per publication: "i" the instance that sent it, "t" what it
-# is. Messages travel as lists, the fields of Message then the room id.
+# is. Messages travel as lists, the fields of Message then the room id (and,
+# for a LiveMessage, an object: see message_fields).
 
 def encode(instance: str, kind: str, **fields) -> str:
     # "i" first: a server knows its own publications by their first bytes
@@ -144,7 +145,18 @@ def own_prefix(instance: str) -> bytes:
 
 def link_event(instance: str, link: Link) -> str:
     return encode(instance, "said", p=link.previous, l=link.last,
-                  m=[list(message) + [room_id] for message, room_id in link.messages])
+                  m=[message_fields(message, room_id) for message, room_id in link.messages])
+
+
+def message_fields(message: Message, room_id: Optional[int]) -> list:
+    """A message on the wire: its fields, its room id, and for a
+    LiveMessage what only its live delivery has (sent as a NOTICE, its
+    sender's client tags), so that the other servers' IRC clients get it
+    as this server's do."""
+    fields = list(message) + [room_id]
+    if message.__class__ is LiveMessage:
+        fields.append({"notice": message.notice, "tags": message.client_tags or {}})
+    return fields
 
 
 def decode(payload) -> Optional[dict]:
@@ -162,8 +174,12 @@ def event_link(event: dict) -> Link:
     """The Link a "said" event carries (ValueError/TypeError/KeyError if malformed)."""
     messages = []
     for fields in event["m"]:
+        live = fields.pop() if fields and isinstance(fields[-1], dict) else None
         *message, room_id = fields
-        messages.append((Message(*message), room_id))
+        message = Message(*message)
+        if live is not None:
+            message = LiveMessage(message, bool(live.get("notice")), dict(live.get("tags") or {}))
+        messages.append((message, room_id))
     return Link(int(event["p"]), int(event["l"]), messages)
 
 

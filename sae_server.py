@@ -2520,8 +2520,9 @@ class Server:
         if previous == last:  # nothing stored: only refusals to answer
             self._deliver(batch, stored, None)
             return
-        link = sae_cluster.Link(previous, last, [(message, entry[1].room_id) for entry, message in zip(batch, stored)
-                                                 if message is not None], (batch, stored))
+        link = sae_cluster.Link(previous, last, [(live_form(entry[1], message), entry[1].room_id)
+                                                 for entry, message in zip(batch, stored) if message is not None],
+                                (batch, stored))
         self.cluster.publish(partial(sae_cluster.link_event, self.instance, link))
         self.sequencer.add(link)
         self._deliver_links()

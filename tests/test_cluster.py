@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from conftest import TIMEOUT, LineClient, ServerProcess, account_client
 from redis_fixtures import RedisServer, free_port
 from sae_cluster import Link, Sequencer
-from sae_db import Message
+from sae_db import LiveMessage, Message
 
 MSG = re.compile(r"MSG (\d+) \S+ (\S+) (.*)")
 
@@ -468,6 +468,17 @@ def test_a_server_knows_its_own_publications_by_their_first_bytes():
         assert not encode(instance + "x", "beat", c=3).encode().startswith(mine)
 
 
+def test_a_link_carries_what_only_the_live_delivery_of_a_message_has():
+    from sae_cluster import decode, event_link, link_event
+    plain = Message(1, "t", "alice", None, "hi", "#general")
+    live = LiveMessage(Message(2, "t", "alice", "bob", "psst"), notice=True, client_tags={"+draft/reply": "1"})
+    link = event_link(decode(link_event("s1", Link(0, 2, [(plain, 1), (live, None)]))))
+    [(first, room_id), (second, no_room)] = link.messages
+    assert first.__class__ is Message and first == plain and room_id == 1
+    assert second.__class__ is LiveMessage and second == live and no_room is None
+    assert second.notice and second.client_tags == {"+draft/reply": "1"}
+
+
 def test_a_private_message_reaches_its_recipient_on_another_instance(cluster):
     first, second = cluster(2)
     alice = account_client(first, "alice")
@@ -528,6 +539,34 @@ def test_a_guest_that_registers_on_one_instance_is_an_account_on_another(cluster
     guest.send("PRIVMSG #general :an account now")
     said = erin.expect(r".*PRIVMSG #general :an account now", raw=True).group(0)
     assert tags_of(said)["account"] == "Visitor"
+
+
+def test_a_notice_and_client_tags_cross_instances_as_said(cluster):
+    """A NOTICE said on one instance is a NOTICE to the IRC clients of the
+    others too (a bot there must not answer it), in a channel and in
+    private, with its client-only tags for the clients with message-tags;
+    a v1 client there gets it as any message."""
+    from test_ircd import IrcClient, tags_of
+    instances, clients = cluster(2, "--irc-port", "0"), []
+    for instance, nick in zip(instances, ("dave", "erin")):
+        account_client(instance, nick).close()
+    for instance, nick in zip(instances, ("dave", "erin")):
+        irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
+        client = IrcClient(irc_port)
+        instance.clients.append(client)
+        client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
+        clients.append(client)
+    dave, erin = clients
+    frank = account_client(instances[1], "frank")
+    dave.send("@+draft/reply=1 NOTICE #general :build passed")
+    line = erin.expect(r".* :dave!\S+ (PRIVMSG|NOTICE) #general :build passed$", raw=True).group(0)
+    assert " NOTICE #general " in line and tags_of(line)["+draft/reply"] == "1"
+    frank.expect(r"MSG \d+ \S+ dave build passed$")
+    dave.send("NOTICE erin :just you")
+    assert erin.expect(r".* :dave!\S+ (PRIVMSG|NOTICE) erin :just you$", raw=True).group(1) == "NOTICE"
+    dave.send("PRIVMSG #general :a plain one")
+    line = erin.expect(r".* :dave!\S+ (PRIVMSG|NOTICE) #general :a plain one$", raw=True).group(0)
+    assert " PRIVMSG #general " in line and "+draft" not in line
 
 
 def test_a_ban_and_its_lifting_on_one_instance_hold_for_logins_on_another(cluster):
