@@ -15,8 +15,8 @@ and each of them goes one way:
   room keeps rendering each event once per protocol object. Formatters are
   interned per server name, default room and the capabilities that change
   the bytes (server-time, message-tags, account-tag, extended-join,
-  away-notify), so every IRC session with the same set shares one object
-  and one rendering.
+  away-notify, draft/multiline), so every IRC session with the same set
+  shares one object and one rendering.
 
   a reply -> ``format_line``/``numeric``/``fail`` and the builders below
   (CAP LS, ISUPPORT, NAMES, MOTD, history batches, labeled responses):
@@ -30,16 +30,20 @@ and each of them goes one way:
 
 Plus the small state machines and parsers with rules of their own: capability
 negotiation (``cap_request``), SASL PLAIN (``SaslPlain``), CHATHISTORY
-(``parse_chathistory`` -> ``history_windows``), nick rules (a nick is an
-account name).
+(``parse_chathistory`` -> ``history_windows``), a multiline message a
+client sends (``open_multiline`` -> ``MultilineBatch``), nick rules (a nick
+is an account name).
 
 Choices the server relies on, each explained where it is made:
   * invalid UTF-8 is refused, not guessed (UTF8ONLY in ISUPPORT);
   * an account's presence (v1 JOIN/LEAVE) is AWAY/back for clients with
     away-notify and nothing for the others: on IRC, as with Ergo's always-on
     accounts, a room's members stay in its channel while offline;
-  * a text longer than one IRC line is split at characters into several
-    PRIVMSGs and only the first carries the msgid.
+  * a text longer than one IRC line is cut at characters into several
+    lines: one draft/multiline batch where the client has it, else several
+    PRIVMSGs of which only the first carries the msgid;
+  * a multiline message is one stored message, its lines joined by a line
+    feed (see LINE_BREAK): v1 clients get it on one line.
 """
 
 import base64
@@ -86,6 +90,28 @@ SASL_CHUNK_BYTES = 400
 # before it is decoded (or buffered any further).
 SASL_MAX_ENCODED = 4 * SASL_CHUNK_BYTES
 SASL_MECHANISMS = ("PLAIN",)
+# draft/multiline: a message of several lines (a paste) is stored as one
+# message, its lines joined by LINE_BREAK, and where a client split a long
+# line (draft/multiline-concat) by LINE_GOES_ON: neither can be in a stored
+# text any other way (both protocols refuse them inside a line), so there
+# they are the message's shape and nothing else. v1 has no line break in a
+# message: its clients see V1_LINE_BREAK in its place.
+LINE_BREAK = "\n"
+LINE_GOES_ON = "\r"
+V1_LINE_BREAK = " \u21b5 "
+MULTILINE_CONCAT = "draft/multiline-concat"
+# Each line of a batch goes out as a line of its own to every member, with
+# some 100 bytes of source, target and tags in front of its text: a screen
+# of pasted code, or the longest v1 message cut into IRC lines (some 10).
+MULTILINE_MAX_LINES = 32
+# A multiline message is stored as one message, so it must be one that a
+# v1 client could have said, in its stored form and in the form v1 clients
+# get: no longer than the longest SAY (4092 bytes), once each line break
+# is V1_LINE_BREAK (4 bytes more each). That leaves 3968 bytes of lines and
+# line feeds, as max-bytes counts them; the stored form's LINE_GOES_ON
+# bytes (31 at most) fit in the rest.
+V1_TEXT_MAX_BYTES = proto.MAX_LINE_BYTES - len("SAY ")
+MULTILINE_MAX_BYTES = V1_TEXT_MAX_BYTES - (MULTILINE_MAX_LINES - 1) * (len(V1_LINE_BREAK.encode("utf-8")) - 1)
 # A line the server sends cannot be longer either; the 005 lines carry at
 # most 13 tokens (the RFC's 15 parameters, less the nick and the text).
 ISUPPORT_TOKENS_PER_LINE = 13
@@ -190,6 +216,7 @@ CAPABILITIES = (
     "cap-notify",
     "draft/account-registration",
     "draft/chathistory",
+    "draft/multiline",
     "echo-message",
     "extended-join",
     "labeled-response",
@@ -208,7 +235,10 @@ CAPABILITIES = (
 # so the only ones an IrcFormatter is told apart by. The others change who
 # gets a line (echo-message), what a reply is (batch, labeled-response,
 # chathistory) or what a client may send (sasl, account-registration).
-RENDERING_CAPABILITIES = frozenset(("server-time", "message-tags", "account-tag", "extended-join", "away-notify"))
+# draft/multiline counts only beside batch, which is how it is sent.
+MULTILINE = "draft/multiline"
+RENDERING_CAPABILITIES = frozenset(("server-time", "message-tags", "account-tag", "extended-join", "away-notify",
+                                    MULTILINE))
 # CAP LS 302 (and later) turns it on without a REQ, and it cannot be turned off.
 IMPLIED_BY_302 = "cap-notify"
 
@@ -222,6 +252,7 @@ def cap_values(sasl_mechanisms: Sequence[str] = SASL_MECHANISMS,
     values: Dict[str, Optional[str]] = dict.fromkeys(CAPABILITIES)
     values["sasl"] = ",".join(sasl_mechanisms) or None
     values["draft/account-registration"] = registration or None
+    values[MULTILINE] = "max-bytes=%d,max-lines=%d" % (MULTILINE_MAX_BYTES, MULTILINE_MAX_LINES)
     return values
 
 
@@ -552,7 +583,6 @@ _FORMATTING_RE = re.compile(
 # DEL, C1), a terminal escape among them.
 _V1_CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 CTCP_DELIMITER = "\x01"
-_LINE_BREAK_RE = re.compile("[\r\n\0]")
 
 
 def parse_ctcp(text: str) -> Optional[Tuple[str, str]]:
@@ -583,14 +613,18 @@ def irc_text_for_store(text: str) -> Optional[str]:
 def irc_text_for_v1(text: str) -> Optional[str]:
     """An IRC text (as sent, or as stored) in a form protocol v1 accepts:
     formatting codes with their colour numbers removed, ACTION as ``/me``,
-    every other control character removed (a terminal escape would reach
-    the curses client's screen otherwise). None for a CTCP that is not an
-    action. The result may be blank (a message of nothing but codes)."""
+    a multiline message's lines joined by V1_LINE_BREAK (and its long
+    lines' pieces by nothing), every other control character removed (a
+    terminal escape would reach the curses client's screen otherwise).
+    None for a CTCP that is not an action. The result may be blank (a
+    message of nothing but codes)."""
     stored = irc_text_for_store(text)
     if stored is None:
         return None
     if stored.isprintable():  # the common case: nothing to strip
         return stored
+    if LINE_BREAK in stored or LINE_GOES_ON in stored:
+        stored = stored.replace(LINE_GOES_ON, "").replace(LINE_BREAK, V1_LINE_BREAK)
     return _V1_CONTROL_RE.sub("", _FORMATTING_RE.sub("", stored))
 
 
@@ -641,6 +675,109 @@ def split_text(text: str, limit: int) -> List[str]:
     return pieces
 
 
+def message_lines(text: str, room: int) -> List[Tuple[str, bool]]:
+    """A stored text as IRC lines of at most ``room`` bytes, each with
+    whether it goes on from the line before (draft/multiline-concat): a
+    multiline message's lines as its sender split them, each cut further
+    where it is too long for ``room`` (its source may be longer than its
+    sender's line had), and any other text cut where it is too long."""
+    lines = []
+    for line in text.split(LINE_BREAK):
+        for index, part in enumerate(line.split(LINE_GOES_ON)):
+            for number, piece in enumerate(split_text(part, room)):
+                lines.append((piece, index > 0 or number > 0))
+    return lines
+
+
+# --- multiline batches a client sends ---------------------------------------------
+
+def multiline_failure(code: str, *context: str, description: str) -> Failure:
+    return Failure("BATCH", code, context, description)
+
+
+class MultilineBatch:
+    """A draft/multiline batch a client is sending: ``BATCH +ref
+    draft/multiline <target>`` (``open_multiline``), PRIVMSG or NOTICE
+    lines to that target tagged ``batch=ref`` (``add``), ``BATCH -ref``
+    (``end``: the message in its stored form, see LINE_BREAK). A line the
+    batch cannot take fails it: ``add`` returns the FAIL to answer, and
+    the batch is ``failed``, so that the rest of its lines and its end
+    are dropped without a word. ``label`` and ``client_tags`` are those
+    of the BATCH line, which the message's answer and relay carry."""
+
+    __slots__ = ("ref", "target", "label", "client_tags", "command", "parts", "lines", "size", "seen", "failed")
+
+    def __init__(self, ref: str, target: str, label: Optional[str] = None,
+                 client_tags: Optional[Dict[str, str]] = None):
+        self.ref = ref
+        self.target = target
+        self.label = label
+        self.client_tags = client_tags
+        self.command = None  # PRIVMSG or NOTICE, as its first line says
+        self.parts: List[str] = []  # each line, after what joins it to the one before
+        self.lines = 0
+        self.size = 0  # bytes of the lines and the line feeds between them (max-bytes)
+        self.seen = False  # a line with something to read in it has come
+        self.failed = False
+
+    def add(self, command: str, target: str, text: str, concat: bool) -> Optional[Failure]:
+        """One line of the batch: None if taken, else the FAIL to answer."""
+        if self.failed:
+            return None
+        if self.command is None:
+            self.command = command
+        elif command != self.command:
+            return self.fail("MULTILINE_INVALID", description="A multiline batch is all PRIVMSG or all NOTICE")
+        if nick_key(target) != nick_key(self.target):
+            return self.fail("MULTILINE_INVALID_TARGET", self.target, target,
+                              description="Invalid multiline target")
+        if concat and not text:
+            return self.fail("MULTILINE_INVALID", description="A blank line cannot go on from the line before")
+        if text.startswith(CTCP_DELIMITER):
+            return self.fail("MULTILINE_INVALID", description="CTCP cannot be sent in a multiline batch")
+        self.lines += 1
+        if self.lines > MULTILINE_MAX_LINES:
+            return self.fail("MULTILINE_MAX_LINES", str(MULTILINE_MAX_LINES),
+                              description="Multiline batch max-lines exceeded")
+        joint = "" if self.lines == 1 else LINE_GOES_ON if concat else LINE_BREAK
+        self.size += len(text.encode("utf-8")) + (joint == LINE_BREAK)
+        if self.size > MULTILINE_MAX_BYTES:
+            return self.fail("MULTILINE_MAX_BYTES", str(MULTILINE_MAX_BYTES),
+                              description="Multiline batch max-bytes exceeded")
+        self.parts.append(joint + text)
+        self.seen = self.seen or bool((irc_text_for_v1(text) or "").strip())
+        return None
+
+    def end(self) -> Union[str, Failure]:
+        """The message as stored, or the FAIL to answer: a batch of no line,
+        or of blank lines only, says nothing."""
+        if not self.seen:
+            return self.fail("MULTILINE_INVALID", description="A multiline message needs a line that is not blank")
+        return "".join(self.parts)
+
+    def fail(self, code: str, *context: str, description: str) -> Failure:
+        """Fail the batch: the FAIL to answer; what it held is dropped."""
+        self.failed = True
+        self.parts = []
+        return multiline_failure(code, *context, description=description)
+
+
+def open_multiline(params: Sequence[str], tags: Dict[str, str],
+                   label: Optional[str] = None) -> Union[MultilineBatch, Failure]:
+    """``BATCH +ref draft/multiline <target>`` as a batch to fill, or the
+    FAIL to answer: the only batch a client may open here is a multiline
+    message to one channel or nick."""
+    if len(params) < 3 or len(params[0]) < 2 or params[1] != MULTILINE:
+        return multiline_failure("MULTILINE_INVALID", description="Only BATCH +ref draft/multiline <target> "
+                                 "is accepted")
+    target = params[2]
+    if check_channel(target) if is_channel(target) else check_nick(target):
+        return multiline_failure("MULTILINE_INVALID", description="Invalid multiline target")
+    if nick_key(target) == nick_key(NICKSERV):
+        return multiline_failure("MULTILINE_INVALID", description="NickServ reads one line at a time")
+    return MultilineBatch(params[0][1:], target, label, client_only_tags(tags))
+
+
 # --- the room-facing formatter -------------------------------------------------
 
 class IrcFormatter:
@@ -666,12 +803,15 @@ class IrcFormatter:
     """
 
     __slots__ = ("server_name", "caps", "default_room", "guests", "host", "server_time", "message_tags",
-                 "account_tag", "extended_join", "away_notify", "__weakref__")
+                 "account_tag", "extended_join", "away_notify", "multiline", "__weakref__")
     _interned: Dict[tuple, "IrcFormatter"] = {}
 
     def __new__(cls, server_name: str, caps: Iterable[str] = (), default_room: str = DEFAULT_ROOM,
                 guests: Container[str] = NO_GUESTS):
-        caps = frozenset(caps) & RENDERING_CAPABILITIES
+        given = frozenset(caps)
+        caps = given & RENDERING_CAPABILITIES
+        if MULTILINE in caps and "batch" not in given:
+            caps = caps - {MULTILINE}
         # By identity: the collection changes, the formatter keeps it (and
         # so keeps its id from being reused).
         key = (server_name, caps, default_room, id(guests))
@@ -688,7 +828,8 @@ class IrcFormatter:
             formatter.account_tag = "account-tag" in caps
             formatter.extended_join = "extended-join" in caps
             formatter.away_notify = "away-notify" in caps
-            # A handful of formatters per server at most (2^5 capability
+            formatter.multiline = MULTILINE in caps
+            # A handful of formatters per server at most (2^6 capability
             # sets): interning them for good costs nothing.
             cls._interned[key] = formatter
         return formatter
@@ -718,38 +859,54 @@ class IrcFormatter:
                       prefix: str = "", command: str = "PRIVMSG") -> List[bytes]:
         """A stored message as PRIVMSG lines. v1 allows 4096 bytes, an IRC
         line about 400 once the source and target are in front, so a long
-        text becomes several PRIVMSGs, split at characters (and at a space
-        when there is one). All carry the same time and account; the msgid
-        goes on the first only, since a msgid names one line to a client
-        (it may answer or fetch history by it) and the first is where the
-        message starts. An action stays an action in every piece.
+        text needs several lines, cut at characters (and at a space when
+        there is one), and a multiline message (see LINE_BREAK) one per
+        line at least. With draft/multiline they are one ``draft/multiline``
+        batch, whose BATCH line carries the message's tags, each piece of a
+        cut line tagged ``draft/multiline-concat``. Without, they are
+        several PRIVMSGs, a multiline message's blank lines left out (as
+        the spec says); all carry the same time, account and client tags,
+        and the msgid goes on the first only, since a msgid names one line
+        to a client (it may answer or fetch history by it) and the first is
+        where the message starts. An action stays an action in every piece.
 
-        ``client_tags`` are the sender's (``+draft/reply`` ...), on every
-        line: the caller gives them to formatters with message-tags only.
-        ``batch`` is the reference of the batch the lines are in (a
-        chathistory batch)."""
+        ``client_tags`` are the sender's (``+draft/reply`` ...): the caller
+        gives them to formatters with message-tags only. ``batch`` is the
+        reference of the batch the message is in (a chathistory batch)."""
         tags = self.message_tags_for(msg_id, ts, sender)
         if client_tags:
             tags = {**client_tags, **tags}
         if batch:
             tags["batch"] = batch
-        if _LINE_BREAK_RE.search(text):
-            # Nothing stored can hold one (both protocols refuse them), but
-            # a line break here would end the line and start a command.
-            text = _LINE_BREAK_RE.sub(" ", text)
         action = action_text(text)
         body = prefix + (action if action is not None else text)
-        head = ":%s %s %s :" % (hostmask(sender, self.host), command, target)
+        source = hostmask(sender, self.host)
+        head = ":%s %s %s :" % (source, command, target)
         room = MAX_LINE_BYTES - len(head.encode("utf-8"))
         if action is not None:
             room -= len("\x01ACTION \x01")
+        if LINE_BREAK not in body and LINE_GOES_ON not in body:
+            pieces = split_text(body, room)
+            if len(pieces) == 1:  # the common case: one line
+                piece = pieces[0] if action is None else "\x01ACTION " + pieces[0] + "\x01"
+                return [(format_tags(tags) + head + piece + "\r\n").encode("utf-8")]
         lines = []
-        for index, piece in enumerate(split_text(body, room)):
+        if self.multiline:
+            ref = new_batch_ref()
+            lines.append(format_line("BATCH", "+" + ref, MULTILINE, target, tags=tags, source=source))
+            first, goes_on = format_tags({"batch": ref}), format_tags({"batch": ref, MULTILINE_CONCAT: None})
+        for piece, concat in message_lines(body, room):
+            if not self.multiline and not piece.strip():
+                continue
             if action is not None:
                 piece = "\x01ACTION " + piece + "\x01"
-            if index == 1:
+            if self.multiline:
+                lines.append(((goes_on if concat else first) + head + piece + "\r\n").encode("utf-8"))
+            else:
+                lines.append((format_tags(tags) + head + piece + "\r\n").encode("utf-8"))
                 tags.pop("msgid", None)
-            lines.append((format_tags(tags) + head + piece + "\r\n").encode("utf-8"))
+        if self.multiline:
+            lines.append(format_line("BATCH", "-" + ref, tags={"batch": batch} if batch else None, source=source))
         return lines
 
     def format_msg(self, msg_id: int, ts: str, sender: str, text: str) -> bytes:

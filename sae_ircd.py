@@ -59,9 +59,9 @@ BEFORE_REGISTRATION = frozenset(("CAP", "NICK", "USER", "PASS", "AUTHENTICATE", 
                                  "REGISTER"))
 # Commands that exist only for a client that enabled their capability: to
 # any other they are unknown (421), as they were before it was offered.
-CAPABILITY_COMMANDS = {"TAGMSG": "message-tags"}
+CAPABILITY_COMMANDS = {"TAGMSG": "message-tags", "BATCH": irc.MULTILINE}
 # Commands that read the line's tags, not only its parameters.
-TAGGED_COMMANDS = frozenset(("TAGMSG", "PRIVMSG", "NOTICE"))
+TAGGED_COMMANDS = frozenset(("TAGMSG", "PRIVMSG", "NOTICE", "BATCH"))
 # What a registered client that has not logged in may still do.
 WITHOUT_LOGIN = BEFORE_REGISTRATION | frozenset(("PRIVMSG", "MOTD", "LUSERS", "VERSION", "AWAY"))
 
@@ -1120,7 +1120,7 @@ def message_ready(server, session, message):
     accepted as it is, not answered at once (its answer would overtake
     their echoes)."""
     params = message.params
-    if len(params) < 2 or not params[1]:
+    if len(params) < 2 or not params[1] or "batch" in message.tags:
         return False
     target = params[0]
     if irc.is_channel(target):
@@ -1129,46 +1129,129 @@ def message_ready(server, session, message):
 
 
 def cmd_privmsg(server, session, params, tags, command="PRIVMSG"):
-    def refuse(lines):
-        # A NOTICE is never answered (RFC 1459: no automatic replies to it).
-        return None if command == "NOTICE" else answer(server, session, lines)
-
+    batch = session.multiline
+    if "batch" in tags or (batch is not None and not batch.failed):
+        if batch is not None and tags.get("batch") == batch.ref:
+            return multiline_line(server, session, batch, params, tags, command)
+        if batch is not None and not batch.failed:
+            fail_multiline(server, session, batch, batch.fail(
+                "MULTILINE_INVALID", description="A message came outside the multiline batch"))
+        elif "batch" in tags:
+            answer(server, session, [no_such_batch(server)])
+        if "batch" in tags:
+            return None  # a line of a batch that is not open goes with it
     if not params or not params[0]:
-        return refuse([numeric(server, session, irc.ERR_NORECIPIENT,
-                                                "No recipient given (%s)" % command)])
+        return refuse(server, session, command, [numeric(server, session, irc.ERR_NORECIPIENT,
+                                                         "No recipient given (%s)" % command)])
     if len(params) < 2 or not params[1]:
-        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+        return refuse(server, session, command, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
     target, text = params[0], params[1]
     if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
         return nickserv(server, session, text) if command == "PRIVMSG" else None
     if session.account is None:
-        return refuse(login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
+        return refuse(server, session, command, login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
     stored = irc.irc_text_for_store(text)
     if stored is None:
         return None  # a CTCP query other than ACTION: not something said
     if not (irc.irc_text_for_v1(stored) or "").strip():
-        return refuse([numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+        return refuse(server, session, command, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
+    return say(server, session, command, target, stored, irc.client_only_tags(tags))
+
+
+def refuse(server, session, command, lines):
+    """A PRIVMSG's refusal; a NOTICE is never answered (RFC 1459: no
+    automatic replies to it)."""
+    return None if command == "NOTICE" else answer(server, session, lines)
+
+
+def say(server, session, command, target, stored, client_tags):
+    """A text to store and deliver (a PRIVMSG or NOTICE, or a multiline
+    batch of them) to ``target``, a channel the account is in or a nick;
+    its answer comes once it is stored (Server._deliver), with the label
+    of the command it answers."""
     if irc.is_channel(target):
         room = server.member_room(session, target)
         if room is None:
             code = irc.ERR_CANNOTSENDTOCHAN if room_key(target) in server.rooms else irc.ERR_NOSUCHCHANNEL
-            return refuse([numeric(server, session, code, target, "Cannot send to channel"
-                                                    if code == irc.ERR_CANNOTSENDTOCHAN else "No such channel")])
+            return refuse(server, session, command, [numeric(server, session, code, target, "Cannot send to channel"
+                                                             if code == irc.ERR_CANNOTSENDTOCHAN
+                                                             else "No such channel")])
         session.labels.append(session.label)
-        server.accept_message(session, None, stored, room, notice=command == "NOTICE",
-                              client_tags=irc.client_only_tags(tags))
+        server.accept_message(session, None, stored, room, notice=command == "NOTICE", client_tags=client_tags)
         return None
     if irc.check_nick(target):
-        return refuse([numeric(server, session, irc.ERR_NOSUCHNICK, target,
-                                                "No such nick/channel")])
-    # The answer comes once it is stored (Server._deliver), with this label.
+        return refuse(server, session, command, [numeric(server, session, irc.ERR_NOSUCHNICK, target,
+                                                         "No such nick/channel")])
     session.labels.append(session.label)
-    server.accept_message(session, target, stored, notice=command == "NOTICE", client_tags=irc.client_only_tags(tags))
+    server.accept_message(session, target, stored, notice=command == "NOTICE", client_tags=client_tags)
     return None
 
 
 def cmd_notice(server, session, params, tags):
     return cmd_privmsg(server, session, params, tags, "NOTICE")
+
+
+# --- draft/multiline ------------------------------------------------------------------------
+# A client with draft/multiline (and batch) may send a message of several
+# lines as ``BATCH +ref draft/multiline <target>``, PRIVMSG (or NOTICE)
+# lines tagged batch=ref, ``BATCH -ref``: sae_irc.MultilineBatch puts it
+# together, and the end of the batch says it as one message. Each line is a
+# PRIVMSG to the flood bucket (run_held), so a batch is paced as its lines
+# would be. A batch that fails (a limit, a wrong target) is dropped; one
+# never closed goes with its connection.
+
+def cmd_batch(server, session, params, tags):
+    if not params:
+        return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "BATCH",
+                                                "Not enough parameters")])
+    name = server.irc.server_name
+    if "batch" not in session.caps:
+        return answer(server, session, [irc.multiline_failure(
+            "MULTILINE_INVALID", description="A multiline batch needs the batch capability").line(name)])
+    ref = params[0]
+    batch = session.multiline
+    if ref.startswith("+"):
+        if batch is not None and not batch.failed:
+            fail_multiline(server, session, batch, batch.fail(
+                "MULTILINE_INVALID", description="A batch was opened inside the multiline batch"))
+        batch = irc.open_multiline(params, tags, session.label)
+        session.multiline = None
+        if batch.__class__ is irc.Failure:
+            return answer(server, session, [batch.line(name)])
+        # The batch's end answers this line (labeled-response).
+        session.label = None
+        session.multiline = batch
+        return None
+    if not ref.startswith("-") or batch is None or batch.ref != ref[1:]:
+        return answer(server, session, [no_such_batch(server)])
+    session.multiline = None
+    if batch.failed:
+        return None  # its FAIL was said
+    session.label = batch.label
+    text = batch.end()
+    if text.__class__ is irc.Failure:
+        return answer(server, session, [text.line(name)])
+    return say(server, session, batch.command, batch.target, text, batch.client_tags)
+
+
+def multiline_line(server, session, batch, params, tags, command):
+    failure = batch.add(command, params[0] if params else "", params[1] if len(params) > 1 else "",
+                        irc.MULTILINE_CONCAT in tags)
+    if failure is not None:
+        fail_multiline(server, session, batch, failure)
+
+
+def fail_multiline(server, session, batch, failure):
+    """A batch's FAIL, as the answer to its BATCH line (with its label, not
+    that of the line being run, which is answered as ever)."""
+    own, session.label = session.label, batch.label
+    answer(server, session, [failure.line(server.irc.server_name)])
+    session.label = own
+
+
+def no_such_batch(server):
+    return irc.multiline_failure("MULTILINE_INVALID", description="No such multiline batch is open").line(
+        server.irc.server_name)
 
 
 # A TAGMSG is not stored, so its msgid cannot be one of the store's ids
@@ -1464,6 +1547,7 @@ COMMANDS = {
     "PRIVMSG": cmd_privmsg,
     "NOTICE": cmd_notice,
     "TAGMSG": cmd_tagmsg,
+    "BATCH": cmd_batch,
     "PING": cmd_ping,
     "PONG": cmd_pong,
     "QUIT": cmd_quit,

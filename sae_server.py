@@ -508,7 +508,8 @@ class IrcSession(Session):
     Its commands are sae_ircd's; the Server only routes to them."""
 
     __slots__ = ("nick", "user_given", "caps", "cap_version", "cap_negotiating", "sasl", "credentials",
-                 "registered", "away", "echo", "pending_login", "label", "guest", "realname", "labels")
+                 "registered", "away", "echo", "pending_login", "label", "guest", "realname", "labels",
+                 "multiline")
 
     def __init__(self, sock, ip, port, exempt, now, flood_burst, protocol):
         Session.__init__(self, sock, ip, port, exempt, now, flood_burst, protocol)
@@ -529,6 +530,7 @@ class IrcSession(Session):
         self.guest = False  # chatting under a guest account (--irc-guests) until it registers
         self.realname = ""  # USER's, shown by WHOIS and WHO ("": the account's name instead)
         self.labels = collections.deque()  # the label (or None) of each message in flight, in order
+        self.multiline = None  # the draft/multiline batch it is sending (sae_irc.MultilineBatch)
 
     def __repr__(self):
         return "<IrcSession %s %s %s>" % (self.fd, self.address, self.name or "-")

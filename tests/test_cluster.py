@@ -492,7 +492,9 @@ def test_a_private_message_reaches_its_recipient_on_another_instance(cluster):
     assert not any(line.startswith("PRIV") for line in carol.seen)
 
 
-def test_a_typing_notification_crosses_instances(cluster):
+def irc_on_two_instances(cluster, caps):
+    """Two instances with IRC listeners, dave an IRC client of the first
+    and erin of the second, with ``caps``: (instances, dave, erin)."""
     from test_ircd import IrcClient
     instances, clients = cluster(2, "--irc-port", "0"), []
     for instance, nick in zip(instances, ("dave", "erin")):
@@ -501,9 +503,13 @@ def test_a_typing_notification_crosses_instances(cluster):
         irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
         client = IrcClient(irc_port)
         instance.clients.append(client)
-        client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
+        client.register_connection(nick, caps=caps, password="%s:password1" % nick)
         clients.append(client)
-    dave, erin = clients
+    return instances, clients[0], clients[1]
+
+
+def test_a_typing_notification_crosses_instances(cluster):
+    _, dave, erin = irc_on_two_instances(cluster, ["message-tags"])
     dave.send("@+typing=active TAGMSG #general")
     erin.expect(r"@\S*\+typing=active\S* :dave!\S+ TAGMSG #general", raw=True)
     dave.send("@+typing=paused TAGMSG erin")
@@ -545,18 +551,10 @@ def test_a_notice_and_client_tags_cross_instances_as_said(cluster):
     """A NOTICE said on one instance is a NOTICE to the IRC clients of the
     others too (a bot there must not answer it), in a channel and in
     private, with its client-only tags for the clients with message-tags;
-    a v1 client there gets it as any message."""
-    from test_ircd import IrcClient, tags_of
-    instances, clients = cluster(2, "--irc-port", "0"), []
-    for instance, nick in zip(instances, ("dave", "erin")):
-        account_client(instance, nick).close()
-    for instance, nick in zip(instances, ("dave", "erin")):
-        irc_port = int(re.search(r"IRC port [^ ]*:(\d+)", "".join(instance.log)).group(1))
-        client = IrcClient(irc_port)
-        instance.clients.append(client)
-        client.register_connection(nick, caps=["message-tags"], password="%s:password1" % nick)
-        clients.append(client)
-    dave, erin = clients
+    a v1 client there gets it as any message. A multiline message keeps
+    its lines."""
+    from test_ircd import strip_prefix, tags_of
+    instances, dave, erin = irc_on_two_instances(cluster, ["message-tags", "batch", "draft/multiline"])
     frank = account_client(instances[1], "frank")
     dave.send("@+draft/reply=1 NOTICE #general :build passed")
     line = erin.expect(r".* :dave!\S+ (PRIVMSG|NOTICE) #general :build passed$", raw=True).group(0)
@@ -567,6 +565,13 @@ def test_a_notice_and_client_tags_cross_instances_as_said(cluster):
     dave.send("PRIVMSG #general :a plain one")
     line = erin.expect(r".* :dave!\S+ (PRIVMSG|NOTICE) #general :a plain one$", raw=True).group(0)
     assert " PRIVMSG #general " in line and "+draft" not in line
+    dave.send("BATCH +m draft/multiline #general")
+    dave.send("@batch=m PRIVMSG #general :first")
+    dave.send("@batch=m PRIVMSG #general :second")
+    dave.send("BATCH -m")
+    erin.expect(r".* :dave!\S+ BATCH \+\S+ draft/multiline #general$", raw=True)
+    assert [strip_prefix(erin.next()) for _ in range(2)] == ["PRIVMSG #general :first", "PRIVMSG #general :second"]
+    frank.expect(r"MSG \d+ \S+ dave first \u21b5 second$")
 
 
 def test_a_ban_and_its_lifting_on_one_instance_hold_for_logins_on_another(cluster):

@@ -520,6 +520,146 @@ def test_text_without_controls_passes_unchanged_both_ways(text):
     assert irc.irc_text_for_v1(irc.v1_text_for_irc(text)) == text
 
 
+# --- draft/multiline ---------------------------------------------------------------
+
+MULTILINE = ("draft/multiline", "batch", "message-tags", "server-time", "account-tag")
+TS = "2026-11-24T13:05:01.123Z"
+
+
+def assemble(lines, target="#chan"):
+    """A MultilineBatch fed ``lines`` (text, or (text, concat)): the text it
+    ends with, or the first Failure."""
+    batch = irc.open_multiline(["+b", "draft/multiline", target], {})
+    for line in lines:
+        text, concat = line if isinstance(line, tuple) else (line, False)
+        failure = batch.add("PRIVMSG", target, text, concat)
+        if failure is not None:
+            return failure
+    return batch.end()
+
+
+def test_multiline_is_offered_with_limits_any_v1_client_can_read():
+    assert irc.cap_values()["draft/multiline"] == "max-bytes=3968,max-lines=32"
+    # The biggest batch there is: 32 lines, 3968 bytes with the line feeds.
+    lines = ["\u00e9" * 60] * 31 + ["x" * (3968 - 31 * 121)]
+    stored = assemble(lines)
+    assert len(stored.encode()) == 3968
+    v1 = irc.irc_text_for_v1(stored)
+    assert len(v1.encode()) == 4096 - len("SAY ")  # the longest SAY, exactly
+    assert proto.check_text(v1) is None and "\n" not in v1
+    concat = assemble([lines[0]] + [(line, True) for line in lines[1:31]] + [lines[31]])
+    assert len(concat.encode()) <= 4096 - len("SAY ")
+
+
+def test_multiline_changes_the_bytes_only_beside_batch():
+    assert IrcFormatter(SERVER, ["draft/multiline"]) is IrcFormatter(SERVER, [])
+    assert IrcFormatter(SERVER, ["draft/multiline", "batch"]) is not IrcFormatter(SERVER, ["batch"])
+    assert IrcFormatter(SERVER, ["draft/multiline", "batch"]).multiline
+
+
+def test_a_multiline_message_is_one_batch_as_the_spec_shows_it():
+    stored = assemble(["hello", "how is ", ("everyone?", True)])
+    assert stored == "hello\nhow is \reveryone?"
+    data = IrcFormatter(SERVER, MULTILINE).format_rmsg(7, TS, "#chan", "n", stored)
+    lines = data.split(b"\r\n")[:-1]
+    ref = lines[0].split(b" +")[1].split(b" ")[0]
+    assert lines == [
+        b"@time=%s;msgid=7;account=n :n!n@irc.example.org BATCH +%s draft/multiline #chan" % (TS.encode(), ref),
+        b"@batch=%s :n!n@irc.example.org PRIVMSG #chan :hello" % ref,
+        b"@batch=%s :n!n@irc.example.org PRIVMSG #chan :how is " % ref,
+        b"@batch=%s;draft/multiline-concat :n!n@irc.example.org PRIVMSG #chan :everyone?" % ref,
+        b":n!n@irc.example.org BATCH -%s" % ref]
+
+
+def test_without_multiline_each_line_is_a_privmsg_blank_ones_left_out_the_msgid_on_the_first():
+    stored = assemble(["", "how is ", ("everyone?", True), " ", "bye"])
+    messages = lines_of(IrcFormatter(SERVER, ["message-tags", "server-time"]).format_rmsg(7, TS, "#chan", "n", stored))
+    assert [m.params[1] for m in messages] == ["how is ", "everyone?", "bye"]
+    assert [m.tags.get("msgid") for m in messages] == ["7", None, None]
+    assert all(m.tags["time"] == TS for m in messages)
+    assert irc.irc_text_for_v1(stored) == " \u21b5 how is everyone? \u21b5   \u21b5 bye"
+
+
+def test_a_short_message_is_one_privmsg_for_multiline_clients_too():
+    assert IrcFormatter(SERVER, MULTILINE).format_msg(7, TS, "n", "hi") == \
+        IrcFormatter(SERVER, MULTILINE[2:]).format_msg(7, TS, "n", "hi")
+
+
+def test_a_long_line_is_cut_with_concat_and_an_action_stays_one_in_every_line():
+    messages = lines_of(IrcFormatter(SERVER, MULTILINE).format_msg(7, TS, "n", "/me " + "waves " * 200))
+    assert messages[0].command == "BATCH" and messages[-1].command == "BATCH"
+    inside = messages[1:-1]
+    assert len(inside) == 3 and all(m.params[1].startswith("\x01ACTION ") for m in inside)
+    assert [irc.MULTILINE_CONCAT in m.tags for m in inside] == [False, True, True]
+    assert "".join(m.params[1][8:-1] for m in inside) == "waves " * 200
+
+
+def test_in_a_history_batch_a_multiline_batch_is_nested():
+    message = Stored(9, TS, "n", None, "one\ntwo", "#chan")
+    lines = lines_of(b"".join(IrcFormatter(SERVER, MULTILINE).history_lines([message], "#chan", batch=True,
+                                                                             ref="h")))
+    assert [(m.command, m.params[:2], m.tags.get("batch")) for m in lines] == [
+        ("BATCH", ["+h", "chathistory"], None),
+        ("BATCH", [lines[1].params[0], "draft/multiline"], "h"),
+        ("PRIVMSG", ["#chan", "one"], lines[1].params[0][1:]),
+        ("PRIVMSG", ["#chan", "two"], lines[1].params[0][1:]),
+        ("BATCH", ["-" + lines[1].params[0][1:]], "h"),
+        ("BATCH", ["-h"], None)]
+    assert lines[1].tags["msgid"] == "9"
+    labeled = irc.labeled("L", IrcFormatter(SERVER, MULTILINE).history_lines([message], "#chan", batch=True), SERVER)
+    assert parse_line(labeled[0].rstrip(b"\r\n")).tags["label"] == "L" and len(labeled) == 6
+
+
+@PROPERTY
+@given(st.lists(st.tuples(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=450), st.booleans()),
+                min_size=1, max_size=8))
+def test_every_multiline_message_goes_out_whole_in_lines_that_fit(lines):
+    lines = [(text, concat and bool(text) and index > 0) for index, (text, concat) in enumerate(lines)]
+    stored = assemble(lines)
+    if stored.__class__ is irc.Failure:
+        assert stored.code == "MULTILINE_INVALID" and not any(text.strip() for text, _ in lines)
+        return
+    for caps in (MULTILINE, ["message-tags"]):
+        data = IrcFormatter(SERVER, caps).format_rmsg(1, TS, "#chan", "n" * 32, stored)
+        for raw in data.split(b"\r\n")[:-1]:
+            assert len(raw.split(b" ", 1)[1]) + 2 <= 512
+        messages = lines_of(data)
+        if caps is MULTILINE:
+            assert messages[0].command == "BATCH" or len(messages) == 1
+            pieces = [m for m in messages if m.command == "PRIVMSG"]
+            text = "".join(("" if irc.MULTILINE_CONCAT in m.tags or not index else "\n") + m.params[1]
+                           for index, m in enumerate(pieces))
+            assert text == stored.replace("\r", "")
+        else:
+            assert "".join(m.params[1] for m in messages) == \
+                "".join(line for line in stored.replace("\r", "\n").split("\n") if line.strip())
+
+
+def test_a_multiline_batch_breaking_a_rule_is_the_spec_s_fail_and_takes_no_more():
+    assert assemble(["hi"] * 33).line(SERVER) == \
+        b":irc.example.org FAIL BATCH MULTILINE_MAX_LINES 32 :Multiline batch max-lines exceeded\r\n"
+    # max-bytes counts the line feeds between lines, not the joints of concat lines.
+    assert assemble(["x" * 3968]) == "x" * 3968 and assemble(["x" * 3969]).code == "MULTILINE_MAX_BYTES"
+    assert assemble(["x" * 3967, ""]) == "x" * 3967 + "\n"
+    assert assemble(["x" * 3967, "y"]).code == "MULTILINE_MAX_BYTES"
+    assert assemble(["x" * 3967, ("y", True)]) == "x" * 3967 + "\ry"
+    assert assemble(["x" * 3968, ("y", True)]).code == "MULTILINE_MAX_BYTES"
+    batch = irc.open_multiline(["+b", "draft/multiline", "#Chan"], {"+draft/reply": "3", "label": "x"}, "x")
+    assert batch.client_tags == {"+draft/reply": "3"} and batch.label == "x"
+    assert batch.add("PRIVMSG", "#chan", "same channel", False) is None
+    assert batch.add("PRIVMSG", "#other", "hi", False).line(SERVER) == \
+        b":irc.example.org FAIL BATCH MULTILINE_INVALID_TARGET #Chan #other :Invalid multiline target\r\n"
+    assert batch.failed and batch.add("PRIVMSG", "#chan", "more", False) is None
+    for lines in ([("hi", False), ("", True)], ["\x01ACTION waves\x01"], [], ["", "  ", "\x02\x02"]):
+        assert assemble(lines).code == "MULTILINE_INVALID"
+    batch = irc.open_multiline(["+b", "draft/multiline", "bob"], {})
+    batch.add("NOTICE", "BOB", "one", False)
+    assert batch.add("PRIVMSG", "bob", "two", False).code == "MULTILINE_INVALID"
+    for params in (["+b", "netsplit", "a"], ["+", "draft/multiline", "#chan"], ["+b", "draft/multiline"],
+                   ["+b", "draft/multiline", "#bad,chan"], ["+b", "draft/multiline", "NickServ"]):
+        assert irc.open_multiline(params, {}).code == "MULTILINE_INVALID"
+
+
 # --- nicks and channels ------------------------------------------------------------
 
 def test_a_nick_is_an_account_name_and_compares_as_sae_db_does():

@@ -512,6 +512,163 @@ def test_a_long_v1_message_is_split_not_cut(ircd):
     assert " ".join(got).split() == text.split()
 
 
+MULTILINE = ("draft/multiline", "batch", "message-tags", "server-time")
+
+
+def read_batch(client, kind="draft/multiline"):
+    """The next batch of ``kind`` a client gets: (its BATCH line, the lines
+    in it, its end), skipping what comes before it."""
+    start = client.expect(r"(@\S+ )?:\S+ BATCH \+(\S+) %s" % kind, raw=True)
+    inside = client.lines_until(r"(@\S+ )?(:\S+ )?BATCH -%s$" % start.group(2))
+    return start.string, inside[:-1], inside[-1]
+
+
+def test_a_multiline_message_reaches_each_client_in_the_form_it_can_read(ircd):
+    """alice pastes four lines, the second split by her client: bob
+    (draft/multiline) gets them as she sent them, in one batch that
+    carries the msgid; carol (message-tags alone) as PRIVMSGs, the blank
+    line left out and the msgid on the first; dave (no caps) the same
+    lines bare; erin (v1) one message, its lines joined by an arrow. Her
+    labeled batch is answered by its echo, the label on its BATCH line."""
+    server = ircd()
+    erin = v1_user(server, "erin")
+    dave = irc_user(server, "dave")
+    carol = irc_user(server, "carol", caps=("message-tags",))
+    bob = irc_user(server, "bob", caps=MULTILINE)
+    alice = irc_user(server, "alice", caps=MULTILINE + ("echo-message", "labeled-response"))
+    alice.send("@label=p1;+draft/reply=1 BATCH +paste draft/multiline #general")
+    alice.send("@batch=paste PRIVMSG #general :hello")
+    alice.send("@batch=paste PRIVMSG #general :how is ")
+    alice.send("@batch=paste;draft/multiline-concat PRIVMSG #general :everyone?")
+    alice.send("@batch=paste PRIVMSG #general :")
+    alice.send("@batch=paste PRIVMSG #general :\x02bye\x02")
+    alice.send("BATCH -paste")
+    texts = ["hello", "how is ", "everyone?", "", "\x02bye\x02"]
+    start, inside, end = read_batch(alice)
+    tags = tags_of(start)
+    assert tags["label"] == "p1" and tags["msgid"].isdigit() and tags["+draft/reply"] == "1" and "time" in tags
+    assert re.search(r" :alice!alice@%s BATCH \+\S+ draft/multiline #general$" % SERVER_NAME, start)
+    assert [strip_prefix(line).split(" :", 1)[1] if " :" in line else None for line in inside] == texts
+    assert [("draft/multiline-concat" in tags_of(line)) for line in inside] == [False, False, True, False, False]
+    start, relayed, _ = read_batch(bob)
+    assert tags_of(start)["msgid"] == tags["msgid"] and "label" not in tags_of(start)
+    assert [strip_prefix(line) for line in relayed] == ["PRIVMSG #general :" + text for text in texts]
+    assert all(set(tags_of(line)) <= {"batch", "draft/multiline-concat"} for line in relayed)
+    fallback = [carol.next() for _ in range(4)]
+    assert [strip_prefix(line) for line in fallback] == ["PRIVMSG #general :" + text for text in texts if text]
+    assert [tags_of(line).get("msgid") for line in fallback] == [tags["msgid"], None, None, None]
+    assert all(tags_of(line)["+draft/reply"] == "1" for line in fallback)
+    assert [dave.next() for _ in range(4)] == [":alice!alice@%s PRIVMSG #general :%s" % (SERVER_NAME, text)
+                                              for text in texts if text]
+    erin.expect(r"MSG %s \S+ alice hello \u21b5 how is everyone\? \u21b5  \u21b5 bye$" % tags["msgid"])
+    # One message in the history, as it was said: a batch in the batch.
+    bob.send("CHATHISTORY LATEST #general * 5")
+    outer, replayed, _ = read_batch(bob, "chathistory")
+    assert tags_of(replayed[0])["batch"] == outer.split("+")[1].split()[0]
+    assert tags_of(replayed[0])["msgid"] == tags["msgid"] and " BATCH +" in replayed[0]
+    assert [strip_prefix(line) for line in replayed[1:-1]] == ["PRIVMSG #general :" + text for text in texts]
+    assert tags_of(replayed[-1])["batch"] == tags_of(replayed[0])["batch"]
+    for client in (alice, bob, carol, dave):
+        client.send("PING after")
+        assert strip_prefix(client.next()) == "PONG %s after" % SERVER_NAME
+
+
+def test_a_long_v1_message_is_one_multiline_batch_live_and_in_history(ircd):
+    """A v1 message longer than an IRC line goes to a multiline client as
+    one batch of pieces that join back into it, live, in CHATHISTORY and
+    in the replay at login; a private multiline message too."""
+    server = ircd()
+    alice = v1_user(server, "alice")
+    bob = irc_user(server, "bob", caps=MULTILINE)
+    text = " ".join("word%d" % i for i in range(450))
+    alice.send("SAY " + text)
+    start, inside, _ = read_batch(bob)
+    assert tags_of(start)["msgid"].isdigit() and len(inside) > 5
+    assert [("draft/multiline-concat" in tags_of(line)) for line in inside] == [False] + [True] * (len(inside) - 1)
+    assert "".join(strip_prefix(line).split(" :", 1)[1] for line in inside) == text
+    bob.send("CHATHISTORY LATEST #general * 1")
+    _, replayed, _ = read_batch(bob, "chathistory")
+    assert "".join(strip_prefix(line).split(" :", 1)[1] for line in replayed[1:-1]) == text
+    again = irc_login(server, "bob", caps=MULTILINE)
+    _, replayed, _ = read_batch(again, "chathistory")
+    assert " BATCH +" in replayed[0] and len(replayed) == len(inside) + 2
+    bob.send("BATCH +p draft/multiline alice")
+    bob.send("@batch=p PRIVMSG alice :one")
+    bob.send("@batch=p PRIVMSG alice :two")
+    bob.send("BATCH -p")
+    alice.expect(r"PRIV \d+ \S+ bob alice one \u21b5 two$")
+
+
+def test_a_multiline_batch_that_breaks_the_rules_fails_and_says_nothing(ircd):
+    """Each limit and rule of draft/multiline as a FAIL BATCH, the batch
+    dropped (nothing of it stored or relayed), the connection kept; a
+    labeled batch's FAIL carries its label; without echo-message, a
+    labeled batch is acknowledged."""
+    server = ircd()
+    watcher = irc_user(server, "watcher", caps=("message-tags", "server-time"))
+    alice = irc_user(server, "alice", caps=MULTILINE + ("labeled-response",))
+
+    def batch(lines, target="#general", opening=None):
+        alice.send(opening or "BATCH +b draft/multiline %s" % target)
+        alice.send_raw("".join(line + "\r\n" for line in lines).encode())
+        alice.send("BATCH -b")
+        return strip_prefix(alice.next())
+
+    assert batch(["@batch=b PRIVMSG #general :hi"] * 33) == \
+        "FAIL BATCH MULTILINE_MAX_LINES 32 :Multiline batch max-lines exceeded"
+    assert batch(["@batch=b PRIVMSG #general :" + "x" * 400] * 10) == \
+        "FAIL BATCH MULTILINE_MAX_BYTES 3968 :Multiline batch max-bytes exceeded"
+    assert batch(["@batch=b PRIVMSG #general :hi", "@batch=b PRIVMSG #other :hi"]) == \
+        "FAIL BATCH MULTILINE_INVALID_TARGET #general #other :Invalid multiline target"
+    assert batch(["@batch=b PRIVMSG #general :hi", "@batch=b;draft/multiline-concat PRIVMSG #general :"]) \
+        .startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert batch(["@batch=b PRIVMSG #general :", "@batch=b PRIVMSG #general : "]) \
+        .startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert batch(["@batch=b PRIVMSG #general :hi", "@batch=b NOTICE #general :hi"]) \
+        .startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert batch(["@batch=other PRIVMSG #general :hi"]).startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert batch(["@batch=b PRIVMSG #general :hi"], opening="BATCH +b netsplit a b") \
+        .startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert strip_prefix(alice.next()).startswith("FAIL BATCH MULTILINE_INVALID :")  # the line: no batch open
+    assert strip_prefix(alice.next()).startswith("FAIL BATCH MULTILINE_INVALID :")  # and its end
+    # A line outside the open batch fails it, and is said as ever.
+    alice.send("BATCH +c draft/multiline #general")
+    alice.send("@batch=c PRIVMSG #general :in the batch")
+    alice.send("PRIVMSG #general :outside")
+    assert strip_prefix(alice.next()).startswith("FAIL BATCH MULTILINE_INVALID :")
+    assert strip_prefix(watcher.next()) == "PRIVMSG #general :outside"
+    alice.send("BATCH -c")
+    alice.send("@label=L1 BATCH +d draft/multiline #general")
+    alice.send("@batch=d PRIVMSG #nowhere :hi")
+    assert alice.next().startswith("@label=L1 :%s FAIL BATCH MULTILINE_INVALID_TARGET " % SERVER_NAME)
+    alice.send("BATCH -d")
+    alice.send("@label=L2 BATCH +e draft/multiline #not-joined")
+    alice.send("@batch=e PRIVMSG #not-joined :hi")
+    alice.send("BATCH -e")
+    assert alice.next() == "@label=L2 :%s 403 alice #not-joined :No such channel" % SERVER_NAME
+    alice.send("@label=L3 BATCH +f draft/multiline #general")
+    alice.send("@batch=f PRIVMSG #general :one")
+    alice.send("@batch=f PRIVMSG #general :two")
+    alice.send("BATCH -f")
+    assert alice.next() == "@label=L3 :%s ACK" % SERVER_NAME
+    assert [strip_prefix(watcher.next()) for _ in range(2)] == ["PRIVMSG #general :one", "PRIVMSG #general :two"]
+    # Without the capability there is no BATCH, as before.
+    watcher.send("BATCH +g draft/multiline #general")
+    watcher.expect(r"421 watcher BATCH ")
+    watcher.send("CHATHISTORY LATEST #general * 10")
+    history = watcher.lines_until(r".*BATCH -")
+    assert [strip_prefix(line) for line in history if " PRIVMSG " in line] == \
+        ["PRIVMSG #general :outside", "PRIVMSG #general :one", "PRIVMSG #general :two"]
+
+
+def test_the_lines_of_a_multiline_batch_count_against_the_flood_bucket(ircd):
+    server = ircd("--exempt", "", "--flood-burst", "2", "--flood-rate", "1", "--flood-held-max", "2000")
+    bob = irc_user(server, "bob", caps=MULTILINE)
+    bob.send("BATCH +b draft/multiline #general")
+    bob.send_raw(b"".join(b"@batch=b PRIVMSG #general :line %d\r\n" % n for n in range(40)))
+    assert "Excess Flood" in bob.expect_closed()[-1]
+
+
 def quit_and_wait(server, client, name):
     client.send("QUIT")
     client.expect_closed()
