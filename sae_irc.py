@@ -885,17 +885,20 @@ class IrcFormatter:
         room = MAX_LINE_BYTES - len(head.encode("utf-8"))
         if action is not None:
             room -= len("\x01ACTION \x01")
-        if LINE_BREAK not in body and LINE_GOES_ON not in body:
+        if LINE_BREAK in body or LINE_GOES_ON in body:
+            shaped = message_lines(body, room)
+        else:
             pieces = split_text(body, room)
             if len(pieces) == 1:  # the common case: one line
                 piece = pieces[0] if action is None else "\x01ACTION " + pieces[0] + "\x01"
                 return [(format_tags(tags) + head + piece + "\r\n").encode("utf-8")]
+            shaped = [(piece, index > 0) for index, piece in enumerate(pieces)]
         lines = []
         if self.multiline:
             ref = new_batch_ref()
             lines.append(format_line("BATCH", "+" + ref, MULTILINE, target, tags=tags, source=source))
             first, goes_on = format_tags({"batch": ref}), format_tags({"batch": ref, MULTILINE_CONCAT: None})
-        for piece, concat in message_lines(body, room):
+        for piece, concat in shaped:
             if not self.multiline and not piece.strip():
                 continue
             if action is not None:

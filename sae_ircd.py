@@ -1155,7 +1155,7 @@ def cmd_privmsg(server, session, params, tags, command="PRIVMSG"):
         return None  # a CTCP query other than ACTION: not something said
     if not (irc.irc_text_for_v1(stored) or "").strip():
         return refuse(server, session, command, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
-    return say(server, session, command, target, stored, irc.client_only_tags(tags))
+    return say(server, session, command, target, stored, irc.client_only_tags(tags) if tags else None)
 
 
 def refuse(server, session, command, lines):
