@@ -10,7 +10,9 @@ picks the backend from a URL:
 
 A Store is used by one thread at a time: the server's storage thread, or,
 for a store whose calls never wait for long (``Store.on_loop``: SQLite), the
-event loop itself. Each backend keeps its
+event loop itself. The one exception: a store with ``concurrent_batches``
+above 1 (MariaDB) takes that many ``append_messages`` calls at once, on as
+many threads, each on a connection of its own. Each backend keeps its
 schema, one SQL file per migration, in a folder named after its dialect;
 ``schema_version`` records which have been applied.
 
@@ -233,7 +235,24 @@ class Store:
         message, its stored form (ids increasing in batch order, ``room``
         filled in for room messages), or None when it is not stored: a
         private message to an account that does not exist, or a message to
-        a room that does not exist any more."""
+        a room that does not exist any more.
+
+        A store with ``concurrent_batches`` above 1 also takes
+        ``first_id``, the first of ``len(batch)`` ids from reserve_ids:
+        its messages get ids from there on, in order (those of the messages
+        not stored are left unused)."""
+        raise NotImplementedError
+
+    # How many append_messages calls may run at once (on as many threads),
+    # each with ids reserved beforehand, in the order the batches are made,
+    # so that ids still follow that order whichever INSERT ends first. Only
+    # for a server alone on its database: the ids are this store's to give.
+    concurrent_batches = 1
+
+    def reserve_ids(self, count: int) -> int:
+        """The first of ``count`` message ids no one else is given (by this
+        store): above every id stored or handed out before. Never blocks;
+        any thread may call it."""
         raise NotImplementedError
 
     def last_message_id(self) -> int:

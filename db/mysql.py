@@ -17,11 +17,29 @@ statement (a read, or a batch of room messages that is one INSERT) runs
 alone in autocommit, which is its own transaction: one round trip to the
 database instead of two or three, on the path every message takes.
 
+The store keeps a connection per call running at once: one, as calls come
+one after the other, and two while the server writes two batches of
+messages at once (concurrent_batches), each on its own connection, so that
+the second INSERT goes in while the first one's commit is flushed. Every
+connection keeps its own "answered lately" time (FRESH_CONNECTION). For
+those batches the store gives the ids itself: reserve_ids, called in the
+order the batches are made, hands out consecutive ranges from a count that
+starts above the highest id and the table's AUTO_INCREMENT (read again
+whenever a connection is opened), so ids follow the order the messages were
+accepted whichever INSERT ends first. An id is never given twice; ids
+reserved for a batch that is refused, or for a message that is not stored,
+are left unused. Another writer on the table (a second server without
+--cluster) shows as a duplicate id: that batch is refused (StorageUnavailable),
+the count is read again, and the next batches go on. A batch without
+reserved ids (a server after a quiet moment, a cluster's chain) is numbered
+by AUTO_INCREMENT, and the count goes on above it.
+
 The password is never part of an error text: errors name the database with
 describe_url(), and MySQL's own messages do not contain it.
 """
 
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -63,6 +81,15 @@ INSERT_MESSAGE_ROW = ", (%s, %s, %s, %s, %s)"  # each further row of a multi-row
 # transaction: one statement for every conversation of the batch.
 UPDATE_CONVERSATIONS = ("INSERT INTO conversations (account_id, peer_id, last_id) VALUES %s"
                         " ON DUPLICATE KEY UPDATE last_id = GREATEST(last_id, VALUES(last_id))")
+# With the ids the store reserved itself (reserve_ids).
+INSERT_MESSAGE_WITH_ID = ("INSERT INTO messages (id, sender_id, recipient_id, room_id, body, created_at)"
+                          " VALUES (%s, %s, %s, %s, %s, %s)")
+INSERT_MESSAGE_WITH_ID_ROW = ", (%s, %s, %s, %s, %s, %s)"
+# Where reserved ids start: above the last id and above the table's
+# AUTO_INCREMENT, which a deleted history leaves above the last id.
+NEXT_IDS = ("SELECT COALESCE(MAX(id), 0) + 1, (SELECT AUTO_INCREMENT FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages') FROM messages")
+DUPLICATE_KEY = 1062
 SET_BAN = sql.for_mysql(sql.SET_BAN)
 REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
 MARK_OFFLINE = sql.for_mysql(sql.MARK_OFFLINE)
@@ -179,6 +206,21 @@ def _access_denied_hint(error: Exception) -> str:
             % (user, host, user, host, user, user, host, user, user))
 
 
+def _chunks(values, multirow):
+    """The rows (sender_id, recipient_id, room_id, body, created_at) in runs
+    of one INSERT each: up to INSERT_CHUNK_BYTES of text, or one row each."""
+    if not multirow:
+        return [[row] for row in values]
+    chunks, size = [], INSERT_CHUNK_BYTES
+    for row in values:
+        if size >= INSERT_CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += len(row[3]) + 64
+    return chunks
+
+
 def _connection_lost(error: Exception) -> bool:
     if isinstance(error, MySQLdb.InterfaceError):
         return True  # e.g. (0, '') on a connection that is already closed
@@ -186,14 +228,36 @@ def _connection_lost(error: Exception) -> bool:
     return code in CONNECTION_LOST
 
 
+class _Connection:
+    """One connection of the store's, and when it last answered."""
+    __slots__ = ("db", "used_at")
+
+    def __init__(self, db):
+        self.db = db
+        self.used_at = 0.0  # time.monotonic(); 0: not yet
+
+
+class _IdsTaken(Exception):
+    """A row with one of the ids reserved for the batch is already there."""
+
+
 class MySQLStore(Store):
     chained = True
+    # Two batches of messages may be stored at once, each on a connection of
+    # its own, with ids reserved beforehand (reserve_ids): a server alone on
+    # its database starts the next batch while the last one's commit is
+    # being flushed. The chain (append_chained) takes them one at a time.
+    concurrent_batches = 2
 
     def __init__(self, url: str):
         self.url = url
         self.where = describe_url(url)
         self._connect_args = connect_args(url)
-        self._db = None
+        # Connections that answered and are free, the last one used last:
+        # calls one after the other keep to one connection, calls at the
+        # same time (two batches) each take one.
+        self._idle: List[_Connection] = []
+        self._lock = threading.Lock()  # for _idle and _next_id
         self._retry_at = 0.0
         self._backoff = 0.0
         # Whether one multi-row INSERT may store a batch: only if the server
@@ -208,14 +272,29 @@ class MySQLStore(Store):
         # so a batch to rooms seen before needs no read before its INSERT.
         # A cluster's servers delete each other's rooms and never use it.
         self._live_rooms: Dict[Optional[int], Tuple[int, str]] = {}
-        self._used_at = 0.0  # when the connection last answered (time.monotonic())
+        # The id the next reserved range starts at: above every id stored
+        # and above the table's AUTO_INCREMENT (which a deleted history
+        # leaves above the last id), read when a connection is opened.
+        self._next_id = 1
+        self._ids_read = False  # not before the schema is there
         self._run(self._migrate)
+        self._run(self._read_next_id, alone="read")
+        self._ids_read = True
 
     # -- connection, transactions, errors ---------------------------------
 
-    def _connection(self):
-        if self._db is not None:
-            return self._db
+    def _take(self) -> Tuple[_Connection, bool]:
+        """A connection for one call, and whether it is one that was open."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop(), True
+        return self._open(), False
+
+    def _give_back(self, connection: _Connection) -> None:
+        with self._lock:
+            self._idle.append(connection)
+
+    def _open(self) -> _Connection:
         now = time.monotonic()
         if now < self._retry_at:
             raise StorageUnavailable("database %s unreachable; next attempt in %.1fs"
@@ -228,6 +307,10 @@ class MySQLStore(Store):
                     cursor.execute(statement)
                 cursor.execute("SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment")
                 lock_mode, increment = cursor.fetchone()
+                if self._ids_read:
+                    # Whatever was written while this store had no
+                    # connection (another writer, a restored backup).
+                    self._read_next_id(cursor)
                 cursor.close()
             except BaseException:
                 db.close()
@@ -242,65 +325,78 @@ class MySQLStore(Store):
         # them with another client's.
         self._multirow = int(lock_mode) in (0, 1)
         self._increment = int(increment)
-        self._db = db
-        return db
+        return _Connection(db)
 
-    def _drop(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            try:
-                db.close()
-            except MySQLdb.Error:
-                pass
+    @staticmethod
+    def _drop(connection: _Connection) -> None:
+        try:
+            connection.db.close()
+        except MySQLdb.Error:
+            pass
+
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            self._drop(connection)
 
     def _run(self, operation, *args, alone=False):
         """Run ``operation(cursor, *args)`` in one transaction and commit it.
         ``alone``: the operation is a single statement, run in autocommit,
-        which is a transaction of its own; "read" if it changes nothing."""
+        which is a transaction of its own; "read" if it changes nothing;
+        "if fresh": a write, alone only on a connection that answered less
+        than FRESH_CONNECTION ago, else in a transaction."""
         for attempt in (1, 2):
-            reused = self._db is not None
-            db = self._connection()
+            connection, reused = self._take()
+            single = alone
+            if alone == "if fresh":
+                single = reused and time.monotonic() - connection.used_at < FRESH_CONNECTION
             try:
-                cursor = db.cursor()
+                cursor = connection.db.cursor()
                 try:
-                    if not alone:
+                    if not single:
                         cursor.execute("START TRANSACTION")
                     result = operation(cursor, *args)
                 finally:
                     cursor.close()
             except (MySQLdb.OperationalError, MySQLdb.InterfaceError) as error:
                 if _connection_lost(error):
-                    self._drop()
+                    # The other one is most likely gone too (a restart):
+                    # found out now, not by the next batch it would refuse.
+                    self._drop(connection)
+                    self._drop_idle()
                     # Nothing was committed, so the whole call can be
                     # replayed once: a connection that sat idle while the
                     # server restarted is no reason to refuse a message.
                     # (A write alone may have been committed as the
                     # connection died; see append_messages.)
-                    if reused and attempt == 1 and alone in (False, "read"):
+                    if reused and attempt == 1 and single in (False, "read"):
                         continue
                 else:  # a deadlock, a lock wait timeout, a full disk...
-                    self._rollback()
+                    self._rollback(connection)
                 raise StorageUnavailable("database %s: %s" % (self.where, error)) from None
             except BaseException:
-                self._rollback()
+                self._rollback(connection)
                 raise
-            if not alone:
+            if not single:
                 try:
-                    db.commit()
+                    connection.db.commit()
                 except MySQLdb.Error as error:
-                    self._drop()
+                    self._drop(connection)
                     raise StorageUnavailable("database %s: commit failed: %s" % (self.where, error)) from None
             self._backoff = 0.0
-            self._used_at = time.monotonic()
+            connection.used_at = time.monotonic()
+            self._give_back(connection)
             return result
         raise AssertionError("unreachable")
 
-    def _rollback(self) -> None:
+    def _rollback(self, connection: _Connection) -> None:
         try:
-            if self._db is not None:
-                self._db.rollback()
+            connection.db.rollback()
         except MySQLdb.Error:
-            self._drop()
+            self._drop(connection)
+            return
+        self._give_back(connection)
 
     def _migrate(self, cursor) -> None:
         # Two servers starting at once must not both migrate. GET_LOCK is
@@ -450,18 +546,39 @@ class MySQLStore(Store):
 
     # -- messages --
 
-    def append_messages(self, batch: Sequence[NewMessage]) -> List[Optional[Message]]:
+    def reserve_ids(self, count: int) -> int:
+        with self._lock:
+            first = self._next_id
+            self._next_id += count
+        return first
+
+    def _read_next_id(self, cursor) -> None:
+        cursor.execute(NEXT_IDS)
+        after_last, counter = cursor.fetchone()
+        with self._lock:
+            self._next_id = max(self._next_id, int(after_last), int(counter or 0))
+
+    def append_messages(self, batch: Sequence[NewMessage],
+                        first_id: Optional[int] = None) -> List[Optional[Message]]:
         if not batch:
             return []
         # The batch every message goes through is usually room messages to
         # rooms seen before: one INSERT, alone. If the connection dies during
         # it, the INSERT may or may not have been committed; the caller is
         # told it failed, as when a COMMIT is cut, and it is not replayed.
-        alone = (self._db is not None and time.monotonic() - self._used_at < FRESH_CONNECTION
-                 and self._multirow and self.allow_multirow
-                 and all(m.recipient is None and m.room_id in self._live_rooms for m in batch)
-                 and sum(len(m.body) + 64 for m in batch) < INSERT_CHUNK_BYTES)
-        return self._run(self._store_batch, batch, self._live_rooms, alone=alone)
+        one_insert = self.allow_multirow and (first_id is not None or self._multirow)
+        alone = "if fresh" if (one_insert
+                               and all(m.recipient is None and m.room_id in self._live_rooms for m in batch)
+                               and sum(len(m.body) + 64 for m in batch) < INSERT_CHUNK_BYTES) else False
+        try:
+            return self._run(self._store_batch, batch, self._live_rooms, first_id, alone=alone)
+        except _IdsTaken:
+            # Someone else writes messages here (a second server without
+            # --cluster?). The ids from the table are taken up again, so the
+            # next batches get free ones; this one is refused, not lost.
+            self._run(self._read_next_id, alone="read")
+            raise StorageUnavailable("database %s: message id %d was taken by another writer (is another server "
+                                     "without --cluster on this database?)" % (self.where, first_id)) from None
 
     def append_chained(self, batch: Sequence[NewMessage]) -> Tuple[int, int, List[Optional[Message]]]:
         def insert(cursor):
@@ -495,10 +612,11 @@ class MySQLStore(Store):
             return max(last, after), found
         return self._run(select)
 
-    def _store_batch(self, cursor, batch, live_rooms):
+    def _store_batch(self, cursor, batch, live_rooms, first_id=None):
         """Insert the batch (see Store.append_messages) in the transaction;
         ``live_rooms``, if not None, is what _rooms_for found before, kept
-        up to date here."""
+        up to date here; ``first_id``, if not None, the first of the ids
+        reserved for it."""
         if not batch:
             return []
         keys = {name_key(m.recipient) for m in batch if m.recipient is not None}
@@ -539,7 +657,7 @@ class MySQLStore(Store):
                 room_id, room = target
             values.append((message.sender_id, recipient_id, room_id, message.body, moment[0]))
             stored.append(Message(0, moment[1], message.sender, recipient, message.body, room))
-        ids = self._insert_messages(cursor, values)
+        ids = self._insert_messages(cursor, values, first_id)
         conversations = sql.latest_in_conversations(values, ids)
         if conversations:
             cursor.execute(UPDATE_CONVERSATIONS % ", ".join(["(%s, %s, %s)"] * len(conversations)),
@@ -571,30 +689,39 @@ class MySQLStore(Store):
                 found[None] = (room_id, name)
         return found
 
-    def _insert_messages(self, cursor, values) -> List[int]:
-        """Insert the rows in order; their ids, in the same order."""
+    def _insert_messages(self, cursor, values, first_id=None) -> List[int]:
+        """Insert the rows in order; their ids, in the same order: from
+        ``first_id`` on when the batch has ids reserved, else the
+        AUTO_INCREMENT counter's."""
         ids: List[int] = []
-        if not (self._multirow and self.allow_multirow):
-            for row in values:
-                cursor.execute(INSERT_MESSAGE, row)
-                ids.append(cursor.lastrowid)
-            return ids
         # One INSERT per chunk, not executemany(): mysqlclient splits a long
         # executemany() into several statements and reports only the last
-        # one's first id. LAST_INSERT_ID() (lastrowid) is the first id of a
-        # multi-row INSERT, and the others follow it.
-        start = 0
-        while start < len(values):
-            end, size = start, 0
-            while end < len(values) and (end == start or size < INSERT_CHUNK_BYTES):
-                size += len(values[end][3]) + 64
-                end += 1
-            chunk = values[start:end]
-            cursor.execute(INSERT_MESSAGE + INSERT_MESSAGE_ROW * (len(chunk) - 1),
-                           [field for row in chunk for field in row])
-            first = cursor.lastrowid
-            ids.extend(first + i * self._increment for i in range(len(chunk)))
-            start = end
+        # one's first id.
+        multirow = self.allow_multirow and (first_id is not None or self._multirow)
+        for chunk in _chunks(values, multirow):
+            if first_id is None:
+                cursor.execute(INSERT_MESSAGE + INSERT_MESSAGE_ROW * (len(chunk) - 1),
+                               [field for row in chunk for field in row])
+                # LAST_INSERT_ID() (lastrowid) is the first id of a
+                # multi-row INSERT, and the others follow it.
+                ids.extend(cursor.lastrowid + n * self._increment for n in range(len(chunk)))
+                continue
+            # Reserved in the order the batches were made, whichever of two
+            # concurrent INSERTs comes first. Those a batch leaves unused (a
+            # batch refused, a message to an account that is not there) are
+            # a gap, never used again.
+            chunk_ids = range(first_id + len(ids), first_id + len(ids) + len(chunk))
+            try:
+                cursor.execute(INSERT_MESSAGE_WITH_ID + INSERT_MESSAGE_WITH_ID_ROW * (len(chunk) - 1),
+                               [field for message_id, row in zip(chunk_ids, chunk) for field in (message_id,) + row])
+            except MySQLdb.IntegrityError as error:
+                if error.args and error.args[0] == DUPLICATE_KEY:
+                    raise _IdsTaken() from None
+                raise
+            ids.extend(chunk_ids)
+        if ids and first_id is None:
+            with self._lock:  # ids reserved later come after these
+                self._next_id = max(self._next_id, ids[-1] + 1)
         return ids
 
     def room_history(self, count: int, before: Optional[int] = None,
@@ -710,7 +837,7 @@ class MySQLStore(Store):
         self._run(lambda cursor: cursor.execute("SELECT 1"), alone="read")
 
     def close(self) -> None:
-        self._drop()
+        self._drop_idle()
 
     @staticmethod
     def _account(row) -> Account:

@@ -14,7 +14,8 @@ conftest.py imports the fixtures so that any test can ask for them:
 ``mysql_url`` (a mysql:// URL of a fresh database), ``mysql_admin`` (a
 connection with autocommit, for checks behind the store's back) and
 ``mysql_proxy`` (a TCP proxy in front of the server that a test can cut, to
-simulate an outage).
+simulate an outage). ``accounts_held`` holds messages from some accounts
+back inside MariaDB, to keep batches in flight for as long as a test needs.
 """
 
 import itertools
@@ -23,6 +24,8 @@ import secrets
 import select
 import socket
 import threading
+import time
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -93,6 +96,68 @@ def mysql_url(mysql_admin):
     cursor.execute("CREATE DATABASE `%s` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" % database)
     yield with_database(server_url(), database)
     cursor.execute("DROP DATABASE IF EXISTS `%s`" % database)
+
+
+# --- holding batches back inside the database --------------------------------
+
+@contextmanager
+def accounts_held(url, names):
+    """While inside, a transaction behind the store's back holds the rows of
+    the accounts ``names``: an INSERT of a message from one of them waits in
+    MariaDB (its foreign key is checked against that row, with a lock) until
+    the block ends; any other message is stored as usual. Yields the
+    connection, which a test may use to look on meanwhile."""
+    from sae_db import name_key
+    db = mysql_connect(url)
+    try:
+        cursor = db.cursor()
+        cursor.execute("START TRANSACTION")
+        # Through the unique index: a locking read of a scan would hold every row.
+        cursor.execute("SELECT id FROM users WHERE name_key IN (%s) FOR UPDATE" % ", ".join(["%s"] * len(names)),
+                       [name_key(name) for name in names])
+        assert len(cursor.fetchall()) == len(names)
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+def inserting_in(url):
+    """The ids of the connections to ``url``'s database that are running an
+    INSERT of messages: those accounts_held holds back wait there. (Not read
+    from INNODB_TRX, which MariaDB refreshes only when no one read it for a
+    tenth of a second: polled, it shows the same old picture for ever.)"""
+    db = mysql_connect(url)
+    try:
+        cursor = db.cursor()
+        cursor.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+                       " AND INFO LIKE 'INSERT INTO messages %'")
+        return sorted(connection for (connection,) in cursor.fetchall())
+    finally:
+        db.close()
+
+
+def connections_to(url):
+    """How many connections the server has to ``url``'s database, but the
+    one asking."""
+    db = mysql_connect(url)
+    try:
+        cursor = db.cursor()
+        cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+                       " AND ID <> CONNECTION_ID()")
+        return cursor.fetchone()[0]
+    finally:
+        db.close()
+
+
+def wait_for(condition, what, timeout=10.0):
+    """Poll ``condition()`` until it holds: for what happens inside the
+    database, which sends no event to wait for."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("never " + what)
+        time.sleep(0.01)  # polling a condition with a deadline, not synchronisation
 
 
 class TcpProxy:

@@ -9,6 +9,7 @@ the same expectations: that is what keeps the two from drifting apart.
 import re
 import socket
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 import freezegun
 import pytest
 
-from mysql_fixtures import mysql_connect
+from mysql_fixtures import accounts_held, connections_to, mysql_connect, wait_for, inserting_in
 from sae_db import NewMessage, StorageUnavailable, describe_url, open_store
 from sae_db.migrate import latest_version
 
@@ -27,6 +28,7 @@ except ImportError:  # the MariaDB tests skip themselves
     INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
 
 T0 = "2026-11-24T13:05:01.123Z"
+TIMEOUT = 10.0
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -1062,6 +1064,105 @@ def test_mysql_an_outage_is_survived(mysql_url, mysql_proxy):
         assert after[0].id > before.id
     finally:
         store.close()
+
+
+# -- two batches at once: ids the store reserves (MariaDB, a server alone) ----
+
+def in_thread(call, *args):
+    """Run call(*args) on a thread of its own; the thread, whose ``result``
+    (or ``error``) is there once it has ended."""
+    def run():
+        try:
+            thread.result = call(*args)
+        except Exception as error:
+            thread.error = error
+    thread = threading.Thread(target=run, daemon=True)
+    thread.result = thread.error = None
+    thread.start()
+    return thread
+
+
+def test_mysql_two_batches_at_once_get_the_ids_reserved_for_them(mysql_url):
+    # The server hands a second batch over while the first is still being
+    # written, on another connection: whichever INSERT ends first, each
+    # batch gets the ids reserved for it, in the order they were made.
+    store = open_store(mysql_url)
+    try:
+        alice = store.create_account("Alice", "h", T0)
+        bob = store.create_account("bob", "h", T0)
+        first = [say(alice, "first %d" % n) for n in range(3)]
+        second = [say(bob, "second %d" % n) for n in range(2)]
+        first_id = store.reserve_ids(len(first))
+        second_id = store.reserve_ids(len(second))
+        assert second_id == first_id + len(first)
+        with accounts_held(mysql_url, ["Alice"]):
+            held = in_thread(store.append_messages, first, first_id)
+            wait_for(lambda: len(inserting_in(mysql_url)) == 1, "the first batch waiting in MariaDB")
+            beside = in_thread(store.append_messages, second, second_id)
+            beside.join(TIMEOUT)
+            assert beside.error is None and beside.result is not None, "the second is stored beside the first"
+            assert held.is_alive(), "the first still waits"
+            assert connections_to(mysql_url) == 3  # the store's two, and the one holding alice
+        held.join(TIMEOUT)
+        assert held.error is None
+        assert [m.id for m in held.result] == [first_id, first_id + 1, first_id + 2]
+        assert [m.id for m in beside.result] == [second_id, second_id + 1]
+        assert [m.body for m in store.room_history(10)] == [m.body for m in first + second]
+    finally:
+        store.close()
+    wait_for(lambda: connections_to(mysql_url) == 0, "both connections closed")
+
+
+def test_mysql_an_id_taken_behind_the_store_s_back_fails_that_batch_alone(mysql_url):
+    store = open_store(mysql_url)
+    try:
+        alice = store.create_account("Alice", "h", T0)
+        clashing = store.reserve_ids(2)
+        reserved_before = store.reserve_ids(1)
+        # Someone else (a second server without --cluster) writes messages
+        # with ids of its own: one this store reserved, one far ahead.
+        far = reserved_before + 100
+        db = mysql_connect(mysql_url)
+        try:
+            for message_id in (clashing, far):
+                db.cursor().execute("INSERT INTO messages (id, sender_id, body, created_at)"
+                                    " VALUES (%s, %s, 'not ours', '2026-11-24 13:05:01')", (message_id, alice.id))
+        finally:
+            db.close()
+        with pytest.raises(StorageUnavailable, match="taken by another writer"):
+            store.append_messages([say(alice, "refused"), say(alice, "refused too")], clashing)
+        # Nothing after it is lost: a batch reserved before the clash was
+        # found keeps its ids, one reserved after gets ids past the table's.
+        [kept] = store.append_messages([say(alice, "kept")], reserved_before)
+        [after] = store.append_messages([say(alice, "after")], store.reserve_ids(1))
+        assert kept.id == reserved_before and after.id > far
+        assert query(mysql_url, "SELECT id, body FROM messages ORDER BY id") == [
+            (clashing, "not ours"), (kept.id, "kept"), (far, "not ours"), (after.id, "after")]
+    finally:
+        store.close()
+
+
+def test_mysql_ids_of_a_deleted_history_are_not_given_again(mysql_url):
+    # The newest messages go with their room: the next id is still above
+    # theirs after a restart (AUTO_INCREMENT, not only MAX(id)), so that a
+    # client that saw them never takes a new message for one it has.
+    store = open_store(mysql_url)
+    try:
+        alice = store.create_account("Alice", "h", T0)
+        [kept] = store.append_messages([say(alice, "kept")], store.reserve_ids(1))
+        gone = store.ensure_room("#gone", T0)
+        batch = [in_room(alice, gone, "gone %d" % n) for n in range(3)]
+        deleted = store.append_messages(batch, store.reserve_ids(len(batch)))
+        assert store.delete_room(gone.id, keep_history=False)
+    finally:
+        store.close()
+    reopened = open_store(mysql_url)
+    try:
+        assert reopened.last_message_id() == kept.id
+        [new] = reopened.append_messages([say(alice, "new")], reopened.reserve_ids(1))
+        assert new.id > deleted[-1].id
+    finally:
+        reopened.close()
 
 
 def wait_until(call, timeout=10.0):
