@@ -5,8 +5,9 @@ How a message travels, top to bottom of this file:
   socket bytes -> Session.framer (sae_protocol.LineFramer) -> parsed commands
   held in Session.held -> a command function (cmd_say, cmd_login, ...) ->
   Server.outbox -> one storage job (append_messages, one transaction) for all
-  that was accepted in the turn (or, with a storage thread, while the
-  previous one was stored) -> back on the loop: the Room renders it once per protocol ->
+  that was accepted in the turn (or, with storage threads, while the
+  previous one was stored; on MariaDB two such batches are written at once,
+  and come back in order) -> back on the loop: the Room renders it once per protocol ->
   the same bytes appended to every member's sendq -> one send() per socket
   at the end of the iteration (Connection.flush); EVENT_WRITE only while
   something is left over.
@@ -61,6 +62,7 @@ import socket
 import ssl
 import stat
 import sys
+import threading
 import time
 from functools import partial
 from typing import NamedTuple
@@ -126,6 +128,9 @@ SWEEP_INTERVAL = 1.0
 # How long a ban heard from another server of a cluster is checked at LOGIN
 # besides the store: far longer than a LOGIN's read of its account takes.
 BAN_HEARD_SECONDS = 60.0
+# A server that has stored no batch for this long lets the database number
+# the next one (see Server._store_outbox).
+IDS_QUIET = 1.0
 # At most this many more looks for ready input before a pass (_gather): a
 # bound that does not depend on the clock, which tests freeze.
 GATHER_ROUNDS = 16
@@ -869,36 +874,114 @@ def session_kind(session):
 
 # --- work off the loop --------------------------------------------------
 
+class StorageThreads:
+    """The storage threads, as an executor: every call runs alone, after
+    every call submitted before it and before any submitted after it, as on
+    one thread, except batches of messages (``submit(..., batch=True)``),
+    up to ``width`` of which may run at once, one per thread, each on a
+    connection of the store's own (Store.concurrent_batches). So a read
+    still sees every message accepted before it and nothing accepted after
+    it, and delete_room never meets a batch halfway, while the next batch
+    is written as the last one's commit is flushed to disk. Calls end in
+    any order; Workers hands them back to the loop in order."""
+
+    def __init__(self, threads):
+        self.width = threads  # batches at once; a cluster's chain takes them one at a time
+        self.waiting = collections.deque()  # (future, batch, work, args), in the order submitted
+        self.batches = 0  # batches running
+        self.alone = False  # whether a call that is no batch is running
+        self.stopping = False
+        self.condition = threading.Condition()
+        self.threads = [threading.Thread(target=self._serve, name="sae-storage-%d" % number, daemon=True)
+                        for number in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, work, *args, batch=False):
+        future = concurrent.futures.Future()
+        with self.condition:
+            self.waiting.append((future, batch, work, args))
+            self.condition.notify()
+        return future
+
+    def _startable(self):
+        if not self.waiting or self.alone:
+            return False
+        if self.waiting[0][1]:
+            return self.batches < self.width
+        return not self.batches
+
+    def _serve(self):
+        condition = self.condition
+        while True:
+            with condition:
+                while not self._startable():
+                    if self.stopping and not self.waiting:
+                        return
+                    condition.wait()
+                future, batch, work, args = self.waiting.popleft()
+                if batch:
+                    self.batches += 1
+                else:
+                    self.alone = True
+                condition.notify()  # the next may be a batch that can start beside this one
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = work(*args)
+                except BaseException as error:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            with condition:
+                if batch:
+                    self.batches -= 1
+                else:
+                    self.alone = False
+                condition.notify_all()
+
+    def shutdown(self):
+        with self.condition:
+            self.stopping = True
+            self.condition.notify_all()
+        for thread in self.threads:
+            thread.join()
+
+
 class Workers:
     """The threads for what may block, and the way back from them.
 
-    Storage runs on one thread of its own (so that storage calls run in the
-    order they were made: a read sees every write queued before it), unless
-    the store is one whose calls are as short as a send() (``Store.on_loop``:
-    a local SQLite file, whose commits go to the page cache), which the loop
-    calls itself: no hand-over to a thread and back for every batch, which
-    cost more than the batch itself. Password hashing always runs on a few
-    hashing threads. Either way a finished job is put on ``done``, and the
-    loop takes it at the end of its turn (``completed``); a thread also wakes
-    the loop through a socketpair it watches (``wakeup``). Only the loop
-    thread calls anything here but ``wake``, which signal handlers use too."""
+    Storage runs on threads of its own (StorageThreads: its calls run one
+    at a time, in the order they were made, so that a read sees every write
+    queued before it; only batches of messages may overlap, two at a time
+    on MariaDB), unless the store is one whose calls are as short as a
+    send() (``Store.on_loop``: a local SQLite file, whose commits go to the
+    page cache), which the loop calls itself: no hand-over to a thread and
+    back for every batch, which cost more than the batch itself. Password
+    hashing always runs on a few hashing threads. Either way a finished job
+    is put on ``done``, and the loop takes it at the end of its turn
+    (``completed``: storage jobs in the order they were submitted, whichever
+    ended first); a thread also wakes the loop through a socketpair it
+    watches (``wakeup``). Only the loop thread calls anything here but
+    ``wake``, which signal handlers use too."""
 
-    def __init__(self, hash_threads, storage_on_loop=False):
+    def __init__(self, hash_threads, storage_on_loop=False, storage_threads=1):
         self.pools = {"hashing": concurrent.futures.ThreadPoolExecutor(hash_threads, thread_name_prefix="sae-hash")}
         self.threaded_storage = not storage_on_loop
         if self.threaded_storage:
-            self.pools["storage"] = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sae-storage")
+            self.pools["storage"] = StorageThreads(storage_threads)
         self.storage_jobs = 0  # submitted to storage and not yet back on the loop
+        # (context, future) of those storage jobs, in the order submitted:
+        # one is handed back once every one before it is.
+        self.storage_pending = collections.deque()
         self.done = collections.deque()  # (pool, context, future), appended by worker threads
         self.wakeup, self.waker = socket.socketpair()
         self.wakeup.setblocking(False)
         self.waker.setblocking(False)
 
-    def submit(self, pool, context, work, *args):
+    def submit(self, pool, context, work, *args, batch=False):
         """Run work(*args) in ``pool``; ``completed`` hands back ``context``
-        with the future once it is done."""
-        if pool == "storage":
-            self.storage_jobs += 1
+        with the future once it is done. ``batch``: a batch of messages,
+        which may be stored beside another (see StorageThreads)."""
         executor = self.pools.get(pool)
         if executor is None:  # storage on the loop: done now, taken at the end of the turn
             future = concurrent.futures.Future()
@@ -906,9 +989,17 @@ class Workers:
                 future.set_result(work(*args))
             except Exception as error:
                 future.set_exception(error)
+        elif pool == "storage":
+            future = executor.submit(work, *args, batch=batch)
+        else:
+            future = executor.submit(work, *args)
+        if pool == "storage":
+            self.storage_jobs += 1
+            self.storage_pending.append((context, future))
+            context = None  # the entry on ``done`` only says that one has ended
+        if executor is None:
             self.done.append((pool, context, future))
             return
-        future = executor.submit(work, *args)
         # On the worker thread: hand over, touch nothing else.
         future.add_done_callback(lambda done: (self.done.append((pool, context, done)), self.wake()))
 
@@ -929,15 +1020,22 @@ class Workers:
 
     def completed(self):
         """The jobs done since the last call, as (pool, context, future)."""
-        done = self.done
+        done, pending = self.done, self.storage_pending
         while done:
             pool, context, future = done.popleft()
-            if pool == "storage":
+            if pool != "storage":
+                yield pool, context, future
+                continue
+            # Whichever storage job this was, what is handed back is every
+            # job done at the head of the queue: a batch that ended before
+            # the one submitted before it waits for that one.
+            while pending and pending[0][1].done():
+                context, future = pending.popleft()
                 self.storage_jobs -= 1
-            yield pool, context, future
+                yield pool, context, future
 
     def close(self, store):
-        """Close the store on its own thread, then stop every thread."""
+        """Close the store on a thread of its own, then stop every thread."""
         if "storage" in self.pools:
             self.pools["storage"].submit(store.close).result()
         else:
@@ -953,12 +1051,13 @@ class Counters:
     exit: how many messages each storage batch and each pass over the room
     carried is what the cost of a message comes down to."""
 
-    __slots__ = ("started_at", "turns", "batches", "stored", "passes", "links_heard", "ranges_read")
+    __slots__ = ("started_at", "turns", "batches", "overlapped", "stored", "passes", "links_heard", "ranges_read")
 
     def __init__(self, now):
         self.started_at = now
         self.turns = 0  # of the loop
         self.batches = 0  # handed to storage
+        self.overlapped = 0  # of them, handed over while another was being stored
         self.stored = 0  # messages stored
         self.passes = 0  # over the room's members, sending
         # In a cluster: links of the other servers heard over Redis, and
@@ -972,9 +1071,10 @@ class Counters:
         if self.links_heard or self.ranges_read:
             cluster = ", %d links heard from the other servers, %d ranges read back from the database" % (
                 self.links_heard, self.ranges_read)
-        return ("up %ds: %d messages stored in %d batches (%.1f per batch), %d passes over the room "
+        overlapped = " %d of them beside another," % self.overlapped if self.overlapped else ""
+        return ("up %ds: %d messages stored in %d batches (%.1f per batch),%s %d passes over the room "
                 "(%.1f messages per pass), %d loop turns%s" % (
-                    now - self.started_at, self.stored, self.batches, per(self.stored, self.batches),
+                    now - self.started_at, self.stored, self.batches, per(self.stored, self.batches), overlapped,
                     self.passes, per(self.stored, self.passes), self.turns, cluster))
 
 
@@ -1159,7 +1259,15 @@ class Server:
         # is charged to it, so that a failing completion costs that session.
         self.running_for = None
         self.workers = Workers(self.limits.hash_threads,
-                               store.on_loop if storage_on_loop is None else storage_on_loop)
+                               store.on_loop if storage_on_loop is None else storage_on_loop,
+                               store.concurrent_batches)
+        # Batches of messages stored at once (see _settle): two on MariaDB
+        # alone, one in a cluster, whose chain takes them in turn.
+        self.batches_at_once = store.concurrent_batches if self.workers.threaded_storage else 1
+        # Batches in flight whose ids the database gives (see _store_outbox),
+        # and when the last batch came back.
+        self.numbering = 0
+        self.last_batch_back = -math.inf
         self.selector.register(self.workers.wakeup, selectors.EVENT_READ, self.workers.woken)
         # Unknown names are checked against this, so they cost what a real
         # account costs and the answer does not tell whether a name exists.
@@ -1408,7 +1516,7 @@ class Server:
         self._dispatch(ready)
         # Messages wait to be stored and delivered: whatever input is already
         # there goes into the same batch and the same pass over the room.
-        if self.outbox and not self.batches_in_flight and self.last_pass_cost and self.behind_count < BEHIND_MANY:
+        if self.outbox and self._batch_may_go() and self.last_pass_cost and self.behind_count < BEHIND_MANY:
             self._gather()
         if self.now >= self.next_sweep:
             self.sweep()
@@ -1419,16 +1527,19 @@ class Server:
         """Store what was accepted, and take what storage has done, until
         neither is left for now.
 
-        Group commit: while a batch is being stored, what is accepted
-        meanwhile waits for it and then goes as one batch. Fewer, fuller
-        batches mean fewer passes over the room to deliver them, and the
-        storage thread could not have started on a second batch before the
-        first anyway. Storage on the loop is done at once: this turn's
+        Group commit: while as many batches are being stored as the store
+        takes at once (``batches_at_once``), what is accepted meanwhile
+        waits for one of them and then goes as one batch. Fewer, fuller
+        batches mean fewer passes over the room to deliver them. On MariaDB
+        alone two overlap: a message said while a batch is stored waits
+        about one storage time (its own) instead of up to two (the rest of
+        that one, then its own), and the two commits can share a flush of
+        the database's log. Storage on the loop is done at once: this turn's
         messages are one batch, delivered in this turn's pass, and what a
         completion starts (the next lines of a session that waited) is done
         in the same turn."""
         while True:
-            if self.outbox and not self.batches_in_flight:
+            if self.outbox and self._batch_may_go():
                 self._store_outbox()
             if self.cluster_heard:
                 self._cluster_news()
@@ -1535,11 +1646,12 @@ class Server:
 
     # -- work off the loop --
 
-    def offload(self, pool, on_done, work, *args):
+    def offload(self, pool, on_done, work, *args, batch=False):
         """Run work(*args) on the workers' ``pool`` ("storage" or "hashing");
         on_done(result, error) runs later on the loop thread, charged to the
-        session (or operator) this was started for."""
-        self.workers.submit(pool, (on_done, self.running_for), work, *args)
+        session (or operator) this was started for. ``batch``: a batch of
+        messages (see StorageThreads)."""
+        self.workers.submit(pool, (on_done, self.running_for), work, *args, batch=batch)
 
     def _run_completed(self):
         for pool, (on_done, owner), future in self.workers.completed():
@@ -2492,26 +2604,52 @@ class Server:
         self.outbox.append((session, NewMessage(account.id, account.name, recipient, text, self.timestamp(),
                                                 room_id, notice, client_tags), room))
 
+    def _batch_may_go(self):
+        """Whether one more batch may be handed to storage now."""
+        return self.batches_in_flight < (1 if self.numbering else self.batches_at_once)
+
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []
         self.last_batch_size = len(batch)
+        if self.batches_in_flight:
+            self.counters.overlapped += 1
         self.batches_in_flight += 1
+        messages = [message for _, message, _ in batch]
+        numbered = False
+        if self.cluster:
+            work, args = self.store.append_chained, (messages,)
+        elif self.batches_at_once == 1:
+            work, args = self.store.append_messages, (messages,)
+        elif self.numbering or (self.batches_in_flight == 1 and self.now - self.last_batch_back >= IDS_QUIET):
+            # After a quiet moment the database numbers the batch, alone, as
+            # when batches went one at a time: another server may have
+            # written meanwhile (one this one takes over from), which the
+            # store's count knows nothing of. The store counts on from its
+            # ids; till then, a batch that must go (store_call) goes alone too.
+            numbered = True
+            self.numbering += 1
+            work, args = self.store.append_messages, (messages,)
+        else:
+            # Two batches may be written at once, and either INSERT may end
+            # first: the ids are given here, in the order of the batches.
+            work, args = self.store.append_messages, (messages, self.store.reserve_ids(len(messages)))
         # Many sessions' messages: _deliver answers for each session itself,
         # so the batch is no one session's (even when a command stores it).
         outer, self.running_for = self.running_for, None
-        self.offload("storage", lambda stored, error: self._stored(batch, stored, error),
-                     self.store.append_chained if self.cluster else self.store.append_messages,
-                     [message for _, message, _ in batch])
+        self.offload("storage", lambda stored, error: self._stored(batch, stored, error, numbered), work, *args,
+                     batch=not numbered)
         self.running_for = outer
 
-    def _stored(self, batch, stored, error):
+    def _stored(self, batch, stored, error, numbered=False):
         self.batches_in_flight -= 1
-        # With a storage thread, what was accepted while this batch was
+        self.numbering -= numbered
+        self.last_batch_back = self.now
+        # With storage threads, what was accepted while this batch was
         # stored goes to storage before this one's pass, not after it: the
         # database works on the next batch while the loop delivers, where
         # one waited for the other. Batches still come back, and are
-        # delivered, in the order they were stored.
-        if self.outbox and self.workers.threaded_storage:
+        # delivered, in the order they were made (Workers.completed).
+        if self.outbox and self.workers.threaded_storage and self._batch_may_go():
             self._store_outbox()
         if self.cluster is None or error is not None:
             self._deliver(batch, stored, error)
@@ -2645,6 +2783,10 @@ class Server:
         """Join the cluster of servers that share this database, through
         Redis at ``url``, as ``instance``."""
         self.instance = instance
+        # The chain's links are stored one at a time (append_chained).
+        self.batches_at_once = 1
+        if self.workers.threaded_storage:
+            self.workers.pools["storage"].width = 1
         # Links stored before this moment are history, not news.
         self.sequencer = sae_cluster.Sequencer(self.store.chain_last())
         self.cluster = sae_cluster.RedisLink(url, sae_cluster.channel_name(self.store.url), instance,
