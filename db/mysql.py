@@ -90,6 +90,7 @@ INSERT_MESSAGE_WITH_ID_ROW = ", (%s, %s, %s, %s, %s, %s)"
 NEXT_IDS = ("SELECT COALESCE(MAX(id), 0) + 1, (SELECT AUTO_INCREMENT FROM information_schema.TABLES"
             " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages') FROM messages")
 DUPLICATE_KEY = 1062
+DEADLOCK = 1213
 SET_BAN = sql.for_mysql(sql.SET_BAN)
 REPLACE_PASSWORD = sql.for_mysql(sql.REPLACE_PASSWORD)
 MARK_OFFLINE = sql.for_mysql(sql.MARK_OFFLINE)
@@ -221,11 +222,14 @@ def _chunks(values, multirow):
     return chunks
 
 
+def _error_code(error: Exception) -> Optional[int]:
+    return error.args[0] if error.args and isinstance(error.args[0], int) else None
+
+
 def _connection_lost(error: Exception) -> bool:
     if isinstance(error, MySQLdb.InterfaceError):
         return True  # e.g. (0, '') on a connection that is already closed
-    code = error.args[0] if error.args and isinstance(error.args[0], int) else None
-    return code in CONNECTION_LOST
+    return _error_code(error) in CONNECTION_LOST
 
 
 class _Connection:
@@ -374,6 +378,11 @@ class MySQLStore(Store):
                         continue
                 else:  # a deadlock, a lock wait timeout, a full disk...
                     self._rollback(connection)
+                    # InnoDB undid the whole transaction to break a deadlock
+                    # (two batches at once updating the same conversations,
+                    # say): nothing of it is left, so it is replayed once.
+                    if _error_code(error) == DEADLOCK and attempt == 1:
+                        continue
                 raise StorageUnavailable("database %s: %s" % (self.where, error)) from None
             except BaseException:
                 self._rollback(connection)
@@ -715,7 +724,7 @@ class MySQLStore(Store):
                 cursor.execute(INSERT_MESSAGE_WITH_ID + INSERT_MESSAGE_WITH_ID_ROW * (len(chunk) - 1),
                                [field for message_id, row in zip(chunk_ids, chunk) for field in (message_id,) + row])
             except MySQLdb.IntegrityError as error:
-                if error.args and error.args[0] == DUPLICATE_KEY:
+                if _error_code(error) == DUPLICATE_KEY:
                     raise _IdsTaken() from None
                 raise
             ids.extend(chunk_ids)

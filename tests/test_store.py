@@ -1142,6 +1142,42 @@ def test_mysql_an_id_taken_behind_the_store_s_back_fails_that_batch_alone(mysql_
         store.close()
 
 
+def test_mysql_a_batch_undone_to_break_a_deadlock_is_stored_once(mysql_url):
+    # Two transactions wait for each other: InnoDB undoes the lighter one,
+    # here the batch, which is replayed as a whole, once, with its ids.
+    store = open_store(mysql_url)
+    try:
+        alice = store.create_account("alice", "h", T0)
+        bob = store.create_account("bob", "h", T0)
+        [first] = store.append_messages([tell(alice, "bob", "first")], store.reserve_ids(1))
+        db = mysql_connect(mysql_url)
+        try:
+            cursor = db.cursor()
+            cursor.execute("CREATE TABLE ballast (n INT NOT NULL) ENGINE=InnoDB")
+            cursor.execute("START TRANSACTION")
+            cursor.execute("SELECT last_id FROM conversations WHERE account_id = %s FOR UPDATE", (alice.id,))
+            second_id = store.reserve_ids(1)
+            batch = in_thread(store.append_messages, [tell(alice, "bob", "second")], second_id)
+            # The batch has inserted its message and waits for the conversation.
+            wait_for(lambda: query(mysql_url, "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                                              " WHERE DB = DATABASE() AND INFO LIKE 'INSERT INTO conversations %'")
+                     == [(1,)], "the batch waiting for its conversation")
+            cursor.execute("INSERT INTO ballast (n) VALUES %s" % ", ".join(["(%d)" % n for n in range(500)]))
+            # Now this one waits for the batch's message: a deadlock.
+            cursor.execute("SELECT id FROM messages WHERE id = %s FOR UPDATE", (second_id,))
+            db.rollback()
+        finally:
+            db.close()
+        batch.join(TIMEOUT)
+        assert batch.error is None
+        [second] = batch.result
+        assert second.id == second_id
+        assert store.conversation_history(alice.id, bob.id, 10) == [first, second]
+        assert query(mysql_url, "SELECT last_id FROM conversations ORDER BY account_id") == [(second_id,)] * 2
+    finally:
+        store.close()
+
+
 def test_mysql_ids_of_a_deleted_history_are_not_given_again(mysql_url):
     # The newest messages go with their room: the next id is still above
     # theirs after a restart (AUTO_INCREMENT, not only MAX(id)), so that a
