@@ -28,6 +28,7 @@ from mysql_fixtures import accounts_held, mysql_connect, wait_for, inserting_in
 
 MSG = re.compile(r"MSG (\d+) \S+ (\S+) (.*)\Z")
 RMSG = re.compile(r"RMSG (\d+) \S+ #club (\S+) (.*)\Z")
+PRIV = re.compile(r"PRIV (\d+) \S+ (\S+) \S+ (.*)\Z")
 SENDERS = 6
 EACH = 100
 WINDOW = 4
@@ -174,6 +175,25 @@ def test_every_receiver_gets_every_message_once_in_id_order(tmp_path, mysql_url)
         # is what everyone got, as far as it read.
         assert [text for _, sender, text in seen[0] if sender == name] == ["%s %d" % (name, n) for n in range(EACH)]
         assert theirs == seen[0][:len(theirs)]
+    assert overlapped > 0, "the test never had two batches in flight"
+
+
+def test_private_messages_from_many_at_once_reach_their_reader_once_in_order(tmp_path, mysql_url):
+    # Batches of private messages also update each conversation's latest
+    # message: two at once lock the same rows, and wait for each other.
+    server = ServerProcess(tmp_path, db_url=mysql_url).start()
+    try:
+        senders = senders_of(server)
+        reader = account_client(server, "reader")
+        finished = talk(senders, "TELL reader %s %d", PRIV)
+        seen = said(reader, SENDERS * EACH, PRIV)
+        lines = finished()
+    finally:
+        overlapped = batches_beside_another(server)
+    assert in_order_once(seen), "ids strictly increasing, each once"
+    for (name, _), theirs in zip(senders, lines):
+        assert not [line for line in theirs if line.startswith("ERR ")]
+        assert [text for _, sender, text in seen if sender == name] == ["%s %d" % (name, n) for n in range(EACH)]
     assert overlapped > 0, "the test never had two batches in flight"
 
 
