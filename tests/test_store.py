@@ -1068,6 +1068,13 @@ def test_mysql_an_outage_is_survived(mysql_url, mysql_proxy):
 
 # -- two batches at once: ids the store reserves (MariaDB, a server alone) ----
 
+@pytest.fixture
+def mysql_store(mysql_url):
+    opened = open_store(mysql_url)
+    yield opened
+    opened.close()
+
+
 def in_thread(call, *args):
     """Run call(*args) on a thread of its own; the thread, whose ``result``
     (or ``error``) is there once it has ended."""
@@ -1113,69 +1120,63 @@ def test_mysql_two_batches_at_once_get_the_ids_reserved_for_them(mysql_url):
     wait_for(lambda: connections_to(mysql_url) == 0, "both connections closed")
 
 
-def test_mysql_an_id_taken_behind_the_store_s_back_fails_that_batch_alone(mysql_url):
-    store = open_store(mysql_url)
+def test_mysql_an_id_taken_behind_the_store_s_back_fails_that_batch_alone(mysql_url, mysql_store):
+    store = mysql_store
+    alice = store.create_account("Alice", "h", T0)
+    clashing = store.reserve_ids(2)
+    reserved_before = store.reserve_ids(1)
+    # Someone else (a second server without --cluster) writes messages
+    # with ids of its own: one this store reserved, one far ahead.
+    far = reserved_before + 100
+    db = mysql_connect(mysql_url)
     try:
-        alice = store.create_account("Alice", "h", T0)
-        clashing = store.reserve_ids(2)
-        reserved_before = store.reserve_ids(1)
-        # Someone else (a second server without --cluster) writes messages
-        # with ids of its own: one this store reserved, one far ahead.
-        far = reserved_before + 100
-        db = mysql_connect(mysql_url)
-        try:
-            for message_id in (clashing, far):
-                db.cursor().execute("INSERT INTO messages (id, sender_id, body, created_at)"
-                                    " VALUES (%s, %s, 'not ours', '2026-11-24 13:05:01')", (message_id, alice.id))
-        finally:
-            db.close()
-        with pytest.raises(StorageUnavailable, match="taken by another writer"):
-            store.append_messages([say(alice, "refused"), say(alice, "refused too")], clashing)
-        # Nothing after it is lost: a batch reserved before the clash was
-        # found keeps its ids, one reserved after gets ids past the table's.
-        [kept] = store.append_messages([say(alice, "kept")], reserved_before)
-        [after] = store.append_messages([say(alice, "after")], store.reserve_ids(1))
-        assert kept.id == reserved_before and after.id > far
-        assert query(mysql_url, "SELECT id, body FROM messages ORDER BY id") == [
-            (clashing, "not ours"), (kept.id, "kept"), (far, "not ours"), (after.id, "after")]
+        for message_id in (clashing, far):
+            db.cursor().execute("INSERT INTO messages (id, sender_id, body, created_at)"
+                                " VALUES (%s, %s, 'not ours', '2026-11-24 13:05:01')", (message_id, alice.id))
     finally:
-        store.close()
+        db.close()
+    with pytest.raises(StorageUnavailable, match="taken by another writer"):
+        store.append_messages([say(alice, "refused"), say(alice, "refused too")], clashing)
+    # Nothing after it is lost: a batch reserved before the clash was
+    # found keeps its ids, one reserved after gets ids past the table's.
+    [kept] = store.append_messages([say(alice, "kept")], reserved_before)
+    [after] = store.append_messages([say(alice, "after")], store.reserve_ids(1))
+    assert kept.id == reserved_before and after.id > far
+    assert query(mysql_url, "SELECT id, body FROM messages ORDER BY id") == [
+        (clashing, "not ours"), (kept.id, "kept"), (far, "not ours"), (after.id, "after")]
 
 
-def test_mysql_a_batch_undone_to_break_a_deadlock_is_stored_once(mysql_url):
+def test_mysql_a_batch_undone_to_break_a_deadlock_is_stored_once(mysql_url, mysql_store):
     # Two transactions wait for each other: InnoDB undoes the lighter one,
     # here the batch, which is replayed as a whole, once, with its ids.
-    store = open_store(mysql_url)
+    store = mysql_store
+    alice = store.create_account("alice", "h", T0)
+    bob = store.create_account("bob", "h", T0)
+    [first] = store.append_messages([tell(alice, "bob", "first")], store.reserve_ids(1))
+    db = mysql_connect(mysql_url)
     try:
-        alice = store.create_account("alice", "h", T0)
-        bob = store.create_account("bob", "h", T0)
-        [first] = store.append_messages([tell(alice, "bob", "first")], store.reserve_ids(1))
-        db = mysql_connect(mysql_url)
-        try:
-            cursor = db.cursor()
-            cursor.execute("CREATE TABLE ballast (n INT NOT NULL) ENGINE=InnoDB")
-            cursor.execute("START TRANSACTION")
-            cursor.execute("SELECT last_id FROM conversations WHERE account_id = %s FOR UPDATE", (alice.id,))
-            second_id = store.reserve_ids(1)
-            batch = in_thread(store.append_messages, [tell(alice, "bob", "second")], second_id)
-            # The batch has inserted its message and waits for the conversation.
-            wait_for(lambda: query(mysql_url, "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-                                              " WHERE DB = DATABASE() AND INFO LIKE 'INSERT INTO conversations %'")
-                     == [(1,)], "the batch waiting for its conversation")
-            cursor.execute("INSERT INTO ballast (n) VALUES %s" % ", ".join(["(%d)" % n for n in range(500)]))
-            # Now this one waits for the batch's message: a deadlock.
-            cursor.execute("SELECT id FROM messages WHERE id = %s FOR UPDATE", (second_id,))
-            db.rollback()
-        finally:
-            db.close()
-        batch.join(TIMEOUT)
-        assert batch.error is None
-        [second] = batch.result
-        assert second.id == second_id
-        assert store.conversation_history(alice.id, bob.id, 10) == [first, second]
-        assert query(mysql_url, "SELECT last_id FROM conversations ORDER BY account_id") == [(second_id,)] * 2
+        cursor = db.cursor()
+        cursor.execute("CREATE TABLE ballast (n INT NOT NULL) ENGINE=InnoDB")
+        cursor.execute("START TRANSACTION")
+        cursor.execute("SELECT last_id FROM conversations WHERE account_id = %s FOR UPDATE", (alice.id,))
+        second_id = store.reserve_ids(1)
+        batch = in_thread(store.append_messages, [tell(alice, "bob", "second")], second_id)
+        # The batch has inserted its message and waits for the conversation.
+        wait_for(lambda: query(mysql_url, "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                                          " WHERE DB = DATABASE() AND INFO LIKE 'INSERT INTO conversations %'")
+                 == [(1,)], "the batch waiting for its conversation")
+        cursor.execute("INSERT INTO ballast (n) VALUES %s" % ", ".join(["(%d)" % n for n in range(500)]))
+        # Now this one waits for the batch's message: a deadlock.
+        cursor.execute("SELECT id FROM messages WHERE id = %s FOR UPDATE", (second_id,))
+        db.rollback()
     finally:
-        store.close()
+        db.close()
+    batch.join(TIMEOUT)
+    assert batch.error is None
+    [second] = batch.result
+    assert second.id == second_id
+    assert store.conversation_history(alice.id, bob.id, 10) == [first, second]
+    assert query(mysql_url, "SELECT last_id FROM conversations ORDER BY account_id") == [(second_id,)] * 2
 
 
 def test_mysql_ids_of_a_deleted_history_are_not_given_again(mysql_url):
