@@ -8,8 +8,8 @@ types differ (see mysql/0001_initial.sql and 0002_rooms.sql).
 A database server can go away and come back. Every failure to reach it
 raises StorageUnavailable and drops the connection; the next call opens a
 new one, but not before a short, growing pause after a failed attempt, so a
-dead server is not hammered. Autocommit is off and every call ends its
-transaction with one COMMIT: a call either stored everything or nothing
+dead server is not hammered. A call of several statements runs between
+START TRANSACTION and one COMMIT: it either stored everything or nothing
 (except when the connection dies during COMMIT itself, when the server may
 have committed it: the caller is told it failed, so at worst a message is
 refused that was in fact stored, never the reverse). A call that is one
