@@ -1335,6 +1335,7 @@ def parse_register(params: Sequence[str], nick: str,
 
 
 NICKSERV = "NickServ"
+NICKSERV_KEY = nick_key(NICKSERV)  # every PRIVMSG's target is compared with it
 NICKSERV_HELP = (
     "REGISTER <password>: make an account named after your nick",
     "IDENTIFY [name] <password>: log in",

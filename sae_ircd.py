@@ -34,6 +34,7 @@ from typing import NamedTuple, Optional
 import sae_irc as irc
 import sae_protocol as proto
 from sae_db import StorageUnavailable, name_key
+from sae_db.sql import BEYOND_EVERY_ID
 from sae_protocol import room_key
 from sae_server import (BAD, BANNED, CLOSING, GONE, GUEST_HASH, HELD_LINE_COST, KICKED, NO_LINES, ONLINE, TAKEN,
                         TOO_FAST,
@@ -1125,7 +1126,7 @@ def message_ready(server, session, message):
     target = params[0]
     if irc.is_channel(target):
         return server.member_room(session, target) is not None
-    return irc.nick_key(target) != irc.nick_key(irc.NICKSERV) and irc.check_nick(target) is None
+    return irc.nick_key(target) != irc.NICKSERV_KEY and irc.check_nick(target) is None
 
 
 def cmd_privmsg(server, session, params, tags, command="PRIVMSG"):
@@ -1146,7 +1147,7 @@ def cmd_privmsg(server, session, params, tags, command="PRIVMSG"):
     if len(params) < 2 or not params[1]:
         return refuse(server, session, command, [numeric(server, session, irc.ERR_NOTEXTTOSEND, "No text to send")])
     target, text = params[0], params[1]
-    if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
+    if irc.nick_key(target) == irc.NICKSERV_KEY:
         return nickserv(server, session, text) if command == "PRIVMSG" else None
     if session.account is None:
         return refuse(server, session, command, login_notices(server, session, "Log in first. " + HOW_TO_LOG_IN))
@@ -1270,7 +1271,7 @@ def cmd_tagmsg(server, session, params, tags):
         return answer(server, session, [numeric(server, session, irc.ERR_NEEDMOREPARAMS, "TAGMSG",
                                                 "Not enough parameters")])
     target = params[0]
-    if irc.nick_key(target) == irc.nick_key(irc.NICKSERV):
+    if irc.nick_key(target) == irc.NICKSERV_KEY:
         return answer(server, session, [])  # no client there to read tags
     if irc.is_channel(target):
         room = server.member_room(session, target)
@@ -1504,10 +1505,6 @@ def history_for(store, fetch, windows):
     return found
 
 
-# An id bound past every message: "after the last one" when a timestamp is later than all.
-NO_MESSAGE_ID = 2 ** 62
-
-
 def bound_id(store, bound, side):
     """A bound as store.room_history's exclusive id bound (None: none). A
     timestamp becomes the id of the message on its far side (Store.ids_at):
@@ -1522,7 +1519,7 @@ def bound_id(store, bound, side):
     last_until, first_from = store.ids_at(ref.timestamp)
     if side == "after":
         if bound.inclusive:  # created_at >= t
-            return NO_MESSAGE_ID if first_from is None else first_from - 1
+            return BEYOND_EVERY_ID if first_from is None else first_from - 1
         return last_until or 0  # created_at > t
     if bound.inclusive:  # created_at <= t
         return 1 if last_until is None else last_until + 1

@@ -215,8 +215,9 @@ _TARGETS = ("SELECT t.name, m.created_at FROM (%s) AS t JOIN messages m ON m.id 
             " WHERE t.id > ? AND t.id < ? ORDER BY t.id%s LIMIT ?")
 
 
-# An id bound past every message, for a window with no end.
-_BEYOND_EVERY_ID = 2 ** 62
+# An id bound past every message, for a window with no end (the history
+# reads' and CHATHISTORY's too).
+BEYOND_EVERY_ID = 2 ** 62
 
 
 def targets_query(account_id: int, room_ids: Sequence[int], after: Optional[int], before: Optional[int],
@@ -228,7 +229,7 @@ def targets_query(account_id: int, room_ids: Sequence[int], after: Optional[int]
     created_at) of each, the first ``count`` in id order, or the last with
     ``newest`` (then newest first, the caller's to reverse)."""
     after = after or 0
-    before = before or _BEYOND_EVERY_ID
+    before = before or BEYOND_EVERY_ID
     order = " DESC" if newest else ""
     selects: List[str] = []
     parameters: list = []
@@ -268,7 +269,7 @@ def ids_at(first_row: Callable[[str, int], Optional[tuple]], at) -> Tuple[Option
     return until[0] if until else None, after[0] if after else None
 
 
-def _last_fitting(first_row, fits, top: int = 2 ** 62) -> Optional[tuple]:
+def _last_fitting(first_row, fits, top: int = BEYOND_EVERY_ID) -> Optional[tuple]:
     """(id, created_at) of the last message up to the id ``top`` whose time
     ``fits`` (the messages that do come first), or None."""
     last = first_row(MESSAGE_AT_OR_BELOW, top)
