@@ -134,6 +134,10 @@ IDS_QUIET = 1.0
 # At most this many more looks for ready input before a pass (_gather): a
 # bound that does not depend on the clock, which tests freeze.
 GATHER_ROUNDS = 16
+# A batch at least this big was a flood: the next one may wait for input a
+# moment (_gather). One CPU burner on two cores left passes at 115 messages
+# of 160 in flight; waiting, at 146 (docs/BENCHMARKS.md).
+GATHER_WAIT_BATCH_MIN = 32
 # A pass over a big room looks for input every PASS_SLICE seconds, between
 # chunks of PASS_CHUNK members (Server._pass).
 PASS_SLICE = 0.001
@@ -1572,12 +1576,22 @@ class Server:
         many messages it carries (a send of 7 KB costs the kernel not much
         more than one of 100 bytes), so under load fuller passes are most of
         what a message costs. A pass waits at most as long as the last one
-        took, and when nothing more is ready (a quiet room) not at all."""
+        took. When nothing more is ready it waits on only in a flood (the
+        last batch had GATHER_WAIT_BATCH_MIN messages or more), and only
+        until the batch is as big as the last one: on a busy machine the
+        senders' next lines come a moment later, and a quiet room's message
+        goes at once."""
         until = self.now + self.last_pass_cost
+        expected = self.last_batch_size if self.last_batch_size >= GATHER_WAIT_BATCH_MIN else 0
         for _ in range(GATHER_ROUNDS):
             ready = self.selector.select(0)
             if not ready:
-                return
+                left = until - monotonic()
+                if len(self.outbox) >= expected or left <= 0:
+                    return
+                ready = self.selector.select(left)
+                if not ready:
+                    return
             self._dispatch(ready)
             if monotonic() >= until:
                 return

@@ -205,6 +205,60 @@ def test_a_quiet_room_is_not_gathered_for(harness, monkeypatch):
     assert batches == [["one"], ["two"]]
 
 
+def test_after_a_full_batch_a_turn_waits_for_the_next_lines_a_moment(harness, monkeypatch):
+    """In a flood (the last batch was big), a turn whose batch is smaller
+    than the last one waits for input not yet there, at most as long as
+    the last pass took: on a busy machine the senders' next lines come a
+    moment later, and one pass carrying them all costs a member one send()
+    where two passes cost two."""
+    make, clock = harness
+    h = make()
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    batches = record_batches(h, monkeypatch)
+    h.server.last_batch_size = sae_server.GATHER_WAIT_BATCH_MIN
+    h.server.last_pass_cost = GATE_TIMEOUT
+    waiting = threading.Event()
+    real_select = h.server.selector.select
+
+    def select(timeout=None):
+        if timeout and h.server.outbox:
+            waiting.set()  # alice's line is read, nothing else is ready
+        return real_select(timeout)
+
+    monkeypatch.setattr(h.server.selector, "select", select)
+    sender = threading.Thread(target=lambda: waiting.wait(GATE_TIMEOUT) and bob.sendall(b"SAY two\n"))
+    sender.start()
+    alice.sendall(b"SAY one\n")
+    turn_until(h, lambda: batches, "stored")
+    sender.join()
+    assert batches == [["one", "two"]]
+    assert h.expect(alice, r"MSG \d+ \S+ bob two").endswith("two")
+
+
+def test_after_a_small_batch_a_turn_does_not_wait(harness, monkeypatch):
+    """Below GATHER_WAIT_BATCH_MIN the room is a chat, not a flood: a
+    message goes at once, however long the last pass took."""
+    make, clock = harness
+    h = make()
+    alice = h.logged_in("alice")
+    batches = record_batches(h, monkeypatch)
+    h.server.last_batch_size = sae_server.GATHER_WAIT_BATCH_MIN - 1
+    h.server.last_pass_cost = GATE_TIMEOUT
+    timeouts = []
+    real_select = h.server.selector.select
+
+    def select(timeout=None):
+        if h.server.outbox:
+            timeouts.append(timeout)
+        return real_select(timeout)
+
+    monkeypatch.setattr(h.server.selector, "select", select)
+    alice.sendall(b"SAY one\n")
+    turn_until(h, lambda: batches, "stored")
+    assert batches == [["one"]]
+    assert not any(timeouts)
+
+
 def test_a_message_said_during_a_long_pass_reaches_the_rest_of_that_pass(harness, monkeypatch):
     """A pass over a big room looks for input as it goes (every PASS_SLICE,
     here after every member): a message said meanwhile goes out with the
