@@ -544,6 +544,13 @@ sayable = st.text(
 
 
 @PROPERTY
+@given(st.text(alphabet=" \tab\x01é", max_size=8))
+def test_property_say_s_shortcut_parses_as_any_other_spelling_of_say(text):
+    """parse_command takes "SAY " by a shortcut; "say " goes the general way."""
+    assert parse_command(("SAY " + text).encode()) == parse_command(("say " + text).encode())
+
+
+@PROPERTY
 @given(sayable, st.integers(1, 2**53), st.sampled_from(["alice", "B.o-b_9", "x" * 32]))
 def test_property_said_text_survives_msg_and_priv(text, msg_id, name):
     command = parse_command(("SAY " + text).encode("utf-8"))
