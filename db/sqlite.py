@@ -16,6 +16,7 @@ BUSY_MS before the call fails as StorageUnavailable (ERR 503, try again).
 
 import sqlite3
 import threading
+from itertools import chain
 from typing import List, Optional, Sequence, Tuple
 
 from . import (DEFAULT_ROOM, Account, Message, NewMessage, RoomInfo, StorageUnavailable, Store, is_room_name,
@@ -210,31 +211,32 @@ class SQLiteStore(Store):
             recipients = {}
             rooms = self._rooms_for(batch)
             for message in batch:
-                recipient_id = recipient = room_id = room = None
-                if message.recipient is not None:
-                    key = name_key(message.recipient)
-                    if key not in recipients:
-                        recipients[key] = db.execute(sql.FIND_RECIPIENT, (key,)).fetchone()
-                    if recipients[key] is None:
-                        kept.append(None)
-                        continue
-                    recipient_id, recipient = recipients[key]
-                else:
+                if message.recipient is None:
                     target = rooms.get(message.room_id)
                     if target is None:
                         kept.append(None)  # the room was deleted meanwhile
                         continue
                     room_id, room = target
-                rows.append((message.sender_id, recipient_id, room_id, message.body, message.created_at))
-                kept.append((message, recipient, room))
+                    rows.append((message.sender_id, None, room_id, message.body, message.created_at))
+                    kept.append((message, None, room))
+                    continue
+                key = name_key(message.recipient)
+                if key not in recipients:
+                    recipients[key] = db.execute(sql.FIND_RECIPIENT, (key,)).fetchone()
+                if recipients[key] is None:
+                    kept.append(None)
+                    continue
+                recipient_id, recipient = recipients[key]
+                rows.append((message.sender_id, recipient_id, None, message.body, message.created_at))
+                kept.append((message, recipient, None))
             # The ids are consecutive: this transaction holds the write
             # lock, and AUTOINCREMENT gives each row the next one.
             if rows:
                 _insert_rows(db, rows)
                 next_id = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
-                # Each conversation's latest message (migration 0005).
-                _insert_rows(db, sql.latest_in_conversations(rows, range(next_id, next_id + len(rows))),
-                             _MULTI_UPDATE_CONVERSATIONS)
+                if recipients:  # each conversation's latest message (migration 0005)
+                    _insert_rows(db, sql.latest_in_conversations(rows, range(next_id, next_id + len(rows))),
+                                 _MULTI_UPDATE_CONVERSATIONS)
             stored: List[Optional[Message]] = []
             for each in kept:
                 if each is None:
@@ -387,5 +389,5 @@ def _insert_rows(db, rows, statements=_MULTI_INSERT):
     start = 0
     for size in _CHUNKS:
         while len(rows) - start >= size:
-            db.execute(statements[size], [field for row in rows[start:start + size] for field in row])
+            db.execute(statements[size], list(chain.from_iterable(rows[start:start + size])))
             start += size
