@@ -1265,6 +1265,7 @@ class Server:
         self.workers = Workers(self.limits.hash_threads,
                                store.on_loop if storage_on_loop is None else storage_on_loop,
                                store.concurrent_batches)
+        store.on_batches_free = self.workers.wake  # see _batch_may_go
         # Batches of messages stored at once (see _settle): two on MariaDB
         # alone, one in a cluster, whose chain takes them in turn.
         self.batches_at_once = store.concurrent_batches if self.workers.threaded_storage else 1
@@ -2620,7 +2621,8 @@ class Server:
 
     def _batch_may_go(self):
         """Whether one more batch may be handed to storage now."""
-        return self.batches_in_flight < (1 if self.numbering else self.batches_at_once)
+        return (self.batches_in_flight < (1 if self.numbering else self.batches_at_once)
+                and not self.store.batches_held())
 
     def _store_outbox(self):
         batch, self.outbox = self.outbox, []

@@ -161,6 +161,16 @@ class Store:
     # written back later); a database across a network is not.
     on_loop = False
 
+    # Called (from any thread) when batches_held() has turned False; the
+    # server sets it to what wakes its loop.
+    on_batches_free = None
+
+    def batches_held(self) -> bool:
+        """Whether the next batch of messages should wait: the SQLite store
+        asks for a moment now and then to start its WAL over (db/sqlite.py).
+        Asked by the loop before each batch; on_batches_free() says when."""
+        return False
+
     # -- accounts --
 
     def create_account(self, name: str, password_hash: str, created_at: str,

@@ -259,6 +259,26 @@ def test_after_a_small_batch_a_turn_does_not_wait(harness, monkeypatch):
     assert not any(timeouts)
 
 
+def test_batches_wait_while_the_store_holds_them_back(harness, monkeypatch):
+    """While the SQLite store copies the end of its WAL it asks for no batch
+    (batches_held): messages wait, everything else goes on, and they are
+    stored and delivered once the store lets them go."""
+    make, clock = harness
+    h = make()
+    alice, bob = h.logged_in("alice"), h.logged_in("bob")
+    batches = record_batches(h, monkeypatch)
+    checkpoints = h.server.store.checkpoints
+    checkpoints.hold_wanted = True
+    alice.sendall(b"SAY one\n")
+    bob.sendall(b"PING still-here\n")
+    assert h.expect(bob, r"PONG") == "PONG still-here"
+    assert batches == [] and checkpoints.loop_holds.is_set()
+    checkpoints.hold_wanted = False
+    h.server.store.on_batches_free()
+    assert h.expect(bob, r"MSG").endswith("alice one")
+    assert batches == [["one"]]
+
+
 def test_a_message_said_during_a_long_pass_reaches_the_rest_of_that_pass(harness, monkeypatch):
     """A pass over a big room looks for input as it goes (every PASS_SLICE,
     here after every member): a message said meanwhile goes out with the

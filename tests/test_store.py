@@ -1259,6 +1259,47 @@ def test_sqlite_checkpoints_off_the_loop(tmp_path, monkeypatch):
         store.close()
 
 
+def wal_restarts(path):
+    """How many times SQLite has started the WAL over: the checkpoint
+    sequence number of its header."""
+    with open("%s-wal" % path, "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_sqlite_starts_its_wal_over_under_a_steady_load(tmp_path, monkeypatch):
+    """Commit after commit, no checkpoint ever catches up, and SQLite starts
+    the WAL over only once one has: the file would grow by all that is
+    written. The store asks the writer (here the test, as the server's loop)
+    to hold its batches back while it copies the rest; the WAL starts over,
+    and every message is stored."""
+    import sae_db.sqlite
+    monkeypatch.setattr(sae_db.sqlite, "CHECKPOINT_SECONDS", 0.01)
+    monkeypatch.setattr(sae_db.sqlite, "WAL_RESTART_FRAMES", 16)
+    path = tmp_path / "sae.db"
+    store = open_store("sqlite:///%s" % path)
+    free = threading.Event()
+    store.on_batches_free = free.set
+    try:
+        alice = store.create_account("alice", "hash", T0)
+        restarts = wal_restarts(path)
+        deadline = time.monotonic() + 30
+        stored = held = 0
+        while wal_restarts(path) == restarts and time.monotonic() < deadline:
+            if store.batches_held():
+                held += 1
+                assert free.wait(10), "the store never let the batches go"
+                free.clear()
+                continue
+            store.append_messages([say(alice, "message %d" % stored)])
+            stored += 1
+        assert wal_restarts(path) > restarts
+        assert held
+        store.append_messages([say(alice, "after")])
+        assert store.db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == stored + 1
+    finally:
+        store.close()
+
+
 def test_replace_password_only_from_the_hash_it_still_has(store):
     # An IRC guest's account is taken over by its guest registering it:
     # only while its hash is still the guest mark, so never a real account.
