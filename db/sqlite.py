@@ -45,7 +45,9 @@ HOLD_WAIT = 0.5
 class Checkpoints:
     """A thread that checkpoints the WAL every CHECKPOINT_SECONDS, PASSIVE:
     it copies what no reader still needs and never waits for the writer, nor
-    makes it wait. Its fsync is the only one, and it is off the loop."""
+    makes it wait. Its fsync is the only one, and it is off the loop. Only
+    when the WAL has not started over for a while does the loop hold its
+    batches back for a moment (_copy_the_rest); it is never blocked."""
 
     def __init__(self, path, store):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
