@@ -1587,8 +1587,10 @@ class Server:
         for _ in range(GATHER_ROUNDS):
             ready = self.selector.select(0)
             if not ready:
+                if len(self.outbox) >= expected:
+                    return
                 left = until - monotonic()
-                if len(self.outbox) >= expected or left <= 0:
+                if left <= 0:
                     return
                 ready = self.selector.select(left)
                 if not ready:
