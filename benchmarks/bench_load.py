@@ -55,6 +55,38 @@ SERVER_DIR = ROOT  # where sae_server.py is run from (--server-dir)
 SAE_DB = None  # --sae-db: a mysql:// server URL, or None for SQLite files
 KEEP = False  # --keep
 KEPT_DATABASES = []  # MariaDB databases left for --keep
+SERVER_CPUS = None  # --pin: the CPU the servers run on, the load generators getting the others
+
+
+def pin_servers_apart():
+    """--pin: the servers on one CPU, this process and all it starts (the load
+    generators) on the others. On a small machine the generator's reads and
+    the server's sends otherwise take turns on the same cores, and a message
+    waits for the generator as much as for the server; real clients run on
+    other machines."""
+    global SERVER_CPUS
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        sys.exit("--pin needs at least 2 CPUs")
+    SERVER_CPUS = {cpus[0]}
+    os.sched_setaffinity(0, cpus[1:])
+    return cpus[0], cpus[1:]
+
+
+def pin_server(pid):
+    """Every thread of a server process onto SERVER_CPUS (threads it starts
+    later inherit it), with --pin."""
+    if SERVER_CPUS is None:
+        return
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/%d/task" % pid)]
+    except FileNotFoundError:
+        return  # it has already gone; its caller finds out why
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, SERVER_CPUS)
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
 
 
 # --- the server processes ---------------------------------------------------------
@@ -233,6 +265,7 @@ class Server:
             env["PYTHONPATH"] = os.pathsep.join([SERVER_DIR] + [p for p in [env.get("PYTHONPATH")] if p])
             self.process = subprocess.Popen(command, cwd=SERVER_DIR, env=env, stdout=self.log,
                                             stderr=subprocess.STDOUT)
+            pin_server(self.process.pid)  # before it starts its threads, which inherit it
             self.port = self._wait_for_port()
         else:
             self.port = free_port()
@@ -246,6 +279,7 @@ class Server:
                                             stderr=subprocess.STDOUT)
             self._wait_for_connect()
         self.pid = self.process.pid
+        pin_server(self.pid)  # again, for threads started before the first call took
 
     def _wait_for_port(self):
         deadline = time.monotonic() + 30
@@ -1483,6 +1517,9 @@ def main(argv=None):
                              "own per server (sae_bench_<pid>_<n>, any name in the URL is replaced), dropped "
                              "afterwards (kept with --keep); the account needs CREATE and DROP")
     parser.add_argument("--keep", action="store_true", help="keep the server logs and databases")
+    parser.add_argument("--pin", action="store_true",
+                        help="run the servers on one CPU and the load generators on the others, as if the "
+                             "clients were on other machines (MariaDB's own server is left where it is)")
     args = parser.parse_args(argv)
     global SERVER_DIR, SAE_DB, KEEP
     SERVER_DIR = os.path.abspath(args.server_dir)
@@ -1500,6 +1537,10 @@ def main(argv=None):
     print("# sae-chat load benchmarks, %s, %d CPUs, python %s" % (
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), os.cpu_count(), sys.version.split()[0]))
     print("# sae-server storage: %s" % storage_label(with_version=True))
+    if args.pin:
+        server_cpu, generator_cpus = pin_servers_apart()
+        print("# --pin: servers on CPU %d, load generators on CPU %s" % (
+            server_cpu, ", ".join(map(str, generator_cpus))))
     workdir = tempfile.mkdtemp(prefix="sae-bench-")
     try:
         for name in args.scenarios or DEFAULT_SCENARIOS:
