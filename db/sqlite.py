@@ -95,6 +95,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str):
         self.checkpoints = None
+        self._live_rooms = {}  # {room_id: (id, name)}, as _rooms_for finds them
         try:
             # check_same_thread=False: the store is opened on the main thread
             # (so start-up errors are reported there), then used only by the
@@ -234,6 +235,8 @@ class SQLiteStore(Store):
         return self._in_transaction(update)
 
     def delete_room(self, room_id: int, keep_history: bool) -> bool:
+        self._live_rooms.clear()
+
         def delete():
             db = self.db
             if db.execute(sql.ROOM_EXISTS, (room_id,)).fetchone() is None:
@@ -296,20 +299,25 @@ class SQLiteStore(Store):
         return self._in_transaction(insert)
 
     def _rooms_for(self, batch):
-        """{room_id: (id, name)} of the live rooms the batch's room messages
-        go to; the key None stands for the default room."""
+        """{room_id: (id, name)} of the live rooms, the batch's among them;
+        the key None stands for the default room. Kept from batch to batch:
+        only this server deletes rooms, with delete_room, which forgets
+        them, so a batch to rooms seen before reads nothing before its INSERT."""
+        live = self._live_rooms
         wanted = {m.room_id for m in batch if m.recipient is None}
-        found = {}
+        if wanted.issubset(live):
+            return live
+        wanted.difference_update(live)
         if None in wanted:
             wanted.discard(None)
             row = self.db.execute(sql.FIND_ROOM_ID, (DEFAULT_ROOM,)).fetchone()
             if row is not None:
-                found[None] = tuple(row)
+                live[None] = tuple(row)
         if wanted:
             ids = sorted(wanted)
             for room_id, name in self.db.execute(sql.live_rooms_among(ids), ids):
-                found[room_id] = (room_id, name)
-        return found
+                live[room_id] = (room_id, name)
+        return live
 
     def room_history(self, count: int, before: Optional[int] = None,
                      after: Optional[int] = None, room_id: Optional[int] = None) -> List[Message]:

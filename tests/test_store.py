@@ -394,6 +394,16 @@ def test_a_message_to_a_room_that_is_gone_is_not_stored(store, alice, homework):
     assert [m.body for m in store.room_history(10)] == ["before", "after"]
 
 
+def test_a_room_deleted_after_messages_takes_no_more(store, alice, homework):
+    # The store keeps the live rooms it has stored messages in from batch to
+    # batch: deleting one must forget it.
+    [first] = store.append_messages([in_room(alice, homework, "while it lasted")])
+    assert first.room == "#Homework"
+    store.delete_room(homework.id, keep_history=True)
+    assert store.append_messages([in_room(alice, homework, "too late"), say(alice, "in general")])[0] is None
+    assert [m.body for m in store.room_history(10, room_id=homework.id)] == ["while it lasted"]
+
+
 def test_room_names_come_back_as_created(store, alice):
     shouting = store.ensure_room("#LOUD", T0)
     [message] = store.append_messages([in_room(alice, store.ensure_room("#loud", T0), "hi")])
