@@ -19,7 +19,9 @@ while a checkpoint runs (its fsync takes a while), and the file grows by
 all that is written: 1.3 MB a second at 100 single messages a second, 45 MB
 after 35 s. So after a checkpoint of a WAL longer than WAL_RESTART_FRAMES
 the server is asked to hold its batches of messages back
-(``batches_held``) while a second one copies what came meanwhile.
+(``batches_held``) while a second one copies what came meanwhile. And
+when the WAL starts over after a burst, its file is cut back to
+WAL_KEPT_BYTES (journal_size_limit): its length is otherwise kept for good.
 """
 
 import sqlite3
@@ -37,6 +39,11 @@ CHECKPOINT_SECONDS = 5.0  # how often the WAL is copied back into the database f
 # started over for a while) is followed by one while the server holds its
 # batches back.
 WAL_RESTART_FRAMES = 1024
+# What the WAL file is cut back to when it starts over: a burst leaves it
+# as long as five seconds of writes at full speed (tens of MB) otherwise,
+# for as long as the server runs. Above what a steady chat needs (about 6 MB
+# at 100 messages a second), so that it is not cut and grown again each time.
+WAL_KEPT_BYTES = 16 * 1024 * 1024
 # How long that second checkpoint waits for the server to hold: a server with
 # no batch to store writes nothing meanwhile anyway.
 HOLD_WAIT = 0.5
@@ -110,6 +117,7 @@ class SQLiteStore(Store):
                 # Checkpoints move to their own thread; without WAL (a file
                 # system that cannot share memory) SQLite keeps doing them.
                 self.db.execute("PRAGMA wal_autocheckpoint=0")
+                self.db.execute("PRAGMA journal_size_limit=%d" % WAL_KEPT_BYTES)
                 self.checkpoints = Checkpoints(path, self)
         except sqlite3.Error as error:
             raise StorageUnavailable("cannot open SQLite database %s: %s" % (path, error)) from None
