@@ -37,6 +37,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from sae_db import LiveMessage, Message
+from sae_irc import relayed_tags
 
 log = logging.getLogger("sae_server")
 
@@ -178,7 +179,7 @@ def event_link(event: dict) -> Link:
         *message, room_id = fields
         message = Message(*message)
         if live is not None:
-            message = LiveMessage(message, bool(live.get("notice")), dict(live.get("tags") or {}))
+            message = LiveMessage(message, bool(live.get("notice")), relayed_tags(live.get("tags")))
         messages.append((message, room_id))
     return Link(int(event["p"]), int(event["l"]), messages)
 

@@ -370,6 +370,17 @@ def client_only_tags(tags: Dict[str, str]) -> Dict[str, str]:
     return {key: value for key, value in tags.items() if key.startswith("+")}
 
 
+def relayed_tags(tags) -> Dict[str, str]:
+    """Client tags another server of the cluster relayed, as client_only_tags
+    left them there: what could not have come from it (not a dict, a key
+    that is no client tag, a value that is no string) is dropped, so that
+    a bad publication cannot make a line fail to render, or inject one."""
+    if not isinstance(tags, dict):
+        return {}
+    return {key: value for key, value in tags.items()
+            if isinstance(key, str) and key.startswith("+") and _TAG_KEY_RE.match(key) and isinstance(value, str)}
+
+
 def unescape_tag_value(value: str) -> str:
     """A tag value as sent (``\\:`` for ";", ``\\s`` for a space ...) as
     meant. A backslash before any other character is dropped, and one at

@@ -1342,7 +1342,7 @@ def tagmsg_heard(server, event):
         recipients = room.sessions() if room is not None else ()
     else:
         recipients = sessions_of(server, target)
-    send_tagmsg(server, None, event["s"], target, event["g"], event["m"], event["ts"], recipients)
+    send_tagmsg(server, None, event["s"], target, irc.relayed_tags(event["g"]), event["m"], event["ts"], recipients)
 
 
 # --- the rest ---------------------------------------------------------------------------

@@ -479,6 +479,24 @@ def test_a_link_carries_what_only_the_live_delivery_of_a_message_has():
     assert second.notice and second.client_tags == {"+draft/reply": "1"}
 
 
+def test_a_link_keeps_only_client_tags_a_server_could_have_relayed():
+    # Whatever a publication says, what reaches the formatter is client
+    # tags (the "+" keys a client may send) with string values: a key with
+    # a space or a CR LF would otherwise break the IRC line, or inject one.
+    import json
+
+    from sae_cluster import decode, event_link, link_event
+    live = LiveMessage(Message(2, "t", "alice", "bob", "psst"), notice=False, client_tags={})
+    event = json.loads(link_event("s1", Link(0, 2, [(live, None)])))
+    event["m"][0][-1]["tags"] = {"+draft/reply": "1", "+bad key": "x", "+x\r\nQUIT": "", "time": "server's",
+                                 "+n": 5, "+ok-too": ""}
+    [(message, _)] = event_link(decode(json.dumps(event))).messages
+    assert message.client_tags == {"+draft/reply": "1", "+ok-too": ""}
+    event["m"][0][-1]["tags"] = ["+draft/reply", "1"]
+    [(message, _)] = event_link(decode(json.dumps(event))).messages
+    assert message.client_tags is None
+
+
 def test_a_private_message_reaches_its_recipient_on_another_instance(cluster):
     first, second = cluster(2)
     alice = account_client(first, "alice")
