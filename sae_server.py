@@ -3100,6 +3100,9 @@ class Server:
                 for protocol, sessions in room.members.items():
                     if sessions:
                         pieces = []
+                        # Two loops that differ in one call, rather than one
+                        # with a test or a wrapper per message: this runs for
+                        # every message and every protocol of the room.
                         if room is self.room:  # the hot path: as before rooms
                             format_msg = protocol.format_msg
                             v1 = protocol is proto
