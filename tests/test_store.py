@@ -185,6 +185,32 @@ def test_emoji_and_other_scripts_round_trip(store, bob):
     assert store.find_account("zoe").ban_reason == "spam 🥫"
 
 
+# Texts that mean something to SQL, or to the formatting that builds it.
+SQL_TEXTS = ["O'Brien's \"quote\"", "back\\slash \\' \\\\", "'); DROP TABLE messages; --", "100% %s %d %(x)s %%",
+             "ends with a backslash\\", "`backticks` and ; semicolons"]
+
+
+def test_texts_that_mean_something_to_sql_round_trip(store, alice, bob):
+    batch = [say(alice, text) for text in SQL_TEXTS] + [tell(alice, "bob", text) for text in SQL_TEXTS]
+    stored = store.append_messages(batch)
+    assert [m.body for m in stored] == SQL_TEXTS * 2
+    assert [m.body for m in store.room_history(10)] == SQL_TEXTS
+    assert [m.body for m in store.conversation_history(bob.id, alice.id, 10)] == SQL_TEXTS
+
+
+def test_mysql_texts_round_trip_with_ids_reserved(mysql_url):
+    # The batches of two at once carry their ids: another INSERT of the same rows.
+    store = open_store(mysql_url)
+    try:
+        alice = store.create_account("alice", "h", T0)
+        batch = [say(alice, text) for text in SQL_TEXTS]
+        stored = store.append_messages(batch, store.reserve_ids(len(batch)))
+        assert [m.body for m in stored] == SQL_TEXTS
+        assert store.room_history(10) == stored
+    finally:
+        store.close()
+
+
 def test_a_large_batch_is_stored_whole_and_in_order(store, alice):
     # Several MiB: more than one INSERT statement's worth on MySQL.
     batch = [say(alice, "%04d " % i + "x" * 4000) for i in range(400)]
