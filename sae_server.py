@@ -2138,6 +2138,12 @@ class Server:
                         self._dispatch(ready)
                         self._settle()
                     slice_over = monotonic() + PASS_SLICE
+                elif self.workers.done:
+                    # A batch stored meanwhile (on MariaDB) is delivered
+                    # now, to the members not yet passed in this pass's
+                    # send(), and the next one goes to storage at once,
+                    # rather than both waiting for the pass to end.
+                    self._settle()
 
     @staticmethod
     def _send_to(sessions, behind):

@@ -10,6 +10,7 @@ the password check is held at a gate until the test lets it through.
 
 import logging
 import re
+import select
 import socket
 import threading
 import types
@@ -318,6 +319,62 @@ def test_a_flood_s_pass_is_not_cut_into_pieces(harness, monkeypatch):
     # The whole pass carries the flood alone; "two" comes in a pass of its own.
     assert [data.count(b"MSG ") for _, data in flushed[:3]] == [flood] * 3
     assert all(data.endswith(b" two\n") and data.count(b"MSG ") == 1 for _, data in flushed[3:6])
+
+
+def test_a_batch_stored_during_a_pass_reaches_the_rest_of_that_pass(harness, mysql_url, monkeypatch):
+    """On MariaDB two batches are stored at once. One handed back while the
+    other's pass goes over a big room is delivered then: the members not
+    yet passed get both in one send(), the others get it in the next pass,
+    rather than everyone after this pass has ended."""
+    make, clock = harness
+    h = make(db_url=mysql_url)
+    assert h.server.batches_at_once == 2
+    monkeypatch.setattr(sae_server, "PASS_CHUNK", 1)
+    monkeypatch.setattr(sae_server, "PASS_SLICE", GATE_TIMEOUT)  # no look for input: only storage's answers
+    alice, bob, carol = h.logged_in("alice"), h.logged_in("bob"), h.logged_in("carol")
+    gates = {body: (threading.Event(), threading.Event()) for body in ("zero", "one", "two")}  # entered, released
+    real_append = h.server.store.append_messages
+
+    def append_at_its_gate(batch, *args):
+        entered, released = gates[batch[0].body]
+        entered.set()
+        released.wait(GATE_TIMEOUT)
+        return real_append(batch, *args)
+
+    monkeypatch.setattr(h.server.store, "append_messages", append_at_its_gate)
+    # A batch first, so that the next one is not the first after a quiet
+    # moment (which the database numbers alone, with no other beside it).
+    gates["zero"][1].set()
+    alice.sendall(b"SAY zero\n")
+    h.expect(carol, r"MSG .* zero$")
+    alice.sendall(b"SAY one\n")
+    turn_until(h, gates["one"][0].is_set, "storing one")
+    bob.sendall(b"SAY two\n")
+    turn_until(h, gates["two"][0].is_set, "storing two beside it")
+    sends = []
+    flush = sae_server.Connection.flush
+
+    def recorded(session):
+        data = b"".join(chunk for chunk in session.sendq if chunk.__class__ is bytes)
+        if b" one\n" in data or b" two\n" in data:
+            sends.append((session.name, data))
+            if len(sends) == 1:
+                # "two" is stored while this pass goes on: wait until it is
+                # handed back (the storage thread wakes the loop).
+                gates["two"][1].set()
+                assert select.select([h.server.workers.wakeup], [], [], GATE_TIMEOUT)[0]
+        return flush(session)
+
+    monkeypatch.setattr(sae_server.Connection, "flush", recorded)
+    gates["one"][1].set()
+    turn_until(h, lambda: len(sends) >= 4, "both messages sent to everyone")
+    first, data = sends[0]
+    assert b" one\n" in data and b" two\n" not in data
+    rest = sends[1:3]
+    assert {name for name, _ in rest} == {"alice", "bob", "carol"} - {first}
+    assert all(b" one\n" in data and b" two\n" in data and data.index(b" one\n") < data.index(b" two\n")
+               for _, data in rest), rest
+    assert sends[3][0] == first and b" two\n" in sends[3][1] and b" one\n" not in sends[3][1]
 
 
 def record_sends(monkeypatch, marks, bob):
