@@ -2118,7 +2118,9 @@ class Server:
         PASS_SLICE it looks for input, and a message said meanwhile is stored
         and queued at once, so that the members not yet passed get it in
         this pass's send() and the others in the next pass, rather than all
-        of them after this pass has ended."""
+        of them after this pass has ended. A batch that storage hands back
+        meanwhile (on MariaDB, the one stored beside this pass's) is
+        delivered between two chunks the same way."""
         slice_over = monotonic() + PASS_SLICE
         # Only while messages come one by one: in a flood, passes are full
         # anyway, and a pass cut into pieces costs more send()s per message
