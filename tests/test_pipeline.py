@@ -154,6 +154,22 @@ def in_order_once(messages):
     return ids == sorted(set(ids))
 
 
+def talk_with_two_batches_in_flight(mysql_url, senders, others, line, pattern):
+    """talk(), from two batches in flight for sure: the senders' first batch
+    waits inside MariaDB (their accounts' rows held) until the loop has
+    handed a second one beside it. Left to timing, a run now and then had
+    none, and the test proved nothing about two at once."""
+    with accounts_held(mysql_url, [name for name, _ in senders]):
+        # A batch just before, from someone else: the first after a quiet
+        # second goes alone, numbered by the database.
+        others[0].send("SAY warming up")
+        for client in [client for _, client in senders] + others:
+            assert said(client, 1)[0][2] == "warming up"
+        finished = talk(senders, line, pattern)
+        wait_for(lambda: len(inserting_in(mysql_url)) == 2, "a second batch stored beside the first")
+    return finished
+
+
 def senders_of(server):
     return [("sender%d" % n, account_client(server, "sender%d" % n)) for n in range(SENDERS)]
 
@@ -163,7 +179,7 @@ def test_every_receiver_gets_every_message_once_in_id_order(tmp_path, mysql_url)
     try:
         senders = senders_of(server)
         readers = [account_client(server, "reader%d" % n) for n in range(2)]
-        finished = talk(senders, "SAY %s %d", MSG)
+        finished = talk_with_two_batches_in_flight(mysql_url, senders, readers, "SAY %s %d", MSG)
         seen = [said(reader, SENDERS * EACH) for reader in readers]
         heard = [parsed(lines) for lines in finished()]
     finally:
@@ -185,7 +201,7 @@ def test_private_messages_from_many_at_once_reach_their_reader_once_in_order(tmp
     try:
         senders = senders_of(server)
         reader = account_client(server, "reader")
-        finished = talk(senders, "TELL reader %s %d", PRIV)
+        finished = talk_with_two_batches_in_flight(mysql_url, senders, [reader], "TELL reader %s %d", PRIV)
         seen = said(reader, SENDERS * EACH, PRIV)
         lines = finished()
     finally:
